@@ -1,0 +1,1 @@
+"""Clean analytics: windowed aggregates of sessions that survived the filter."""

@@ -1,0 +1,207 @@
+"""The ``broadcast`` strategy: the deletion set as a side input of the session filter.
+
+Bounded runs: the side input is the registry snapshot at start plus every
+request accepted in this run, so the deletion set as of the run applies to
+every session whatever its event time.
+
+Streaming runs (Flink): a slowly updating side input. ``PeriodicImpulse``
+ticks every ``refresh_interval_s``; each tick fetches only the registry delta
+since the last version and re-emits the set into a global window with a
+per-element trigger. A set older than ``max_staleness_s`` fails the bundle
+(the runner retries it) rather than pass sessions unfiltered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable, Iterator
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from apache_beam.metrics import Metrics
+from apache_beam.transforms import trigger, window
+from apache_beam.utils import shared
+
+from beam_rtbf import metrics as rtbf_metrics
+from beam_rtbf.filter.deletion_set import DeletionSet, hash_ids
+from beam_rtbf.filter.follower import RegistryFollower
+from beam_rtbf.filter.suppress import split_batch
+from beam_rtbf.records import AcceptedRequest
+from beam_rtbf.registry import open_registry
+from beam_rtbf.registry.record import with_retries
+
+__all__ = ["DeletionSetView", "BuildBoundedDeletionSet", "BuildStreamingDeletionSet",
+           "FilterSessionsBySideInput", "StaleDeletionSet"]
+
+SUPPRESSED_TAG = "suppressed"
+
+
+class StaleDeletionSet(RuntimeError):
+    """The side input is older than its bound: retry later, never pass sessions unfiltered."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DeletionSetView:
+    """What travels in the side input: the set, its registry version and when it was read."""
+
+    deletion_set: DeletionSet
+    version: int
+    fresh_at_s: float
+
+
+class _UnionDeletionSets(beam.CombineFn):
+    """Union of hash arrays; built once in extract_output, not per element."""
+
+    def create_accumulator(self):
+        return ([], 0)
+
+    def add_input(self, acc, ds: DeletionSet):
+        parts, version = acc
+        parts.append(ds.__getstate__()[0])
+        return parts, max(version, ds.version)
+
+    def merge_accumulators(self, accs):
+        parts, version = [], 0
+        for p, v in accs:
+            parts.extend(p)
+            version = max(version, v)
+        return parts, version
+
+    def extract_output(self, acc):
+        parts, version = acc
+        hashes = np.concatenate(parts) if parts else np.empty(0, dtype=np.uint64)
+        return DeletionSetView(DeletionSet(hashes, version), version, time.time())
+
+
+class _ReadSnapshot(beam.DoFn):
+    def __init__(self, registry_url: str) -> None:
+        self._registry_url = registry_url
+
+    def process(self, _unused) -> Iterator[DeletionSet]:
+        def read():
+            with open_registry(self._registry_url) as registry:
+                return registry.snapshot()
+
+        snapshot = with_retries(read)
+        yield DeletionSet(hash_ids(list(snapshot.subject_ids)), snapshot.to_version)
+
+
+class BuildBoundedDeletionSet(beam.PTransform):
+    """Registry snapshot at start + this run's accepted requests -> one DeletionSetView."""
+
+    def __init__(self, registry_url: str) -> None:
+        super().__init__()
+        self._registry_url = registry_url
+
+    def expand(self, accepted):
+        snapshot = (
+            accepted.pipeline
+            | "StartSnapshot" >> beam.Impulse()
+            | "ReadRegistrySnapshot" >> beam.ParDo(_ReadSnapshot(self._registry_url))
+        )
+        from_requests = accepted | "RequestSubjects" >> beam.Map(
+            lambda a: DeletionSet(hash_ids(list(a.request.subject_ids)), a.version)
+        )
+        return (
+            (snapshot, from_requests)
+            | "MergeSources" >> beam.Flatten()
+            | "UnionDeletionSet" >> beam.CombineGlobally(_UnionDeletionSets())
+        )
+
+
+class _FetchDelta(beam.DoFn):
+    def __init__(self, registry_url: str, max_staleness_s: float) -> None:
+        self._registry_url = registry_url
+        self._max_staleness_s = max_staleness_s
+        self._shared = shared.Shared()
+
+    def setup(self) -> None:
+        self._follower = self._shared.acquire(
+            lambda: _SharedFollower(RegistryFollower(self._registry_url, 0.0, self._max_staleness_s)),
+            tag=f"follow:{self._registry_url}",
+        ).follower
+
+    def process(self, _tick) -> Iterator[DeletionSetView]:
+        current = self._follower.current(force=True)
+        if current is not None:
+            yield DeletionSetView(current, current.version, time.time() - self._follower.age_s())
+
+
+class _SharedFollower:
+    """Weak-referenceable holder so ``shared.Shared`` can cache a follower per process."""
+
+    def __init__(self, follower: RegistryFollower) -> None:
+        self.follower = follower
+
+
+class BuildStreamingDeletionSet(beam.PTransform):
+    """A slowly updating side input: a delta fetch per tick, re-emitted into the global window."""
+
+    def __init__(self, registry_url: str, refresh_interval_s: float, max_staleness_s: float) -> None:
+        super().__init__()
+        self._registry_url = registry_url
+        self._refresh_interval_s = refresh_interval_s
+        self._max_staleness_s = max_staleness_s
+
+    def expand(self, pbegin):
+        from apache_beam.transforms.periodicsequence import PeriodicImpulse
+
+        return (
+            pbegin
+            | "RefreshTicks" >> PeriodicImpulse(fire_interval=self._refresh_interval_s, apply_windowing=False)
+            | "FetchRegistryDelta" >> beam.ParDo(_FetchDelta(self._registry_url, self._max_staleness_s))
+            | "LatestSetGlobally" >> beam.WindowInto(
+                window.GlobalWindows(),
+                trigger=trigger.Repeatedly(trigger.AfterCount(1)),
+                accumulation_mode=trigger.AccumulationMode.DISCARDING,
+            )
+        )
+
+
+class _FilterFn(beam.DoFn):
+    def __init__(self, max_staleness_s: float | None) -> None:
+        self._max_staleness_s = max_staleness_s
+        self._clean = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.SESSIONS_CLEAN)
+        self._suppressed = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.SESSIONS_SUPPRESSED)
+        self._age = Metrics.distribution(rtbf_metrics.NAMESPACE, rtbf_metrics.SIDE_INPUT_AGE_MS)
+
+    def process(self, batch: pa.RecordBatch, view: DeletionSetView) -> Iterable:
+        if self._max_staleness_s is not None:
+            age_s = time.time() - view.fresh_at_s
+            self._age.update(int(age_s * 1000))
+            if age_s > self._max_staleness_s:
+                raise StaleDeletionSet(
+                    f"deletion set version {view.version} is {age_s:.1f}s old "
+                    f"(bound {self._max_staleness_s}s); holding sessions until it refreshes"
+                )
+        clean, suppressed = split_batch(batch, view.deletion_set)
+        if suppressed:
+            self._suppressed.inc(suppressed)
+            yield beam.pvalue.TaggedOutput(SUPPRESSED_TAG, suppressed)
+        if clean.num_rows:
+            self._clean.inc(clean.num_rows)
+            yield clean
+
+
+class FilterSessionsBySideInput(beam.PTransform):
+    """Drop sessions of forgotten subjects using a DeletionSetView side input.
+
+    Main output: clean batches. ``suppressed`` output: counts only (forgotten
+    data is never emitted anywhere).
+    """
+
+    def __init__(self, deletion_set_view, max_staleness_s: float | None = None) -> None:
+        super().__init__()
+        self._view = deletion_set_view
+        self._max_staleness_s = max_staleness_s
+
+    def expand(self, sessions):
+        return sessions | "DropForgotten" >> beam.ParDo(
+            _FilterFn(self._max_staleness_s), beam.pvalue.AsSingleton(self._view)
+        ).with_outputs(SUPPRESSED_TAG, main="clean")
+
+
+def accepted_subjects(accepted: AcceptedRequest) -> tuple[str, ...]:
+    return accepted.request.subject_ids

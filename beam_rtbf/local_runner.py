@@ -1,0 +1,122 @@
+"""A local runner that truly streams: the BundleBasedDirectRunner plus polling sources.
+
+Beam 2.77's local runners split the work: the FnApiRunner runs splittable
+DoFns but emits windows only when the source ends; the BundleBasedDirectRunner
+streams (watermarks, triggers, state, timers) but cannot expand splittable
+DoFns. This runner replaces each ``ReadFromPoller`` with a root transform the
+BundleBasedDirectRunner evaluates the way it evaluates its own Pub/Sub read:
+every evaluation polls once, emits what arrived, holds the output watermark at
+the poller's watermark and schedules itself again, until the poller is done.
+Everything downstream (windows, GroupByKey, keyed state) then runs while the
+stream is still flowing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+
+from apache_beam import pvalue
+from apache_beam.pipeline import PTransformOverride
+from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+from apache_beam.runners.direct.transform_evaluator import (
+    TransformEvaluatorRegistry,
+    TransformResult,
+    _TransformEvaluator,
+)
+from apache_beam.runners.direct.watermark_manager import WatermarkManager
+from apache_beam.transforms import PTransform
+from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.timestamp import Timestamp
+
+from beam_rtbf.sources.base import Poller
+from beam_rtbf.sources.polling import ReadFromPoller
+
+__all__ = ["LocalStreamingRunner"]
+
+
+class _DirectPollingRead(PTransform):
+    """Root primitive standing in for ``ReadFromPoller`` on the local streaming runner."""
+
+    def __init__(self, read: ReadFromPoller) -> None:
+        super().__init__()
+        self.read = read
+
+    def expand(self, pbegin):
+        return pvalue.PCollection(self.pipeline, is_bounded=False)
+
+
+class _PollerState:
+    """The open poller of one applied transform, shared by its successive evaluations."""
+
+    def __init__(self, poller: Poller) -> None:
+        self.poller = poller
+        self.lock = threading.Lock()
+        self.done = False
+
+
+_POLLERS: "weakref.WeakKeyDictionary[object, _PollerState]" = weakref.WeakKeyDictionary()
+_POLLERS_LOCK = threading.Lock()
+
+
+class _PollingReadEvaluator(_TransformEvaluator):
+    def start_bundle(self) -> None:
+        pass
+
+    def process_element(self, element) -> None:
+        pass
+
+    def _state(self) -> _PollerState:
+        key = self._applied_ptransform
+        with _POLLERS_LOCK:
+            state = _POLLERS.get(key)
+            if state is None:
+                poller = self._applied_ptransform.transform.read.make_poller()
+                poller.open()
+                state = _POLLERS[key] = _PollerState(poller)
+                weakref.finalize(key, poller.close)
+        return state
+
+    def finish_bundle(self) -> TransformResult:
+        read: ReadFromPoller = self._applied_ptransform.transform.read
+        state = self._state()
+        with state.lock:
+            result = state.poller.poll()
+            if result.done:
+                state.done = True
+                state.poller.close()
+        bundles = []
+        if result.elements:
+            bundle = self._evaluation_context.create_bundle(list(self._outputs)[0])
+            for element, ts_ms in result.elements:
+                bundle.output(GlobalWindows.windowed_value(element, timestamp=Timestamp(micros=ts_ms * 1000)))
+            bundles.append(bundle)
+        if result.done:
+            return TransformResult(self, bundles, [], None, {None: WatermarkManager.WATERMARK_POS_INF})
+        if not result.elements:
+            time.sleep(read.poll_interval_s)
+        again = self._evaluation_context.create_bundle(pvalue.PBegin(self._applied_ptransform.transform.pipeline))
+        hold = (
+            Timestamp(micros=result.watermark_ms * 1000)
+            if result.watermark_ms is not None
+            else WatermarkManager.WATERMARK_NEG_INF
+        )
+        return TransformResult(self, bundles, [again], None, {None: hold})
+
+
+class _PollingReadOverride(PTransformOverride):
+    def matches(self, applied_ptransform) -> bool:
+        return isinstance(applied_ptransform.transform, ReadFromPoller)
+
+    def get_replacement_transform_for_applied_ptransform(self, applied_ptransform):
+        return _DirectPollingRead(applied_ptransform.transform)
+
+
+class LocalStreamingRunner(BundleBasedDirectRunner):
+    """BundleBasedDirectRunner whose ``ReadFromPoller`` sources stream while the pipeline runs."""
+
+    def run_pipeline(self, pipeline, options):
+        TransformEvaluatorRegistry._test_evaluators_overrides[_DirectPollingRead] = _PollingReadEvaluator
+        pipeline.replace_all([_PollingReadOverride()])
+        return super().run_pipeline(pipeline, options)

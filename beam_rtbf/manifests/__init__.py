@@ -1,0 +1,1 @@
+"""Purge manifests: per request, every place the subject's data went."""

@@ -1,0 +1,143 @@
+"""Build and write one purge manifest per accepted request (DESIGN.md contract).
+
+The archive's subject index tells which partition files hold the subject and
+over which event times, which also names the analytics windows that counted
+the subject before the request became effective. Raw input streams keep the
+subject's records until their retention runs out; the manifest says until when.
+
+Manifests are named by request id and never overwritten, so a request seen
+twice (or a re-run after a crash) yields exactly one manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from beam_rtbf import metrics as rtbf_metrics
+from beam_rtbf.archive.write import INDEX_DIR, INDEX_SCHEMA
+from beam_rtbf.records import AcceptedRequest, iso_ms
+from beam_rtbf.sinks.files import join, write_bytes_atomically
+
+__all__ = ["build_manifest", "lookup_archive_index", "WriteManifests", "MANIFEST_VERSION"]
+
+_LOGGER = logging.getLogger(__name__)
+MANIFEST_VERSION = 1
+
+
+def lookup_archive_index(archive_dir: str, subject_ids: Sequence[str]) -> pa.Table:
+    """Index rows (user_id, path, records, min/max event) for these subjects."""
+    pattern = join(archive_dir, INDEX_DIR, "*.parquet")
+    files = [m.path for result in FileSystems.match([pattern]) for m in result.metadata_list]
+    if not files:
+        return INDEX_SCHEMA.empty_table()
+    if all("://" not in f for f in files):
+        dataset = pads.dataset(files, format="parquet", schema=INDEX_SCHEMA)
+        return dataset.to_table(filter=pc.field("user_id").isin(list(subject_ids)))
+    import pyarrow.parquet as pq
+
+    tables = []
+    for path in files:
+        with FileSystems.open(path) as handle:
+            table = pq.read_table(handle)
+        tables.append(table.filter(pc.is_in(table.column("user_id"), pa.array(list(subject_ids)))))
+    return pa.concat_tables(tables) if tables else INDEX_SCHEMA.empty_table()
+
+
+def build_manifest(
+    accepted: AcceptedRequest,
+    effective_at_ms: int,
+    index_rows: pa.Table,
+    window_s: int,
+    streams: Sequence[dict],
+    stream_retention_s: int,
+) -> dict:
+    request = accepted.request
+    partitions: dict[str, dict] = {}
+    windows: set[int] = set()
+    window_ms = window_s * 1000
+    for row in index_rows.to_pylist():
+        entry = partitions.setdefault(
+            row["path"], {"path": row["path"], "records": 0, "min_event_ms": row["min_event_ms"],
+                          "max_event_ms": row["max_event_ms"]}
+        )
+        entry["records"] += row["records"]
+        entry["min_event_ms"] = min(entry["min_event_ms"], row["min_event_ms"])
+        entry["max_event_ms"] = max(entry["max_event_ms"], row["max_event_ms"])
+        first = row["min_event_ms"] // window_ms
+        last = row["max_event_ms"] // window_ms
+        windows.update(range(first, min(last, first + 10_000) + 1))
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "request_id": request.request_id,
+        "subject_ids": list(request.subject_ids),
+        "regulation": request.regulation,
+        "kind": request.kind,
+        "requested_at": iso_ms(request.requested_at_ms),
+        "accepted_at": iso_ms(accepted.accepted_at_ms),
+        "effective_at": iso_ms(effective_at_ms),
+        "deadline": iso_ms(request.deadline_ms),
+        "registry_version": accepted.version,
+        "status": "pending",
+        "locations": {
+            "archive_partitions": [
+                {
+                    "path": p["path"],
+                    "records": p["records"],
+                    "min_event_time": iso_ms(p["min_event_ms"]),
+                    "max_event_time": iso_ms(p["max_event_ms"]),
+                }
+                for p in sorted(partitions.values(), key=lambda p: p["path"])
+            ],
+            "analytics_windows": [
+                {"start": iso_ms(w * window_ms), "end": iso_ms((w + 1) * window_ms)} for w in sorted(windows)
+            ],
+            "streams": [
+                {**stream, "retention_holds_until": iso_ms(effective_at_ms + stream_retention_s * 1000)}
+                for stream in streams
+            ],
+        },
+    }
+
+
+class _WriteManifestFn(beam.DoFn):
+    def __init__(self, output_dir: str, archive_dir: str, window_s: int, streams: Sequence[dict],
+                 stream_retention_s: int) -> None:
+        self._output_dir = output_dir
+        self._archive_dir = archive_dir
+        self._window_s = window_s
+        self._streams = list(streams)
+        self._stream_retention_s = stream_retention_s
+        self._written = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.MANIFESTS_WRITTEN)
+
+    def process(self, element: tuple[AcceptedRequest, int]) -> Iterator[dict]:
+        accepted, effective_at_ms = element
+        path = join(self._output_dir, f"{accepted.request.request_id}.json")
+        if FileSystems.exists(path):
+            return  # one manifest per request, ever: idempotent across duplicates and re-runs
+        index_rows = lookup_archive_index(self._archive_dir, accepted.request.subject_ids)
+        manifest = build_manifest(accepted, effective_at_ms, index_rows, self._window_s,
+                                  self._streams, self._stream_retention_s)
+        write_bytes_atomically(path, json.dumps(manifest, indent=2, sort_keys=True).encode())
+        self._written.inc()
+        yield manifest
+
+
+class WriteManifests(beam.PTransform):
+    """(AcceptedRequest, effective_at_ms) -> ``manifests/<request_id>.json``; emits the manifests."""
+
+    def __init__(self, output_dir: str, archive_dir: str, window_s: int, streams: Sequence[dict],
+                 stream_retention_s: int) -> None:
+        super().__init__()
+        self._args = (output_dir, archive_dir, window_s, streams, stream_retention_s)
+
+    def expand(self, effective):
+        return effective | "WriteManifestFiles" >> beam.ParDo(_WriteManifestFn(*self._args))

@@ -1,0 +1,229 @@
+"""Data contracts: sessions (as Arrow batches), erasure requests, raw input, dead letters.
+
+Sessions travel through the graph as ``pyarrow.RecordBatch`` elements with
+``SESSION_SCHEMA``, never as one Python object per record: that is what makes
+the throughput targets in DESIGN.md reachable.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import hashlib
+import hmac
+import json
+from typing import Any
+
+import pyarrow as pa
+
+__all__ = [
+    "SESSION_SCHEMA",
+    "SESSION_FIELDS",
+    "AIRBNB_COLUMNS",
+    "RawBatch",
+    "DeadLetter",
+    "ErasureRequest",
+    "AcceptedRequest",
+    "deadline_ms",
+    "parse_time_ms",
+    "subject_hash",
+    "now_ms",
+]
+
+SESSION_SCHEMA = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("event_time_ms", pa.int64(), nullable=False),
+        pa.field("action", pa.string()),
+        pa.field("action_type", pa.string()),
+        pa.field("action_detail", pa.string()),
+        pa.field("device_type", pa.string()),
+        pa.field("secs_elapsed", pa.float64()),
+        pa.field("event_id", pa.string()),
+        pa.field("email", pa.string()),
+        pa.field("device_id", pa.string()),
+    ]
+)
+SESSION_FIELDS = tuple(SESSION_SCHEMA.names)
+ALIAS_COLUMNS = ("email", "device_id")
+
+# Column order of the public Airbnb sessions file that the first seed replayed.
+AIRBNB_COLUMNS = (
+    "user_id",
+    "action",
+    "action_type",
+    "action_detail",
+    "device_type",
+    "secs_elapsed",
+)
+
+REGULATIONS = ("gdpr", "ccpa")
+KINDS = ("erase",)
+# GDPR Art. 12(3): one month; CCPA 1798.130: 45 days.
+DEADLINE_DAYS = {"gdpr": 30, "ccpa": 45}
+
+
+def now_ms() -> int:
+    return int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
+
+
+def parse_time_ms(value: Any) -> int:
+    """Epoch millis from an int/float (millis) or an RFC 3339 string; ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"bad time {value!r}")
+    if isinstance(value, (int, float)):
+        if value != value or value < 0:  # NaN or negative
+            raise ValueError(f"bad time {value!r}")
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            return int(text)
+        try:
+            parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError as exc:
+            raise ValueError(f"bad time {value!r}: not RFC 3339 or epoch millis") from exc
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.timezone.utc)
+        return int(parsed.timestamp() * 1000)
+    raise ValueError(f"bad time {value!r}")
+
+
+def iso_ms(ms: int) -> str:
+    return (
+        dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def deadline_ms(regulation: str, requested_at_ms: int) -> int:
+    return requested_at_ms + DEADLINE_DAYS[regulation] * 86_400_000
+
+
+def subject_hash(subject_id: str, key: bytes) -> str:
+    """Keyed hash of a subject id, for receipts and audit logs that must not hold the id."""
+    return hmac.new(key, subject_id.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+
+
+@dataclasses.dataclass(frozen=True)
+class RawBatch:
+    """Newline-delimited raw records from one source, with where they came from.
+
+    ``positions`` gives one position per record for stream sources (shard and
+    sequence number, partition and offset); file sources leave it ``None`` and
+    positions are ``source@byte_offset`` computed from ``first_offset``.
+    """
+
+    source: str
+    fmt: str  # "jsonl" | "csv" | "tsv"
+    data: bytes
+    first_offset: int = 0
+    positions: tuple[str, ...] | None = None
+    arrival_ms: int = 0
+    has_header: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetter:
+    """A rejected record: raw bytes, where it was, and a readable reason."""
+
+    stream: str  # "sessions" | "requests"
+    source: str
+    position: str
+    reason: str
+    raw: bytes
+
+    def to_json(self) -> str:
+        try:
+            raw_text, raw_b64 = self.raw.decode("utf-8"), None
+        except UnicodeDecodeError:
+            raw_text, raw_b64 = None, base64.b64encode(self.raw).decode("ascii")
+        return json.dumps(
+            {
+                "stream": self.stream,
+                "source": self.source,
+                "position": self.position,
+                "reason": self.reason,
+                "raw": raw_text,
+                "raw_base64": raw_b64,
+            },
+            sort_keys=True,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ErasureRequest:
+    """A data subject's request to be forgotten; ``request_id`` is the idempotency key."""
+
+    request_id: str
+    subject_id: str
+    requested_at_ms: int
+    regulation: str = "gdpr"
+    kind: str = "erase"
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def subject_ids(self) -> tuple[str, ...]:
+        """The subject id first, then its aliases, without repeats."""
+        return tuple(dict.fromkeys((self.subject_id, *self.aliases)))
+
+    @property
+    def deadline_ms(self) -> int:
+        return deadline_ms(self.regulation, self.requested_at_ms)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "subject_id": self.subject_id,
+            "aliases": list(self.aliases),
+            "requested_at": iso_ms(self.requested_at_ms),
+            "regulation": self.regulation,
+            "kind": self.kind,
+        }
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> "ErasureRequest":
+        """Validate one decoded request; ValueError with a readable reason otherwise."""
+        request_id = obj.get("request_id")
+        subject_id = obj.get("subject_id", obj.get("user_id"))
+        if not isinstance(request_id, str) or not request_id.strip():
+            raise ValueError("missing request_id")
+        if not isinstance(subject_id, str) or not subject_id.strip():
+            raise ValueError("missing subject_id")
+        regulation = str(obj.get("regulation") or "gdpr").lower()
+        if regulation not in REGULATIONS:
+            raise ValueError(f"unknown regulation {regulation!r} (expected one of {REGULATIONS})")
+        kind = str(obj.get("kind") or "erase").lower()
+        if kind not in KINDS:
+            raise ValueError(f"unsupported kind {kind!r} (expected one of {KINDS})")
+        if "requested_at" not in obj or obj["requested_at"] is None:
+            raise ValueError("missing requested_at")
+        requested_at_ms = parse_time_ms(obj["requested_at"])
+        aliases = obj.get("aliases") or []
+        if isinstance(aliases, str):
+            aliases = [aliases]
+        for key in ("email", "device_id"):
+            if isinstance(obj.get(key), str) and obj[key]:
+                aliases = [*aliases, obj[key]]
+        if not all(isinstance(a, str) and a for a in aliases):
+            raise ValueError("aliases must be non-empty strings")
+        return cls(
+            request_id=request_id.strip(),
+            subject_id=subject_id.strip(),
+            requested_at_ms=requested_at_ms,
+            regulation=regulation,
+            kind=kind,
+            aliases=tuple(a for a in dict.fromkeys(aliases) if a != subject_id),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class AcceptedRequest:
+    """A request as the registry recorded it: when it became durable, at which version."""
+
+    request: ErasureRequest
+    accepted_at_ms: int
+    version: int
+    duplicate: bool = False

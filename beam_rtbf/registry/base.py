@@ -1,0 +1,88 @@
+"""The deletion registry contract: who is forgotten, since when, by which request.
+
+Every backend (embedded SQLite here, Redis in production) implements this
+interface and passes the same contract suite in ``tests/``. Readers keep a
+version and fetch only the delta since it, never the whole table per refresh.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Sequence
+
+from beam_rtbf.records import AcceptedRequest, ErasureRequest
+
+__all__ = ["DeletionRegistry", "RegistryDelta", "RequestEvent", "RegistryUnavailable"]
+
+
+class RegistryUnavailable(RuntimeError):
+    """The registry cannot be read or written right now (transient: retry, never pass data)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistryDelta:
+    """Subject ids that became forgotten in versions ``(from_version, to_version]``."""
+
+    from_version: int
+    to_version: int
+    subject_ids: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestEvent:
+    """One step of a request's timeline (received, suppressed, purged, verified...)."""
+
+    request_id: str
+    status: str
+    at_ms: int
+    detail: str = ""
+
+
+class DeletionRegistry(abc.ABC):
+    """Durable, idempotent store of erasure requests and the deletion set they imply."""
+
+    @abc.abstractmethod
+    def add(self, requests: Sequence[ErasureRequest]) -> list[AcceptedRequest]:
+        """Record requests atomically; a request id seen before comes back ``duplicate=True``
+        with its original acceptance, and changes nothing."""
+
+    @abc.abstractmethod
+    def contains(self, subject_ids: Sequence[str]) -> list[bool]:
+        """Membership of many ids in one round trip."""
+
+    @abc.abstractmethod
+    def version(self) -> int:
+        """The current version; it grows by one per ``add`` that changed the set."""
+
+    @abc.abstractmethod
+    def delta_since(self, version: int) -> RegistryDelta:
+        """Ids added after ``version``; ``delta_since(0)`` is the full snapshot."""
+
+    def snapshot(self) -> RegistryDelta:
+        return self.delta_since(0)
+
+    @abc.abstractmethod
+    def get_request(self, request_id: str) -> AcceptedRequest | None:
+        """The accepted request with this id, or None."""
+
+    @abc.abstractmethod
+    def record_event(self, request_id: str, status: str, at_ms: int, detail: str = "") -> None:
+        """Append a step to the request's timeline."""
+
+    @abc.abstractmethod
+    def timeline(self, request_id: str) -> list[RequestEvent]:
+        """The request's steps, oldest first."""
+
+    @abc.abstractmethod
+    def requests(self) -> list[AcceptedRequest]:
+        """All accepted requests, oldest first."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    def __enter__(self) -> "DeletionRegistry":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

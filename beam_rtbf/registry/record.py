@@ -1,0 +1,77 @@
+"""Beam step: record erasure requests in the registry, durably and idempotently.
+
+Retry policy: ``RegistryUnavailable`` is transient; the step retries with
+exponential backoff and jitter, then raises so the runner retries the bundle.
+A request becomes effective only after the registry accepted it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from beam_rtbf import metrics as rtbf_metrics
+from beam_rtbf.records import AcceptedRequest, ErasureRequest
+from beam_rtbf.registry import RegistryUnavailable, open_registry
+
+__all__ = ["RecordRequests", "with_retries"]
+
+_LOGGER = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def with_retries(call: Callable[[], T], attempts: int = 5, base_delay_s: float = 0.1,
+                 max_delay_s: float = 5.0) -> T:
+    """Run ``call``, retrying ``RegistryUnavailable`` with full-jitter exponential backoff."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except RegistryUnavailable as exc:
+            if attempt == attempts - 1:
+                raise
+            delay = random.uniform(0, min(max_delay_s, base_delay_s * 2**attempt))
+            _LOGGER.warning("registry unavailable (%s); retry %d in %.2fs", exc, attempt + 1, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+class _RecordRequestsFn(beam.DoFn):
+    def __init__(self, registry_url: str) -> None:
+        self._registry_url = registry_url
+        self._registry = None
+        self._accepted = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.REQUESTS_ACCEPTED)
+        self._duplicate = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.REQUESTS_DUPLICATE)
+        self._errors = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.REGISTRY_ERRORS)
+
+    def setup(self) -> None:
+        self._registry = open_registry(self._registry_url)
+
+    def process(self, request: ErasureRequest) -> Iterator[AcceptedRequest]:
+        try:
+            (accepted,) = with_retries(lambda: self._registry.add([request]))
+        except RegistryUnavailable:
+            self._errors.inc()
+            raise
+        (self._duplicate if accepted.duplicate else self._accepted).inc()
+        yield accepted
+
+    def teardown(self) -> None:
+        if self._registry is not None:
+            self._registry.close()
+
+
+class RecordRequests(beam.PTransform):
+    """ErasureRequest -> AcceptedRequest (``duplicate=True`` for a request id seen before)."""
+
+    def __init__(self, registry_url: str) -> None:
+        super().__init__()
+        self._registry_url = registry_url
+
+    def expand(self, requests):
+        return requests | "AddToRegistry" >> beam.ParDo(_RecordRequestsFn(self._registry_url))

@@ -1,0 +1,1 @@
+"""Writing files on any Beam filesystem (local, s3://, gs://), atomically."""

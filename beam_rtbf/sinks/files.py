@@ -1,0 +1,90 @@
+"""Atomic file writes on any Beam filesystem: write a temporary name, then rename.
+
+Readers never see a half-written file: it either does not exist yet or is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterable
+from typing import IO
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from beam_rtbf.records import DeadLetter
+
+__all__ = ["write_atomically", "write_bytes_atomically", "join", "unique_part", "WriteDeadLetters"]
+
+
+def join(base: str, *parts: str) -> str:
+    return FileSystems.join(base, *parts)
+
+
+def unique_part(prefix: str = "part", suffix: str = "") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:16]}{suffix}"
+
+
+def _ensure_dir(path: str) -> None:
+    directory = path.rsplit("/", 1)[0]
+    if directory and not FileSystems.exists(directory):
+        try:
+            FileSystems.mkdirs(directory)
+        except OSError:
+            pass  # created concurrently, or an object store without directories
+
+
+def write_atomically(path: str, write: Callable[[IO[bytes]], None]) -> str:
+    """Write through ``write(handle)`` to a temporary sibling, then rename onto ``path``."""
+    _ensure_dir(path)
+    directory, name = path.rsplit("/", 1)
+    tmp = f"{directory}/.tmp-{uuid.uuid4().hex[:12]}-{name}"
+    with FileSystems.create(tmp) as handle:
+        write(handle)
+    FileSystems.rename([tmp], [path])
+    return path
+
+
+def write_bytes_atomically(path: str, data: bytes) -> str:
+    return write_atomically(path, lambda handle: handle.write(data))
+
+
+def json_lines(rows: Iterable[dict]) -> bytes:
+    return b"".join(json.dumps(row, sort_keys=True).encode() + b"\n" for row in rows)
+
+
+class _WriteDeadLettersFn(beam.DoFn):
+    """Buffer a bundle's dead letters and write them as one JSON-lines file."""
+
+    def __init__(self, directory: str) -> None:
+        self._directory = directory
+
+    def start_bundle(self) -> None:
+        self._buffer: list[DeadLetter] = []
+
+    def process(self, letter: DeadLetter) -> None:
+        self._buffer.append(letter)
+        if len(self._buffer) >= 10_000:
+            self._flush()
+
+    def finish_bundle(self) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        data = b"".join(letter.to_json().encode() + b"\n" for letter in self._buffer)
+        write_bytes_atomically(join(self._directory, unique_part("deadletter", ".jsonl")), data)
+        self._buffer = []
+
+
+class WriteDeadLetters(beam.PTransform):
+    """DeadLetter records -> ``DIR/deadletter/*.jsonl`` (raw bytes, position, reason)."""
+
+    def __init__(self, directory: str) -> None:
+        super().__init__()
+        self._directory = directory
+
+    def expand(self, letters):
+        return letters | "WriteDeadLetterFiles" >> beam.ParDo(_WriteDeadLettersFn(self._directory))

@@ -1,0 +1,72 @@
+"""What a source is: a bounded Beam read, and/or a poller for the streaming forms.
+
+A source yields elements of two kinds: ``RawBatch`` (bytes still to parse) or
+``pyarrow.RecordBatch`` (already structured, e.g. the generator). Parsing
+accepts both, so every source shares one validation and dead-letter path.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any
+
+import apache_beam as beam
+
+from beam_rtbf.sources.spec import SourceSpec
+
+__all__ = ["Source", "Poller", "PollResult", "STREAM_KINDS"]
+
+STREAM_KINDS = ("sessions", "requests")
+
+
+@dataclasses.dataclass
+class PollResult:
+    """Elements with their event timestamps (millis), the new watermark, and whether the source ended."""
+
+    elements: list[tuple[Any, int]]
+    watermark_ms: int | None
+    done: bool = False
+
+
+class Poller(abc.ABC):
+    """One reader core: open, poll, close. Both streaming forms (the splittable DoFn and the
+    local streaming runner's polling root) drive the same poller."""
+
+    def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect; raise a clear error for a missing stream or bad credentials."""
+
+    @abc.abstractmethod
+    def poll(self) -> PollResult:
+        """Return what is available now (possibly nothing); never block for long."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+class Source(abc.ABC):
+    """A configured source for one stream kind (sessions or requests)."""
+
+    scheme: str = ""
+
+    def __init__(self, spec: SourceSpec, stream: str) -> None:
+        if stream not in STREAM_KINDS:
+            raise ValueError(f"stream must be one of {STREAM_KINDS}, not {stream!r}")
+        self.spec = spec
+        self.stream = stream
+
+    @property
+    @abc.abstractmethod
+    def bounded(self) -> bool:
+        """True when the source ends by itself (a replay or a fixed-size generator)."""
+
+    @abc.abstractmethod
+    def read(self) -> beam.PTransform:
+        """The bounded Beam read (PBegin -> elements)."""
+
+    def poller(self) -> Poller:
+        """A poller for the streaming forms."""
+        raise NotImplementedError(f"{self.spec.scheme}:// has no streaming form")
+
+    def describe(self) -> dict[str, Any]:
+        return {"uri": self.spec.uri, "bounded": self.bounded}
