@@ -28,13 +28,17 @@ __all__ = ["WindowedAggregates", "WriteAnalytics", "partial_aggregates", "merge_
 _KEYS = ["action_type", "device_type"]
 
 
-def partial_aggregates(batch: pa.RecordBatch, window_ms: int) -> Iterator[tuple[int, pa.Table]]:
-    """(window_start_ms, per-user partial table) for each window the batch touches."""
+def partial_aggregates(batch: pa.RecordBatch, window_ms: int, bucket_ms: int) -> Iterator[tuple[int, pa.Table]]:
+    """(bucket_start_ms, per-(window, key, user) partial table) for each bucket the batch touches.
+
+    A bucket is the Beam window the partial travels in: the analytics window
+    itself when streaming, a coarser span (an hour) in bounded runs, so a day of
+    one-minute windows costs 24 elements per batch instead of 1440.
+    """
     times = batch.column("event_time_ms").to_numpy()
-    starts = (times // window_ms) * window_ms
     table = pa.table(
         {
-            "window_start": pa.array(starts),
+            "window_start": pa.array((times // window_ms) * window_ms),
             "action_type": batch.column("action_type"),
             "device_type": batch.column("device_type"),
             "user_id": batch.column("user_id"),
@@ -44,21 +48,25 @@ def partial_aggregates(batch: pa.RecordBatch, window_ms: int) -> Iterator[tuple[
     grouped = table.group_by(["window_start", *_KEYS, "user_id"], use_threads=False).aggregate(
         [("secs_elapsed", "sum"), ("secs_elapsed", "count"), ("user_id", "count")]
     )
-    grouped = grouped.sort_by("window_start")
-    ws = grouped.column("window_start").to_numpy()
-    cuts = np.flatnonzero(np.diff(ws)) + 1
-    bounds = [0, *cuts.tolist(), len(ws)]
+    buckets = (grouped.column("window_start").to_numpy() // bucket_ms) * bucket_ms
+    order = np.argsort(buckets, kind="stable")
+    sorted_buckets = buckets[order]
+    cuts = np.flatnonzero(np.diff(sorted_buckets)) + 1
+    bounds = [0, *cuts.tolist(), len(sorted_buckets)]
     for lo, hi in zip(bounds[:-1], bounds[1:]):
-        yield int(ws[lo]), grouped.slice(lo, hi - lo).drop_columns(["window_start"])
+        if hi > lo:
+            # take() copies: a slice would pickle the whole batch's buffers into every bucket.
+            yield int(sorted_buckets[lo]), grouped.take(pa.array(order[lo:hi]))
 
 
 def merge_partials(partials: list[pa.Table]) -> pa.Table:
-    """One window's partials -> sessions, distinct_users, avg_secs_elapsed per key."""
+    """Partials -> sessions, distinct_users, avg_secs_elapsed per (window, action_type, device_type)."""
     table = pa.concat_tables(partials)
-    per_user = table.group_by([*_KEYS, "user_id"], use_threads=False).aggregate(
+    keys = ["window_start", *_KEYS]
+    per_user = table.group_by([*keys, "user_id"], use_threads=False).aggregate(
         [("secs_elapsed_sum", "sum"), ("secs_elapsed_count", "sum"), ("user_id_count", "sum")]
     )
-    per_key = per_user.group_by(_KEYS, use_threads=False).aggregate(
+    per_key = per_user.group_by(keys, use_threads=False).aggregate(
         [("user_id_count_sum", "sum"), ("user_id", "count"),
          ("secs_elapsed_sum_sum", "sum"), ("secs_elapsed_count_sum", "sum")]
     )
@@ -70,66 +78,85 @@ def merge_partials(partials: list[pa.Table]) -> pa.Table:
     )
     return pa.table(
         {
+            "window_start": per_key.column("window_start"),
             "action_type": per_key.column("action_type"),
             "device_type": per_key.column("device_type"),
             "sessions": per_key.column("user_id_count_sum_sum"),
             "distinct_users": per_key.column("user_id_count"),
             "avg_secs_elapsed": avg,
         }
-    ).sort_by([("action_type", "ascending"), ("device_type", "ascending")])
+    ).sort_by([("window_start", "ascending"), ("action_type", "ascending"), ("device_type", "ascending")])
 
 
 class _PartialFn(beam.DoFn):
-    def __init__(self, window_ms: int) -> None:
+    def __init__(self, window_ms: int, bucket_ms: int) -> None:
         self._window_ms = window_ms
+        self._bucket_ms = bucket_ms
 
     def process(self, batch: pa.RecordBatch):
-        for start, partial in partial_aggregates(batch, self._window_ms):
-            # The last millisecond of the window: inside it, and never before any row it holds.
-            ts = Timestamp(micros=(start + self._window_ms - 1) * 1000)
+        for start, partial in partial_aggregates(batch, self._window_ms, self._bucket_ms):
+            # The bucket's last millisecond: inside it, and never before any row it holds.
+            ts = Timestamp(micros=(start + self._bucket_ms - 1) * 1000)
             yield window.TimestampedValue((start, partial), ts)
 
 
 class _MergeFn(beam.DoFn):
-    def process(self, element, win=beam.DoFn.WindowParam):
-        start, partials = element
-        merged = merge_partials(list(partials))
-        end = start + int(round((win.end - win.start) * 1000))
-        yield [{"window_start": iso_ms(start), "window_end": iso_ms(end), **row} for row in merged.to_pylist()]
+    def __init__(self, window_ms: int) -> None:
+        self._window_ms = window_ms
+
+    def process(self, element):
+        _, partials = element
+        rows = merge_partials(list(partials)).to_pylist()
+        for row in rows:
+            start = row["window_start"]
+            row["window_start"] = iso_ms(start)
+            row["window_end"] = iso_ms(start + self._window_ms)
+        yield rows
+
+
+def bucket_seconds(window_s: int, streaming: bool) -> int:
+    """Beam window size carrying the aggregates: the window itself when streaming, ~an hour otherwise."""
+    if streaming or window_s >= 3600:
+        return window_s
+    return window_s * (3600 // window_s)
 
 
 class WindowedAggregates(beam.PTransform):
-    """Clean session batches -> one list of rows per window pane, a row per (action_type, device_type)."""
+    """Clean session batches -> one list of rows per pane, a row per (window, action_type, device_type)."""
 
-    def __init__(self, window_s: int, allowed_lateness_s: int = 0) -> None:
+    def __init__(self, window_s: int, allowed_lateness_s: int = 0, streaming: bool = True) -> None:
         super().__init__()
         if window_s < 1:
             raise ValueError("window_s must be >= 1")
         self._window_s = window_s
+        self._bucket_s = bucket_seconds(window_s, streaming)
         self._allowed_lateness_s = allowed_lateness_s
 
     def expand(self, clean):
         return (
             clean
-            | "PartialAggregates" >> beam.ParDo(_PartialFn(self._window_s * 1000))
+            | "PartialAggregates" >> beam.ParDo(_PartialFn(self._window_s * 1000, self._bucket_s * 1000))
             | "FixedWindows" >> beam.WindowInto(
-                window.FixedWindows(self._window_s),
+                window.FixedWindows(self._bucket_s),
                 allowed_lateness=Duration(seconds=self._allowed_lateness_s),
             )
             | "GroupWindow" >> beam.GroupByKey()
-            | "MergeWindow" >> beam.ParDo(_MergeFn())
+            | "MergeWindow" >> beam.ParDo(_MergeFn(self._window_s * 1000))
         )
 
 
 class _WriteAnalyticsFn(beam.DoFn):
-    """One JSON-lines file per window pane: ``analytics/window_start=.../pane-*.jsonl``."""
+    """One JSON-lines file per pane: ``analytics/dt=YYYY-MM-DD/hour=HH/pane-*.jsonl``."""
 
     def __init__(self, directory: str) -> None:
         self._directory = directory
         self._rows = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.ANALYTICS_ROWS)
 
     def process(self, rows: list[dict]):
-        folder = join(self._directory, f"window_start={rows[0]['window_start']}")
+        if not rows:
+            return
+        first = rows[0]["window_start"]  # e.g. 2026-01-01T13:05:00.000Z
+        folder = join(self._directory, f"dt={first[:10]}", f"hour={first[11:13]}")
         path = join(folder, unique_part("pane", ".jsonl"))
         write_bytes_atomically(path, json_lines(rows))
         self._rows.inc(len(rows))

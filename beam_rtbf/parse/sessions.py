@@ -178,7 +178,7 @@ def _fast_parse(raw: RawBatch, body: bytes) -> pa.Table:
     if raw.fmt == "jsonl":
         return pajson.read_json(
             io.BytesIO(body),
-            read_options=pajson.ReadOptions(block_size=max(1 << 20, len(body) + 1), use_threads=False),
+            read_options=pajson.ReadOptions(block_size=1 << 22, use_threads=len(body) > (8 << 20)),
             parse_options=pajson.ParseOptions(explicit_schema=_JSON_SCHEMA, unexpected_field_behavior="infer"),
         )
     delimiter = "\t" if raw.fmt == "tsv" else ","
@@ -284,6 +284,40 @@ def _slow_parse(
     return ParsedChunk(batch, dead, records_in)
 
 
+_MIN_FAST_LINES = 64
+
+
+def _fast_range(
+    raw: RawBatch, data: bytes, starts: np.ndarray, ends: np.ndarray, lo: int, hi: int,
+    max_record_bytes: int, out: list[ParsedChunk],
+) -> None:
+    """Parse lines [lo, hi) with the vectorised reader; bisect around lines it cannot take.
+
+    A chunk with a few bad lines among 100K good ones costs a few extra
+    vectorised passes over shrinking halves, not a per-line Python parse.
+    """
+    if hi - lo < _MIN_FAST_LINES:
+        out.append(_slow_parse(raw, data, starts[:hi], ends[:hi], lo, max_record_bytes))
+        return
+    body = data[int(starts[lo]) : int(ends[hi - 1]) + 1]
+    try:
+        table = _fast_parse(raw, body)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError, ValueError):
+        table = None
+    if table is None or table.num_rows != hi - lo:
+        mid = (lo + hi) // 2
+        _fast_range(raw, data, starts, ends, lo, mid, max_record_bytes, out)
+        _fast_range(raw, data, starts, ends, mid, hi, max_record_bytes, out)
+        return
+    batch, rejects = validate_session_batch(table, raw.arrival_ms)
+    dead = []
+    for row_index, reason in rejects:
+        index = lo + row_index
+        start, end = int(starts[index]), int(ends[index])
+        dead.append(DeadLetter("sessions", raw.source, _position(raw, index, start), reason, data[start:end]))
+    out.append(ParsedChunk(batch, dead, hi - lo))
+
+
 def parse_session_chunk(raw: RawBatch, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> ParsedChunk:
     """Parse one chunk; ``records_in == batch.num_rows + len(dead_letters)`` always holds."""
     if raw.fmt not in ("jsonl", "csv", "tsv"):
@@ -293,34 +327,32 @@ def parse_session_chunk(raw: RawBatch, max_record_bytes: int = DEFAULT_MAX_RECOR
     first_line = 0
     if raw.has_header and len(starts) and data[: ends[0]].lstrip().startswith(b"user_id"):
         first_line = 1
-    lengths = ends - starts
     if first_line >= len(starts):
         return ParsedChunk(_empty_batch(), [], 0)
-    body = data[int(starts[first_line]) :]
-    body_lengths = lengths[first_line:]
-    # The fast path needs one record per line: no blank lines, no oversize ones,
-    # and for CSV no quoted fields (a quote may hide a newline or delimiter).
-    fast_ok = (
-        not bool((body_lengths == 0).any())
-        and int(body_lengths.max()) <= max_record_bytes
-        and (raw.fmt == "jsonl" or b'"' not in body)
+    # Runs of lines the vectorised reader can take: non-empty and not oversize. For
+    # CSV, a quote may hide a delimiter or newline, so quoted input goes line by line.
+    eligible = (ends - starts > 0) & (ends - starts <= max_record_bytes)
+    eligible[:first_line] = False
+    if raw.fmt != "jsonl" and b'"' in data:
+        eligible[:] = False
+    pieces: list[ParsedChunk] = []
+    edges = np.flatnonzero(np.diff(np.concatenate(([False], eligible, [False])).astype(np.int8)))
+    cursor = first_line
+    for run_start, run_end in zip(edges[0::2].tolist(), edges[1::2].tolist()):
+        if cursor < run_start:
+            pieces.append(_slow_parse(raw, data, starts[:run_start], ends[:run_start], cursor, max_record_bytes))
+        _fast_range(raw, data, starts, ends, run_start, run_end, max_record_bytes, pieces)
+        cursor = run_end
+    if cursor < len(starts):
+        pieces.append(_slow_parse(raw, data, starts, ends, cursor, max_record_bytes))
+    batches = [p.batch for p in pieces if p.batch.num_rows]
+    batch = (
+        batches[0] if len(batches) == 1
+        else pa.Table.from_batches(batches).combine_chunks().to_batches()[0] if batches
+        else _empty_batch()
     )
-    if fast_ok:
-        try:
-            table = _fast_parse(raw, body)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError, ValueError):
-            table = None
-        if table is not None and table.num_rows == len(body_lengths):
-            batch, rejects = validate_session_batch(table, raw.arrival_ms)
-            dead = []
-            for row_index, reason in rejects:
-                index = first_line + row_index
-                start, end = int(starts[index]), int(ends[index])
-                dead.append(
-                    DeadLetter("sessions", raw.source, _position(raw, index, start), reason, data[start:end])
-                )
-            return ParsedChunk(batch, dead, table.num_rows)
-    return _slow_parse(raw, data, starts, ends, first_line, max_record_bytes)
+    dead = [letter for p in pieces for letter in p.dead_letters]
+    return ParsedChunk(batch, dead, sum(p.records_in for p in pieces))
 
 
 def iter_lines(data: bytes) -> Iterator[tuple[int, bytes]]:

@@ -45,7 +45,7 @@ class SyntheticConfig:
     rate: float = 10_000.0  # sessions per second, unbounded mode
     request_rate: float = 1.0  # requests per second, unbounded mode
     seed: int = 1
-    start_ms: int = 0
+    start_ms: int = 1_767_225_600_000  # 2026-01-01T00:00:00Z
     span_s: int = 86_400  # bounded: event times spread over this span from start
     bad_rate: float = 0.0  # share of extra malformed session records
     batch_rows: int = 65_536

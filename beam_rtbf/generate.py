@@ -1,0 +1,110 @@
+"""Write generated sessions and requests to files (``beam-rtbf generate``).
+
+JSON lines are assembled with Arrow's vectorised string functions, so writing a
+million sessions takes about a second, not one ``json.dumps`` per record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from beam_rtbf.records import AIRBNB_COLUMNS, RawBatch
+from beam_rtbf.sources.synthetic import SyntheticConfig, planned_requests, request_lines, session_batches
+
+__all__ = ["GenerateResult", "generate_files", "batch_to_jsonl", "batch_to_delimited"]
+
+
+@dataclasses.dataclass
+class GenerateResult:
+    session_files: list[str]
+    requests_file: str
+    sessions: int
+    bad_records: int
+    requests: int
+    forgotten_subjects: list[str]
+
+
+def _json_string(column: pa.Array) -> pa.Array:
+    """A string column as JSON values (quoted, with escapes), nulls as ``null``."""
+    escaped = pc.replace_substring(pc.replace_substring(column, "\\", "\\\\"), '"', '\\"')
+    quoted = pc.binary_join_element_wise('"', escaped, '"', "")
+    return pc.fill_null(quoted, "null")
+
+
+def _json_number(column: pa.Array) -> pa.Array:
+    return pc.fill_null(pc.cast(column, pa.string()), "null")
+
+
+def batch_to_jsonl(batch: pa.RecordBatch) -> bytes:
+    """Sessions -> JSON lines (``event_time`` as epoch millis), vectorised."""
+    parts: list[pa.Array | str] = []
+    for i, name in enumerate(batch.schema.names):
+        column = batch.column(name)
+        if name == "event_time_ms":
+            key, value = "event_time", _json_number(column)
+        elif pa.types.is_floating(column.type) or pa.types.is_integer(column.type):
+            key, value = name, _json_number(column)
+        else:
+            if column.null_count == len(column):
+                continue
+            key, value = name, _json_string(column)
+        parts.append(("{" if i == 0 else ",") + f'"{key}":')
+        parts.append(value)
+    parts.append("}\n")
+    return _concat(pc.binary_join_element_wise(*parts, ""))
+
+
+def _concat(lines: pa.Array) -> bytes:
+    """All strings of an Arrow string array, back to back, straight from its data buffer."""
+    if len(lines) == 0:
+        return b""
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32, count=len(lines) + 1, offset=lines.offset * 4)
+    return lines.buffers()[2].to_pybytes()[int(offsets[0]) : int(offsets[-1])]
+
+
+def batch_to_delimited(batch: pa.RecordBatch, delimiter: str) -> bytes:
+    """Sessions -> the Airbnb layout (no event time: the file never had one)."""
+    columns = []
+    for name in AIRBNB_COLUMNS:
+        column = batch.column(name)
+        columns.append(pc.fill_null(pc.cast(column, pa.string()), ""))
+    lines = pc.binary_join_element_wise(*columns, delimiter)
+    return _concat(pc.binary_join_element_wise(lines, "\n", ""))
+
+
+def generate_files(cfg: SyntheticConfig, out_dir: str, fmt: str = "jsonl", files: int = 1) -> GenerateResult:
+    """Write ``cfg.sessions`` sessions over ``files`` files, plus ``requests.jsonl``."""
+    if fmt not in ("jsonl", "csv", "tsv"):
+        raise ValueError(f"unknown format {fmt!r}: use jsonl, csv or tsv")
+    if cfg.sessions is None:
+        raise ValueError("generate needs a session count")
+    os.makedirs(out_dir, exist_ok=True)
+    cfg = dataclasses.replace(cfg, shards=max(1, files))
+    paths = []
+    total = bad = 0
+    for shard in range(cfg.shards):
+        path = os.path.join(out_dir, f"sessions-{shard:04d}.{fmt}")
+        with open(path, "wb") as handle:
+            if fmt != "jsonl":
+                handle.write(("\t" if fmt == "tsv" else ",").join(AIRBNB_COLUMNS).encode() + b"\n")
+            for element in session_batches(cfg, shard):
+                if isinstance(element, RawBatch):
+                    bad += element.data.count(b"\n")
+                    handle.write(element.data)
+                    continue
+                total += element.num_rows
+                if fmt == "jsonl":
+                    handle.write(batch_to_jsonl(element))
+                else:
+                    handle.write(batch_to_delimited(element, "\t" if fmt == "tsv" else ","))
+        paths.append(path)
+    requests = planned_requests(cfg)
+    requests_path = os.path.join(out_dir, "requests.jsonl")
+    with open(requests_path, "wb") as handle:
+        handle.write(request_lines(requests))
+    return GenerateResult(paths, requests_path, total, bad, len(requests), [r.subject_id for r in requests])

@@ -1,0 +1,77 @@
+"""Pipeline options of beam-rtbf, validated before any graph is built."""
+
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam_rtbf.filter import STRATEGIES
+from beam_rtbf.parse.sessions import DEFAULT_MAX_RECORD_BYTES
+from beam_rtbf.registry import DEFAULT_REGISTRY_URL
+
+__all__ = ["RtbfOptions", "DEFAULT_SESSIONS", "DEFAULT_REQUESTS", "validate_options"]
+
+DEFAULT_SESSIONS = "synthetic://sessions?users=100000&sessions=1000000&seed=1&bad_rate=0.0001"
+DEFAULT_REQUESTS = "synthetic://requests?users=100000&requests=1000&seed=1"
+
+
+class RtbfOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        group = parser.add_argument_group("beam-rtbf")
+        group.add_argument("--sessions", default=DEFAULT_SESSIONS,
+                           help="Sessions source URI: file://GLOB (jsonl/csv/tsv) or synthetic://sessions?... "
+                                "(default: a generated bounded run)")
+        group.add_argument("--requests", default=DEFAULT_REQUESTS,
+                           help="Erasure-requests source URI (a dedicated stream, or a shared event stream "
+                                "with --request_tag_field)")
+        group.add_argument("--output", default="./rtbf-out",
+                           help="Output directory on any Beam filesystem: analytics/, archive/, manifests/, "
+                                "deadletter/ and summary.json")
+        group.add_argument("--registry", default=DEFAULT_REGISTRY_URL,
+                           help="Deletion registry URL: embedded://PATH (SQLite file, no server)")
+        group.add_argument("--filter_strategy", default="auto", choices=STRATEGIES,
+                           help="broadcast: deletion set as a side input; state: requests joined with sessions "
+                                "in keyed state; auto: broadcast for bounded runs, state for local streaming")
+        group.add_argument("--window_s", type=int, default=60, help="Analytics window length in seconds")
+        group.add_argument("--allowed_lateness_s", type=int, default=0,
+                           help="How late (behind the watermark) a session may be and still count in analytics")
+        group.add_argument("--archive_partition_s", type=int, default=3600,
+                           help="Archive partition length in seconds (3600: dt=/hour= folders)")
+        group.add_argument("--request_tag_field", default=None,
+                           help="On a shared event stream: the field naming the event type. Unset: every "
+                                "record on --requests is an erasure request")
+        group.add_argument("--request_tag_values", default="erasure_request",
+                           help="Comma-separated event types that are erasure requests")
+        group.add_argument("--request_payload_field", default=None,
+                           help="On a shared stream: field holding the request object, if nested")
+        group.add_argument("--max_record_bytes", type=int, default=DEFAULT_MAX_RECORD_BYTES,
+                           help="Records longer than this are dead-lettered as oversize")
+        group.add_argument("--state_shards", type=int, default=4,
+                           help="state strategy: number of keys sessions are sharded over")
+        group.add_argument("--refresh_interval_s", type=float, default=1.0,
+                           help="Streaming: how often the deletion set fetches the registry delta")
+        group.add_argument("--max_staleness_s", type=float, default=30.0,
+                           help="Streaming: a deletion set older than this holds sessions back (fail closed)")
+        group.add_argument("--stream_retention_s", type=int, default=7 * 86_400,
+                           help="Retention of the raw input streams, for the manifests' stream entries")
+
+
+def validate_options(opts: RtbfOptions) -> None:
+    """Fail before building anything, with a message that says how to fix it."""
+    problems = []
+    if opts.window_s < 1:
+        problems.append("--window_s must be >= 1")
+    if opts.archive_partition_s < 1:
+        problems.append("--archive_partition_s must be >= 1")
+    if opts.allowed_lateness_s < 0:
+        problems.append("--allowed_lateness_s must be >= 0")
+    if opts.state_shards < 1:
+        problems.append("--state_shards must be >= 1")
+    if opts.refresh_interval_s <= 0 or opts.max_staleness_s <= 0:
+        problems.append("--refresh_interval_s and --max_staleness_s must be > 0")
+    if opts.max_staleness_s < opts.refresh_interval_s:
+        problems.append("--max_staleness_s must be at least --refresh_interval_s")
+    if opts.max_record_bytes < 64:
+        problems.append("--max_record_bytes must be >= 64")
+    if problems:
+        raise ValueError("invalid options: " + "; ".join(problems))

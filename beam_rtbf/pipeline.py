@@ -1,0 +1,243 @@
+"""The one beam-rtbf graph: ``build_pipeline`` builds it, ``run`` validates, runs and summarises.
+
+    sessions  -> ParseSessions -> FilterSessions -> Analytics -> WriteAnalytics
+                                                \\-> WriteArchive
+    requests  -> ParseRequests -> RecordRequests -> (deletion set / keyed state) -> WriteManifests
+    bad input -> WriteDeadLetters
+
+Run it with the embedded defaults (generated data, SQLite registry, local files):
+
+    beam-rtbf run
+    beam-rtbf run --sessions 'file:///data/*.jsonl' --requests 'file:///data/requests.jsonl' --output out/
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from beam_rtbf import metrics as rtbf_metrics
+from beam_rtbf.analytics.aggregate import WindowedAggregates, WriteAnalytics
+from beam_rtbf.archive.write import WriteArchive
+from beam_rtbf.filter.broadcast import (
+    SUPPRESSED_TAG,
+    BuildBoundedDeletionSet,
+    BuildStreamingDeletionSet,
+    FilterSessionsBySideInput,
+)
+from beam_rtbf.filter.keyed_state import EFFECTIVE_TAG, FilterSessionsInKeyedState
+from beam_rtbf.manifests.build import WriteManifests
+from beam_rtbf.options import RtbfOptions, validate_options
+from beam_rtbf.parse.requests import ParseRequests, RequestSelector
+from beam_rtbf.parse.sessions import ParseSessions
+from beam_rtbf.registry import RegistryUnavailable, open_registry
+from beam_rtbf.registry.record import RecordRequests
+from beam_rtbf.sinks.files import join, write_bytes_atomically, WriteDeadLetters
+from beam_rtbf.sources import Source, source_for
+from beam_rtbf.sources.polling import ReadFromPoller
+
+__all__ = ["GraphOutputs", "build_pipeline", "run", "choose_strategy", "resolve_runner", "read_source"]
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class GraphOutputs:
+    """The PCollections tests and benchmarks assert on."""
+
+    clean: beam.PCollection
+    suppressed: beam.PCollection  # counts only: forgotten data is never emitted
+    deadletter: beam.PCollection
+    accepted: beam.PCollection
+    effective: beam.PCollection  # (AcceptedRequest, effective_at_ms)
+    analytics: beam.PCollection  # one list of rows per window pane
+    archive_files: beam.PCollection
+    manifests: beam.PCollection
+
+
+def read_source(source: Source) -> beam.PTransform:
+    """The bounded read of a bounded source, else the streaming read over its poller."""
+    return source.read() if source.bounded else ReadFromPoller(source.poller)
+
+
+def choose_strategy(requested: str, streaming: bool, runner_name: str) -> tuple[str, str]:
+    """(strategy, why). ``auto`` picks what works and is fastest on this runner."""
+    if requested != "auto":
+        return requested, "chosen by --filter_strategy"
+    if not streaming:
+        return "broadcast", "bounded run: the whole deletion set as of the run is one side input"
+    if runner_name in ("LocalStreamingRunner", "BundleBasedDirectRunner"):
+        return "state", "local streaming: stream-fed side inputs block the BundleBasedDirectRunner; keyed state streams"
+    return "broadcast", "streaming on a portable runner: slowly updating side input refreshed by registry deltas"
+
+
+def resolve_runner(name: str | None, streaming: bool):
+    """Map a runner name to a runner; the local ones never try to download anything."""
+    if name in (None, "", "direct", "DirectRunner", "SwitchingDirectRunner"):
+        if streaming:
+            from beam_rtbf.local_runner import LocalStreamingRunner
+
+            return LocalStreamingRunner()
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+        return FnApiRunner()
+    return name
+
+
+def build_pipeline(
+    p: beam.Pipeline,
+    opts: RtbfOptions,
+    *,
+    streaming: bool,
+    strategy: str,
+    sessions: beam.PCollection | None = None,
+    requests: beam.PCollection | None = None,
+) -> GraphOutputs:
+    """Build the graph on ``p``; ``sessions``/``requests`` replace the sources (tests use TestStream)."""
+    output = opts.output
+    if sessions is None:
+        sessions = p | "ReadSessions" >> read_source(source_for(opts.sessions, "sessions"))
+    if requests is None:
+        requests = p | "ReadRequests" >> read_source(source_for(opts.requests, "requests"))
+
+    parsed_sessions = sessions | "ParseSessions" >> ParseSessions(opts.max_record_bytes)
+    selector = RequestSelector(
+        tag_field=opts.request_tag_field,
+        tag_values=tuple(v.strip() for v in opts.request_tag_values.split(",") if v.strip()),
+        payload_field=opts.request_payload_field,
+    )
+    parsed_requests = requests | "ParseRequests" >> ParseRequests(selector, opts.max_record_bytes)
+    accepted = parsed_requests.requests | "RecordRequests" >> RecordRequests(opts.registry)
+
+    if strategy == "state":
+        filtered = parsed_sessions.sessions | "FilterSessions" >> FilterSessionsInKeyedState(
+            accepted, opts.registry, opts.state_shards, opts.refresh_interval_s, opts.max_staleness_s
+        )
+        clean, suppressed, effective = filtered["clean"], filtered[SUPPRESSED_TAG], filtered[EFFECTIVE_TAG]
+    elif strategy == "broadcast":
+        if streaming:
+            view = p | "DeletionSet" >> BuildStreamingDeletionSet(
+                opts.registry, opts.refresh_interval_s, opts.max_staleness_s
+            )
+            # Effective once the next refresh has picked it up: the bound is one interval.
+            lag_ms = int(opts.refresh_interval_s * 1000)
+            staleness = opts.max_staleness_s
+        else:
+            view = accepted | "DeletionSet" >> BuildBoundedDeletionSet(opts.registry)
+            lag_ms, staleness = 0, None
+        filtered = parsed_sessions.sessions | "FilterSessions" >> FilterSessionsBySideInput(view, staleness)
+        clean, suppressed = filtered.clean, filtered[SUPPRESSED_TAG]
+        effective = accepted | "EffectiveAt" >> beam.Map(lambda a, lag=lag_ms: (a, a.accepted_at_ms + lag))
+    else:
+        raise ValueError(f"unknown filter strategy {strategy!r}")
+
+    analytics = clean | "Analytics" >> WindowedAggregates(opts.window_s, opts.allowed_lateness_s, streaming)
+    analytics | "WriteAnalytics" >> WriteAnalytics(join(output, "analytics"))
+    archive_files = clean | "Archive" >> WriteArchive(join(output, "archive"), opts.archive_partition_s)
+    streams = [{"uri": opts.sessions, "stream": "sessions"}]
+    manifests = effective | "Manifests" >> WriteManifests(
+        join(output, "manifests"), join(output, "archive"), opts.window_s, streams, opts.stream_retention_s
+    )
+    deadletter = (
+        (parsed_sessions.deadletter, parsed_requests.deadletter)
+        | "AllDeadLetters" >> beam.Flatten()
+    )
+    deadletter | "WriteDeadLetters" >> WriteDeadLetters(join(output, "deadletter"))
+    return GraphOutputs(clean, suppressed, deadletter, accepted, effective, analytics, archive_files, manifests)
+
+
+def collect_counters(result) -> dict[str, int]:
+    """The run's ``rtbf`` counters (committed values where the runner has them)."""
+    counters: dict[str, int] = {}
+    query = result.metrics().query(MetricsFilter().with_namespace(rtbf_metrics.NAMESPACE))
+    for counter in query["counters"]:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + int(value or 0)
+    for dist in query["distributions"]:
+        value = dist.committed if dist.committed is not None else dist.attempted
+        if value is not None and value.count:
+            counters[f"{dist.key.metric.name}_max"] = int(value.max)
+            counters[f"{dist.key.metric.name}_mean"] = int(value.mean)
+    return counters
+
+
+def summarize(counters: dict[str, int], elapsed_s: float, runner: str, strategy: str, why: str,
+              streaming: bool, opts: RtbfOptions) -> dict[str, Any]:
+    c = counters.get
+    sessions_in = c(rtbf_metrics.SESSIONS_IN, 0)
+    summary = {
+        "sessions_in": sessions_in,
+        "clean": c(rtbf_metrics.SESSIONS_CLEAN, 0),
+        "suppressed": c(rtbf_metrics.SESSIONS_SUPPRESSED, 0),
+        "dead_lettered": c(rtbf_metrics.SESSIONS_DEAD_LETTERED, 0),
+        "requests_in": c(rtbf_metrics.REQUESTS_IN, 0),
+        "requests_accepted": c(rtbf_metrics.REQUESTS_ACCEPTED, 0),
+        "requests_duplicate": c(rtbf_metrics.REQUESTS_DUPLICATE, 0),
+        "requests_ignored": c(rtbf_metrics.REQUESTS_IGNORED, 0),
+        "requests_dead_lettered": c(rtbf_metrics.REQUESTS_DEAD_LETTERED, 0),
+        "manifests_written": c(rtbf_metrics.MANIFESTS_WRITTEN, 0),
+        "archive_files": c(rtbf_metrics.ARCHIVE_FILES, 0),
+        "archive_records": c(rtbf_metrics.ARCHIVE_RECORDS, 0),
+        "analytics_rows": c(rtbf_metrics.ANALYTICS_ROWS, 0),
+        "registry_errors": c(rtbf_metrics.REGISTRY_ERRORS, 0),
+        "elapsed_s": round(elapsed_s, 3),
+        "sessions_per_s": round(sessions_in / elapsed_s, 1) if elapsed_s > 0 else 0.0,
+        "runner": runner,
+        "mode": "streaming" if streaming else "bounded",
+        "filter_strategy": strategy,
+        "filter_strategy_reason": why,
+        "sessions": opts.sessions,
+        "requests": opts.requests,
+        "registry": opts.registry,
+        "output": opts.output,
+    }
+    if rtbf_metrics.EFFECTIVENESS_MS + "_max" in counters:
+        summary["effectiveness_latency_ms_max"] = counters[rtbf_metrics.EFFECTIVENESS_MS + "_max"]
+    summary["conservation_ok"] = sessions_in == summary["clean"] + summary["suppressed"] + summary["dead_lettered"]
+    return summary
+
+
+def check_registry(url: str) -> None:
+    """One clear error before anything runs if the registry cannot be opened."""
+    try:
+        with open_registry(url) as registry:
+            registry.version()
+    except RegistryUnavailable as exc:
+        raise SystemExit(f"beam-rtbf: deletion registry unavailable: {exc}") from exc
+
+
+def run(argv: list[str] | None = None) -> dict[str, Any]:
+    """Validate options, build and run the graph, write and return ``summary.json``'s figures."""
+    options = PipelineOptions(argv)
+    opts = options.view_as(RtbfOptions)
+    validate_options(opts)
+    sessions_source = source_for(opts.sessions, "sessions")
+    requests_source = source_for(opts.requests, "requests")
+    standard = options.view_as(StandardOptions)
+    streaming = bool(standard.streaming) or not (sessions_source.bounded and requests_source.bounded)
+    standard.streaming = streaming
+    runner = resolve_runner(standard.runner, streaming)
+    runner_name = runner if isinstance(runner, str) else type(runner).__name__
+    strategy, why = choose_strategy(opts.filter_strategy, streaming, runner_name)
+    check_registry(opts.registry)
+    FileSystems.mkdirs(opts.output) if not FileSystems.exists(opts.output) else None
+    _LOGGER.info("beam-rtbf: %s run on %s, filter strategy %s (%s)",
+                 "streaming" if streaming else "bounded", runner_name, strategy, why)
+
+    pipeline = beam.Pipeline(runner=runner, options=options)
+    build_pipeline(pipeline, opts, streaming=streaming, strategy=strategy)
+    started = time.perf_counter()
+    result = pipeline.run()
+    result.wait_until_finish()
+    elapsed = time.perf_counter() - started
+    summary = summarize(collect_counters(result), elapsed, runner_name, strategy, why, streaming, opts)
+    write_bytes_atomically(join(opts.output, "summary.json"), json.dumps(summary, indent=2).encode())
+    return summary
