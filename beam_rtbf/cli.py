@@ -1,0 +1,232 @@
+"""The ``beam-rtbf`` command.
+
+    beam-rtbf run                                   # embedded default: generated data, SQLite registry
+    beam-rtbf run --sessions 'file:///d/*.jsonl' --requests file:///d/requests.jsonl --output out
+    beam-rtbf run --config job.yaml                 # options from YAML; flags on the command line win
+    beam-rtbf generate --out data --sessions 1000000 --users 100000 --requests 1000
+    beam-rtbf forget u0000042 --regulation ccpa     # submit an erasure request to the registry
+    beam-rtbf status [REQUEST_ID]                   # a request's timeline, or all requests by deadline
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import uuid
+from collections.abc import Sequence
+
+import yaml
+
+from beam_rtbf.records import ErasureRequest, iso_ms, now_ms
+
+__all__ = ["main", "config_to_argv"]
+
+_LOGGER = logging.getLogger("beam_rtbf")
+
+
+def config_to_argv(path: str) -> list[str]:
+    """A YAML mapping of option -> value as command-line flags (``true`` -> bare flag)."""
+    with open(path, encoding="utf-8") as handle:
+        config = yaml.safe_load(handle) or {}
+    if not isinstance(config, dict):
+        raise SystemExit(f"beam-rtbf: {path}: expected a mapping of option: value")
+    argv: list[str] = []
+    for key, value in config.items():
+        flag = "--" + str(key).replace("-", "_")
+        if value is True:
+            argv.append(flag)
+        elif value is False or value is None:
+            continue
+        else:
+            argv.append(f"{flag}={value}")
+    return argv
+
+
+def _split_config(argv: list[str]) -> list[str]:
+    """Expand ``--config FILE`` in place, before the other flags so those override it."""
+    out: list[str] = []
+    config_args: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--config" and i + 1 < len(argv):
+            config_args += config_to_argv(argv[i + 1])
+            i += 2
+            continue
+        if arg.startswith("--config="):
+            config_args += config_to_argv(arg.split("=", 1)[1])
+            i += 1
+            continue
+        out.append(arg)
+        i += 1
+    return config_args + out
+
+
+def _normalise_flags(argv: list[str]) -> list[str]:
+    """Accept ``--filter-strategy`` as well as Beam's ``--filter_strategy``."""
+    out = []
+    for arg in argv:
+        if arg.startswith("--"):
+            name, eq, value = arg[2:].partition("=")
+            arg = "--" + name.replace("-", "_") + eq + value
+        out.append(arg)
+    return out
+
+
+def _print_summary(summary: dict) -> None:
+    keys = ["sessions_in", "clean", "suppressed", "dead_lettered", "requests_accepted", "manifests_written",
+            "elapsed_s", "sessions_per_s", "runner", "filter_strategy"]
+    width = max(len(k) for k in keys)
+    print("beam-rtbf run summary")
+    for key in keys:
+        print(f"  {key:<{width}}  {summary.get(key)}")
+    print(f"  conservation (in = clean + suppressed + dead-lettered): "
+          f"{'holds' if summary.get('conservation_ok') else 'VIOLATED'}")
+    print(f"  outputs in {summary.get('output')} (summary.json has every figure)")
+
+
+def cmd_run(argv: list[str]) -> int:
+    from beam_rtbf.pipeline import run
+
+    summary = run(_normalise_flags(_split_config(argv)))
+    _print_summary(summary)
+    return 0 if summary.get("conservation_ok") else 1
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from beam_rtbf.generate import generate_files
+    from beam_rtbf.sources.synthetic import SyntheticConfig
+
+    cfg = SyntheticConfig(users=args.users, sessions=args.sessions, requests=args.requests, seed=args.seed,
+                          bad_rate=args.bad_rate, span_s=args.span_s)
+    cfg.validate("beam-rtbf generate")
+    result = generate_files(cfg, args.out, args.format, args.files)
+    print(json.dumps({"session_files": result.session_files, "requests_file": result.requests_file,
+                      "sessions": result.sessions, "bad_records": result.bad_records,
+                      "requests": result.requests}, indent=2))
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    from beam_rtbf.registry import RegistryUnavailable, open_registry
+
+    request = ErasureRequest(
+        request_id=args.request_id or f"cli-{uuid.uuid4().hex[:12]}",
+        subject_id=args.subject,
+        requested_at_ms=now_ms(),
+        regulation=args.regulation,
+        aliases=tuple(a for a in args.alias if a != args.subject),
+    )
+    try:
+        with open_registry(args.registry) as registry:
+            (accepted,) = registry.add([request])
+    except RegistryUnavailable as exc:
+        print(f"beam-rtbf: deletion registry unavailable: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({
+        "request_id": accepted.request.request_id,
+        "subject_ids": list(accepted.request.subject_ids),
+        "accepted_at": iso_ms(accepted.accepted_at_ms),
+        "registry_version": accepted.version,
+        "duplicate": accepted.duplicate,
+        "deadline": iso_ms(accepted.request.deadline_ms),
+    }, indent=2))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from beam_rtbf.registry import open_registry
+
+    with open_registry(args.registry) as registry:
+        if args.request_id:
+            accepted = registry.get_request(args.request_id)
+            if accepted is None:
+                print(f"beam-rtbf: no request {args.request_id!r} in {args.registry}", file=sys.stderr)
+                return 1
+            print(json.dumps({
+                "request": accepted.request.to_dict(),
+                "deadline": iso_ms(accepted.request.deadline_ms),
+                "timeline": [{"status": e.status, "at": iso_ms(e.at_ms), "detail": e.detail}
+                             for e in registry.timeline(args.request_id)],
+            }, indent=2))
+            return 0
+        now = now_ms()
+        rows = sorted(registry.requests(), key=lambda a: a.request.deadline_ms)
+        for accepted in rows:
+            days_left = (accepted.request.deadline_ms - now) / 86_400_000
+            status = registry.timeline(accepted.request.request_id)[-1].status
+            flag = "OVERDUE" if days_left < 0 else f"{days_left:.1f} days left"
+            print(f"{accepted.request.request_id}\t{accepted.request.regulation}\t{status}\t"
+                  f"deadline {iso_ms(accepted.request.deadline_ms)}\t{flag}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    from beam_rtbf.registry import DEFAULT_REGISTRY_URL
+
+    parser = argparse.ArgumentParser(prog="beam-rtbf", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log Beam's own progress too")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the pipeline (all other flags are pipeline options; see run --help)",
+                   add_help=False)
+
+    gen = sub.add_parser("generate", help="write generated sessions and requests to files")
+    gen.add_argument("--out", required=True, help="output folder")
+    gen.add_argument("--sessions", type=int, default=1_000_000)
+    gen.add_argument("--users", type=int, default=100_000)
+    gen.add_argument("--requests", type=int, default=1_000)
+    gen.add_argument("--seed", type=int, default=1)
+    gen.add_argument("--bad-rate", type=float, default=0.0, help="share of extra malformed records")
+    gen.add_argument("--span-s", type=int, default=86_400, help="event times spread over this many seconds")
+    gen.add_argument("--format", choices=["jsonl", "csv", "tsv"], default="jsonl")
+    gen.add_argument("--files", type=int, default=1, help="number of session files")
+
+    forget = sub.add_parser("forget", help="submit an erasure request for SUBJECT")
+    forget.add_argument("subject")
+    forget.add_argument("--alias", action="append", default=[], help="another id of the subject (email...)")
+    forget.add_argument("--regulation", choices=["gdpr", "ccpa"], default="gdpr")
+    forget.add_argument("--request-id", default=None, help="idempotency key (default: generated)")
+    forget.add_argument("--registry", default=DEFAULT_REGISTRY_URL)
+
+    status = sub.add_parser("status", help="one request's timeline, or all requests by deadline")
+    status.add_argument("request_id", nargs="?")
+    status.add_argument("--registry", default=DEFAULT_REGISTRY_URL)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    if argv and argv[0] == "run":
+        verbose = "-v" in argv[1:] or "--verbose" in argv[1:]
+        rest = [a for a in argv[1:] if a not in ("-v", "--verbose")]
+        logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("beam_rtbf").setLevel(logging.INFO)
+        if "--help" in rest or "-h" in rest:
+            from beam_rtbf.options import RtbfOptions
+
+            help_parser = argparse.ArgumentParser(
+                prog="beam-rtbf run", description="Beam pipeline options (e.g. --runner, --streaming) also apply.")
+            RtbfOptions._add_argparse_args(help_parser)
+            help_parser.print_help()
+            return 0
+        try:
+            return cmd_run(rest)
+        except ValueError as exc:
+            print(f"beam-rtbf: {exc}", file=sys.stderr)
+            return 2
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    try:
+        return {"generate": cmd_generate, "forget": cmd_forget, "status": cmd_status}[args.command](args)
+    except ValueError as exc:
+        print(f"beam-rtbf: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
