@@ -9,11 +9,11 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from beam_rtbf.records import AIRBNB_COLUMNS, RawBatch
+from beam_rtbf.sinks.jsonl import _concat, to_json_lines
 from beam_rtbf.sources.synthetic import SyntheticConfig, planned_requests, request_lines, session_batches
 
 __all__ = ["GenerateResult", "generate_files", "batch_to_jsonl", "batch_to_delimited"]
@@ -29,42 +29,9 @@ class GenerateResult:
     forgotten_subjects: list[str]
 
 
-def _json_string(column: pa.Array) -> pa.Array:
-    """A string column as JSON values (quoted, with escapes), nulls as ``null``."""
-    escaped = pc.replace_substring(pc.replace_substring(column, "\\", "\\\\"), '"', '\\"')
-    quoted = pc.binary_join_element_wise('"', escaped, '"', "")
-    return pc.fill_null(quoted, "null")
-
-
-def _json_number(column: pa.Array) -> pa.Array:
-    return pc.fill_null(pc.cast(column, pa.string()), "null")
-
-
 def batch_to_jsonl(batch: pa.RecordBatch) -> bytes:
     """Sessions -> JSON lines (``event_time`` as epoch millis), vectorised."""
-    parts: list[pa.Array | str] = []
-    for i, name in enumerate(batch.schema.names):
-        column = batch.column(name)
-        if name == "event_time_ms":
-            key, value = "event_time", _json_number(column)
-        elif pa.types.is_floating(column.type) or pa.types.is_integer(column.type):
-            key, value = name, _json_number(column)
-        else:
-            if column.null_count == len(column):
-                continue
-            key, value = name, _json_string(column)
-        parts.append(("{" if i == 0 else ",") + f'"{key}":')
-        parts.append(value)
-    parts.append("}\n")
-    return _concat(pc.binary_join_element_wise(*parts, ""))
-
-
-def _concat(lines: pa.Array) -> bytes:
-    """All strings of an Arrow string array, back to back, straight from its data buffer."""
-    if len(lines) == 0:
-        return b""
-    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32, count=len(lines) + 1, offset=lines.offset * 4)
-    return lines.buffers()[2].to_pybytes()[int(offsets[0]) : int(offsets[-1])]
+    return to_json_lines(batch, rename={"event_time_ms": "event_time"}, drop_all_null=True)
 
 
 def batch_to_delimited(batch: pa.RecordBatch, delimiter: str) -> bytes:

@@ -20,8 +20,8 @@ from apache_beam.transforms import window
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from beam_rtbf import metrics as rtbf_metrics
-from beam_rtbf.records import iso_ms
-from beam_rtbf.sinks.files import join, json_lines, unique_part, write_bytes_atomically
+from beam_rtbf.sinks.files import join, unique_part, write_bytes_atomically
+from beam_rtbf.sinks.jsonl import to_json_lines
 
 __all__ = ["WindowedAggregates", "WriteAnalytics", "partial_aggregates", "merge_partials"]
 
@@ -106,12 +106,20 @@ class _MergeFn(beam.DoFn):
 
     def process(self, element):
         _, partials = element
-        rows = merge_partials(list(partials)).to_pylist()
-        for row in rows:
-            start = row["window_start"]
-            row["window_start"] = iso_ms(start)
-            row["window_end"] = iso_ms(start + self._window_ms)
-        yield rows
+        yield with_iso_windows(merge_partials(list(partials)), self._window_ms)
+
+
+def _iso(ms: pa.Array) -> pa.Array:
+    stamps = pc.cast(ms, pa.timestamp("ms", tz="UTC"))
+    return pc.strftime(stamps, format="%Y-%m-%dT%H:%M:%SZ")
+
+
+def with_iso_windows(table: pa.Table, window_ms: int) -> pa.Table:
+    """Replace the window start in millis by RFC 3339 window_start and window_end columns."""
+    starts = table.column("window_start")
+    ends = pc.add(starts, window_ms)
+    table = table.drop_columns(["window_start"])
+    return table.add_column(0, "window_end", _iso(ends)).add_column(0, "window_start", _iso(starts))
 
 
 def bucket_seconds(window_s: int, streaming: bool) -> int:
@@ -122,7 +130,7 @@ def bucket_seconds(window_s: int, streaming: bool) -> int:
 
 
 class WindowedAggregates(beam.PTransform):
-    """Clean session batches -> one list of rows per pane, a row per (window, action_type, device_type)."""
+    """Clean session batches -> one Arrow table per pane, a row per (window, action_type, device_type)."""
 
     def __init__(self, window_s: int, allowed_lateness_s: int = 0, streaming: bool = True) -> None:
         super().__init__()
@@ -152,14 +160,14 @@ class _WriteAnalyticsFn(beam.DoFn):
         self._directory = directory
         self._rows = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.ANALYTICS_ROWS)
 
-    def process(self, rows: list[dict]):
-        if not rows:
+    def process(self, pane: pa.Table):
+        if pane.num_rows == 0:
             return
-        first = rows[0]["window_start"]  # e.g. 2026-01-01T13:05:00.000Z
+        first = pane.column("window_start")[0].as_py()  # e.g. 2026-01-01T13:05:00.000Z
         folder = join(self._directory, f"dt={first[:10]}", f"hour={first[11:13]}")
         path = join(folder, unique_part("pane", ".jsonl"))
-        write_bytes_atomically(path, json_lines(rows))
-        self._rows.inc(len(rows))
+        write_bytes_atomically(path, to_json_lines(pane))
+        self._rows.inc(pane.num_rows)
         yield path
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
+from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_rtbf import metrics as rtbf_metrics
 from beam_rtbf.sinks.files import join, unique_part, write_atomically
@@ -53,22 +54,52 @@ def _write_parquet(path: str, table: pa.Table) -> None:
 
 
 class _WriteArchiveFn(beam.DoFn):
-    def __init__(self, directory: str, partition_s: int) -> None:
+    """Buffers a bundle's rows per partition and writes one file per partition per flush.
+
+    Bounded runs get one bundle per worker and stage, so a partition is a few
+    large files; streaming bundles are small, so files appear within a bundle
+    of the data. Buffers flush at ``max_buffer_rows``, bounding memory.
+    """
+
+    def __init__(self, directory: str, partition_s: int, max_buffer_rows: int = 2_000_000) -> None:
         self._directory = directory
         self._partition_ms = partition_s * 1000
         self._partition_s = partition_s
+        self._max_buffer_rows = max_buffer_rows
         self._files = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.ARCHIVE_FILES)
         self._records = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.ARCHIVE_RECORDS)
 
-    def process(self, batch: pa.RecordBatch):
+    def start_bundle(self) -> None:
+        self._pieces: dict[int, list[pa.Table]] = {}
+        self._rows = 0
+        self._last = None
+
+    def process(self, batch: pa.RecordBatch, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
         table = pa.Table.from_batches([batch])
         starts = (table.column("event_time_ms").to_numpy() // self._partition_ms) * self._partition_ms
-        index_parts = []
-        for start in np.unique(starts):
-            rows = np.flatnonzero(starts == start)
-            part = table.take(pa.array(rows))
-            path = join(self._directory, partition_path(int(start), self._partition_s),
-                        unique_part("part", ".parquet"))
+        order = np.argsort(starts, kind="stable")
+        sorted_starts = starts[order]
+        cuts = np.flatnonzero(np.diff(sorted_starts)) + 1
+        for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(order)]):
+            self._pieces.setdefault(int(sorted_starts[lo]), []).append(table.take(pa.array(order[lo:hi])))
+        self._rows += table.num_rows
+        self._last = (timestamp, window)
+        if self._rows >= self._max_buffer_rows:
+            for path in self._flush():
+                yield WindowedValue(path, timestamp, (window,))
+
+    def finish_bundle(self):
+        if self._last is None:
+            return
+        timestamp, window = self._last
+        for path in self._flush():
+            yield WindowedValue(path, timestamp, (window,))
+
+    def _flush(self) -> list[str]:
+        paths, index_parts = [], []
+        for start, pieces in sorted(self._pieces.items()):
+            part = pa.concat_tables(pieces)
+            path = join(self._directory, partition_path(start, self._partition_s), unique_part("part", ".parquet"))
             _write_parquet(path, part)
             self._files.inc()
             self._records.inc(part.num_rows)
@@ -87,11 +118,13 @@ class _WriteArchiveFn(beam.DoFn):
                     schema=INDEX_SCHEMA,
                 )
             )
-            yield path
+            paths.append(path)
         if index_parts:
             # The index is written after the data, so an index entry never names a missing file.
             _write_parquet(join(self._directory, INDEX_DIR, unique_part("part", ".parquet")),
                            pa.concat_tables(index_parts))
+        self._pieces, self._rows = {}, 0
+        return paths
 
 
 class WriteArchive(beam.PTransform):

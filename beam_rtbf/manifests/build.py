@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import apache_beam as beam
 import pyarrow as pa
@@ -24,6 +24,7 @@ from apache_beam.metrics import Metrics
 
 from beam_rtbf import metrics as rtbf_metrics
 from beam_rtbf.archive.write import INDEX_DIR, INDEX_SCHEMA
+from beam_rtbf.bundling import BundleDoFn
 from beam_rtbf.records import AcceptedRequest, iso_ms
 from beam_rtbf.sinks.files import join, write_bytes_atomically
 
@@ -108,7 +109,9 @@ def build_manifest(
     }
 
 
-class _WriteManifestFn(beam.DoFn):
+class _WriteManifestFn(BundleDoFn):
+    """One archive-index scan per bundle of requests, then one manifest file per request."""
+
     def __init__(self, output_dir: str, archive_dir: str, window_s: int, streams: Sequence[dict],
                  stream_retention_s: int) -> None:
         self._output_dir = output_dir
@@ -118,17 +121,29 @@ class _WriteManifestFn(beam.DoFn):
         self._stream_retention_s = stream_retention_s
         self._written = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.MANIFESTS_WRITTEN)
 
-    def process(self, element: tuple[AcceptedRequest, int]) -> Iterator[dict]:
-        accepted, effective_at_ms = element
-        path = join(self._output_dir, f"{accepted.request.request_id}.json")
-        if FileSystems.exists(path):
-            return  # one manifest per request, ever: idempotent across duplicates and re-runs
-        index_rows = lookup_archive_index(self._archive_dir, accepted.request.subject_ids)
-        manifest = build_manifest(accepted, effective_at_ms, index_rows, self._window_s,
-                                  self._streams, self._stream_retention_s)
-        write_bytes_atomically(path, json.dumps(manifest, indent=2, sort_keys=True).encode())
-        self._written.inc()
-        yield manifest
+    def handle_batch(self, elements: Sequence[tuple[AcceptedRequest, int]]) -> list[list[dict]]:
+        paths = [join(self._output_dir, f"{accepted.request.request_id}.json") for accepted, _ in elements]
+        # One manifest per request, ever: idempotent across duplicates and re-runs.
+        todo = [i for i, path in enumerate(paths) if not FileSystems.exists(path)]
+        outputs: list[list[dict]] = [[] for _ in elements]
+        if not todo:
+            return outputs
+        subjects = sorted({s for i in todo for s in elements[i][0].request.subject_ids})
+        index = lookup_archive_index(self._archive_dir, subjects)
+        written: set[str] = set()
+        for i in todo:
+            accepted, effective_at_ms = elements[i]
+            if paths[i] in written:
+                continue
+            ids = pa.array(list(accepted.request.subject_ids), pa.string())
+            rows = index.filter(pc.is_in(index.column("user_id"), value_set=ids)) if index.num_rows else index
+            manifest = build_manifest(accepted, effective_at_ms, rows, self._window_s,
+                                      self._streams, self._stream_retention_s)
+            write_bytes_atomically(paths[i], json.dumps(manifest, indent=2, sort_keys=True).encode())
+            written.add(paths[i])
+            self._written.inc()
+            outputs[i].append(manifest)
+        return outputs
 
 
 class WriteManifests(beam.PTransform):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -174,11 +175,12 @@ def validate_session_batch(
     return batch.cast(SESSION_SCHEMA) if batch.num_rows else _empty_batch(), sorted(reasons.items())
 
 
-def _fast_parse(raw: RawBatch, body: bytes) -> pa.Table:
+def _fast_parse(raw: RawBatch, body: bytes, single_block: bool = False) -> pa.Table:
     if raw.fmt == "jsonl":
+        block_size = len(body) + 1 if single_block else 1 << 22
         return pajson.read_json(
             io.BytesIO(body),
-            read_options=pajson.ReadOptions(block_size=1 << 22, use_threads=len(body) > (8 << 20)),
+            read_options=pajson.ReadOptions(block_size=block_size, use_threads=not single_block),
             parse_options=pajson.ParseOptions(explicit_schema=_JSON_SCHEMA, unexpected_field_behavior="infer"),
         )
     delimiter = "\t" if raw.fmt == "tsv" else ","
@@ -287,35 +289,63 @@ def _slow_parse(
 _MIN_FAST_LINES = 64
 
 
+_ROW_HINT = re.compile(r"in row (\d+)")
+_RETRY_PIECE_LINES = 4096
+
+
 def _fast_range(
     raw: RawBatch, data: bytes, starts: np.ndarray, ends: np.ndarray, lo: int, hi: int,
-    max_record_bytes: int, out: list[ParsedChunk],
+    max_record_bytes: int, out: list[ParsedChunk], retry: bool = False,
 ) -> None:
-    """Parse lines [lo, hi) with the vectorised reader; bisect around lines it cannot take.
+    """Parse lines [lo, hi) with the vectorised reader, stepping around lines it cannot take.
 
-    A chunk with a few bad lines among 100K good ones costs a few extra
-    vectorised passes over shrinking halves, not a per-line Python parse.
+    When the reader fails it names the row ("... in row N"): the rows before it
+    are re-read vectorised, that one line goes to the per-line parser, and the
+    rest continues. Without a usable hint the range is halved. A chunk with a few
+    bad lines among 100K good ones so costs a few vectorised passes, not a
+    per-line Python parse of the chunk.
     """
-    if hi - lo < _MIN_FAST_LINES:
-        out.append(_slow_parse(raw, data, starts[:hi], ends[:hi], lo, max_record_bytes))
-        return
-    body = data[int(starts[lo]) : int(ends[hi - 1]) + 1]
-    try:
-        table = _fast_parse(raw, body)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError, ValueError):
-        table = None
-    if table is None or table.num_rows != hi - lo:
+    while lo < hi:
+        if hi - lo < _MIN_FAST_LINES:
+            out.append(_slow_parse(raw, data, starts[:hi], ends[:hi], lo, max_record_bytes))
+            return
+        body = data[int(starts[lo]) : int(ends[hi - 1]) + 1]
+        hint = None
+        try:
+            # Retries parse as one block, so the row in an error message counts from ``lo``.
+            table = _fast_parse(raw, body, single_block=retry)
+            # The JSON reader passes invalid UTF-8 inside strings through; catch it here.
+            table.validate(full=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError, ValueError) as exc:
+            table = None
+            match = _ROW_HINT.search(str(exc)) if retry else None
+            hint = int(match.group(1)) if match else None
+        if table is not None and table.num_rows == hi - lo:
+            batch, rejects = validate_session_batch(table, raw.arrival_ms)
+            dead = []
+            for row_index, reason in rejects:
+                index = lo + row_index
+                start, end = int(starts[index]), int(ends[index])
+                dead.append(DeadLetter("sessions", raw.source, _position(raw, index, start), reason,
+                                       data[start:end]))
+            out.append(ParsedChunk(batch, dead, hi - lo))
+            return
+        if not retry:
+            # Retry in pieces, so each bad line costs a re-read of its piece only.
+            for piece_lo in range(lo, hi, _RETRY_PIECE_LINES):
+                piece_hi = min(hi, piece_lo + _RETRY_PIECE_LINES)
+                _fast_range(raw, data, starts, ends, piece_lo, piece_hi, max_record_bytes, out, retry=True)
+            return
+        if hint is not None and 0 <= hint < hi - lo:
+            bad = lo + hint
+            if bad > lo:
+                _fast_range(raw, data, starts, ends, lo, bad, max_record_bytes, out, retry=True)
+            out.append(_slow_parse(raw, data, starts[: bad + 1], ends[: bad + 1], bad, max_record_bytes))
+            lo = bad + 1
+            continue
         mid = (lo + hi) // 2
-        _fast_range(raw, data, starts, ends, lo, mid, max_record_bytes, out)
-        _fast_range(raw, data, starts, ends, mid, hi, max_record_bytes, out)
-        return
-    batch, rejects = validate_session_batch(table, raw.arrival_ms)
-    dead = []
-    for row_index, reason in rejects:
-        index = lo + row_index
-        start, end = int(starts[index]), int(ends[index])
-        dead.append(DeadLetter("sessions", raw.source, _position(raw, index, start), reason, data[start:end]))
-    out.append(ParsedChunk(batch, dead, hi - lo))
+        _fast_range(raw, data, starts, ends, lo, mid, max_record_bytes, out, retry=True)
+        lo = mid
 
 
 def parse_session_chunk(raw: RawBatch, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> ParsedChunk:

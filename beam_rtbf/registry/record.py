@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from beam_rtbf import metrics as rtbf_metrics
+from beam_rtbf.bundling import BundleDoFn
 from beam_rtbf.records import AcceptedRequest, ErasureRequest
 from beam_rtbf.registry import RegistryUnavailable, open_registry
 
@@ -41,7 +42,9 @@ def with_retries(call: Callable[[], T], attempts: int = 5, base_delay_s: float =
     raise AssertionError("unreachable")
 
 
-class _RecordRequestsFn(beam.DoFn):
+class _RecordRequestsFn(BundleDoFn):
+    """One atomic ``add`` per bundle (one round trip, one transaction)."""
+
     def __init__(self, registry_url: str) -> None:
         self._registry_url = registry_url
         self._registry = None
@@ -52,14 +55,15 @@ class _RecordRequestsFn(beam.DoFn):
     def setup(self) -> None:
         self._registry = open_registry(self._registry_url)
 
-    def process(self, request: ErasureRequest) -> Iterator[AcceptedRequest]:
+    def handle_batch(self, requests: Sequence[ErasureRequest]) -> list[list[AcceptedRequest]]:
         try:
-            (accepted,) = with_retries(lambda: self._registry.add([request]))
+            results = with_retries(lambda: self._registry.add(list(requests)))
         except RegistryUnavailable:
             self._errors.inc()
             raise
-        (self._duplicate if accepted.duplicate else self._accepted).inc()
-        yield accepted
+        for accepted in results:
+            (self._duplicate if accepted.duplicate else self._accepted).inc()
+        return [[accepted] for accepted in results]
 
     def teardown(self) -> None:
         if self._registry is not None:

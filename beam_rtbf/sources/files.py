@@ -24,7 +24,7 @@ from beam_rtbf.sources.spec import SourceSpec
 
 __all__ = ["FileSource", "ReadFileChunks", "format_for_path"]
 
-DEFAULT_CHUNK_BYTES = 8 << 20
+DEFAULT_CHUNK_BYTES = 16 << 20
 _FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv", ".txt": "tsv"}
 
 
@@ -43,13 +43,34 @@ def format_for_path(path: str, explicit: str | None = None) -> str:
     return fmt
 
 
-def read_chunks(path: str, fmt: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[RawBatch]:
-    """Chunks of whole lines; the first chunk of a CSV/TSV file may carry the header."""
-    offset = 0
-    carry = b""
+def _compressed(path: str) -> bool:
+    return CompressionTypes.detect_compression_type(path) != CompressionTypes.UNCOMPRESSED
+
+
+def split_ranges(path: str, size: int, chunk_bytes: int) -> list[tuple[str, int, int]]:
+    """Byte ranges of about ``chunk_bytes``; a compressed file is one range (it cannot seek)."""
+    if _compressed(path) or size <= chunk_bytes:
+        return [(path, 0, -1)]
+    return [(path, start, min(start + chunk_bytes, size)) for start in range(0, size, chunk_bytes)]
+
+
+def read_range(path: str, fmt: str, start: int, end: int, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[RawBatch]:
+    """The lines that *start* in ``[start, end)`` (``end=-1``: to the end of the file), as chunks.
+
+    As in Beam's text source, a line belongs to the range its first byte is in,
+    so adjacent ranges read every line exactly once.
+    """
     with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as handle:
-        while True:
-            block = handle.read(chunk_bytes)
+        offset = start
+        if start > 0:
+            handle.seek(start - 1)
+            if handle.read(1) != b"\n":
+                skipped = _read_to_newline(handle)
+                offset = start + len(skipped)
+        carry = b""
+        while end < 0 or offset + len(carry) < end:
+            want = chunk_bytes if end < 0 else min(chunk_bytes, end - offset - len(carry))
+            block = handle.read(want)
             if not block:
                 break
             data = carry + block
@@ -57,25 +78,59 @@ def read_chunks(path: str, fmt: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> 
             if cut < 0:
                 carry = data
                 continue
-            chunk, carry = data[: cut + 1], data[cut + 1 :]
-            yield RawBatch(path, fmt, chunk, offset, None, now_ms(), has_header=offset == 0)
-            offset += len(chunk)
-    if carry:
-        yield RawBatch(path, fmt, carry, offset, None, now_ms(), has_header=offset == 0)
+            yield RawBatch(path, fmt, data[: cut + 1], offset, None, now_ms(), has_header=offset == 0)
+            offset += cut + 1
+            carry = data[cut + 1 :]
+        if carry:
+            # The last line starting inside the range may end beyond it.
+            tail = carry + (_read_to_newline(handle) if end >= 0 else b"")
+            yield RawBatch(path, fmt, tail, offset, None, now_ms(), has_header=offset == 0)
 
 
-class _ReadChunks(beam.DoFn):
+def _read_to_newline(handle) -> bytes:
+    parts = []
+    while True:
+        block = handle.read(65536)
+        if not block:
+            break
+        cut = block.find(b"\n")
+        if cut >= 0:
+            parts.append(block[: cut + 1])
+            handle.seek(handle.tell() - (len(block) - cut - 1))
+            break
+        parts.append(block)
+    return b"".join(parts)
+
+
+def read_chunks(path: str, fmt: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[RawBatch]:
+    """A whole file as chunks of whole lines."""
+    yield from read_range(path, fmt, 0, -1, chunk_bytes)
+
+
+class _SplitFile(beam.DoFn):
+    def __init__(self, chunk_bytes: int) -> None:
+        self._chunk_bytes = chunk_bytes
+
+    def process(self, metadata) -> Iterator[tuple[str, int, int]]:
+        yield from split_ranges(metadata.path, metadata.size_in_bytes, self._chunk_bytes)
+
+
+class _ReadRange(beam.DoFn):
     def __init__(self, fmt: str | None, chunk_bytes: int) -> None:
         self._fmt = fmt
         self._chunk_bytes = chunk_bytes
 
-    def process(self, metadata) -> Iterator[RawBatch]:
-        path = metadata.path
-        yield from read_chunks(path, format_for_path(path, self._fmt), self._chunk_bytes)
+    def process(self, file_range: tuple[str, int, int]) -> Iterator[RawBatch]:
+        path, start, end = file_range
+        yield from read_range(path, format_for_path(path, self._fmt), start, end, self._chunk_bytes)
 
 
 class ReadFileChunks(beam.PTransform):
-    """Match a glob (failing if nothing matches) and read its files as chunks of whole lines."""
+    """Match a glob (failing if nothing matches), split files into byte ranges, read whole lines.
+
+    Only the small (path, start, end) ranges are reshuffled, never the data, so a
+    single large file spreads over every worker without a shuffle of its bytes.
+    """
 
     def __init__(self, pattern: str, fmt: str | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
         super().__init__()
@@ -87,9 +142,9 @@ class ReadFileChunks(beam.PTransform):
         return (
             pbegin
             | "MatchFiles" >> fileio.MatchFiles(self._pattern, empty_match_treatment=fileio.EmptyMatchTreatment.DISALLOW)
-            | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadChunks" >> beam.ParDo(_ReadChunks(self._fmt, self._chunk_bytes))
-            | "SpreadChunks" >> beam.Reshuffle()
+            | "SplitIntoRanges" >> beam.ParDo(_SplitFile(self._chunk_bytes))
+            | "SpreadRanges" >> beam.Reshuffle()
+            | "ReadRanges" >> beam.ParDo(_ReadRange(self._fmt, self._chunk_bytes))
         )
 
 
