@@ -20,12 +20,15 @@ import weakref
 from apache_beam import pvalue
 from apache_beam.pipeline import PTransformOverride
 from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+from apache_beam.runners.direct.executor import TransformExecutor
 from apache_beam.runners.direct.transform_evaluator import (
     TransformEvaluatorRegistry,
     TransformResult,
     _TransformEvaluator,
 )
 from apache_beam.runners.direct.watermark_manager import WatermarkManager
+from apache_beam.runners.worker import statesampler
+from apache_beam.utils import counters
 from apache_beam.transforms import PTransform
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import Timestamp
@@ -113,10 +116,35 @@ class _PollingReadOverride(PTransformOverride):
         return _DirectPollingRead(applied_ptransform.transform)
 
 
+def _fresh_sampler_per_bundle() -> None:
+    """Make user metrics count every bundle, not only the first one per step and thread.
+
+    The BundleBasedDirectRunner gives each bundle a new MetricsContainer but hands
+    it to a per-thread StateSampler that caches its scoped states by step name,
+    so every later bundle of a step updates the first bundle's (already
+    committed) container and its counts are lost. A sampler per bundle fixes it.
+    """
+    if getattr(TransformExecutor.call, "_rtbf_patched", False):
+        return
+    original = TransformExecutor.call
+
+    def call(self, state_sampler):
+        fresh = statesampler.StateSampler("", counters.CounterFactory())
+        statesampler.set_current_tracker(fresh)
+        try:
+            return original(self, fresh)
+        finally:
+            statesampler.set_current_tracker(state_sampler)
+
+    call._rtbf_patched = True
+    TransformExecutor.call = call
+
+
 class LocalStreamingRunner(BundleBasedDirectRunner):
     """BundleBasedDirectRunner whose ``ReadFromPoller`` sources stream while the pipeline runs."""
 
     def run_pipeline(self, pipeline, options):
+        _fresh_sampler_per_bundle()
         TransformEvaluatorRegistry._test_evaluators_overrides[_DirectPollingRead] = _PollingReadEvaluator
         pipeline.replace_all([_PollingReadOverride()])
         return super().run_pipeline(pipeline, options)
