@@ -16,29 +16,15 @@ from collections.abc import Iterable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 __all__ = ["DeletionSet", "hash_ids"]
 
-_PRIME = np.uint64(0x100000001B3)
-_POWERS = np.ones(1, dtype=np.uint64)
-
-
-def _powers(n: int) -> np.ndarray:
-    """``_PRIME ** k mod 2**64`` for k < n, grown on demand and cached."""
-    global _POWERS
-    if len(_POWERS) < n:
-        size = max(n, 2 * len(_POWERS), 64)
-        powers = np.empty(size, dtype=np.uint64)
-        powers[0] = 1
-        with np.errstate(over="ignore"):
-            for k in range(1, size):
-                powers[k] = powers[k - 1] * _PRIME
-        _POWERS = powers
-    return _POWERS
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
 def _mix(h: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser: spreads polynomial hashes over all 64 bits."""
+    """splitmix64 finaliser: spreads bits over all 64."""
     with np.errstate(over="ignore"):
         h = h ^ (h >> np.uint64(30))
         h = h * np.uint64(0xBF58476D1CE4E5B9)
@@ -47,55 +33,90 @@ def _mix(h: np.ndarray) -> np.ndarray:
         return h ^ (h >> np.uint64(31))
 
 
+def _padded_words(ids: pa.Array, lengths: np.ndarray, width: int) -> np.ndarray:
+    """Each id's UTF-8 bytes, NUL-padded to ``width`` bytes, as an (n, width/8) uint64 matrix."""
+    n = len(ids)
+    if int(lengths.max(initial=0)) == int(lengths.min(initial=0)) or pc.all(pc.string_is_ascii(ids)).as_py():
+        # ASCII: Arrow pads every string to the same byte width in one C kernel.
+        padded = pc.utf8_rpad(ids, width, "\x00")
+        _, offsets_buf, data_buf = padded.buffers()
+        offsets = np.frombuffer(offsets_buf, dtype=np.int32, count=n + 1, offset=padded.offset * 4)
+        if int(offsets[-1] - offsets[0]) == n * width:
+            raw = np.frombuffer(data_buf, dtype=np.uint8, count=n * width, offset=int(offsets[0]))
+            return raw.view(np.uint64).reshape(n, width // 8)
+    # Any bytes: scatter them into a zeroed matrix.
+    _, offsets_buf, data_buf = ids.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int32, count=n + 1, offset=ids.offset * 4).astype(np.int64)
+    start, total = int(offsets[0]), int(offsets[-1] - offsets[0])
+    matrix = np.zeros((n, width), dtype=np.uint8)
+    if total:
+        raw = np.frombuffer(data_buf, dtype=np.uint8, count=total, offset=start)
+        row_of_byte = np.repeat(np.arange(n), lengths)
+        column = np.arange(total) - np.repeat(offsets[:-1] - start, lengths)
+        matrix[row_of_byte, column] = raw
+    return matrix.view(np.uint64)
+
+
 def hash_ids(ids: pa.Array | pa.ChunkedArray | Iterable[str]) -> np.ndarray:
-    """64-bit hashes of strings, vectorised over the Arrow buffers (nulls hash as "")."""
+    """64-bit hashes of strings, vectorised over Arrow buffers.
+
+    The hash of a string depends only on its bytes: its length, then each
+    8-byte word of its NUL-padded UTF-8 bytes folded through splitmix64. Nulls
+    hash like the empty string (callers mask them out).
+    """
     if isinstance(ids, pa.ChunkedArray):
         parts = [hash_ids(chunk) for chunk in ids.chunks]
         return np.concatenate(parts) if parts else np.empty(0, dtype=np.uint64)
     if not isinstance(ids, pa.Array):
         ids = pa.array(list(ids), type=pa.string())
-    if ids.type == pa.large_string():
+    if ids.type != pa.string():
         ids = ids.cast(pa.string())
-    elif ids.type != pa.string():
-        ids = ids.cast(pa.string())
+    if ids.null_count:
+        ids = pc.fill_null(ids, "")
     n = len(ids)
     if n == 0:
         return np.empty(0, dtype=np.uint64)
-    _, offsets_buf, data_buf = ids.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=np.int32, count=n + 1, offset=ids.offset * 4)
-    start, end = int(offsets[0]), int(offsets[-1])
-    lengths = np.diff(offsets).astype(np.int64)
-    if data_buf is None or end == start:
-        raw = np.empty(0, dtype=np.uint8)
-    else:
-        raw = np.frombuffer(data_buf, dtype=np.uint8, count=end - start, offset=start)
-    if ids.null_count:
-        lengths = np.where(ids.is_null().to_numpy(zero_copy_only=False), 0, lengths)
-    total = int(raw.size)
+    lengths = pc.binary_length(ids).to_numpy(zero_copy_only=False).astype(np.int64)
+    words_per_row = np.maximum(1, (lengths + 7) // 8)
+    width = int(words_per_row.max()) * 8
+    words = _padded_words(ids, lengths, width)
     with np.errstate(over="ignore"):
-        if total:
-            rel_end = (offsets[1:] - start).astype(np.int64)
-            row_of_byte = np.repeat(np.arange(n), np.diff(offsets))
-            from_end = rel_end[row_of_byte] - 1 - np.arange(total)
-            terms = raw.astype(np.uint64) * _powers(int(lengths.max()) + 1)[from_end]
-            # reduceat needs in-range starts; a trailing zero term absorbs empty rows.
-            terms = np.append(terms, np.uint64(0))
-            starts = (offsets[:-1] - start).astype(np.int64)
-            sums = np.add.reduceat(terms, starts)
-            sums[lengths == 0] = 0
-        else:
-            sums = np.zeros(n, dtype=np.uint64)
-        return _mix(sums + lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+        h = _mix(lengths.astype(np.uint64) * _GOLDEN)
+        for j in range(width // 8):
+            mixed = _mix(h ^ words[:, j])
+            h = mixed if j == 0 else np.where(j < words_per_row, mixed, h)
+        return h
+
+
+def _sorted_unique(hashes: np.ndarray) -> np.ndarray:
+    """Sorted distinct values; numpy's stable sort is a radix sort for integers, O(n)."""
+    if hashes.size == 0:
+        return np.empty(0, dtype=np.uint64)
+    ordered = np.sort(hashes.astype(np.uint64, copy=False), kind="stable")
+    keep = np.empty(ordered.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
 
 
 class DeletionSet:
     """An immutable-by-convention set of forgotten subject ids, as sorted hashes plus a version."""
 
-    __slots__ = ("_hashes", "version")
+    __slots__ = ("_hashes", "version", "_bitmap", "_shift")
 
     def __init__(self, hashes: np.ndarray | None = None, version: int = 0) -> None:
-        self._hashes = np.unique(hashes) if hashes is not None else np.empty(0, dtype=np.uint64)
+        self._hashes = _sorted_unique(hashes) if hashes is not None else np.empty(0, dtype=np.uint64)
         self.version = version
+        self._build_bitmap()
+
+    def _build_bitmap(self) -> None:
+        """One bit per 8-ish slots by top hash bits: most non-members are rejected by one gather,
+        and only candidates (about 1 in 8) go on to the binary search."""
+        bits = max(10, int(np.ceil(np.log2(max(1, self._hashes.size)))) + 3)
+        self._shift = np.uint64(64 - bits)
+        slots = np.zeros(1 << bits, dtype=bool)
+        slots[(self._hashes >> self._shift).astype(np.int64)] = True
+        self._bitmap = np.packbits(slots, bitorder="little")  # 1 bit per slot: ~1 byte per subject
 
     @classmethod
     def of(cls, subject_ids: Iterable[str], version: int = 0) -> "DeletionSet":
@@ -106,28 +127,37 @@ class DeletionSet:
 
     @property
     def nbytes(self) -> int:
-        return int(self._hashes.nbytes)
+        """Memory of the set as held by a worker: the sorted hashes plus the prefilter."""
+        return int(self._hashes.nbytes + self._bitmap.nbytes)
 
     def with_ids(self, subject_ids: Iterable[str], version: int | None = None) -> "DeletionSet":
         """A new set with more ids (an incremental delta, never a full rebuild from the store)."""
         added = hash_ids(list(subject_ids))
         merged = DeletionSet.__new__(DeletionSet)
-        merged._hashes = np.union1d(self._hashes, added) if added.size else self._hashes
+        merged._hashes = _sorted_unique(np.concatenate([self._hashes, added])) if added.size else self._hashes
         merged.version = self.version if version is None else max(self.version, version)
+        merged._build_bitmap()
         return merged
 
     def union(self, other: "DeletionSet") -> "DeletionSet":
         merged = DeletionSet.__new__(DeletionSet)
-        merged._hashes = np.union1d(self._hashes, other._hashes)
+        merged._hashes = _sorted_unique(np.concatenate([self._hashes, other._hashes]))
         merged.version = max(self.version, other.version)
+        merged._build_bitmap()
         return merged
 
     def contains_hashes(self, hashes: np.ndarray) -> np.ndarray:
+        result = np.zeros(hashes.size, dtype=bool)
         if self._hashes.size == 0 or hashes.size == 0:
-            return np.zeros(hashes.size, dtype=bool)
-        idx = np.searchsorted(self._hashes, hashes)
-        idx[idx == self._hashes.size] = 0
-        return self._hashes[idx] == hashes
+            return result
+        slot = (hashes >> self._shift).astype(np.int64)
+        candidates = np.flatnonzero((self._bitmap[slot >> 3] >> (slot & 7).astype(np.uint8)) & 1)
+        if candidates.size:
+            probe = hashes[candidates]
+            idx = np.searchsorted(self._hashes, probe)
+            idx[idx == self._hashes.size] = 0
+            result[candidates] = self._hashes[idx] == probe
+        return result
 
     def contains(self, ids: pa.Array | pa.ChunkedArray | Iterable[str]) -> np.ndarray:
         """Boolean mask: which ids are forgotten (nulls never are)."""
@@ -146,3 +176,4 @@ class DeletionSet:
 
     def __setstate__(self, state) -> None:
         self._hashes, self.version = state
+        self._build_bitmap()
