@@ -396,12 +396,38 @@ def iter_lines(data: bytes) -> Iterator[tuple[int, bytes]]:
 
 # --- Beam step -------------------------------------------------------------------------
 
+import logging  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
 import apache_beam as beam  # noqa: E402
 from apache_beam.metrics import Metrics  # noqa: E402
 
 from beam_rtbf import metrics as rtbf_metrics  # noqa: E402
 
 DEADLETTER_TAG = "deadletter"
+
+
+class _Progress:
+    """Logs the sessions parsed so far every ``every_s`` seconds (per worker process)."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        self.every_s = every_s
+        self.lock = threading.Lock()
+        self.count = 0
+        self.started = self.last = time.monotonic()
+
+    def add(self, n: int) -> None:
+        with self.lock:
+            self.count += n
+            now = time.monotonic()
+            if now - self.last >= self.every_s:
+                self.last = now
+                _LOGGER.info("progress: %d sessions parsed, %.0f/s", self.count, self.count / (now - self.started))
+
+
+_PROGRESS = _Progress()
+_LOGGER = logging.getLogger("beam_rtbf.progress")
 
 
 class _ParseSessionsFn(beam.DoFn):
@@ -429,6 +455,7 @@ class _ParseSessionsFn(beam.DoFn):
         else:
             raise TypeError(f"ParseSessions got {type(element).__name__}; expected RawBatch or RecordBatch")
         self._sessions_in.inc(parsed.records_in)
+        _PROGRESS.add(parsed.records_in)
         if parsed.dead_letters:
             self._dead.inc(len(parsed.dead_letters))
             for letter in parsed.dead_letters:
