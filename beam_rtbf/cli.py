@@ -1,11 +1,11 @@
 """The ``beam-rtbf`` command.
 
-    beam-rtbf run                                   # embedded default: generated data, SQLite registry
-    beam-rtbf run --sessions 'file:///d/*.jsonl' --requests file:///d/requests.jsonl --output out
-    beam-rtbf run --config job.yaml                 # options from YAML; flags on the command line win
-    beam-rtbf generate --out data --sessions 1000000 --users 100000 --requests 1000
-    beam-rtbf forget u0000042 --regulation ccpa     # submit an erasure request to the registry
-    beam-rtbf status [REQUEST_ID]                   # a request's timeline, or all requests by deadline
+beam-rtbf run                                   # embedded default: generated data, SQLite registry
+beam-rtbf run --sessions 'file:///d/*.jsonl' --requests file:///d/requests.jsonl --output out
+beam-rtbf run --config job.yaml                 # options from YAML; flags on the command line win
+beam-rtbf generate --out data --sessions 1000000 --users 100000 --requests 1000
+beam-rtbf forget u0000042 --regulation ccpa     # submit an erasure request to the registry
+beam-rtbf status [REQUEST_ID]                   # a request's timeline, or all requests by deadline
 """
 
 from __future__ import annotations
@@ -76,14 +76,26 @@ def _normalise_flags(argv: list[str]) -> list[str]:
 
 
 def _print_summary(summary: dict) -> None:
-    keys = ["sessions_in", "clean", "suppressed", "dead_lettered", "requests_accepted", "manifests_written",
-            "elapsed_s", "sessions_per_s", "runner", "filter_strategy"]
+    keys = [
+        "sessions_in",
+        "clean",
+        "suppressed",
+        "dead_lettered",
+        "requests_accepted",
+        "manifests_written",
+        "elapsed_s",
+        "sessions_per_s",
+        "runner",
+        "filter_strategy",
+    ]
     width = max(len(k) for k in keys)
     print("beam-rtbf run summary")
     for key in keys:
         print(f"  {key:<{width}}  {summary.get(key)}")
-    print(f"  conservation (in = clean + suppressed + dead-lettered): "
-          f"{'holds' if summary.get('conservation_ok') else 'VIOLATED'}")
+    print(
+        f"  conservation (in = clean + suppressed + dead-lettered): "
+        f"{'holds' if summary.get('conservation_ok') else 'VIOLATED'}"
+    )
     print(f"  outputs in {summary.get('output')} (summary.json has every figure)")
 
 
@@ -99,13 +111,28 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from beam_rtbf.generate import generate_files
     from beam_rtbf.sources.synthetic import SyntheticConfig
 
-    cfg = SyntheticConfig(users=args.users, sessions=args.sessions, requests=args.requests, seed=args.seed,
-                          bad_rate=args.bad_rate, span_s=args.span_s)
+    cfg = SyntheticConfig(
+        users=args.users,
+        sessions=args.sessions,
+        requests=args.requests,
+        seed=args.seed,
+        bad_rate=args.bad_rate,
+        span_s=args.span_s,
+    )
     cfg.validate("beam-rtbf generate")
     result = generate_files(cfg, args.out, args.format, args.files)
-    print(json.dumps({"session_files": result.session_files, "requests_file": result.requests_file,
-                      "sessions": result.sessions, "bad_records": result.bad_records,
-                      "requests": result.requests}, indent=2))
+    print(
+        json.dumps(
+            {
+                "session_files": result.session_files,
+                "requests_file": result.requests_file,
+                "sessions": result.sessions,
+                "bad_records": result.bad_records,
+                "requests": result.requests,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -125,14 +152,19 @@ def cmd_forget(args: argparse.Namespace) -> int:
     except RegistryUnavailable as exc:
         print(f"beam-rtbf: deletion registry unavailable: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({
-        "request_id": accepted.request.request_id,
-        "subject_ids": list(accepted.request.subject_ids),
-        "accepted_at": iso_ms(accepted.accepted_at_ms),
-        "registry_version": accepted.version,
-        "duplicate": accepted.duplicate,
-        "deadline": iso_ms(accepted.request.deadline_ms),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "request_id": accepted.request.request_id,
+                "subject_ids": list(accepted.request.subject_ids),
+                "accepted_at": iso_ms(accepted.accepted_at_ms),
+                "registry_version": accepted.version,
+                "duplicate": accepted.duplicate,
+                "deadline": iso_ms(accepted.request.deadline_ms),
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -145,12 +177,19 @@ def cmd_status(args: argparse.Namespace) -> int:
             if accepted is None:
                 print(f"beam-rtbf: no request {args.request_id!r} in {args.registry}", file=sys.stderr)
                 return 1
-            print(json.dumps({
-                "request": accepted.request.to_dict(),
-                "deadline": iso_ms(accepted.request.deadline_ms),
-                "timeline": [{"status": e.status, "at": iso_ms(e.at_ms), "detail": e.detail}
-                             for e in registry.timeline(args.request_id)],
-            }, indent=2))
+            print(
+                json.dumps(
+                    {
+                        "request": accepted.request.to_dict(),
+                        "deadline": iso_ms(accepted.request.deadline_ms),
+                        "timeline": [
+                            {"status": e.status, "at": iso_ms(e.at_ms), "detail": e.detail}
+                            for e in registry.timeline(args.request_id)
+                        ],
+                    },
+                    indent=2,
+                )
+            )
             return 0
         now = now_ms()
         rows = sorted(registry.requests(), key=lambda a: a.request.deadline_ms)
@@ -158,20 +197,24 @@ def cmd_status(args: argparse.Namespace) -> int:
             days_left = (accepted.request.deadline_ms - now) / 86_400_000
             status = registry.timeline(accepted.request.request_id)[-1].status
             flag = "OVERDUE" if days_left < 0 else f"{days_left:.1f} days left"
-            print(f"{accepted.request.request_id}\t{accepted.request.regulation}\t{status}\t"
-                  f"deadline {iso_ms(accepted.request.deadline_ms)}\t{flag}")
+            print(
+                f"{accepted.request.request_id}\t{accepted.request.regulation}\t{status}\t"
+                f"deadline {iso_ms(accepted.request.deadline_ms)}\t{flag}"
+            )
     return 0
 
 
 def _parser() -> argparse.ArgumentParser:
     from beam_rtbf.registry import DEFAULT_REGISTRY_URL
 
-    parser = argparse.ArgumentParser(prog="beam-rtbf", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="beam-rtbf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log Beam's own progress too")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run the pipeline (all other flags are pipeline options; see run --help)",
-                   add_help=False)
+    sub.add_parser(
+        "run", help="run the pipeline (all other flags are pipeline options; see run --help)", add_help=False
+    )
 
     gen = sub.add_parser("generate", help="write generated sessions and requests to files")
     gen.add_argument("--out", required=True, help="output folder")
@@ -203,14 +246,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "run":
         verbose = "-v" in argv[1:] or "--verbose" in argv[1:]
         rest = [a for a in argv[1:] if a not in ("-v", "--verbose")]
-        logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
         logging.getLogger("beam_rtbf").setLevel(logging.INFO)
         if "--help" in rest or "-h" in rest:
             from beam_rtbf.options import RtbfOptions
 
             help_parser = argparse.ArgumentParser(
-                prog="beam-rtbf run", description="Beam pipeline options (e.g. --runner, --streaming) also apply.")
+                prog="beam-rtbf run", description="Beam pipeline options (e.g. --runner, --streaming) also apply."
+            )
             RtbfOptions._add_argparse_args(help_parser)
             help_parser.print_help()
             return 0

@@ -28,9 +28,9 @@ from apache_beam.runners.direct.transform_evaluator import (
 )
 from apache_beam.runners.direct.watermark_manager import WatermarkManager
 from apache_beam.runners.worker import statesampler
-from apache_beam.utils import counters
 from apache_beam.transforms import PTransform
 from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils import counters
 from apache_beam.utils.timestamp import Timestamp
 
 from beam_rtbf.sources.base import Poller
@@ -59,7 +59,7 @@ class _PollerState:
         self.done = False
 
 
-_POLLERS: "weakref.WeakKeyDictionary[object, _PollerState]" = weakref.WeakKeyDictionary()
+_POLLERS: weakref.WeakKeyDictionary[object, _PollerState] = weakref.WeakKeyDictionary()
 _POLLERS_LOCK = threading.Lock()
 
 

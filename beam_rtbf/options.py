@@ -18,42 +18,91 @@ class RtbfOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
         group = parser.add_argument_group("beam-rtbf")
-        group.add_argument("--sessions", default=DEFAULT_SESSIONS,
-                           help="Sessions source URI: file://GLOB (jsonl/csv/tsv) or synthetic://sessions?... "
-                                "(default: a generated bounded run)")
-        group.add_argument("--requests", default=DEFAULT_REQUESTS,
-                           help="Erasure-requests source URI (a dedicated stream, or a shared event stream "
-                                "with --request_tag_field)")
-        group.add_argument("--output", default="./rtbf-out",
-                           help="Output directory on any Beam filesystem: analytics/, archive/, manifests/, "
-                                "deadletter/ and summary.json")
-        group.add_argument("--registry", default=DEFAULT_REGISTRY_URL,
-                           help="Deletion registry URL: embedded://PATH (SQLite file, no server)")
-        group.add_argument("--filter_strategy", default="auto", choices=STRATEGIES,
-                           help="broadcast: deletion set as a side input; state: requests joined with sessions "
-                                "in keyed state; auto: broadcast for bounded runs, state for local streaming")
+        group.add_argument(
+            "--sessions",
+            default=DEFAULT_SESSIONS,
+            help="Sessions source URI: file://GLOB (jsonl/csv/tsv) or synthetic://sessions?... "
+            "(default: a generated bounded run)",
+        )
+        group.add_argument(
+            "--requests",
+            default=DEFAULT_REQUESTS,
+            help="Erasure-requests source URI (a dedicated stream, or a shared event stream with --request_tag_field)",
+        )
+        group.add_argument(
+            "--output",
+            default="./rtbf-out",
+            help="Output directory on any Beam filesystem: analytics/, archive/, manifests/, "
+            "deadletter/ and summary.json",
+        )
+        group.add_argument(
+            "--registry",
+            default=DEFAULT_REGISTRY_URL,
+            help="Deletion registry URL: embedded://PATH (SQLite file, no server)",
+        )
+        group.add_argument(
+            "--filter_strategy",
+            default="auto",
+            choices=STRATEGIES,
+            help="broadcast: deletion set as a side input; state: requests joined with sessions "
+            "in keyed state; auto: broadcast for bounded runs, state for local streaming",
+        )
         group.add_argument("--window_s", type=int, default=60, help="Analytics window length in seconds")
-        group.add_argument("--allowed_lateness_s", type=int, default=0,
-                           help="How late (behind the watermark) a session may be and still count in analytics")
-        group.add_argument("--archive_partition_s", type=int, default=3600,
-                           help="Archive partition length in seconds (3600: dt=/hour= folders)")
-        group.add_argument("--request_tag_field", default=None,
-                           help="On a shared event stream: the field naming the event type. Unset: every "
-                                "record on --requests is an erasure request")
-        group.add_argument("--request_tag_values", default="erasure_request",
-                           help="Comma-separated event types that are erasure requests")
-        group.add_argument("--request_payload_field", default=None,
-                           help="On a shared stream: field holding the request object, if nested")
-        group.add_argument("--max_record_bytes", type=int, default=DEFAULT_MAX_RECORD_BYTES,
-                           help="Records longer than this are dead-lettered as oversize")
-        group.add_argument("--state_shards", type=int, default=4,
-                           help="state strategy: number of keys sessions are sharded over")
-        group.add_argument("--refresh_interval_s", type=float, default=1.0,
-                           help="Streaming: how often the deletion set fetches the registry delta")
-        group.add_argument("--max_staleness_s", type=float, default=30.0,
-                           help="Streaming: a deletion set older than this holds sessions back (fail closed)")
-        group.add_argument("--stream_retention_s", type=int, default=7 * 86_400,
-                           help="Retention of the raw input streams, for the manifests' stream entries")
+        group.add_argument(
+            "--allowed_lateness_s",
+            type=int,
+            default=0,
+            help="How late (behind the watermark) a session may be and still count in analytics",
+        )
+        group.add_argument(
+            "--archive_partition_s",
+            type=int,
+            default=3600,
+            help="Archive partition length in seconds (3600: dt=/hour= folders)",
+        )
+        group.add_argument(
+            "--request_tag_field",
+            default=None,
+            help="On a shared event stream: the field naming the event type. Unset: every "
+            "record on --requests is an erasure request",
+        )
+        group.add_argument(
+            "--request_tag_values",
+            default="erasure_request",
+            help="Comma-separated event types that are erasure requests",
+        )
+        group.add_argument(
+            "--request_payload_field",
+            default=None,
+            help="On a shared stream: field holding the request object, if nested",
+        )
+        group.add_argument(
+            "--max_record_bytes",
+            type=int,
+            default=DEFAULT_MAX_RECORD_BYTES,
+            help="Records longer than this are dead-lettered as oversize",
+        )
+        group.add_argument(
+            "--state_shards", type=int, default=4, help="state strategy: number of keys sessions are sharded over"
+        )
+        group.add_argument(
+            "--refresh_interval_s",
+            type=float,
+            default=1.0,
+            help="Streaming: how often the deletion set fetches the registry delta",
+        )
+        group.add_argument(
+            "--max_staleness_s",
+            type=float,
+            default=30.0,
+            help="Streaming: a deletion set older than this holds sessions back (fail closed)",
+        )
+        group.add_argument(
+            "--stream_retention_s",
+            type=int,
+            default=7 * 86_400,
+            help="Retention of the raw input streams, for the manifests' stream entries",
+        )
 
 
 def validate_options(opts: RtbfOptions) -> None:

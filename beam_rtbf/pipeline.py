@@ -40,7 +40,7 @@ from beam_rtbf.parse.requests import ParseRequests, RequestSelector
 from beam_rtbf.parse.sessions import ParseSessions
 from beam_rtbf.registry import RegistryUnavailable, open_registry
 from beam_rtbf.registry.record import RecordRequests
-from beam_rtbf.sinks.files import join, write_bytes_atomically, WriteDeadLetters
+from beam_rtbf.sinks.files import WriteDeadLetters, join, write_bytes_atomically
 from beam_rtbf.sources import Source, source_for
 from beam_rtbf.sources.polling import ReadFromPoller
 
@@ -146,10 +146,7 @@ def build_pipeline(
     manifests = effective | "Manifests" >> WriteManifests(
         join(output, "manifests"), join(output, "archive"), opts.window_s, streams, opts.stream_retention_s
     )
-    deadletter = (
-        (parsed_sessions.deadletter, parsed_requests.deadletter)
-        | "AllDeadLetters" >> beam.Flatten()
-    )
+    deadletter = (parsed_sessions.deadletter, parsed_requests.deadletter) | "AllDeadLetters" >> beam.Flatten()
     deadletter | "WriteDeadLetters" >> WriteDeadLetters(join(output, "deadletter"))
     return GraphOutputs(clean, suppressed, deadletter, accepted, effective, analytics, archive_files, manifests)
 
@@ -169,8 +166,9 @@ def collect_counters(result) -> dict[str, int]:
     return counters
 
 
-def summarize(counters: dict[str, int], elapsed_s: float, runner: str, strategy: str, why: str,
-              streaming: bool, opts: RtbfOptions) -> dict[str, Any]:
+def summarize(
+    counters: dict[str, int], elapsed_s: float, runner: str, strategy: str, why: str, streaming: bool, opts: RtbfOptions
+) -> dict[str, Any]:
     c = counters.get
     sessions_in = c(rtbf_metrics.SESSIONS_IN, 0)
     summary = {
@@ -229,8 +227,13 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     strategy, why = choose_strategy(opts.filter_strategy, streaming, runner_name)
     check_registry(opts.registry)
     FileSystems.mkdirs(opts.output) if not FileSystems.exists(opts.output) else None
-    _LOGGER.info("beam-rtbf: %s run on %s, filter strategy %s (%s)",
-                 "streaming" if streaming else "bounded", runner_name, strategy, why)
+    _LOGGER.info(
+        "beam-rtbf: %s run on %s, filter strategy %s (%s)",
+        "streaming" if streaming else "bounded",
+        runner_name,
+        strategy,
+        why,
+    )
 
     pipeline = beam.Pipeline(runner=runner, options=options)
     build_pipeline(pipeline, opts, streaming=streaming, strategy=strategy)

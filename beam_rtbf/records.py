@@ -92,9 +92,7 @@ def parse_time_ms(value: Any) -> int:
 
 def iso_ms(ms: int) -> str:
     return (
-        dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
+        dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     )
 
 
@@ -184,7 +182,7 @@ class ErasureRequest:
         }
 
     @classmethod
-    def from_dict(cls, obj: dict[str, Any]) -> "ErasureRequest":
+    def from_dict(cls, obj: dict[str, Any]) -> ErasureRequest:
         """Validate one decoded request; ValueError with a readable reason otherwise."""
         request_id = obj.get("request_id")
         subject_id = obj.get("subject_id", obj.get("user_id"))

@@ -13,9 +13,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def emit(bench: str, metric: str, value: float, unit: str, **params) -> None:
-    print(json.dumps({"bench": bench, "metric": metric, "value": round(value, 3), "unit": unit,
-                      "params": {**params, "cpus": os.cpu_count(), "python": platform.python_version()}}),
-          flush=True)
+    print(
+        json.dumps(
+            {
+                "bench": bench,
+                "metric": metric,
+                "value": round(value, 3),
+                "unit": unit,
+                "params": {**params, "cpus": os.cpu_count(), "python": platform.python_version()},
+            }
+        ),
+        flush=True,
+    )
 
 
 @contextmanager

@@ -65,33 +65,83 @@ def main() -> None:
         data = generate_files(cfg, os.path.join(work, "data"), "jsonl", files=4)
         pattern = os.path.join(work, "data", "sessions-*.jsonl")
         started = time.perf_counter()
-        summary = run([f"--output={work}/out", f"--registry=embedded://{work}/registry.sqlite",
-                       f"--sessions=file://{pattern}", f"--requests=file://{data.requests_file}"])
+        summary = run(
+            [
+                f"--output={work}/out",
+                f"--registry=embedded://{work}/registry.sqlite",
+                f"--sessions=file://{pattern}",
+                f"--requests=file://{data.requests_file}",
+            ]
+        )
         wall = time.perf_counter() - started
-        params = {"sessions": sessions, "requests": 1_000, "format": "jsonl", "runner": summary["runner"],
-                  "strategy": summary["filter_strategy"]}
+        params = {
+            "sessions": sessions,
+            "requests": 1_000,
+            "format": "jsonl",
+            "runner": summary["runner"],
+            "strategy": summary["filter_strategy"],
+        }
         emit(BENCH, "bounded_sessions_per_s", summary["sessions_per_s"], "sessions/s", **params, target=250_000)
-        emit(BENCH, "bounded_wall_sessions_per_s", sessions / wall, "sessions/s", **params,
-             note="includes graph construction and option checks")
+        emit(
+            BENCH,
+            "bounded_wall_sessions_per_s",
+            sessions / wall,
+            "sessions/s",
+            **params,
+            note="includes graph construction and option checks",
+        )
         baseline_s = per_record_baseline(pattern, set(data.forgotten_subjects), work)
-        emit(BENCH, "bounded_sessions_per_s", sessions / baseline_s, "sessions/s",
-             **{**params, "strategy": "baseline_per_record_beam_steps"})
+        emit(
+            BENCH,
+            "bounded_sessions_per_s",
+            sessions / baseline_s,
+            "sessions/s",
+            **{**params, "strategy": "baseline_per_record_beam_steps"},
+        )
         emit(BENCH, "bounded_speedup_vs_per_record", baseline_s / summary["elapsed_s"], "x", **params)
 
-        stream = run([
-            f"--output={work}/stream-out", f"--registry=embedded://{work}/stream-registry.sqlite", "--window_s=1",
-            f"--sessions=synthetic://sessions?users=100000&rate={stream_rate}&duration_s={stream_s}&batch_rows=65536",
-            f"--requests=synthetic://requests?users=100000&request_rate=5&duration_s={stream_s}&active_users=1000",
-        ])
-        sparams = {"duration_s": stream_s, "offered_rate": stream_rate, "sessions": stream["sessions_in"],
-                   "runner": stream["runner"], "strategy": stream["filter_strategy"]}
-        emit(BENCH, "streaming_sessions_per_s", stream["sessions_per_s"], "sessions/s", **sparams, target=50_000,
-             seed_baseline=10_000)
-        emit(BENCH, "streaming_vs_seed", stream["sessions_per_s"] / 10_000, "x", **sparams,
-             note="seed: 10K msg/s on a 3-node Kafka + Spark Streaming cluster")
+        stream = run(
+            [
+                f"--output={work}/stream-out",
+                f"--registry=embedded://{work}/stream-registry.sqlite",
+                "--window_s=1",
+                f"--sessions=synthetic://sessions?users=100000&rate={stream_rate}&duration_s={stream_s}&batch_rows=65536",
+                f"--requests=synthetic://requests?users=100000&request_rate=5&duration_s={stream_s}&active_users=1000",
+            ]
+        )
+        sparams = {
+            "duration_s": stream_s,
+            "offered_rate": stream_rate,
+            "sessions": stream["sessions_in"],
+            "runner": stream["runner"],
+            "strategy": stream["filter_strategy"],
+        }
+        emit(
+            BENCH,
+            "streaming_sessions_per_s",
+            stream["sessions_per_s"],
+            "sessions/s",
+            **sparams,
+            target=50_000,
+            seed_baseline=10_000,
+        )
+        emit(
+            BENCH,
+            "streaming_vs_seed",
+            stream["sessions_per_s"] / 10_000,
+            "x",
+            **sparams,
+            note="seed: 10K msg/s on a 3-node Kafka + Spark Streaming cluster",
+        )
         if "effectiveness_latency_ms_max" in stream:
-            emit(BENCH, "effectiveness_latency_max_ms", stream["effectiveness_latency_ms_max"], "ms", **sparams,
-                 target_p99_ms=2_000)
+            emit(
+                BENCH,
+                "effectiveness_latency_max_ms",
+                stream["effectiveness_latency_ms_max"],
+                "ms",
+                **sparams,
+                target_p99_ms=2_000,
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -47,6 +47,52 @@ def _best_of(fn, repeat: int) -> float:
     return best
 
 
+def _measure_table(table: int, batch_rows: int) -> None:
+    deletion_set = DeletionSet(hash_ids(_ids(table)))
+    users = 20 * table  # 5% of sessions belong to forgotten subjects
+    batch = _batch(batch_rows, users)
+    ours = _best_of(lambda: split_batch(batch, deletion_set), 5)
+    emit(
+        BENCH,
+        "batch_latency_ms",
+        ours * 1000,
+        "ms",
+        strategy="vectorised_hash_set",
+        table_subjects=table,
+        batch_sessions=batch_rows,
+        user_space=users,
+        target_ms=50,
+    )
+    emit(
+        BENCH,
+        "sessions_per_s_per_core",
+        batch_rows / ours,
+        "sessions/s",
+        strategy="vectorised_hash_set",
+        table_subjects=table,
+        batch_sessions=batch_rows,
+        target=2_000_000,
+    )
+    python_set = set(_ids(table).to_pylist())
+
+    def per_record() -> pa.RecordBatch:
+        # The per-record way: a Python object per session, a set lookup each, rebuild the batch.
+        keep = [user not in python_set for user in batch.column("user_id").to_pylist()]
+        return batch.filter(pa.array(keep))
+
+    naive = _best_of(per_record, 3)
+    emit(
+        BENCH,
+        "sessions_per_s_per_core",
+        batch_rows / naive,
+        "sessions/s",
+        strategy="baseline_python_set_per_record",
+        table_subjects=table,
+        batch_sessions=batch_rows,
+    )
+    emit(BENCH, "speedup_vs_per_record", naive / ours, "x", table_subjects=table, batch_sessions=batch_rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, under a minute")
@@ -56,26 +102,7 @@ def main() -> None:
     batch_rows = 100_000
 
     for table in table_sizes:
-        deletion_set = DeletionSet(hash_ids(_ids(table)))
-        users = 20 * table  # 5% of sessions belong to forgotten subjects
-        batch = _batch(batch_rows, users)
-        ours = _best_of(lambda: split_batch(batch, deletion_set), 5)
-        emit(BENCH, "batch_latency_ms", ours * 1000, "ms", strategy="vectorised_hash_set",
-             table_subjects=table, batch_sessions=batch_rows, user_space=users, target_ms=50)
-        emit(BENCH, "sessions_per_s_per_core", batch_rows / ours, "sessions/s", strategy="vectorised_hash_set",
-             table_subjects=table, batch_sessions=batch_rows, target=2_000_000)
-        python_set = set(_ids(table).to_pylist())
-
-        def per_record() -> pa.RecordBatch:
-            # The per-record way: a Python object per session, a set lookup each, rebuild the batch.
-            keep = [user not in python_set for user in batch.column("user_id").to_pylist()]
-            return batch.filter(pa.array(keep))
-
-        naive = _best_of(per_record, 3)
-        emit(BENCH, "sessions_per_s_per_core", batch_rows / naive, "sessions/s",
-             strategy="baseline_python_set_per_record", table_subjects=table, batch_sessions=batch_rows)
-        emit(BENCH, "speedup_vs_per_record", naive / ours, "x", table_subjects=table, batch_sessions=batch_rows)
-        del python_set
+        _measure_table(table, batch_rows)
         gc.collect()
 
     for size in memory_sizes:

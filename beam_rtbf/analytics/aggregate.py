@@ -67,8 +67,12 @@ def merge_partials(partials: list[pa.Table]) -> pa.Table:
         [("secs_elapsed_sum", "sum"), ("secs_elapsed_count", "sum"), ("user_id_count", "sum")]
     )
     per_key = per_user.group_by(keys, use_threads=False).aggregate(
-        [("user_id_count_sum", "sum"), ("user_id", "count"),
-         ("secs_elapsed_sum_sum", "sum"), ("secs_elapsed_count_sum", "sum")]
+        [
+            ("user_id_count_sum", "sum"),
+            ("user_id", "count"),
+            ("secs_elapsed_sum_sum", "sum"),
+            ("secs_elapsed_count_sum", "sum"),
+        ]
     )
     secs_count = per_key.column("secs_elapsed_count_sum_sum")
     avg = pc.if_else(
@@ -144,7 +148,8 @@ class WindowedAggregates(beam.PTransform):
         return (
             clean
             | "PartialAggregates" >> beam.ParDo(_PartialFn(self._window_s * 1000, self._bucket_s * 1000))
-            | "FixedWindows" >> beam.WindowInto(
+            | "FixedWindows"
+            >> beam.WindowInto(
                 window.FixedWindows(self._bucket_s),
                 allowed_lateness=Duration(seconds=self._allowed_lateness_s),
             )

@@ -121,8 +121,9 @@ class _WriteArchiveFn(beam.DoFn):
             paths.append(path)
         if index_parts:
             # The index is written after the data, so an index entry never names a missing file.
-            _write_parquet(join(self._directory, INDEX_DIR, unique_part("part", ".parquet")),
-                           pa.concat_tables(index_parts))
+            _write_parquet(
+                join(self._directory, INDEX_DIR, unique_part("part", ".parquet")), pa.concat_tables(index_parts)
+            )
         self._pieces, self._rows = {}, 0
         return paths
 

@@ -32,8 +32,13 @@ from beam_rtbf.records import AcceptedRequest
 from beam_rtbf.registry import open_registry
 from beam_rtbf.registry.record import with_retries
 
-__all__ = ["DeletionSetView", "BuildBoundedDeletionSet", "BuildStreamingDeletionSet",
-           "FilterSessionsBySideInput", "StaleDeletionSet"]
+__all__ = [
+    "DeletionSetView",
+    "BuildBoundedDeletionSet",
+    "BuildStreamingDeletionSet",
+    "FilterSessionsBySideInput",
+    "StaleDeletionSet",
+]
 
 SUPPRESSED_TAG = "suppressed"
 
@@ -152,7 +157,8 @@ class BuildStreamingDeletionSet(beam.PTransform):
             pbegin
             | "RefreshTicks" >> PeriodicImpulse(fire_interval=self._refresh_interval_s, apply_windowing=False)
             | "FetchRegistryDelta" >> beam.ParDo(_FetchDelta(self._registry_url, self._max_staleness_s))
-            | "LatestSetGlobally" >> beam.WindowInto(
+            | "LatestSetGlobally"
+            >> beam.WindowInto(
                 window.GlobalWindows(),
                 trigger=trigger.Repeatedly(trigger.AfterCount(1)),
                 accumulation_mode=trigger.AccumulationMode.DISCARDING,

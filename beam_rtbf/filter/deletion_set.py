@@ -119,7 +119,7 @@ class DeletionSet:
         self._bitmap = np.packbits(slots, bitorder="little")  # 1 bit per slot: ~1 byte per subject
 
     @classmethod
-    def of(cls, subject_ids: Iterable[str], version: int = 0) -> "DeletionSet":
+    def of(cls, subject_ids: Iterable[str], version: int = 0) -> DeletionSet:
         return cls(hash_ids(list(subject_ids)), version)
 
     def __len__(self) -> int:
@@ -130,7 +130,7 @@ class DeletionSet:
         """Memory of the set as held by a worker: the sorted hashes plus the prefilter."""
         return int(self._hashes.nbytes + self._bitmap.nbytes)
 
-    def with_ids(self, subject_ids: Iterable[str], version: int | None = None) -> "DeletionSet":
+    def with_ids(self, subject_ids: Iterable[str], version: int | None = None) -> DeletionSet:
         """A new set with more ids (an incremental delta, never a full rebuild from the store)."""
         added = hash_ids(list(subject_ids))
         merged = DeletionSet.__new__(DeletionSet)
@@ -139,7 +139,7 @@ class DeletionSet:
         merged._build_bitmap()
         return merged
 
-    def union(self, other: "DeletionSet") -> "DeletionSet":
+    def union(self, other: DeletionSet) -> DeletionSet:
         merged = DeletionSet.__new__(DeletionSet)
         merged._hashes = _sorted_unique(np.concatenate([self._hashes, other._hashes]))
         merged.version = max(self.version, other.version)

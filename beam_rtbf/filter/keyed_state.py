@@ -191,8 +191,14 @@ class FilterSessionsInKeyedState(beam.PTransform):
     """(sessions, accepted requests) -> clean batches; outputs ``suppressed`` counts and
     ``effective`` (AcceptedRequest, effective_at_ms) once all shards apply a request."""
 
-    def __init__(self, accepted, registry_url: str, shards: int = 4, refresh_interval_s: float = 1.0,
-                 max_staleness_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        accepted,
+        registry_url: str,
+        shards: int = 4,
+        refresh_interval_s: float = 1.0,
+        max_staleness_s: float = 30.0,
+    ) -> None:
         super().__init__()
         if shards < 1:
             raise ValueError("shards must be >= 1")
@@ -211,7 +217,8 @@ class FilterSessionsInKeyedState(beam.PTransform):
         results = (
             (keyed_sessions, keyed_requests)
             | "JoinStreams" >> beam.Flatten()
-            | "DropForgottenInState" >> beam.ParDo(
+            | "DropForgottenInState"
+            >> beam.ParDo(
                 _StateFilterFn(self._registry_url, self._refresh_interval_s, self._max_staleness_s)
             ).with_outputs(SUPPRESSED_TAG, EFFECTIVE_TAG, main="clean")
         )
@@ -221,4 +228,3 @@ class FilterSessionsInKeyedState(beam.PTransform):
             | "WaitForAllShards" >> beam.ParDo(_CollectEffective(shards))
         )
         return {"clean": results.clean, SUPPRESSED_TAG: results[SUPPRESSED_TAG], EFFECTIVE_TAG: effective}
-

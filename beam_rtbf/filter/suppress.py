@@ -31,4 +31,6 @@ def split_batch(batch: pa.RecordBatch, deletion_set: DeletionSet) -> tuple[pa.Re
         return batch, 0
     keep = pa.array(~mask)
     # Column by column is about twice as fast as RecordBatch.filter here.
-    return pa.RecordBatch.from_arrays([column.filter(keep) for column in batch.columns], schema=batch.schema), suppressed
+    return pa.RecordBatch.from_arrays(
+        [column.filter(keep) for column in batch.columns], schema=batch.schema
+    ), suppressed

@@ -67,8 +67,13 @@ def build_manifest(
     window_ms = window_s * 1000
     for row in index_rows.to_pylist():
         entry = partitions.setdefault(
-            row["path"], {"path": row["path"], "records": 0, "min_event_ms": row["min_event_ms"],
-                          "max_event_ms": row["max_event_ms"]}
+            row["path"],
+            {
+                "path": row["path"],
+                "records": 0,
+                "min_event_ms": row["min_event_ms"],
+                "max_event_ms": row["max_event_ms"],
+            },
         )
         entry["records"] += row["records"]
         entry["min_event_ms"] = min(entry["min_event_ms"], row["min_event_ms"])
@@ -112,8 +117,9 @@ def build_manifest(
 class _WriteManifestFn(BundleDoFn):
     """One archive-index scan per bundle of requests, then one manifest file per request."""
 
-    def __init__(self, output_dir: str, archive_dir: str, window_s: int, streams: Sequence[dict],
-                 stream_retention_s: int) -> None:
+    def __init__(
+        self, output_dir: str, archive_dir: str, window_s: int, streams: Sequence[dict], stream_retention_s: int
+    ) -> None:
         self._output_dir = output_dir
         self._archive_dir = archive_dir
         self._window_s = window_s
@@ -137,8 +143,9 @@ class _WriteManifestFn(BundleDoFn):
                 continue
             ids = pa.array(list(accepted.request.subject_ids), pa.string())
             rows = index.filter(pc.is_in(index.column("user_id"), value_set=ids)) if index.num_rows else index
-            manifest = build_manifest(accepted, effective_at_ms, rows, self._window_s,
-                                      self._streams, self._stream_retention_s)
+            manifest = build_manifest(
+                accepted, effective_at_ms, rows, self._window_s, self._streams, self._stream_retention_s
+            )
             write_bytes_atomically(paths[i], json.dumps(manifest, indent=2, sort_keys=True).encode())
             written.add(paths[i])
             self._written.inc()
@@ -149,8 +156,9 @@ class _WriteManifestFn(BundleDoFn):
 class WriteManifests(beam.PTransform):
     """(AcceptedRequest, effective_at_ms) -> ``manifests/<request_id>.json``; emits the manifests."""
 
-    def __init__(self, output_dir: str, archive_dir: str, window_s: int, streams: Sequence[dict],
-                 stream_retention_s: int) -> None:
+    def __init__(
+        self, output_dir: str, archive_dir: str, window_s: int, streams: Sequence[dict], stream_retention_s: int
+    ) -> None:
         super().__init__()
         self._args = (output_dir, archive_dir, window_s, streams, stream_retention_s)
 

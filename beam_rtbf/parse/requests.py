@@ -55,9 +55,7 @@ def parse_request_chunk(
         out.records_in += 1
 
         def reject(reason: str, _line: bytes = line, _index: int = index, _start: int = start) -> None:
-            out.dead_letters.append(
-                DeadLetter("requests", raw.source, _position(raw, _index, _start), reason, _line)
-            )
+            out.dead_letters.append(DeadLetter("requests", raw.source, _position(raw, _index, _start), reason, _line))
 
         if end - start > max_record_bytes:
             reject(f"oversize record: {end - start} bytes > {max_record_bytes}")
@@ -131,8 +129,9 @@ class _ParseRequestsFn(beam.DoFn):
 class ParseRequests(beam.PTransform):
     """Parse request input, keeping only erasure requests; main output ErasureRequest."""
 
-    def __init__(self, selector: RequestSelector = RequestSelector(),
-                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
+    def __init__(
+        self, selector: RequestSelector = RequestSelector(), max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    ) -> None:
         super().__init__()
         self._selector = selector
         self._max_record_bytes = max_record_bytes

@@ -262,8 +262,13 @@ def _slow_parse(
         records_in += 1
         if end - start > max_record_bytes:
             dead.append(
-                DeadLetter("sessions", raw.source, _position(raw, index, start),
-                           f"oversize record: {end - start} bytes > {max_record_bytes}", line[:1024])
+                DeadLetter(
+                    "sessions",
+                    raw.source,
+                    _position(raw, index, start),
+                    f"oversize record: {end - start} bytes > {max_record_bytes}",
+                    line[:1024],
+                )
             )
             continue
         try:
@@ -294,8 +299,15 @@ _RETRY_PIECE_LINES = 4096
 
 
 def _fast_range(
-    raw: RawBatch, data: bytes, starts: np.ndarray, ends: np.ndarray, lo: int, hi: int,
-    max_record_bytes: int, out: list[ParsedChunk], retry: bool = False,
+    raw: RawBatch,
+    data: bytes,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    lo: int,
+    hi: int,
+    max_record_bytes: int,
+    out: list[ParsedChunk],
+    retry: bool = False,
 ) -> None:
     """Parse lines [lo, hi) with the vectorised reader, stepping around lines it cannot take.
 
@@ -326,8 +338,7 @@ def _fast_range(
             for row_index, reason in rejects:
                 index = lo + row_index
                 start, end = int(starts[index]), int(ends[index])
-                dead.append(DeadLetter("sessions", raw.source, _position(raw, index, start), reason,
-                                       data[start:end]))
+                dead.append(DeadLetter("sessions", raw.source, _position(raw, index, start), reason, data[start:end]))
             out.append(ParsedChunk(batch, dead, hi - lo))
             return
         if not retry:
@@ -377,8 +388,10 @@ def parse_session_chunk(raw: RawBatch, max_record_bytes: int = DEFAULT_MAX_RECOR
         pieces.append(_slow_parse(raw, data, starts, ends, cursor, max_record_bytes))
     batches = [p.batch for p in pieces if p.batch.num_rows]
     batch = (
-        batches[0] if len(batches) == 1
-        else pa.Table.from_batches(batches).combine_chunks().to_batches()[0] if batches
+        batches[0]
+        if len(batches) == 1
+        else pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+        if batches
         else _empty_batch()
     )
     dead = [letter for p in pieces for letter in p.dead_letters]
@@ -447,8 +460,13 @@ class _ParseSessionsFn(beam.DoFn):
             if rejects:
                 rows = element.take(pa.array([i for i, _ in rejects])).to_pylist()
                 dead = [
-                    DeadLetter("sessions", "structured", f"row {i}", reason,
-                               json.dumps(row, sort_keys=True, default=str).encode())
+                    DeadLetter(
+                        "sessions",
+                        "structured",
+                        f"row {i}",
+                        reason,
+                        json.dumps(row, sort_keys=True, default=str).encode(),
+                    )
                     for (i, reason), row in zip(rejects, rows)
                 ]
             parsed = ParsedChunk(batch, dead, element.num_rows)
@@ -478,6 +496,6 @@ class ParseSessions(beam.PTransform):
         self._max_record_bytes = max_record_bytes
 
     def expand(self, pcoll):
-        return pcoll | "ParseSessionChunks" >> beam.ParDo(
-            _ParseSessionsFn(self._max_record_bytes)
-        ).with_outputs(DEADLETTER_TAG, main="sessions")
+        return pcoll | "ParseSessionChunks" >> beam.ParDo(_ParseSessionsFn(self._max_record_bytes)).with_outputs(
+            DEADLETTER_TAG, main="sessions"
+        )

@@ -29,6 +29,4 @@ def open_registry(url: str) -> DeletionRegistry:
         from beam_rtbf.registry.embedded import EmbeddedRegistry
 
         return EmbeddedRegistry(os.path.expanduser(path))
-    raise ValueError(
-        f"unsupported registry URL {url!r}: use embedded://PATH"
-    )
+    raise ValueError(f"unsupported registry URL {url!r}: use embedded://PATH")

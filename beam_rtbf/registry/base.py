@@ -81,7 +81,7 @@ class DeletionRegistry(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
-    def __enter__(self) -> "DeletionRegistry":
+    def __enter__(self) -> DeletionRegistry:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -115,9 +115,7 @@ class EmbeddedRegistry(DeletionRegistry):
                         (request.request_id,),
                     ).fetchone()
                     if row is not None:
-                        results.append(
-                            AcceptedRequest(_request_from_json(row[0]), row[1], row[2], True)
-                        )
+                        results.append(AcceptedRequest(_request_from_json(row[0]), row[1], row[2], True))
                         continue
                     if request.request_id in seen_in_call:
                         first = seen_in_call[request.request_id]
@@ -171,9 +169,7 @@ class EmbeddedRegistry(DeletionRegistry):
         return RegistryDelta(version, int(current), tuple(r[0] for r in rows))
 
     def get_request(self, request_id: str) -> AcceptedRequest | None:
-        rows = self._query(
-            "SELECT body, accepted_at_ms, version FROM requests WHERE request_id=?", (request_id,)
-        )
+        rows = self._query("SELECT body, accepted_at_ms, version FROM requests WHERE request_id=?", (request_id,))
         if not rows:
             return None
         body, at_ms, version = rows[0]

@@ -27,8 +27,7 @@ _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def with_retries(call: Callable[[], T], attempts: int = 5, base_delay_s: float = 0.1,
-                 max_delay_s: float = 5.0) -> T:
+def with_retries(call: Callable[[], T], attempts: int = 5, base_delay_s: float = 0.1, max_delay_s: float = 5.0) -> T:
     """Run ``call``, retrying ``RegistryUnavailable`` with full-jitter exponential backoff."""
     for attempt in range(attempts):
         try:

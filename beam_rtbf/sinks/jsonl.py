@@ -45,13 +45,16 @@ def _concat(lines: pa.Array) -> bytes:
     return lines.buffers()[2].to_pybytes()[int(offsets[0]) : int(offsets[-1])]
 
 
-def to_json_lines(data: pa.Table | pa.RecordBatch, rename: dict[str, str] | None = None,
-                  drop_all_null: bool = False) -> bytes:
+def to_json_lines(
+    data: pa.Table | pa.RecordBatch, rename: dict[str, str] | None = None, drop_all_null: bool = False
+) -> bytes:
     """One JSON object per row, keys in column order."""
     if isinstance(data, pa.Table):
         data = data.combine_chunks()
-        columns = [data.column(i).chunk(0) if data.column(i).num_chunks else pa.array([], data.column(i).type)
-                   for i in range(data.num_columns)]
+        columns = [
+            data.column(i).chunk(0) if data.column(i).num_chunks else pa.array([], data.column(i).type)
+            for i in range(data.num_columns)
+        ]
     else:
         columns = list(data.columns)
     if data.num_rows == 0:

@@ -23,7 +23,5 @@ def source_for(uri: str, stream: str) -> Source:
     spec = parse_source_uri(uri)
     cls = SOURCES.get(spec.scheme)
     if cls is None:
-        raise ValueError(
-            f"no source for scheme {spec.scheme!r} in {uri!r}; known: {', '.join(sorted(SOURCES))}"
-        )
+        raise ValueError(f"no source for scheme {spec.scheme!r} in {uri!r}; known: {', '.join(sorted(SOURCES))}")
     return cls(spec, stream)

@@ -141,7 +141,8 @@ class ReadFileChunks(beam.PTransform):
     def expand(self, pbegin):
         return (
             pbegin
-            | "MatchFiles" >> fileio.MatchFiles(self._pattern, empty_match_treatment=fileio.EmptyMatchTreatment.DISALLOW)
+            | "MatchFiles"
+            >> fileio.MatchFiles(self._pattern, empty_match_treatment=fileio.EmptyMatchTreatment.DISALLOW)
             | "SplitIntoRanges" >> beam.ParDo(_SplitFile(self._chunk_bytes))
             | "SpreadRanges" >> beam.Reshuffle()
             | "ReadRanges" >> beam.ParDo(_ReadRange(self._fmt, self._chunk_bytes))

@@ -91,8 +91,9 @@ class ReadFromPoller(beam.PTransform):
     runner-API round trip and the local streaming runner can still find it.
     """
 
-    def __init__(self, make_poller: Callable[[], Poller], poll_interval_s: float = 0.05,
-                 polls_per_call: int = 100) -> None:
+    def __init__(
+        self, make_poller: Callable[[], Poller], poll_interval_s: float = 0.05, polls_per_call: int = 100
+    ) -> None:
         super().__init__()
         self.make_poller = make_poller
         self.poll_interval_s = poll_interval_s

@@ -38,9 +38,7 @@ def _typed(spec: SourceSpec, key: str, default, kind):
 
 def parse_source_uri(uri: str) -> SourceSpec:
     if "://" not in uri:
-        raise ValueError(
-            f"source {uri!r} is not a URI: use file://GLOB, synthetic://sessions?..., or another scheme"
-        )
+        raise ValueError(f"source {uri!r} is not a URI: use file://GLOB, synthetic://sessions?..., or another scheme")
     parts = urlsplit(uri)
     location = parts.netloc + parts.path
     params = dict(parse_qsl(parts.query, keep_blank_values=True))

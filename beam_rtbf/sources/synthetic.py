@@ -27,8 +27,18 @@ from beam_rtbf.sources.spec import SourceSpec
 
 __all__ = ["SyntheticConfig", "SyntheticSource", "session_batches", "planned_requests", "bad_session_lines"]
 
-ACTIONS = ("show", "search_results", "personalize", "index", "search", "ajax_refresh_subtotal",
-           "update", "similar_listings", "social_connections", "reviews")
+ACTIONS = (
+    "show",
+    "search_results",
+    "personalize",
+    "index",
+    "search",
+    "ajax_refresh_subtotal",
+    "update",
+    "similar_listings",
+    "social_connections",
+    "reviews",
+)
 ACTION_TYPES = ("view", "click", "data", "submit", "message_post", "booking_request")
 ACTION_DETAILS = ("view_search_results", "p3", "wishlist_content_update", "user_profile", "change_trip_characteristics")
 DEVICE_TYPES = ("Mac Desktop", "Windows Desktop", "iPhone", "Android Phone", "iPad Tablet", "Linux Desktop")
@@ -55,7 +65,7 @@ class SyntheticConfig:
     active_users: int | None = None  # unbounded requests pick among the first N users
 
     @classmethod
-    def from_spec(cls, spec: SourceSpec) -> "SyntheticConfig":
+    def from_spec(cls, spec: SourceSpec) -> SyntheticConfig:
         known = {f.name for f in dataclasses.fields(cls)} | {"start"}
         unknown = set(spec.params) - known
         if unknown:
@@ -113,7 +123,10 @@ def _vocab(values: tuple[str, ...], rng: np.random.Generator, n: int) -> pa.Arra
 
 
 def make_session_batch(
-    cfg: SyntheticConfig, rng: np.random.Generator, event_times_ms: np.ndarray, id_prefix: str,
+    cfg: SyntheticConfig,
+    rng: np.random.Generator,
+    event_times_ms: np.ndarray,
+    id_prefix: str,
     users: np.ndarray | None = None,
 ) -> pa.RecordBatch:
     n = len(event_times_ms)

@@ -19,9 +19,18 @@ def sessions(rows: list[tuple[str, int]], action_type: str = "view", device: str
     """A batch of sessions from (user_id, event_time_ms) pairs; secs_elapsed = 10."""
     return pa.RecordBatch.from_pylist(
         [
-            {"user_id": u, "event_time_ms": t, "action": "show", "action_type": action_type,
-             "action_detail": None, "device_type": device, "secs_elapsed": 10.0,
-             "event_id": f"{u}-{t}", "email": None, "device_id": None}
+            {
+                "user_id": u,
+                "event_time_ms": t,
+                "action": "show",
+                "action_type": action_type,
+                "action_detail": None,
+                "device_type": device,
+                "secs_elapsed": 10.0,
+                "event_id": f"{u}-{t}",
+                "email": None,
+                "device_id": None,
+            }
             for u, t in rows
         ],
         schema=SESSION_SCHEMA,

@@ -36,8 +36,9 @@ def test_readme_main_command_in_a_fresh_virtualenv(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PATH"] = f"{venv / 'bin'}:{env['PATH']}"
-    result = subprocess.run(["bash", "-c", command], cwd=checkout, env=env, capture_output=True, text=True,
-                            timeout=1500)
+    result = subprocess.run(
+        ["bash", "-c", command], cwd=checkout, env=env, capture_output=True, text=True, timeout=1500
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "beam-rtbf run summary" in result.stdout
     summary = json.loads((checkout / "rtbf-out" / "summary.json").read_text())

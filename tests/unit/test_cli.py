@@ -32,21 +32,55 @@ def test_run_with_config_file(tmp_path, registry_url, capsys):
     assert "beam-rtbf run summary" in printed and "conservation" in printed
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["sessions_in"] == 3000 and summary["manifests_written"] == 5
-    windows = {json.loads(line)["window_start"][11:16] for f in (tmp_path / "out" / "analytics").rglob("*.jsonl")
-               for line in f.read_text().splitlines()}
+    windows = {
+        json.loads(line)["window_start"][11:16]
+        for f in (tmp_path / "out" / "analytics").rglob("*.jsonl")
+        for line in f.read_text().splitlines()
+    }
     assert windows <= {f"{h:02d}:00" for h in range(24)}  # hourly windows: the flag beat the file
 
 
 def test_generate_forget_status(tmp_path, registry_url, capsys):
-    assert main(["generate", "--out", str(tmp_path / "data"), "--sessions", "500", "--users", "40",
-                 "--requests", "3", "--format", "tsv"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--out",
+                str(tmp_path / "data"),
+                "--sessions",
+                "500",
+                "--users",
+                "40",
+                "--requests",
+                "3",
+                "--format",
+                "tsv",
+            ]
+        )
+        == 0
+    )
     generated = json.loads(capsys.readouterr().out)
     assert generated["sessions"] == 500 and generated["requests"] == 3
     lines = (tmp_path / "data" / "sessions-0000.tsv").read_text().splitlines()
     assert lines[0].split("\t")[0] == "user_id" and len(lines) == 501
 
-    assert main(["forget", "u0000001", "--alias", "a@example.com", "--request-id", "r-9",
-                 "--regulation", "ccpa", "--registry", registry_url]) == 0
+    assert (
+        main(
+            [
+                "forget",
+                "u0000001",
+                "--alias",
+                "a@example.com",
+                "--request-id",
+                "r-9",
+                "--regulation",
+                "ccpa",
+                "--registry",
+                registry_url,
+            ]
+        )
+        == 0
+    )
     forgotten = json.loads(capsys.readouterr().out)
     assert forgotten["subject_ids"] == ["u0000001", "a@example.com"] and forgotten["duplicate"] is False
     assert main(["forget", "u0000001", "--request-id", "r-9", "--registry", registry_url]) == 0

@@ -31,11 +31,16 @@ def test_windows_are_written_while_the_stream_is_still_running(tmp_path, registr
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     started = time.monotonic()
-    summary = run([
-        f"--output={out}", f"--registry={registry_url}", "--window_s=1", "--refresh_interval_s=0.5",
-        "--sessions=synthetic://sessions?users=500&rate=4000&duration_s=8&seed=5",
-        "--requests=synthetic://requests?users=500&request_rate=3&duration_s=8&active_users=50&seed=5",
-    ])
+    summary = run(
+        [
+            f"--output={out}",
+            f"--registry={registry_url}",
+            "--window_s=1",
+            "--refresh_interval_s=0.5",
+            "--sessions=synthetic://sessions?users=500&rate=4000&duration_s=8&seed=5",
+            "--requests=synthetic://requests?users=500&request_rate=3&duration_s=8&active_users=50&seed=5",
+        ]
+    )
     ended = time.monotonic()
     stop.set()
 

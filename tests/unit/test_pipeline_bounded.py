@@ -17,8 +17,15 @@ pytestmark = pytest.mark.slow
 
 
 def _run(tmp_path, registry_url, sessions: str, requests: str, *extra: str) -> dict:
-    return run([f"--output={tmp_path / 'out'}", f"--registry={registry_url}", f"--sessions={sessions}",
-                f"--requests={requests}", *extra])
+    return run(
+        [
+            f"--output={tmp_path / 'out'}",
+            f"--registry={registry_url}",
+            f"--sessions={sessions}",
+            f"--requests={requests}",
+            *extra,
+        ]
+    )
 
 
 def test_generated_run_conserves_sessions_and_leaks_no_forgotten_subject(tmp_path, registry_url):
@@ -26,8 +33,7 @@ def test_generated_run_conserves_sessions_and_leaks_no_forgotten_subject(tmp_pat
     data = generate_files(cfg, str(tmp_path / "data"), "jsonl", files=2)
     forgotten = set(data.forgotten_subjects)
 
-    summary = _run(tmp_path, registry_url, f"file://{tmp_path}/data/sessions-*.jsonl",
-                   f"file://{data.requests_file}")
+    summary = _run(tmp_path, registry_url, f"file://{tmp_path}/data/sessions-*.jsonl", f"file://{data.requests_file}")
 
     assert summary["sessions_in"] == data.sessions + data.bad_records
     assert summary["dead_lettered"] == data.bad_records > 0
@@ -112,7 +118,7 @@ def test_corpus_of_bad_records_is_dead_lettered_with_reasons(tmp_path, registry_
     assert (summary["sessions_in"], summary["clean"], summary["dead_lettered"]) == (10, 1, 9)
     assert summary["requests_dead_lettered"] == 2 and summary["requests_accepted"] == 0
     letters = dead_letters(str(tmp_path / "out"))
-    session_letters = sorted((l["reason"] for l in letters if l["stream"] == "sessions"))
+    session_letters = sorted(l["reason"] for l in letters if l["stream"] == "sessions")
     for expected in corpus.values():
         assert sum(expected in reason for reason in session_letters) >= 1, (expected, session_letters)
     request_reasons = sorted(l["reason"] for l in letters if l["stream"] == "requests")
@@ -121,15 +127,30 @@ def test_corpus_of_bad_records_is_dead_lettered_with_reasons(tmp_path, registry_
 
 def test_shared_event_stream_counts_only_tagged_erasure_events(tmp_path, registry_url):
     events = tmp_path / "events.jsonl"
-    events.write_text("\n".join([
-        json.dumps({"type": "page_view", "user_id": "u0000001"}),
-        json.dumps({"type": "gdpr.delete_user", "data": {"request_id": "d-1", "subject_id": "u0000001",
-                                                         "requested_at": 1767225600000}}),
-        json.dumps({"type": "password_reset", "user_id": "u0000002"}),
-    ]) + "\n")
-    summary = _run(tmp_path, registry_url, "synthetic://sessions?users=20&sessions=1000&seed=4",
-                   f"file://{events}", "--request_tag_field=type", "--request_tag_values=gdpr.delete_user",
-                   "--request_payload_field=data")
+    events.write_text(
+        "\n".join(
+            [
+                json.dumps({"type": "page_view", "user_id": "u0000001"}),
+                json.dumps(
+                    {
+                        "type": "gdpr.delete_user",
+                        "data": {"request_id": "d-1", "subject_id": "u0000001", "requested_at": 1767225600000},
+                    }
+                ),
+                json.dumps({"type": "password_reset", "user_id": "u0000002"}),
+            ]
+        )
+        + "\n"
+    )
+    summary = _run(
+        tmp_path,
+        registry_url,
+        "synthetic://sessions?users=20&sessions=1000&seed=4",
+        f"file://{events}",
+        "--request_tag_field=type",
+        "--request_tag_values=gdpr.delete_user",
+        "--request_payload_field=data",
+    )
     assert (summary["requests_in"], summary["requests_ignored"], summary["requests_accepted"]) == (3, 2, 1)
     assert summary["requests_dead_lettered"] == 0
     assert "u0000001" not in archive_rows(str(tmp_path / "out")).column("user_id").to_pylist()
@@ -147,10 +168,15 @@ def test_airbnb_csv_layout_runs_with_arrival_time(tmp_path, registry_url):
 
 def test_invalid_options_fail_before_running(tmp_path, registry_url):
     with pytest.raises(ValueError, match="--window_s must be >= 1"):
-        _run(tmp_path, registry_url, "synthetic://sessions?sessions=1", "synthetic://requests?requests=0",
-             "--window_s=0")
+        _run(
+            tmp_path, registry_url, "synthetic://sessions?sessions=1", "synthetic://requests?requests=0", "--window_s=0"
+        )
     with pytest.raises(ValueError, match="no source for scheme 'ftp'"):
         _run(tmp_path, registry_url, "ftp://x/y", "synthetic://requests?requests=0")
     with pytest.raises(SystemExit, match="deletion registry unavailable"):
-        _run(tmp_path, "embedded:///proc/no/such/registry.sqlite", "synthetic://sessions?sessions=1",
-             "synthetic://requests?requests=0")
+        _run(
+            tmp_path,
+            "embedded:///proc/no/such/registry.sqlite",
+            "synthetic://sessions?sessions=1",
+            "synthetic://requests?requests=0",
+        )

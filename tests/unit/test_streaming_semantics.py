@@ -24,8 +24,15 @@ pytestmark = pytest.mark.slow
 
 def _options(tmp_path, registry_url, *extra: str) -> PipelineOptions:
     return PipelineOptions(
-        ["--streaming", f"--output={tmp_path / 'out'}", f"--registry={registry_url}", "--window_s=10",
-         "--archive_partition_s=60", "--state_shards=2", *extra]
+        [
+            "--streaming",
+            f"--output={tmp_path / 'out'}",
+            f"--registry={registry_url}",
+            "--window_s=10",
+            "--archive_partition_s=60",
+            "--state_shards=2",
+            *extra,
+        ]
     )
 
 
@@ -45,8 +52,10 @@ def test_request_mid_stream_stops_later_sessions_and_lists_earlier_ones(tmp_path
         .advance_processing_time(5)
         .advance_watermark_to((T0 + 15_000) / 1000)
         # After the request: a new session, and a late one stamped before the request.
-        .add_elements([sessions([("alice", T0 + 16_000), ("bob", T0 + 17_000), ("alice", T0 + 14_000)])],
-                      event_timestamp=(T0 + 14_000) / 1000)
+        .add_elements(
+            [sessions([("alice", T0 + 16_000), ("bob", T0 + 17_000), ("alice", T0 + 14_000)])],
+            event_timestamp=(T0 + 14_000) / 1000,
+        )
         .advance_watermark_to_infinity()
     )
     opts = _options(tmp_path, registry_url)
@@ -54,8 +63,9 @@ def test_request_mid_stream_stops_later_sessions_and_lists_earlier_ones(tmp_path
     events = p | stream
     session_events = events | "OnlySessions" >> beam.Filter(lambda e: isinstance(e, pa.RecordBatch))
     request_events = events | "OnlyRequests" >> beam.Filter(lambda e: not isinstance(e, pa.RecordBatch))
-    out = build_pipeline(p, opts.view_as(RtbfOptions), streaming=True, strategy="state",
-                         sessions=session_events, requests=request_events)
+    out = build_pipeline(
+        p, opts.view_as(RtbfOptions), streaming=True, strategy="state", sessions=session_events, requests=request_events
+    )
     clean_users = out.clean | beam.FlatMap(_user_ids)
     assert_that(clean_users, equal_to(["alice", "bob", "bob"]), label="CleanUsers")
     result = p.run()
@@ -67,8 +77,11 @@ def test_request_mid_stream_stops_later_sessions_and_lists_earlier_ones(tmp_path
 
     archived = archive_rows(str(tmp_path / "out"))
     assert sorted(archived.column("user_id").to_pylist()) == ["alice", "bob", "bob"]
-    alice_times = [t for u, t in zip(archived.column("user_id").to_pylist(),
-                                     archived.column("event_time_ms").to_pylist()) if u == "alice"]
+    alice_times = [
+        t
+        for u, t in zip(archived.column("user_id").to_pylist(), archived.column("event_time_ms").to_pylist())
+        if u == "alice"
+    ]
     assert alice_times == [T0 + 1_000]  # only the session before the request
     windows = analytics_rows(str(tmp_path / "out"))
     assert sum(r["sessions"] for r in windows) == 3
@@ -86,8 +99,9 @@ def test_windows_close_on_the_watermark_and_late_data_is_dropped(tmp_path, regis
     """Aggregates per 10 s window; a session behind the watermark (past lateness) is not counted."""
     stream = (
         TestStream()
-        .add_elements([sessions([("a", T0 + 1_000), ("b", T0 + 2_000), ("a", T0 + 3_000)])],
-                      event_timestamp=(T0 + 1_000) / 1000)
+        .add_elements(
+            [sessions([("a", T0 + 1_000), ("b", T0 + 2_000), ("a", T0 + 3_000)])], event_timestamp=(T0 + 1_000) / 1000
+        )
         .add_elements([sessions([("c", T0 + 11_000)])], event_timestamp=(T0 + 11_000) / 1000)
         .advance_watermark_to((T0 + 30_000) / 1000)
         .add_elements([sessions([("late", T0 + 5_000)])], event_timestamp=(T0 + 5_000) / 1000)
@@ -97,12 +111,23 @@ def test_windows_close_on_the_watermark_and_late_data_is_dropped(tmp_path, regis
     with beam.Pipeline(runner=LocalStreamingRunner(), options=opts) as p:
         session_events = p | stream
         no_requests = p | "NoRequests" >> beam.Create([])
-        out = build_pipeline(p, opts.view_as(RtbfOptions), streaming=True, strategy="state",
-                             sessions=session_events, requests=no_requests)
+        out = build_pipeline(
+            p,
+            opts.view_as(RtbfOptions),
+            streaming=True,
+            strategy="state",
+            sessions=session_events,
+            requests=no_requests,
+        )
         panes = out.analytics | beam.Map(
             lambda t: sorted((r["window_start"], r["sessions"], r["distinct_users"]) for r in t.to_pylist())
         )
-        assert_that(panes, equal_to([
-            [("2026-01-01T00:00:00.000Z", 3, 2)],
-            [("2026-01-01T00:00:10.000Z", 1, 1)],
-        ]))
+        assert_that(
+            panes,
+            equal_to(
+                [
+                    [("2026-01-01T00:00:00.000Z", 3, 2)],
+                    [("2026-01-01T00:00:10.000Z", 1, 1)],
+                ]
+            ),
+        )
