@@ -64,7 +64,7 @@ class _UnionDeletionSets(beam.CombineFn):
 
     def add_input(self, acc, ds: DeletionSet):
         parts, version = acc
-        parts.append(ds.__getstate__()[0])
+        parts.append(ds.hashes)
         return parts, max(version, ds.version)
 
     def merge_accumulators(self, accs):

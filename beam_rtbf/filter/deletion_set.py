@@ -126,6 +126,13 @@ class DeletionSet:
         return int(self._hashes.size)
 
     @property
+    def hashes(self) -> np.ndarray:
+        """The sorted distinct hashes (read-only view)."""
+        view = self._hashes.view()
+        view.flags.writeable = False
+        return view
+
+    @property
     def nbytes(self) -> int:
         """Memory of the set as held by a worker: the sorted hashes plus the prefilter."""
         return int(self._hashes.nbytes + self._bitmap.nbytes)

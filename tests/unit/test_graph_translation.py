@@ -1,0 +1,41 @@
+"""Graph forms that cannot run locally are still built and translated to Beam's portable form."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam_rtbf.options import RtbfOptions
+from beam_rtbf.pipeline import build_pipeline, choose_strategy
+
+
+def _transform_names(proto) -> list[str]:
+    return [t.unique_name for t in proto.components.transforms.values()]
+
+
+def test_streaming_broadcast_graph_translates_with_a_periodic_side_input(tmp_path, registry_url):
+    options = PipelineOptions(
+        [
+            "--streaming",
+            f"--output={tmp_path}",
+            f"--registry={registry_url}",
+            "--sessions=synthetic://sessions?users=10&rate=100",
+            "--requests=synthetic://requests?users=10&request_rate=1",
+        ]
+    )
+    p = beam.Pipeline(options=options)
+    build_pipeline(p, options.view_as(RtbfOptions), streaming=True, strategy="broadcast")
+    names = _transform_names(p.to_runner_api())
+    assert any(name.startswith("DeletionSet/RefreshTicks") for name in names)
+    assert any(name.startswith("DeletionSet/FetchRegistryDelta") for name in names)
+    assert any(name.startswith("FilterSessions/DropForgotten") for name in names)
+    # The polling sources expand to splittable DoFns for portable runners.
+    assert any(name.startswith("ReadSessions/Poll") for name in names)
+
+
+def test_auto_strategy_choice_says_why():
+    assert choose_strategy("auto", False, "FnApiRunner")[0] == "broadcast"
+    strategy, why = choose_strategy("auto", True, "LocalStreamingRunner")
+    assert strategy == "state" and "keyed state" in why
+    assert choose_strategy("auto", True, "FlinkRunner")[0] == "broadcast"
+    assert choose_strategy("state", False, "FnApiRunner") == ("state", "chosen by --filter_strategy")
