@@ -20,7 +20,10 @@ DEFAULT_REGISTRY_URL = "embedded://./rtbf-registry.sqlite"
 
 
 def open_registry(url: str) -> DeletionRegistry:
-    """Open a registry by URL: ``embedded://PATH`` (SQLite file; ``redis://`` comes with its backend)."""
+    """Open a registry by URL: ``embedded://PATH`` (SQLite file) or ``redis[s]://HOST:PORT/DB[?prefix=P]``.
+
+    The Redis password comes from ``$RTBF_REDIS_PASSWORD``.
+    """
     parsed = urlparse(url)
     if parsed.scheme == "embedded":
         path = url[len("embedded://") :]
@@ -29,4 +32,8 @@ def open_registry(url: str) -> DeletionRegistry:
         from beam_rtbf.registry.embedded import EmbeddedRegistry
 
         return EmbeddedRegistry(os.path.expanduser(path))
-    raise ValueError(f"unsupported registry URL {url!r}: use embedded://PATH")
+    if parsed.scheme in ("redis", "rediss"):
+        from beam_rtbf.registry.redis_backend import RedisRegistry
+
+        return RedisRegistry(url)
+    raise ValueError(f"unsupported registry URL {url!r}: use embedded://PATH, redis://HOST:PORT/DB or rediss://...")
