@@ -44,8 +44,10 @@ class RtbfOptions(PipelineOptions):
             "--filter_strategy",
             default="auto",
             choices=STRATEGIES,
-            help="broadcast: deletion set as a side input; state: requests joined with sessions "
-            "in keyed state; auto: broadcast for bounded runs, state for local streaming",
+            help="broadcast: the deletion set as a side input; lookup: one registry query per batch; "
+            "bloom: a Bloom filter side input, positives confirmed by the registry; state: requests "
+            "joined with sessions in keyed state; auto: chosen by deletion-set size and runner "
+            "(the run summary says what and why)",
         )
         group.add_argument("--window_s", type=int, default=60, help="Analytics window length in seconds")
         group.add_argument(
@@ -98,6 +100,20 @@ class RtbfOptions(PipelineOptions):
             help="Streaming: a deletion set older than this holds sessions back (fail closed)",
         )
         group.add_argument(
+            "--registry_retry_s",
+            type=float,
+            default=120.0,
+            help="How long a step waits for an unreachable registry (retrying with backoff) before it "
+            "fails its bundle; sessions are never passed unfiltered meanwhile",
+        )
+        group.add_argument(
+            "--broadcast_max_subjects",
+            type=int,
+            default=20_000_000,
+            help="auto: above this many forgotten ids, use bloom (bounded) or lookup (streaming) "
+            "instead of broadcasting the exact set (8 bytes per id)",
+        )
+        group.add_argument(
             "--stream_retention_s",
             type=int,
             default=7 * 86_400,
@@ -120,6 +136,8 @@ def validate_options(opts: RtbfOptions) -> None:
         problems.append("--refresh_interval_s and --max_staleness_s must be > 0")
     if opts.max_staleness_s < opts.refresh_interval_s:
         problems.append("--max_staleness_s must be at least --refresh_interval_s")
+    if opts.registry_retry_s < 0:
+        problems.append("--registry_retry_s must be >= 0")
     if opts.max_record_bytes < 64:
         problems.append("--max_record_bytes must be >= 64")
     if problems:

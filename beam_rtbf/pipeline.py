@@ -27,6 +27,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from beam_rtbf import metrics as rtbf_metrics
 from beam_rtbf.analytics.aggregate import WindowedAggregates, WriteAnalytics
 from beam_rtbf.archive.write import WriteArchive
+from beam_rtbf.filter.bloom import FilterSessionsByBloom, ToBloom
 from beam_rtbf.filter.broadcast import (
     SUPPRESSED_TAG,
     BuildBoundedDeletionSet,
@@ -34,6 +35,7 @@ from beam_rtbf.filter.broadcast import (
     FilterSessionsBySideInput,
 )
 from beam_rtbf.filter.keyed_state import EFFECTIVE_TAG, FilterSessionsInKeyedState
+from beam_rtbf.filter.lookup import FilterSessionsByLookup
 from beam_rtbf.manifests.build import WriteManifests
 from beam_rtbf.options import RtbfOptions, validate_options
 from beam_rtbf.parse.requests import ParseRequests, RequestSelector
@@ -68,15 +70,32 @@ def read_source(source: Source) -> beam.PTransform:
     return source.read() if source.bounded else ReadFromPoller(source.poller)
 
 
-def choose_strategy(requested: str, streaming: bool, runner_name: str) -> tuple[str, str]:
-    """(strategy, why). ``auto`` picks what works and is fastest on this runner."""
+LOCAL_STREAMING_RUNNERS = ("LocalStreamingRunner", "BundleBasedDirectRunner")
+
+
+def choose_strategy(
+    requested: str, streaming: bool, runner_name: str, registry_size: int = 0, broadcast_max: int = 20_000_000
+) -> tuple[str, str]:
+    """(strategy, why). ``auto`` picks by runner and deletion-set size."""
+    local_streaming = streaming and runner_name in LOCAL_STREAMING_RUNNERS
     if requested != "auto":
+        if local_streaming and requested in ("broadcast", "bloom"):
+            raise ValueError(
+                f"--filter_strategy={requested} needs a stream-fed side input, which blocks the local "
+                "streaming runner; use state or lookup locally, or run on Flink"
+            )
         return requested, "chosen by --filter_strategy"
-    if not streaming:
-        return "broadcast", "bounded run: the whole deletion set as of the run is one side input"
-    if runner_name in ("LocalStreamingRunner", "BundleBasedDirectRunner"):
+    big = registry_size > broadcast_max
+    size = f"{registry_size:,} forgotten ids ({registry_size * 8 / 1e6:.0f} MB as an exact set)"
+    if local_streaming:
         return "state", "local streaming: stream-fed side inputs block the BundleBasedDirectRunner; keyed state streams"
-    return "broadcast", "streaming on a portable runner: slowly updating side input refreshed by registry deltas"
+    if not streaming:
+        if big:
+            return "bloom", f"bounded run, {size} > --broadcast_max_subjects: Bloom side input, registry confirms"
+        return "broadcast", f"bounded run, {size}: the whole deletion set as of the run is one side input"
+    if big:
+        return "lookup", f"streaming, {size} > --broadcast_max_subjects: one registry query per batch"
+    return "broadcast", f"streaming on a portable runner, {size}: slowly updating side input refreshed by deltas"
 
 
 def resolve_runner(name: str | None, streaming: bool):
@@ -115,27 +134,42 @@ def build_pipeline(
         payload_field=opts.request_payload_field,
     )
     parsed_requests = requests | "ParseRequests" >> ParseRequests(selector, opts.max_record_bytes)
-    accepted = parsed_requests.requests | "RecordRequests" >> RecordRequests(opts.registry)
+    accepted = parsed_requests.requests | "RecordRequests" >> RecordRequests(opts.registry, opts.registry_retry_s)
 
     if strategy == "state":
         filtered = parsed_sessions.sessions | "FilterSessions" >> FilterSessionsInKeyedState(
             accepted, opts.registry, opts.state_shards, opts.refresh_interval_s, opts.max_staleness_s
         )
         clean, suppressed, effective = filtered["clean"], filtered[SUPPRESSED_TAG], filtered[EFFECTIVE_TAG]
-    elif strategy == "broadcast":
+    elif strategy in ("broadcast", "bloom"):
         if streaming:
             view = p | "DeletionSet" >> BuildStreamingDeletionSet(
                 opts.registry, opts.refresh_interval_s, opts.max_staleness_s
             )
             # Effective once the next refresh has picked it up: the bound is one interval.
             lag_ms = int(opts.refresh_interval_s * 1000)
-            staleness = opts.max_staleness_s
         else:
             view = accepted | "DeletionSet" >> BuildBoundedDeletionSet(opts.registry)
-            lag_ms, staleness = 0, None
-        filtered = parsed_sessions.sessions | "FilterSessions" >> FilterSessionsBySideInput(view, staleness)
+            lag_ms = 0
+        if strategy == "broadcast":
+            filtered = parsed_sessions.sessions | "FilterSessions" >> FilterSessionsBySideInput(
+                view, opts.max_staleness_s if streaming else None
+            )
+        else:
+            bloom = view | "ToBloom" >> ToBloom()
+            filtered = parsed_sessions.sessions | "FilterSessions" >> FilterSessionsByBloom(
+                bloom, opts.registry, opts.registry_retry_s
+            )
         clean, suppressed = filtered.clean, filtered[SUPPRESSED_TAG]
         effective = accepted | "EffectiveAt" >> beam.Map(lambda a, lag=lag_ms: (a, a.accepted_at_ms + lag))
+    elif strategy == "lookup":
+        # Bounded: no batch is looked up before this run's requests are all recorded.
+        barrier = None if streaming else accepted | "AllRecorded" >> beam.combiners.Count.Globally()
+        filtered = parsed_sessions.sessions | "FilterSessions" >> FilterSessionsByLookup(
+            opts.registry, opts.registry_retry_s, barrier
+        )
+        clean, suppressed = filtered.clean, filtered[SUPPRESSED_TAG]
+        effective = accepted | "EffectiveAt" >> beam.Map(lambda a: (a, a.accepted_at_ms))
     else:
         raise ValueError(f"unknown filter strategy {strategy!r}")
 
@@ -203,11 +237,11 @@ def summarize(
     return summary
 
 
-def check_registry(url: str) -> None:
-    """One clear error before anything runs if the registry cannot be opened."""
+def check_registry(url: str) -> int:
+    """One clear error before anything runs if the registry cannot be opened; returns its size."""
     try:
         with open_registry(url) as registry:
-            registry.version()
+            return registry.size()
     except RegistryUnavailable as exc:
         raise SystemExit(f"beam-rtbf: deletion registry unavailable: {exc}") from exc
 
@@ -224,8 +258,10 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     standard.streaming = streaming
     runner = resolve_runner(standard.runner, streaming)
     runner_name = runner if isinstance(runner, str) else type(runner).__name__
-    strategy, why = choose_strategy(opts.filter_strategy, streaming, runner_name)
-    check_registry(opts.registry)
+    registry_size = check_registry(opts.registry)
+    strategy, why = choose_strategy(
+        opts.filter_strategy, streaming, runner_name, registry_size, opts.broadcast_max_subjects
+    )
     FileSystems.mkdirs(opts.output) if not FileSystems.exists(opts.output) else None
     _LOGGER.info(
         "beam-rtbf: %s run on %s, filter strategy %s (%s)",

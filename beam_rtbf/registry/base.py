@@ -78,6 +78,10 @@ class DeletionRegistry(abc.ABC):
     def requests(self) -> list[AcceptedRequest]:
         """All accepted requests, oldest first."""
 
+    @abc.abstractmethod
+    def size(self) -> int:
+        """How many ids (subjects and aliases) are forgotten."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 

@@ -196,6 +196,9 @@ class EmbeddedRegistry(DeletionRegistry):
         rows = self._query("SELECT body, accepted_at_ms, version FROM requests ORDER BY version, request_id")
         return [AcceptedRequest(_request_from_json(b), a, v, False) for b, a, v in rows]
 
+    def size(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM members")[0][0])
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

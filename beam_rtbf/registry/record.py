@@ -27,36 +27,45 @@ _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def with_retries(call: Callable[[], T], attempts: int = 5, base_delay_s: float = 0.1, max_delay_s: float = 5.0) -> T:
-    """Run ``call``, retrying ``RegistryUnavailable`` with full-jitter exponential backoff."""
-    for attempt in range(attempts):
+def with_retries(
+    call: Callable[[], T], budget_s: float = 120.0, base_delay_s: float = 0.1, max_delay_s: float = 5.0
+) -> T:
+    """Run ``call``, retrying ``RegistryUnavailable`` with full-jitter exponential backoff.
+
+    Gives up (re-raises) once ``budget_s`` has passed: the runner then retries the
+    bundle or fails the job, and nothing is passed unfiltered in the meantime.
+    """
+    deadline = time.monotonic() + budget_s
+    attempt = 0
+    while True:
         try:
             return call()
         except RegistryUnavailable as exc:
-            if attempt == attempts - 1:
+            if time.monotonic() >= deadline:
                 raise
-            delay = random.uniform(0, min(max_delay_s, base_delay_s * 2**attempt))
-            _LOGGER.warning("registry unavailable (%s); retry %d in %.2fs", exc, attempt + 1, delay)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
+            delay = min(random.uniform(0, min(max_delay_s, base_delay_s * 2**attempt)), deadline - time.monotonic())
+            attempt += 1
+            _LOGGER.warning("registry unavailable (%s); retry %d in %.2fs", exc, attempt, max(delay, 0))
+            time.sleep(max(delay, 0))
 
 
 class _RecordRequestsFn(BundleDoFn):
     """One atomic ``add`` per bundle (one round trip, one transaction)."""
 
-    def __init__(self, registry_url: str) -> None:
+    def __init__(self, registry_url: str, retry_budget_s: float) -> None:
         self._registry_url = registry_url
+        self._retry_budget_s = retry_budget_s
         self._registry = None
         self._accepted = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.REQUESTS_ACCEPTED)
         self._duplicate = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.REQUESTS_DUPLICATE)
         self._errors = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.REGISTRY_ERRORS)
 
     def setup(self) -> None:
-        self._registry = open_registry(self._registry_url)
+        self._registry = with_retries(lambda: open_registry(self._registry_url), self._retry_budget_s)
 
     def handle_batch(self, requests: Sequence[ErasureRequest]) -> list[list[AcceptedRequest]]:
         try:
-            results = with_retries(lambda: self._registry.add(list(requests)))
+            results = with_retries(lambda: self._registry.add(list(requests)), self._retry_budget_s)
         except RegistryUnavailable:
             self._errors.inc()
             raise
@@ -72,9 +81,10 @@ class _RecordRequestsFn(BundleDoFn):
 class RecordRequests(beam.PTransform):
     """ErasureRequest -> AcceptedRequest (``duplicate=True`` for a request id seen before)."""
 
-    def __init__(self, registry_url: str) -> None:
+    def __init__(self, registry_url: str, retry_budget_s: float = 120.0) -> None:
         super().__init__()
         self._registry_url = registry_url
+        self._retry_budget_s = retry_budget_s
 
     def expand(self, requests):
-        return requests | "AddToRegistry" >> beam.ParDo(_RecordRequestsFn(self._registry_url))
+        return requests | "AddToRegistry" >> beam.ParDo(_RecordRequestsFn(self._registry_url, self._retry_budget_s))

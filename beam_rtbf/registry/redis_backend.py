@@ -92,7 +92,10 @@ class RedisRegistry(DeletionRegistry):
             decode_responses=True,
         )
         self._errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-        self._auth_errors = (redis.exceptions.AuthenticationError, redis.exceptions.AuthenticationWrongNumberOfArgsError)
+        self._auth_errors = (
+            redis.exceptions.AuthenticationError,
+            redis.exceptions.AuthenticationWrongNumberOfArgsError,
+        )
         self._response_error = redis.exceptions.ResponseError
         self._keys = tuple(f"{self.prefix}:{k}" for k in ("version", "members", "log", "requests"))
         self._add = self._redis.register_script(_ADD_SCRIPT)
@@ -163,6 +166,9 @@ class RedisRegistry(DeletionRegistry):
         ids = self._call(self._redis.zrange, self._keys[3], 0, -1)
         found = [self.get_request(request_id) for request_id in ids]
         return sorted((a for a in found if a is not None), key=lambda a: (a.version, a.request.request_id))
+
+    def size(self) -> int:
+        return int(self._call(self._redis.scard, self._keys[1]))
 
     def close(self) -> None:
         self._redis.close()
