@@ -84,9 +84,11 @@ class RedisRegistry(DeletionRegistry):
         self.prefix = query.pop("prefix", ["{rtbf}"])[0]
         clean_url = parsed._replace(query="").geturl()
         self._display = f"{parsed.scheme}://{parsed.hostname}:{parsed.port or 6379}{parsed.path or ''}"
+        password = os.environ.get(PASSWORD_ENV) or None
+        self._has_password = password is not None
         self._redis = redis.Redis.from_url(
             clean_url,
-            password=os.environ.get(PASSWORD_ENV) or None,
+            password=password,
             socket_timeout=socket_timeout_s,
             socket_connect_timeout=socket_timeout_s,
             decode_responses=True,
@@ -106,6 +108,10 @@ class RedisRegistry(DeletionRegistry):
         try:
             return fn(*args, **kwargs)
         except self._auth_errors as exc:
+            if not self._has_password:
+                raise RegistryUnavailable(
+                    f"Redis at {self._display} needs a password ({exc}); set ${PASSWORD_ENV}"
+                ) from exc
             raise RegistryUnavailable(
                 f"Redis at {self._display} refused the credentials ({exc}); check ${PASSWORD_ENV}"
             ) from exc
