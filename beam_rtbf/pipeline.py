@@ -220,6 +220,7 @@ def summarize(
         "archive_records": c(rtbf_metrics.ARCHIVE_RECORDS, 0),
         "analytics_rows": c(rtbf_metrics.ANALYTICS_ROWS, 0),
         "registry_errors": c(rtbf_metrics.REGISTRY_ERRORS, 0),
+        "sessions_held": c(rtbf_metrics.SESSIONS_HELD, 0),
         "elapsed_s": round(elapsed_s, 3),
         "sessions_per_s": round(sessions_in / elapsed_s, 1) if elapsed_s > 0 else 0.0,
         "runner": runner,

@@ -53,7 +53,13 @@ def test_membership_deltas_and_snapshot(backend):
         registry.add([_request("r2", "bob")])
         registry.add([_request("r3", "carol"), _request("r4", "dave")])
         assert registry.contains(["alice", "a@x", "bob", "zed", "carol", "dave", ""]) == [
-            True, True, True, False, True, True, False,
+            True,
+            True,
+            True,
+            False,
+            True,
+            True,
+            False,
         ]
         assert sorted(registry.delta_since(0).subject_ids) == ["a@x", "alice", "bob", "carol", "dave"]
         delta = registry.delta_since(1)
@@ -76,7 +82,11 @@ def test_requests_and_timeline(backend):
         registry.record_event("r1", "suppressed", 2_000, "all shards")
         registry.record_event("r1", "purged", 3_000)
         timeline = registry.timeline("r1")
-        assert [(e.status, e.detail) for e in timeline] == [("received", ""), ("suppressed", "all shards"), ("purged", "")]
+        assert [(e.status, e.detail) for e in timeline] == [
+            ("received", ""),
+            ("suppressed", "all shards"),
+            ("purged", ""),
+        ]
         assert timeline[1].at_ms == 2_000
         assert registry.timeline("nope") == []
 
