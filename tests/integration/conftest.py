@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers.redis_server import RedisServer
+from beam_rtbf.testing.redis_server import RedisServer
 
 
 @pytest.fixture

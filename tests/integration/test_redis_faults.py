@@ -11,8 +11,8 @@ from beam_rtbf.cli import main
 from beam_rtbf.pipeline import run
 from beam_rtbf.records import ErasureRequest, parse_time_ms
 from beam_rtbf.registry import open_registry
+from beam_rtbf.testing.redis_server import RedisServer, free_port
 from tests.helpers.data import archive_rows, manifests
-from tests.helpers.redis_server import RedisServer, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

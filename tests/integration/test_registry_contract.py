@@ -6,7 +6,7 @@ import pytest
 
 from beam_rtbf.records import ErasureRequest
 from beam_rtbf.registry import RegistryUnavailable, open_registry
-from tests.helpers.redis_server import RedisServer
+from beam_rtbf.testing.redis_server import RedisServer
 
 
 @pytest.fixture(params=["embedded", pytest.param("redis", marks=pytest.mark.integration)])
@@ -114,7 +114,7 @@ def test_unsupported_urls_are_clear_errors():
 
 @pytest.mark.integration
 def test_unreachable_redis_is_registry_unavailable():
-    from tests.helpers.redis_server import free_port
+    from beam_rtbf.testing.redis_server import free_port
 
     with pytest.raises(RegistryUnavailable, match=r"Redis at redis://127.0.0.1:\d+/0 unreachable"):
         open_registry(f"redis://127.0.0.1:{free_port()}/0")

@@ -7,8 +7,8 @@ import pytest
 from beam_rtbf.pipeline import run
 from beam_rtbf.records import ErasureRequest
 from beam_rtbf.registry import open_registry
+from beam_rtbf.testing.redis_server import RedisServer
 from tests.helpers.data import archive_rows
-from tests.helpers.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ class RedisServer:
     def __init__(self, data_dir: str, password: str | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RuntimeError("redis-server is not installed: run scripts/test.sh, which installs it")
+            raise RuntimeError("redis-server is not installed: apt-get install -y redis-server (scripts/test.sh does)")
         self.binary = binary
         self.data_dir = data_dir
         self.password = password
