@@ -6,10 +6,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 # Real servers the integration tests start (Debian packages).
-if ! command -v redis-server >/dev/null 2>&1; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+missing=""
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+command -v npm >/dev/null 2>&1 || missing="$missing nodejs npm"
+if [ -n "$missing" ]; then
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+fi
+# kinesalite: a local Kinesis endpoint (npm), kept out of the source tree's history in .tools/.
+if [ ! -f .tools/node_modules/kinesalite/package.json ]; then
+  npm install --silent --no-audit --no-fund --prefix .tools kinesalite@3.3.3 >/dev/null
 fi
 "$PYTHON" -m pip install --quiet --disable-pip-version-check -e '.[test]'
 exec "$PYTHON" -m pytest "$@"

@@ -18,8 +18,15 @@ REQUESTS = "synthetic://requests?users=3000&requests=60&seed=21"
 
 def _run(tmp_path, name: str, registry: str, strategy: str) -> tuple[dict, list[str]]:
     out = tmp_path / name
-    summary = run([f"--output={out}", f"--registry={registry}", f"--filter_strategy={strategy}",
-                   f"--sessions={SESSIONS}", f"--requests={REQUESTS}"])
+    summary = run(
+        [
+            f"--output={out}",
+            f"--registry={registry}",
+            f"--filter_strategy={strategy}",
+            f"--sessions={SESSIONS}",
+            f"--requests={REQUESTS}",
+        ]
+    )
     return summary, sorted(archive_rows(str(out)).column("event_id").to_pylist())
 
 
@@ -51,8 +58,15 @@ def test_strategies_agree(tmp_path, backend):
 def test_auto_picks_bloom_for_a_big_set_and_says_why(tmp_path):
     with open_registry(f"embedded://{tmp_path}/r.sqlite") as registry:
         registry.add([ErasureRequest(f"old-{i}", f"old-user-{i}", 1) for i in range(11)])
-    summary = run([f"--output={tmp_path / 'o'}", f"--registry=embedded://{tmp_path}/r.sqlite",
-                   "--broadcast_max_subjects=10", f"--sessions={SESSIONS}", f"--requests={REQUESTS}"])
+    summary = run(
+        [
+            f"--output={tmp_path / 'o'}",
+            f"--registry=embedded://{tmp_path}/r.sqlite",
+            "--broadcast_max_subjects=10",
+            f"--sessions={SESSIONS}",
+            f"--requests={REQUESTS}",
+        ]
+    )
     assert summary["filter_strategy"] == "bloom"
     assert summary["filter_strategy_reason"].startswith("bounded run, 11 forgotten ids")
     assert "> --broadcast_max_subjects" in summary["filter_strategy_reason"]

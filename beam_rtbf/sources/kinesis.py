@@ -1,0 +1,360 @@
+"""``kinesis://STREAM?region=...&endpoint=...``: a Kinesis reader that behaves like the KCL where it matters.
+
+    kinesis://sessions?region=eu-west-1                         (credentials from the usual AWS chain)
+    kinesis://events?region=us-east-1&start=TRIM_HORIZON&checkpoint=/var/lib/rtbf/events.json
+    kinesis://events?start=AT_TIMESTAMP&at=2026-01-01T00:00:00Z
+
+What it does (the second seed's problems: unknown and changing shard counts,
+knowing what was already processed):
+
+- discovers shards at start and every ``discovery_interval_s``;
+- after a split or merge, reads a child only once all its parents are read to
+  their end, and the child from TRIM_HORIZON, so per-key order holds;
+- remembers the last sequence number per shard; with ``checkpoint=PATH`` it
+  persists them (as of the previous poll: at-least-once) and a restart resumes
+  after them, losing nothing;
+- backs off exponentially with jitter per shard on ProvisionedThroughputExceeded
+  and transient errors, without stalling the other shards;
+- renews expired iterators from the last sequence number;
+- holds the watermark at the oldest unread arrival time; idle, caught-up shards
+  advance it to now;
+- with ``idle_stop_s=N`` ends once every shard is caught up and idle for N
+  seconds (a replay that finishes; tests and backfills).
+
+One reader core (``KinesisPoller``) serves both streaming forms through
+``ReadFromPoller``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import random
+import time
+from typing import Any
+
+import apache_beam as beam
+
+from beam_rtbf.records import RawBatch, now_ms, parse_time_ms
+from beam_rtbf.sources.base import Poller, PollResult, Source
+from beam_rtbf.sources.spec import SourceSpec
+
+__all__ = ["KinesisSource", "KinesisPoller", "KinesisWriter", "kinesis_client"]
+
+_LOGGER = logging.getLogger(__name__)
+_STARTS = ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP")
+_THROTTLED = ("ProvisionedThroughputExceededException", "LimitExceededException", "ThrottlingException")
+_TRANSIENT = ("InternalFailure", "ServiceUnavailable", "KMSThrottlingException")
+
+
+def kinesis_client(region: str | None, endpoint: str | None):
+    import boto3
+    from botocore.config import Config
+
+    # A session per client: boto3's default session is shared, caches credentials, and is not thread-safe.
+    return boto3.session.Session().client(
+        "kinesis",
+        region_name=region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        endpoint_url=endpoint,
+        config=Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=10),
+    )
+
+
+def _error_code(exc: Exception) -> str:
+    return getattr(exc, "response", {}).get("Error", {}).get("Code", "") if hasattr(exc, "response") else ""
+
+
+@dataclasses.dataclass
+class _Shard:
+    shard_id: str
+    parents: tuple[str, ...]
+    last_seq: str | None = None
+    iterator: str | None = None
+    finished: bool = False
+    retry_at: float = 0.0
+    failures: int = 0
+    last_arrival_ms: int = 0
+    caught_up: bool = False
+
+
+class KinesisPoller(Poller):
+    """Reads every shard of a stream in lineage order; see the module docstring."""
+
+    def __init__(
+        self,
+        stream: str,
+        region: str | None = None,
+        endpoint: str | None = None,
+        start: str = "TRIM_HORIZON",
+        at_timestamp_ms: int | None = None,
+        checkpoint_path: str | None = None,
+        discovery_interval_s: float = 10.0,
+        max_records: int = 10_000,
+        max_backoff_s: float = 5.0,
+        idle_stop_s: float | None = None,
+    ) -> None:
+        if start not in _STARTS:
+            raise ValueError(f"kinesis start must be one of {_STARTS}, not {start!r}")
+        if start == "AT_TIMESTAMP" and at_timestamp_ms is None:
+            raise ValueError("kinesis start=AT_TIMESTAMP needs at=<RFC 3339 time>")
+        self.stream = stream
+        self.region = region
+        self.endpoint = endpoint
+        self.start = start
+        self.at_timestamp_ms = at_timestamp_ms
+        self.checkpoint_path = checkpoint_path
+        self.discovery_interval_s = discovery_interval_s
+        self.max_records = max_records
+        self.max_backoff_s = max_backoff_s
+        self._client = None
+        self._shards: dict[str, _Shard] = {}
+        self._discovered_at = 0.0
+        self._pending_checkpoint: dict | None = None
+        self._throttled = 0
+        self.idle_stop_s = idle_stop_s
+        self._last_data = time.monotonic()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def open(self) -> None:
+        self._client = kinesis_client(self.region, self.endpoint)
+        saved = self._load_checkpoint()
+        self._discover()
+        for shard_id, state in saved.items():
+            shard = self._shards.setdefault(shard_id, _Shard(shard_id, tuple(state.get("parents", ()))))
+            shard.last_seq = state.get("last_seq")
+            shard.finished = bool(state.get("finished"))
+
+    def close(self) -> None:
+        self._write_checkpoint(self.checkpoint())
+        self._client = None
+
+    # -- shards ---------------------------------------------------------------------------
+
+    def _discover(self) -> None:
+        from botocore.exceptions import ClientError, NoCredentialsError
+
+        try:
+            shards, token = [], None
+            while True:
+                kwargs = {"NextToken": token} if token else {"StreamName": self.stream}
+                page = self._client.list_shards(**kwargs)
+                shards += page["Shards"]
+                token = page.get("NextToken")
+                if not token:
+                    break
+        except NoCredentialsError as exc:
+            raise ValueError(f"kinesis://{self.stream}: no AWS credentials found ({exc})") from exc
+        except ClientError as exc:
+            code = _error_code(exc)
+            if code == "ResourceNotFoundException":
+                raise ValueError(f"kinesis://{self.stream}: stream does not exist ({exc})") from exc
+            if code in ("UnrecognizedClientException", "InvalidSignatureException", "AccessDeniedException"):
+                raise ValueError(f"kinesis://{self.stream}: credentials refused ({code}: {exc})") from exc
+            raise
+        for shard in shards:
+            if shard["ShardId"] not in self._shards:
+                parents = tuple(p for p in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId")) if p)
+                self._shards[shard["ShardId"]] = _Shard(shard["ShardId"], parents)
+        self._discovered_at = time.monotonic()
+
+    def _readable(self, shard: _Shard) -> bool:
+        """Not finished, and every parent we know of read to its end (a parent that expired
+        out of retention is not listed any more, and cannot hold its children back)."""
+        return not shard.finished and all(self._shards[p].finished for p in shard.parents if p in self._shards)
+
+    def _iterator_for(self, shard: _Shard) -> str:
+        args: dict[str, Any] = {"StreamName": self.stream, "ShardId": shard.shard_id}
+        if shard.last_seq is not None:
+            args.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=shard.last_seq)
+        elif any(p in self._shards for p in shard.parents):
+            args.update(ShardIteratorType="TRIM_HORIZON")  # a child: everything after its parents
+        elif self.start == "AT_TIMESTAMP":
+            args.update(ShardIteratorType="AT_TIMESTAMP", Timestamp=self.at_timestamp_ms / 1000)
+        else:
+            args.update(ShardIteratorType=self.start)
+        return self._client.get_shard_iterator(**args)["ShardIterator"]
+
+    # -- polling ----------------------------------------------------------------------------
+
+    def poll(self) -> PollResult:
+        from botocore.exceptions import ClientError, EndpointConnectionError
+
+        if self._pending_checkpoint is not None:
+            # What the previous poll emitted has been handed to the runner: persist it.
+            self._write_checkpoint(self._pending_checkpoint)
+        if time.monotonic() - self._discovered_at >= self.discovery_interval_s:
+            self._discover()
+        elements: list[tuple[Any, int]] = []
+        now = time.monotonic()
+        for shard in list(self._shards.values()):
+            if not self._readable(shard) or shard.retry_at > now:
+                continue
+            try:
+                if shard.iterator is None:
+                    shard.iterator = self._iterator_for(shard)
+                reply = self._client.get_records(ShardIterator=shard.iterator, Limit=self.max_records)
+            except ClientError as exc:
+                code = _error_code(exc)
+                if code == "ExpiredIteratorException":
+                    shard.iterator = None  # renewed from last_seq on the next poll
+                    continue
+                if code in _THROTTLED or code in _TRANSIENT:
+                    self._back_off(shard, code)
+                    continue
+                raise
+            except EndpointConnectionError as exc:
+                self._back_off(shard, str(exc))
+                continue
+            shard.failures = 0
+            records = reply.get("Records", [])
+            if records:
+                elements.append(self._batch(shard, records))
+            shard.caught_up = not records and reply.get("MillisBehindLatest", 1) == 0
+            shard.iterator = reply.get("NextShardIterator")
+            if shard.iterator is None:
+                shard.finished = True  # closed by a split or merge and read to its end
+                _LOGGER.info("kinesis %s: shard %s finished; its children may start", self.stream, shard.shard_id)
+        self._pending_checkpoint = self.checkpoint()
+        if elements:
+            self._last_data = time.monotonic()
+        idle = all(s.caught_up or s.finished or not self._readable(s) for s in self._shards.values())
+        done = (
+            self.idle_stop_s is not None
+            and idle
+            and not elements
+            and time.monotonic() - self._last_data >= self.idle_stop_s
+        )
+        return PollResult(elements, self._watermark(), done=done)
+
+    def _back_off(self, shard: _Shard, why: str) -> None:
+        shard.failures += 1
+        self._throttled += 1
+        delay = random.uniform(0, min(self.max_backoff_s, 0.05 * 2**shard.failures))
+        shard.retry_at = time.monotonic() + delay
+        _LOGGER.warning("kinesis %s/%s: %s; backing off %.2fs", self.stream, shard.shard_id, why, delay)
+
+    def _batch(self, shard: _Shard, records: list[dict]) -> tuple[RawBatch, int]:
+        lines, positions, arrivals = [], [], []
+        for record in records:
+            data = record["Data"].replace(b"\r", b" ").replace(b"\n", b" ")  # one record per line
+            lines.append(data)
+            positions.append(f"kinesis://{self.stream}/{shard.shard_id}@{record['SequenceNumber']}")
+            stamp = record.get("ApproximateArrivalTimestamp")
+            arrivals.append(int(stamp.timestamp() * 1000) if stamp is not None else now_ms())
+        shard.last_seq = records[-1]["SequenceNumber"]
+        shard.last_arrival_ms = max(arrivals)
+        raw = RawBatch(
+            f"kinesis://{self.stream}/{shard.shard_id}",
+            "jsonl",
+            b"\n".join(lines) + b"\n",
+            0,
+            tuple(positions),
+            max(arrivals),
+        )
+        return raw, min(arrivals)
+
+    def _watermark(self) -> int:
+        active = [s for s in self._shards.values() if self._readable(s)]
+        if not active:
+            return now_ms()
+        return min(now_ms() if s.caught_up else s.last_arrival_ms for s in active)
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def checkpoint(self) -> dict[str, dict]:
+        return {
+            s.shard_id: {"last_seq": s.last_seq, "finished": s.finished, "parents": list(s.parents)}
+            for s in self._shards.values()
+            if s.last_seq is not None or s.finished
+        }
+
+    @property
+    def throttled(self) -> int:
+        return self._throttled
+
+    def _load_checkpoint(self) -> dict:
+        if not self.checkpoint_path or not os.path.exists(self.checkpoint_path):
+            return {}
+        with open(self.checkpoint_path, encoding="utf-8") as handle:
+            saved = json.load(handle)
+        if saved.get("stream") != self.stream:
+            raise ValueError(f"checkpoint {self.checkpoint_path} is for stream {saved.get('stream')!r}")
+        return saved["shards"]
+
+    def _write_checkpoint(self, shards: dict) -> None:
+        if not self.checkpoint_path:
+            return
+        tmp = f"{self.checkpoint_path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump({"stream": self.stream, "shards": shards}, handle)
+        os.replace(tmp, self.checkpoint_path)
+
+
+class KinesisWriter:
+    """PutRecords in batches of up to 500, retrying throttled or failed entries with backoff."""
+
+    def __init__(self, stream: str, region: str | None = None, endpoint: str | None = None) -> None:
+        self.stream = stream
+        self._client = kinesis_client(region, endpoint)
+
+    def write(self, records: list[bytes], keys: list[str]) -> int:
+        from botocore.exceptions import ClientError
+
+        pending = list(zip(records, keys))
+        written = 0
+        while pending:
+            chunk, pending = pending[:500], pending[500:]
+            attempt = 0
+            while chunk:
+                try:
+                    reply = self._client.put_records(
+                        StreamName=self.stream, Records=[{"Data": d, "PartitionKey": k} for d, k in chunk]
+                    )
+                except ClientError as exc:
+                    if _error_code(exc) not in _THROTTLED or attempt >= 8:
+                        raise
+                    failed = chunk
+                else:
+                    failed = [entry for entry, result in zip(chunk, reply["Records"]) if "ErrorCode" in result]
+                    written += len(chunk) - len(failed)
+                chunk = failed
+                if chunk:
+                    attempt += 1
+                    time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
+        return written
+
+
+class KinesisSource(Source):
+    scheme = "kinesis"
+
+    def __init__(self, spec: SourceSpec, stream: str) -> None:
+        super().__init__(spec, stream)
+        self.stream_name = spec.location.strip("/")
+        if not self.stream_name:
+            raise ValueError(f"source {spec.uri!r} names no stream: kinesis://STREAM?region=...")
+        at = spec.get_str("at")
+        self.kwargs = {
+            "stream": self.stream_name,
+            "region": spec.get_str("region"),
+            "endpoint": spec.get_str("endpoint"),
+            "start": spec.get_str("start", "TRIM_HORIZON").upper(),
+            "at_timestamp_ms": parse_time_ms(at) if at else None,
+            "checkpoint_path": spec.get_str("checkpoint"),
+            "discovery_interval_s": spec.get_float("discovery_interval_s", 10.0),
+            "max_records": spec.get_int("max_records", 10_000),
+            "idle_stop_s": spec.get_float("idle_stop_s"),
+        }
+        KinesisPoller(**self.kwargs)  # validates the options now, before a graph is built
+
+    @property
+    def bounded(self) -> bool:
+        return False
+
+    def read(self) -> beam.PTransform:
+        raise ValueError(f"{self.spec.uri} is a stream; it is read in streaming mode")
+
+    def poller(self) -> Poller:
+        return KinesisPoller(**self.kwargs)

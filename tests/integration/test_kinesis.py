@@ -1,0 +1,180 @@
+"""Kinesis source against a real local endpoint (kinesalite): shards, splits, checkpoints, throttling."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from botocore.exceptions import ClientError
+
+from beam_rtbf.pipeline import run
+from beam_rtbf.sources.kinesis import KinesisPoller, KinesisWriter, kinesis_client
+from beam_rtbf.testing.kinesalite import Kinesalite
+from tests.helpers.data import T0, archive_rows
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def kinesis(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    server = Kinesalite()
+    server.start()
+    yield server
+    server.stop()
+
+
+def _create(endpoint: str, name: str, shards: int) -> None:
+    client = kinesis_client("us-east-1", endpoint)
+    client.create_stream(StreamName=name, ShardCount=shards)
+    for _ in range(100):
+        if client.describe_stream(StreamName=name)["StreamDescription"]["StreamStatus"] == "ACTIVE":
+            return
+        time.sleep(0.05)
+    raise AssertionError("stream never became ACTIVE")
+
+
+def _write(endpoint: str, name: str, start: int, count: int) -> None:
+    records = [
+        json.dumps({"user_id": f"u{i % 50}", "event_id": f"e{i}", "event_time": T0 + i}).encode()
+        for i in range(start, start + count)
+    ]
+    assert (
+        KinesisWriter(name, "us-east-1", endpoint).write(records, [f"k{i}" for i in range(start, start + count)])
+        == count
+    )
+
+
+def _drain(poller: KinesisPoller, want: int, timeout_s: float = 20.0) -> list[tuple[str, str, int]]:
+    """(shard, event_id, poll number) for every record read, until ``want`` are read."""
+    seen = []
+    deadline = time.monotonic() + timeout_s
+    polls = 0
+    while len(seen) < want and time.monotonic() < deadline:
+        polls += 1
+        for raw, _ in poller.poll().elements:
+            shard = raw.source.rsplit("/", 1)[1]
+            for line in raw.data.splitlines():
+                seen.append((shard, json.loads(line)["event_id"], polls))
+        time.sleep(0.02)
+    return seen
+
+
+def test_reads_every_record_of_every_shard_once_in_shard_order(kinesis):
+    _create(kinesis.endpoint, "s2", 2)
+    _write(kinesis.endpoint, "s2", 0, 300)
+    poller = KinesisPoller("s2", "us-east-1", kinesis.endpoint, max_records=50)
+    poller.open()
+    seen = _drain(poller, 300)
+    ids = [event for _, event, _ in seen]
+    assert sorted(ids) == sorted(f"e{i}" for i in range(300)) and len(ids) == 300
+    assert {shard for shard, _, _ in seen} == {"shardId-000000000000", "shardId-000000000001"}
+    for shard in {s for s, _, _ in seen}:  # within a shard, the write order
+        numbers = [int(e[1:]) for s, e, _ in seen if s == shard]
+        assert numbers == sorted(numbers)
+    poller.close()
+
+
+def test_split_during_the_run_loses_nothing_and_reads_children_after_parent(kinesis):
+    _create(kinesis.endpoint, "split", 1)
+    _write(kinesis.endpoint, "split", 0, 120)
+    poller = KinesisPoller("split", "us-east-1", kinesis.endpoint, max_records=40, discovery_interval_s=0.0)
+    poller.open()
+    first = _drain(poller, 40)
+    client = kinesis_client("us-east-1", kinesis.endpoint)
+    client.split_shard(StreamName="split", ShardToSplit="shardId-000000000000", NewStartingHashKey=str(2**127))
+    for _ in range(100):
+        if client.describe_stream(StreamName="split")["StreamDescription"]["StreamStatus"] == "ACTIVE":
+            break
+        time.sleep(0.05)
+    _write(kinesis.endpoint, "split", 120, 120)  # these go to the two children
+    rest = _drain(poller, 240 - len(first))
+    seen = first + [(s, e, p + 1000) for s, e, p in rest]
+    assert sorted(e for _, e, _ in seen) == sorted(f"e{i}" for i in range(240))
+    parent_last = max(p for s, _, p in seen if s == "shardId-000000000000")
+    child_first = min(p for s, _, p in seen if s != "shardId-000000000000")
+    assert child_first > parent_last  # no child record before the parent ended
+    assert {s for s, _, _ in seen} == {"shardId-000000000000", "shardId-000000000001", "shardId-000000000002"}
+    assert poller.checkpoint()["shardId-000000000000"]["finished"] is True
+
+
+def test_restart_resumes_from_the_checkpoint_without_losing_records(kinesis, tmp_path):
+    _create(kinesis.endpoint, "cp", 2)
+    _write(kinesis.endpoint, "cp", 0, 100)
+    path = str(tmp_path / "cp.json")
+    poller = KinesisPoller("cp", "us-east-1", kinesis.endpoint, checkpoint_path=path)
+    poller.open()
+    first = _drain(poller, 100)
+    poller.close()  # a clean stop writes the checkpoint
+    _write(kinesis.endpoint, "cp", 100, 50)
+    resumed = KinesisPoller("cp", "us-east-1", kinesis.endpoint, checkpoint_path=path)
+    resumed.open()
+    second = _drain(resumed, 50)
+    time.sleep(0.2)
+    second += _drain(resumed, 1, timeout_s=0.5)  # nothing more may come
+    assert sorted(e for _, e, _ in first) == sorted(f"e{i}" for i in range(100))
+    assert sorted(e for _, e, _ in second) == sorted(f"e{i}" for i in range(100, 150))
+
+
+def test_throttling_backs_off_and_loses_nothing(kinesis):
+    _create(kinesis.endpoint, "hot", 2)
+    _write(kinesis.endpoint, "hot", 0, 200)
+    poller = KinesisPoller("hot", "us-east-1", kinesis.endpoint, max_records=25)
+    poller.open()
+    injected = {"left": 12}
+
+    def throttle(**kwargs):
+        if injected["left"] > 0:
+            injected["left"] -= 1
+            raise ClientError(
+                {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}}, "GetRecords"
+            )
+
+    poller._client.meta.events.register("before-call.kinesis.GetRecords", throttle)
+    seen = _drain(poller, 200)
+    assert injected["left"] == 0 and poller.throttled == 12
+    assert sorted(e for _, e, _ in seen) == sorted(f"e{i}" for i in range(200))
+
+
+def test_missing_stream_and_missing_credentials_are_clear_errors(kinesis, monkeypatch):
+    poller = KinesisPoller("nope", "us-east-1", kinesis.endpoint)
+    with pytest.raises(ValueError, match="kinesis://nope: stream does not exist"):
+        poller.open()
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(ValueError, match="no AWS credentials found"):
+        KinesisPoller("nope", "us-east-1", kinesis.endpoint).open()
+
+
+@pytest.mark.slow
+def test_pipeline_reads_sessions_and_requests_from_kinesis(kinesis, tmp_path):
+    _create(kinesis.endpoint, "sessions", 2)
+    _create(kinesis.endpoint, "events", 1)
+    _write(kinesis.endpoint, "sessions", 0, 500)
+    events = [
+        json.dumps({"type": "page_view", "user_id": "u1"}).encode(),
+        json.dumps({"type": "gdpr.delete_user", "request_id": "k-1", "subject_id": "u7", "requested_at": T0}).encode(),
+    ]
+    KinesisWriter("events", "us-east-1", kinesis.endpoint).write(events, ["a", "b"])
+    base = f"?region=us-east-1&endpoint={kinesis.endpoint}&idle_stop_s=2"
+    summary = run(
+        [
+            f"--output={tmp_path / 'out'}",
+            f"--registry=embedded://{tmp_path}/r.sqlite",
+            f"--sessions=kinesis://sessions{base}",
+            f"--requests=kinesis://events{base}",
+            "--request_tag_field=type",
+            "--request_tag_values=gdpr.delete_user",
+        ]
+    )
+    assert summary["mode"] == "streaming"
+    assert summary["sessions_in"] == 500
+    assert summary["requests_in"] == 2 and summary["requests_ignored"] == 1 and summary["requests_accepted"] == 1
+    assert summary["clean"] + summary["suppressed"] == 500
+    archived = archive_rows(str(tmp_path / "out"))
+    assert archived.num_rows == summary["clean"]
