@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from beam_rtbf.sources.base import Poller, PollResult, Source
 from beam_rtbf.sources.files import FileSource
+from beam_rtbf.sources.kafka import KafkaSource
 from beam_rtbf.sources.kinesis import KinesisSource
 from beam_rtbf.sources.spec import SourceSpec, parse_source_uri
 from beam_rtbf.sources.synthetic import SyntheticSource
@@ -15,6 +16,7 @@ __all__ = ["SOURCES", "source_for", "Source", "Poller", "PollResult", "SourceSpe
 
 SOURCES: dict[str, type[Source]] = {
     "file": FileSource,
+    "kafka": KafkaSource,
     "kinesis": KinesisSource,
     "synthetic": SyntheticSource,
 }

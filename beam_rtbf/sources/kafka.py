@@ -1,0 +1,269 @@
+"""``kafka://BROKERS/TOPIC?group=...``: a Kafka reader on confluent-kafka (librdkafka).
+
+    kafka://b1:9092,b2:9092/sessions?group=rtbf
+    kafka://b1:9092/events?group=rtbf&start=timestamp&at=2026-01-01T00:00:00Z
+    kafka://b1:9093/sessions?group=rtbf&kafka.security.protocol=SASL_SSL&kafka.sasl.mechanism=SCRAM-SHA-512
+        &kafka.sasl.username=rtbf                 (password from $RTBF_KAFKA_SASL_PASSWORD)
+
+- partitions are assigned explicitly (one position per partition, like a
+  splittable DoFn's restriction); new partitions are discovered every
+  ``discovery_interval_s`` and read from the beginning;
+- a partition starts at the group's committed offset, else at ``start``
+  (earliest, latest, or the first offset at ``at`` for ``start=timestamp``);
+- offsets are committed to the group once the runner holds the records (as of
+  the previous poll, and on close), so a restart re-reads nothing committed;
+- the watermark is the oldest last-seen record timestamp over partitions with
+  unread data; partitions that are caught up do not hold it back;
+- ``kafka.*`` parameters pass through to librdkafka (TLS, SASL); secrets come
+  from the environment, never the URI.
+
+On Flink, Beam's cross-language ``ReadFromKafka`` is the alternative (it needs
+the Java expansion service jar); see the README.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import apache_beam as beam
+
+from beam_rtbf.records import RawBatch, parse_time_ms
+from beam_rtbf.sources.base import Poller, PollResult, Source
+from beam_rtbf.sources.spec import SourceSpec
+
+__all__ = ["KafkaSource", "KafkaPoller", "KafkaWriter"]
+
+_LOGGER = logging.getLogger(__name__)
+_STARTS = ("earliest", "latest", "timestamp")
+SASL_PASSWORD_ENV = "RTBF_KAFKA_SASL_PASSWORD"
+
+
+def _client_config(bootstrap: str, extra: dict[str, str]) -> dict[str, Any]:
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "log_level": 3}
+    config.update(extra)
+    if "sasl.password" in config:
+        raise ValueError(f"put the SASL password in ${SASL_PASSWORD_ENV}, not in the URI")
+    if os.environ.get(SASL_PASSWORD_ENV):
+        config["sasl.password"] = os.environ[SASL_PASSWORD_ENV]
+    return config
+
+
+class KafkaPoller(Poller):
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        group: str,
+        start: str = "earliest",
+        at_ms: int | None = None,
+        extra: dict[str, str] | None = None,
+        discovery_interval_s: float = 10.0,
+        max_records: int = 50_000,
+        idle_stop_s: float | None = None,
+        metadata_timeout_s: float = 10.0,
+    ) -> None:
+        if start not in _STARTS:
+            raise ValueError(f"kafka start must be one of {_STARTS}, not {start!r}")
+        if start == "timestamp" and at_ms is None:
+            raise ValueError("kafka start=timestamp needs at=<RFC 3339 time>")
+        self.bootstrap, self.topic, self.group = bootstrap, topic, group
+        self.start, self.at_ms = start, at_ms
+        self.extra = dict(extra or {})
+        self.discovery_interval_s = discovery_interval_s
+        self.max_records = max_records
+        self.idle_stop_s = idle_stop_s
+        self.metadata_timeout_s = metadata_timeout_s
+        self._consumer = None
+        self._partitions: set[int] = set()
+        self._next: dict[int, int] = {}  # partition -> next offset to read
+        self._last_ts: dict[int, int] = {}
+        self._to_commit: dict[int, int] | None = None
+        self._discovered_at = 0.0
+        self._last_data = time.monotonic()
+
+    def open(self) -> None:
+        from confluent_kafka import Consumer
+
+        config = _client_config(self.bootstrap, self.extra)
+        config.update(
+            {
+                "group.id": self.group,
+                "enable.auto.commit": False,
+                "enable.partition.eof": False,
+                "allow.auto.create.topics": False,
+                "auto.offset.reset": "earliest",
+            }
+        )
+        self._consumer = Consumer(config)
+        self._discover()
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._commit(self._positions())
+            self._consumer.close()
+            self._consumer = None
+
+    def _discover(self) -> None:
+        from confluent_kafka import KafkaException, TopicPartition
+
+        try:
+            metadata = self._consumer.list_topics(self.topic, timeout=self.metadata_timeout_s)
+        except KafkaException as exc:
+            raise ValueError(f"kafka://{self.bootstrap}/{self.topic}: cannot reach the brokers ({exc})") from exc
+        topic = metadata.topics.get(self.topic)
+        if topic is None or topic.error is not None:
+            raise ValueError(f"kafka://{self.bootstrap}/{self.topic}: topic unavailable ({topic and topic.error})")
+        new = sorted(set(topic.partitions) - self._partitions)
+        if new:
+            committed = self._consumer.committed([TopicPartition(self.topic, p) for p in new], timeout=10)
+            for tp in committed:
+                self._next[tp.partition] = tp.offset if tp.offset >= 0 else self._start_offset(tp.partition)
+            self._partitions.update(new)
+            self._consumer.assign([TopicPartition(self.topic, p, self._next[p]) for p in sorted(self._partitions)])
+            if self._discovered_at:
+                _LOGGER.info("kafka %s: new partitions %s", self.topic, new)
+        self._discovered_at = time.monotonic()
+
+    def _start_offset(self, partition: int) -> int:
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+        if self._discovered_at:
+            return OFFSET_BEGINNING  # a partition added while running: all of it
+        low, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=10)
+        if self.start == "earliest":
+            return low
+        if self.start == "latest":
+            return high
+        found = self._consumer.offsets_for_times([TopicPartition(self.topic, partition, self.at_ms)], timeout=10)
+        return found[0].offset if found[0].offset >= 0 else high
+
+    def _positions(self) -> dict[int, int]:
+        return {p: o for p, o in self._next.items() if o >= 0}
+
+    def _commit(self, offsets: dict[int, int]) -> None:
+        from confluent_kafka import TopicPartition
+
+        if offsets:
+            self._consumer.commit(
+                offsets=[TopicPartition(self.topic, p, o) for p, o in offsets.items()], asynchronous=False
+            )
+
+    def poll(self) -> PollResult:
+        from confluent_kafka import KafkaError
+
+        if self._to_commit is not None:
+            self._commit(self._to_commit)  # the previous poll's records are with the runner now
+            self._to_commit = None
+        if time.monotonic() - self._discovered_at >= self.discovery_interval_s:
+            self._discover()
+        messages = self._consumer.consume(num_messages=self.max_records, timeout=0.2)
+        by_partition: dict[int, list] = {}
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    continue
+                if error.retriable():
+                    _LOGGER.warning("kafka %s: %s (retrying)", self.topic, error)
+                    continue
+                raise ValueError(f"kafka://{self.bootstrap}/{self.topic}: {error}")
+            by_partition.setdefault(message.partition(), []).append(message)
+        elements = []
+        for partition, batch in sorted(by_partition.items()):
+            lines = [(m.value() or b"").replace(b"\r", b" ").replace(b"\n", b" ") for m in batch]
+            stamps = [m.timestamp()[1] if m.timestamp()[1] > 0 else int(time.time() * 1000) for m in batch]
+            positions = tuple(f"kafka://{self.topic}/{partition}@{m.offset()}" for m in batch)
+            raw = RawBatch(
+                f"kafka://{self.topic}/{partition}", "jsonl", b"\n".join(lines) + b"\n", 0, positions, max(stamps)
+            )
+            elements.append((raw, min(stamps)))
+            self._next[partition] = batch[-1].offset() + 1
+            self._last_ts[partition] = max(stamps)
+        self._to_commit = self._positions()
+        if elements:
+            self._last_data = time.monotonic()
+        done = self.idle_stop_s is not None and not elements and time.monotonic() - self._last_data >= self.idle_stop_s
+        return PollResult(elements, self._watermark(bool(elements)), done=done)
+
+    def _watermark(self, got_data: bool) -> int:
+        now = int(time.time() * 1000)
+        if not got_data:
+            return now  # caught up everywhere: idle partitions advance the watermark
+        return min(self._last_ts.values(), default=now)
+
+    @property
+    def positions(self) -> dict[int, int]:
+        return dict(self._positions())
+
+
+class KafkaWriter:
+    """Produces records with librdkafka's batching; raises if any delivery failed."""
+
+    def __init__(self, bootstrap: str, topic: str, extra: dict[str, str] | None = None) -> None:
+        from confluent_kafka import Producer
+
+        self.topic = topic
+        config = _client_config(bootstrap, dict(extra or {}))
+        config.update({"linger.ms": 20, "enable.idempotence": True})
+        self._producer = Producer(config)
+        self._failed: list[str] = []
+
+    def write(self, records: list[bytes], keys: list[str]) -> int:
+        def delivered(error, _message) -> None:
+            if error is not None:
+                self._failed.append(str(error))
+
+        for value, key in zip(records, keys):
+            while True:
+                try:
+                    self._producer.produce(self.topic, value=value, key=key, on_delivery=delivered)
+                    break
+                except BufferError:
+                    self._producer.poll(0.1)  # local queue full: let deliveries drain
+            self._producer.poll(0)
+        self._producer.flush(30)
+        if self._failed:
+            raise RuntimeError(f"kafka: {len(self._failed)} records not delivered: {self._failed[0]}")
+        return len(records)
+
+
+def parse_kafka_uri(spec: SourceSpec) -> tuple[str, str]:
+    bootstrap, _, topic = spec.location.partition("/")
+    if not bootstrap or not topic.strip("/"):
+        raise ValueError(f"source {spec.uri!r}: use kafka://BROKER[,BROKER]/TOPIC?group=...")
+    return bootstrap, topic.strip("/")
+
+
+class KafkaSource(Source):
+    scheme = "kafka"
+
+    def __init__(self, spec: SourceSpec, stream: str) -> None:
+        super().__init__(spec, stream)
+        bootstrap, topic = parse_kafka_uri(spec)
+        at = spec.get_str("at")
+        self.kwargs = {
+            "bootstrap": bootstrap,
+            "topic": topic,
+            "group": spec.get_str("group", f"beam-rtbf-{stream}"),
+            "start": spec.get_str("start", "earliest").lower(),
+            "at_ms": parse_time_ms(at) if at else None,
+            "extra": {k[len("kafka.") :]: v for k, v in spec.params.items() if k.startswith("kafka.")},
+            "discovery_interval_s": spec.get_float("discovery_interval_s", 10.0),
+            "max_records": spec.get_int("max_records", 50_000),
+            "idle_stop_s": spec.get_float("idle_stop_s"),
+            "metadata_timeout_s": spec.get_float("metadata_timeout_s", 10.0),
+        }
+        KafkaPoller(**self.kwargs)  # validates now
+
+    @property
+    def bounded(self) -> bool:
+        return False
+
+    def read(self) -> beam.PTransform:
+        raise ValueError(f"{self.spec.uri} is a stream; it is read in streaming mode")
+
+    def poller(self) -> Poller:
+        return KafkaPoller(**self.kwargs)
