@@ -107,10 +107,54 @@ def cmd_run(argv: list[str]) -> int:
     return 0 if summary.get("conservation_ok") else 1
 
 
+def cmd_generate_to(args: argparse.Namespace) -> int:
+    """Load a stream: generated sessions (and requests) written with batched puts at ``--rate``."""
+    from beam_rtbf.generate import batch_to_jsonl
+    from beam_rtbf.records import RawBatch
+    from beam_rtbf.sinks.streams import lines_and_keys, write_at_rate, writer_for
+    from beam_rtbf.sources.synthetic import SyntheticConfig, planned_requests, request_lines, session_batches
+
+    cfg = SyntheticConfig(
+        users=args.users,
+        sessions=args.sessions,
+        requests=args.requests,
+        seed=args.seed,
+        bad_rate=args.bad_rate,
+        span_s=args.span_s,
+        shards=1,
+        batch_rows=5_000,
+    )
+    cfg.validate("beam-rtbf generate")
+    report = {}
+    if args.to:
+
+        def batches():
+            for element in session_batches(cfg, 0):
+                if isinstance(element, RawBatch):
+                    lines = element.data.splitlines()
+                    yield lines, [f"bad-{i}" for i in range(len(lines))]
+                else:
+                    yield from lines_and_keys(batch_to_jsonl(element), element.column("user_id"))
+
+        report["sessions"] = write_at_rate(writer_for(args.to), batches(), args.rate)
+    if args.requests_to:
+        requests = planned_requests(cfg)
+        lines = request_lines(requests).splitlines()
+        report["requests"] = write_at_rate(
+            writer_for(args.requests_to), [(lines, [r.subject_id for r in requests])], None
+        )
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from beam_rtbf.generate import generate_files
     from beam_rtbf.sources.synthetic import SyntheticConfig
 
+    if args.to or args.requests_to:
+        return cmd_generate_to(args)
+    if not args.out:
+        raise ValueError("generate needs --out DIR (files) or --to URI (a stream)")
     cfg = SyntheticConfig(
         users=args.users,
         sessions=args.sessions,
@@ -217,7 +261,10 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     gen = sub.add_parser("generate", help="write generated sessions and requests to files")
-    gen.add_argument("--out", required=True, help="output folder")
+    gen.add_argument("--out", help="output folder for files")
+    gen.add_argument("--to", help="write sessions to a stream: kinesis://..., kafka://..., pubsub://...")
+    gen.add_argument("--requests-to", help="write the requests to a stream")
+    gen.add_argument("--rate", type=float, default=None, help="sessions per second when writing to a stream")
     gen.add_argument("--sessions", type=int, default=1_000_000)
     gen.add_argument("--users", type=int, default=100_000)
     gen.add_argument("--requests", type=int, default=1_000)

@@ -9,6 +9,7 @@ from beam_rtbf.sources.base import Poller, PollResult, Source
 from beam_rtbf.sources.files import FileSource
 from beam_rtbf.sources.kafka import KafkaSource
 from beam_rtbf.sources.kinesis import KinesisSource
+from beam_rtbf.sources.pubsub import PubSubSource
 from beam_rtbf.sources.spec import SourceSpec, parse_source_uri
 from beam_rtbf.sources.synthetic import SyntheticSource
 
@@ -18,6 +19,7 @@ SOURCES: dict[str, type[Source]] = {
     "file": FileSource,
     "kafka": KafkaSource,
     "kinesis": KinesisSource,
+    "pubsub": PubSubSource,
     "synthetic": SyntheticSource,
 }
 
