@@ -60,7 +60,9 @@ class PubSubPoller(Poller):
             self._client.get_subscription(subscription=self.path, timeout=10)
         except exceptions.NotFound:
             if not self.topic:
-                raise ValueError(f"pubsub: subscription {self.path} does not exist (add ?topic=T to create it)")
+                raise ValueError(
+                    f"pubsub: subscription {self.path} does not exist (add ?topic=T to create it)"
+                ) from None
             try:
                 self._client.create_subscription(
                     name=self.path,
