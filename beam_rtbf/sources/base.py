@@ -40,6 +40,16 @@ class Poller(abc.ABC):
     def poll(self) -> PollResult:
         """Return what is available now (possibly nothing); never block for long."""
 
+    def checkpoint(self) -> dict:
+        """Where the reader stands (shard sequence numbers, partition offsets), JSON-able.
+
+        The splittable-DoFn form keeps it in its restriction, so a residual resumed on
+        another worker continues exactly after what was emitted."""
+        return {}
+
+    def restore(self, state: dict) -> None:  # noqa: B027 - optional hook
+        """Resume from a ``checkpoint()``; called before ``open()``."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 

@@ -83,6 +83,7 @@ class KafkaPoller(Poller):
         self._to_commit: dict[int, int] | None = None
         self._discovered_at = 0.0
         self._last_data = time.monotonic()
+        self._restored: dict[int, int] = {}
 
     def open(self) -> None:
         from confluent_kafka import Consumer
@@ -120,7 +121,10 @@ class KafkaPoller(Poller):
         if new:
             committed = self._consumer.committed([TopicPartition(self.topic, p) for p in new], timeout=10)
             for tp in committed:
-                self._next[tp.partition] = tp.offset if tp.offset >= 0 else self._start_offset(tp.partition)
+                if tp.partition in self._restored:  # a restriction's position wins over the group's commit
+                    self._next[tp.partition] = self._restored[tp.partition]
+                else:
+                    self._next[tp.partition] = tp.offset if tp.offset >= 0 else self._start_offset(tp.partition)
             self._partitions.update(new)
             self._consumer.assign([TopicPartition(self.topic, p, self._next[p]) for p in sorted(self._partitions)])
             if self._discovered_at:
@@ -197,6 +201,12 @@ class KafkaPoller(Poller):
     @property
     def positions(self) -> dict[int, int]:
         return dict(self._positions())
+
+    def checkpoint(self) -> dict:
+        return {"offsets": {str(p): o for p, o in self._positions().items()}}
+
+    def restore(self, state: dict) -> None:
+        self._restored = {int(p): int(o) for p, o in state.get("offsets", {}).items()}
 
 
 class KafkaWriter:

@@ -115,12 +115,13 @@ class KinesisPoller(Poller):
         self._throttled = 0
         self.idle_stop_s = idle_stop_s
         self._last_data = time.monotonic()
+        self._restored: dict = {}
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def open(self) -> None:
         self._client = kinesis_client(self.region, self.endpoint)
-        saved = self._load_checkpoint()
+        saved = {**self._load_checkpoint(), **self._restored}
         self._discover()
         for shard_id, state in saved.items():
             shard = self._shards.setdefault(shard_id, _Shard(shard_id, tuple(state.get("parents", ()))))
@@ -263,6 +264,9 @@ class KinesisPoller(Poller):
         return min(now_ms() if s.caught_up else s.last_arrival_ms for s in active)
 
     # -- checkpoints --------------------------------------------------------------------------
+
+    def restore(self, state: dict) -> None:
+        self._restored = dict(state)
 
     def checkpoint(self) -> dict[str, dict]:
         return {

@@ -2,8 +2,9 @@
 
 - Portable runners (Flink, the FnApiRunner): a splittable DoFn that polls,
   reports its watermark through a ManualWatermarkEstimator and checkpoints
-  (``defer_remainder``) when the source has nothing, so the runner can
-  schedule other work and resume it.
+  (``defer_remainder``) when the source has nothing. Its restriction holds the
+  poller's own checkpoint (shard sequence numbers, partition offsets), so the
+  residual resumes exactly after what was emitted, on any worker.
 - The local streaming runner (``beam_rtbf.local_runner``): replaced by a
   polling root evaluator, because the BundleBasedDirectRunner cannot run
   splittable DoFns and holds their watermark at -inf until they finish.
@@ -11,11 +12,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 
 import apache_beam as beam
 from apache_beam.internal import pickler
-from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.io.iobase import RestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms import window
 from apache_beam.transforms.core import RestrictionProvider
@@ -25,20 +27,72 @@ from beam_rtbf.sources.base import Poller
 
 __all__ = ["ReadFromPoller"]
 
-_MAX_POLLS = 2**62
+
+@dataclasses.dataclass(frozen=True)
+class PollerPosition:
+    """A restriction: the reader's checkpoint where this piece of work starts; ``done`` once ended."""
+
+    state: dict
+    done: bool = False
+
+
+class PositionTracker(RestrictionTracker):
+    """Tracks an open-ended read by the poller's checkpoints.
+
+    ``try_claim(state)`` records progress; ``try_claim(None)`` marks the source
+    ended. A split (a checkpoint by the runner) ends this restriction where it
+    stands and hands the rest on as a residual that starts at the last claimed
+    checkpoint, so a resume on any worker continues exactly after what was
+    emitted.
+    """
+
+    def __init__(self, restriction: PollerPosition) -> None:
+        self._restriction = restriction
+        self._current = restriction.state
+        self._ended = restriction.done
+        self._split = False
+
+    def current_restriction(self) -> PollerPosition:
+        return self._restriction
+
+    def current_state(self) -> dict:
+        return self._current
+
+    def try_claim(self, state: dict | None) -> bool:
+        if self._split or self._ended:
+            return False
+        if state is None:
+            self._ended = True
+        else:
+            self._current = state
+        return True
+
+    def try_split(self, fraction_of_remainder: float):
+        if self._split or self._ended:
+            return None
+        self._split = True
+        primary = PollerPosition(self._restriction.state, done=True)
+        residual = PollerPosition(self._current, done=False)
+        self._restriction = primary
+        return primary, residual
+
+    def check_done(self) -> None:
+        if not (self._split or self._ended):
+            raise ValueError("the poller restriction ended without reaching the end or a checkpoint")
+
+    def is_bounded(self) -> bool:
+        return False
 
 
 class _PollRestrictions(RestrictionProvider):
-    """Each offset is one poll; the range is open-ended until the poller reports ``done``."""
+    def initial_restriction(self, element) -> PollerPosition:
+        return PollerPosition({})
 
-    def initial_restriction(self, element) -> OffsetRange:
-        return OffsetRange(0, _MAX_POLLS)
+    def create_tracker(self, restriction: PollerPosition) -> PositionTracker:
+        return PositionTracker(restriction)
 
-    def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
-        return OffsetRestrictionTracker(restriction)
-
-    def restriction_size(self, element, restriction: OffsetRange) -> int:
-        return 1
+    def restriction_size(self, element, restriction: PollerPosition) -> int:
+        return 0 if restriction.done else 1
 
 
 class _PollFn(beam.DoFn):
@@ -48,9 +102,18 @@ class _PollFn(beam.DoFn):
         self._polls_per_call = polls_per_call
         self._poller: Poller | None = None
 
-    def setup(self) -> None:
-        self._poller = self._make_poller()
-        self._poller.open()
+    def _poller_at(self, state: dict) -> Poller:
+        """This instance's open poller if it stands at ``state``, else a new one resumed there."""
+        if self._poller is not None and self._poller.checkpoint() == state:
+            return self._poller
+        if self._poller is not None:
+            self._poller.close()
+        poller = self._make_poller()
+        if state:
+            poller.restore(state)
+        poller.open()
+        self._poller = poller
+        return poller
 
     @beam.DoFn.unbounded_per_element()
     def process(
@@ -59,19 +122,21 @@ class _PollFn(beam.DoFn):
         tracker=beam.DoFn.RestrictionParam(_PollRestrictions()),
         watermark=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider()),
     ) -> Iterator:
-        position = tracker.current_restriction().start
+        position: PollerPosition = tracker.current_restriction()
+        if position.done:
+            return
+        poller = self._poller_at(position.state)
         for _ in range(self._polls_per_call):
-            if not tracker.try_claim(position):
-                return
-            result = self._poller.poll()
+            result = poller.poll()
             for element, ts_ms in result.elements:
                 yield window.TimestampedValue(element, Timestamp(micros=ts_ms * 1000))
             if result.done:
-                tracker.try_claim(_MAX_POLLS - 1)
+                tracker.try_claim(None)
+                return
+            if not tracker.try_claim(poller.checkpoint()):
                 return
             if result.watermark_ms is not None:
                 watermark.set_watermark(Timestamp(micros=result.watermark_ms * 1000))
-            position += 1
             if not result.elements:
                 break
         tracker.defer_remainder(Duration.of(self._poll_interval_s))

@@ -113,3 +113,18 @@ def test_pipeline_reads_sessions_from_kafka(kafka, tmp_path):
     )
     assert summary["mode"] == "streaming" and summary["sessions_in"] == 800
     assert summary["clean"] + summary["suppressed"] == 800 and summary["requests_accepted"] == 1
+
+
+def test_a_poller_restored_from_a_checkpoint_continues_exactly(kafka):
+    _write(kafka, "t-resume", 0, 300)
+    first = KafkaPoller(kafka.bootstrap, "t-resume", "g-resume-a", max_records=40)
+    first.open()
+    read = _drain(first, 80)
+    state = first.checkpoint()
+    resumed = KafkaPoller(kafka.bootstrap, "t-resume", "g-resume-b")  # another group: only the state counts
+    resumed.restore(state)
+    resumed.open()
+    rest = _drain(resumed, 300 - len(read))
+    rest += _drain(resumed, 1, timeout_s=1.0)
+    assert sorted(e for _, e in read + rest) == sorted(f"e{i}" for i in range(300))
+    assert len(read) + len(rest) == 300

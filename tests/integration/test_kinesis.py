@@ -178,3 +178,46 @@ def test_pipeline_reads_sessions_and_requests_from_kinesis(kinesis, tmp_path):
     assert summary["clean"] + summary["suppressed"] == 500
     archived = archive_rows(str(tmp_path / "out"))
     assert archived.num_rows == summary["clean"]
+
+
+def test_a_poller_restored_from_a_checkpoint_continues_exactly(kinesis):
+    """What the splittable DoFn does when its residual resumes on another worker."""
+    _create(kinesis.endpoint, "resume", 2)
+    _write(kinesis.endpoint, "resume", 0, 200)
+    first = KinesisPoller("resume", "us-east-1", kinesis.endpoint, max_records=30)
+    first.open()
+    read = _drain(first, 60)
+    state = first.checkpoint()
+    resumed = KinesisPoller("resume", "us-east-1", kinesis.endpoint)
+    resumed.restore(state)
+    resumed.open()
+    rest = _drain(resumed, 200 - len(read))
+    rest += _drain(resumed, 1, timeout_s=0.5)
+    assert sorted(e for _, e, _ in read + rest) == sorted(f"e{i}" for i in range(200))
+    assert len(read) + len(rest) == 200
+
+
+@pytest.mark.slow
+def test_splittable_dofn_form_reads_everything_on_the_fn_api_runner(kinesis):
+    import apache_beam as beam
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from beam_rtbf.sources.polling import ReadFromPoller
+
+    _create(kinesis.endpoint, "sdf", 2)
+    _write(kinesis.endpoint, "sdf", 0, 150)
+    source_kwargs = {
+        "stream": "sdf",
+        "region": "us-east-1",
+        "endpoint": kinesis.endpoint,
+        "max_records": 20,
+        "idle_stop_s": 1.0,
+    }
+    with beam.Pipeline(runner=FnApiRunner()) as p:
+        ids = (
+            p
+            | ReadFromPoller(lambda: KinesisPoller(**source_kwargs), poll_interval_s=0.05, polls_per_call=3)
+            | beam.FlatMap(lambda raw: [json.loads(line)["event_id"] for line in raw.data.splitlines()])
+        )
+        assert_that(ids, equal_to([f"e{i}" for i in range(150)]))
