@@ -100,6 +100,19 @@ class RtbfOptions(PipelineOptions):
             help="Streaming: a deletion set older than this holds sessions back (fail closed)",
         )
         group.add_argument(
+            "--dedupe",
+            default="auto",
+            choices=["auto", "on", "off"],
+            help="Drop sessions whose event_id was seen before (at-least-once sources redeliver); "
+            "auto: on for streaming runs, off for bounded replays",
+        )
+        group.add_argument(
+            "--dedupe_max_ids",
+            type=int,
+            default=2_000_000,
+            help="Dedupe remembers this many recent event ids per shard (8 bytes each, twice)",
+        )
+        group.add_argument(
             "--registry_retry_s",
             type=float,
             default=120.0,

@@ -38,6 +38,7 @@ from beam_rtbf.filter.keyed_state import EFFECTIVE_TAG, FilterSessionsInKeyedSta
 from beam_rtbf.filter.lookup import FilterSessionsByLookup
 from beam_rtbf.manifests.build import WriteManifests
 from beam_rtbf.options import RtbfOptions, validate_options
+from beam_rtbf.parse.dedupe import DedupeSessions
 from beam_rtbf.parse.requests import ParseRequests, RequestSelector
 from beam_rtbf.parse.sessions import ParseSessions
 from beam_rtbf.registry import RegistryUnavailable, open_registry
@@ -128,6 +129,9 @@ def build_pipeline(
         requests = p | "ReadRequests" >> read_source(source_for(opts.requests, "requests"))
 
     parsed_sessions = sessions | "ParseSessions" >> ParseSessions(opts.max_record_bytes)
+    session_batches = parsed_sessions.sessions
+    if opts.dedupe == "on" or (opts.dedupe == "auto" and streaming):
+        session_batches = session_batches | "DedupeSessions" >> DedupeSessions(opts.state_shards, opts.dedupe_max_ids)
     selector = RequestSelector(
         tag_field=opts.request_tag_field,
         tag_values=tuple(v.strip() for v in opts.request_tag_values.split(",") if v.strip()),
@@ -137,7 +141,7 @@ def build_pipeline(
     accepted = parsed_requests.requests | "RecordRequests" >> RecordRequests(opts.registry, opts.registry_retry_s)
 
     if strategy == "state":
-        filtered = parsed_sessions.sessions | "FilterSessions" >> FilterSessionsInKeyedState(
+        filtered = session_batches | "FilterSessions" >> FilterSessionsInKeyedState(
             accepted, opts.registry, opts.state_shards, opts.refresh_interval_s, opts.max_staleness_s
         )
         clean, suppressed, effective = filtered["clean"], filtered[SUPPRESSED_TAG], filtered[EFFECTIVE_TAG]
@@ -152,12 +156,12 @@ def build_pipeline(
             view = accepted | "DeletionSet" >> BuildBoundedDeletionSet(opts.registry)
             lag_ms = 0
         if strategy == "broadcast":
-            filtered = parsed_sessions.sessions | "FilterSessions" >> FilterSessionsBySideInput(
+            filtered = session_batches | "FilterSessions" >> FilterSessionsBySideInput(
                 view, opts.max_staleness_s if streaming else None
             )
         else:
             bloom = view | "ToBloom" >> ToBloom()
-            filtered = parsed_sessions.sessions | "FilterSessions" >> FilterSessionsByBloom(
+            filtered = session_batches | "FilterSessions" >> FilterSessionsByBloom(
                 bloom, opts.registry, opts.registry_retry_s
             )
         clean, suppressed = filtered.clean, filtered[SUPPRESSED_TAG]
@@ -165,7 +169,7 @@ def build_pipeline(
     elif strategy == "lookup":
         # Bounded: no batch is looked up before this run's requests are all recorded.
         barrier = None if streaming else accepted | "AllRecorded" >> beam.combiners.Count.Globally()
-        filtered = parsed_sessions.sessions | "FilterSessions" >> FilterSessionsByLookup(
+        filtered = session_batches | "FilterSessions" >> FilterSessionsByLookup(
             opts.registry, opts.registry_retry_s, barrier
         )
         clean, suppressed = filtered.clean, filtered[SUPPRESSED_TAG]
@@ -210,6 +214,7 @@ def summarize(
         "clean": c(rtbf_metrics.SESSIONS_CLEAN, 0),
         "suppressed": c(rtbf_metrics.SESSIONS_SUPPRESSED, 0),
         "dead_lettered": c(rtbf_metrics.SESSIONS_DEAD_LETTERED, 0),
+        "duplicates": c(rtbf_metrics.SESSIONS_DUPLICATE, 0),
         "requests_in": c(rtbf_metrics.REQUESTS_IN, 0),
         "requests_accepted": c(rtbf_metrics.REQUESTS_ACCEPTED, 0),
         "requests_duplicate": c(rtbf_metrics.REQUESTS_DUPLICATE, 0),
@@ -234,7 +239,9 @@ def summarize(
     }
     if rtbf_metrics.EFFECTIVENESS_MS + "_max" in counters:
         summary["effectiveness_latency_ms_max"] = counters[rtbf_metrics.EFFECTIVENESS_MS + "_max"]
-    summary["conservation_ok"] = sessions_in == summary["clean"] + summary["suppressed"] + summary["dead_lettered"]
+    summary["conservation_ok"] = sessions_in == (
+        summary["clean"] + summary["suppressed"] + summary["dead_lettered"] + summary["duplicates"]
+    )
     return summary
 
 

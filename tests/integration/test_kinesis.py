@@ -156,6 +156,7 @@ def test_pipeline_reads_sessions_and_requests_from_kinesis(kinesis, tmp_path):
     _create(kinesis.endpoint, "sessions", 2)
     _create(kinesis.endpoint, "events", 1)
     _write(kinesis.endpoint, "sessions", 0, 500)
+    _write(kinesis.endpoint, "sessions", 0, 100)  # a producer retry: the same events again
     events = [
         json.dumps({"type": "page_view", "user_id": "u1"}).encode(),
         json.dumps({"type": "gdpr.delete_user", "request_id": "k-1", "subject_id": "u7", "requested_at": T0}).encode(),
@@ -173,11 +174,13 @@ def test_pipeline_reads_sessions_and_requests_from_kinesis(kinesis, tmp_path):
         ]
     )
     assert summary["mode"] == "streaming"
-    assert summary["sessions_in"] == 500
+    assert summary["sessions_in"] == 600 and summary["duplicates"] == 100
+    assert summary["conservation_ok"] is True
     assert summary["requests_in"] == 2 and summary["requests_ignored"] == 1 and summary["requests_accepted"] == 1
     assert summary["clean"] + summary["suppressed"] == 500
     archived = archive_rows(str(tmp_path / "out"))
     assert archived.num_rows == summary["clean"]
+    assert len(set(archived.column("event_id").to_pylist())) == archived.num_rows
 
 
 def test_a_poller_restored_from_a_checkpoint_continues_exactly(kinesis):
