@@ -45,7 +45,6 @@ from beam_rtbf.registry import RegistryUnavailable, open_registry
 from beam_rtbf.registry.record import RecordRequests
 from beam_rtbf.sinks.files import WriteDeadLetters, join, write_bytes_atomically
 from beam_rtbf.sources import Source, source_for
-from beam_rtbf.sources.polling import ReadFromPoller
 
 __all__ = ["GraphOutputs", "build_pipeline", "run", "choose_strategy", "resolve_runner", "read_source"]
 
@@ -68,7 +67,7 @@ class GraphOutputs:
 
 def read_source(source: Source) -> beam.PTransform:
     """The bounded read of a bounded source, else the streaming read over its poller."""
-    return source.read() if source.bounded else ReadFromPoller(source.poller)
+    return source.read() if source.bounded else source.streaming_read()
 
 
 LOCAL_STREAMING_RUNNERS = ("LocalStreamingRunner", "BundleBasedDirectRunner")

@@ -78,5 +78,11 @@ class Source(abc.ABC):
         """A poller for the streaming forms."""
         raise NotImplementedError(f"{self.spec.scheme}:// has no streaming form")
 
+    def streaming_read(self) -> beam.PTransform:
+        """The unbounded read: beam-rtbf's own reader over ``poller()`` unless a source overrides it."""
+        from beam_rtbf.sources.polling import ReadFromPoller
+
+        return ReadFromPoller(self.poller)
+
     def describe(self) -> dict[str, Any]:
         return {"uri": self.spec.uri, "bounded": self.bounded}

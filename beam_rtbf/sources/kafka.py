@@ -267,6 +267,10 @@ class KafkaSource(Source):
             "metadata_timeout_s": spec.get_float("metadata_timeout_s", 10.0),
         }
         KafkaPoller(**self.kwargs)  # validates now
+        self.impl = spec.get_str("impl", "native")
+        if self.impl not in ("native", "xlang"):
+            raise ValueError(f"{spec.uri!r}: impl must be native (beam-rtbf's reader) or xlang (Beam's ReadFromKafka)")
+        self.expansion_service = spec.get_str("expansion_service")
 
     @property
     def bounded(self) -> bool:
@@ -277,3 +281,47 @@ class KafkaSource(Source):
 
     def poller(self) -> Poller:
         return KafkaPoller(**self.kwargs)
+
+    def streaming_read(self) -> beam.PTransform:
+        if self.impl == "native":
+            return super().streaming_read()
+        return ReadFromKafkaCrossLanguage(self.kwargs, self.expansion_service)
+
+
+class ReadFromKafkaCrossLanguage(beam.PTransform):
+    """Beam's Java ``ReadFromKafka`` (Flink/Dataflow with an expansion service), as RawBatch elements.
+
+    Needs ``expansion_service=host:port`` of a running Beam Java IO expansion
+    service, or Beam's auto-started one (it downloads the expansion-service jar,
+    which this workplace cannot).
+    """
+
+    def __init__(self, kwargs: dict, expansion_service: str | None) -> None:
+        super().__init__()
+        self._kwargs = kwargs
+        self._expansion_service = expansion_service
+
+    def expand(self, pbegin):
+        from apache_beam.io.kafka import ReadFromKafka
+
+        config = {
+            "bootstrap.servers": self._kwargs["bootstrap"],
+            "group.id": self._kwargs["group"],
+            "auto.offset.reset": "latest" if self._kwargs["start"] == "latest" else "earliest",
+            **self._kwargs["extra"],
+        }
+        read_kwargs = {
+            "consumer_config": config,
+            "topics": [self._kwargs["topic"]],
+            "with_metadata": False,
+            "commit_offset_in_finalize": True,
+        }
+        if self._expansion_service:
+            read_kwargs["expansion_service"] = self._expansion_service
+        topic = self._kwargs["topic"]
+        return (
+            pbegin
+            | "ReadFromKafkaJava" >> ReadFromKafka(**read_kwargs)
+            | "AsRawBatches"
+            >> beam.Map(lambda kv: RawBatch(f"kafka://{topic}", "jsonl", (kv[1] or b"").replace(b"\n", b" ") + b"\n"))
+        )

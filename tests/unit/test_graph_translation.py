@@ -39,3 +39,20 @@ def test_auto_strategy_choice_says_why():
     assert strategy == "state" and "keyed state" in why
     assert choose_strategy("auto", True, "FlinkRunner")[0] == "broadcast"
     assert choose_strategy("state", False, "FnApiRunner") == ("state", "chosen by --filter_strategy")
+
+
+def test_kafka_cross_language_read_goes_to_the_given_expansion_service():
+    """ReadFromKafka (Java) expands through an expansion service; with none listening there, the
+    pipeline cannot be built, which is as far as this machine (no Java jars) can check it."""
+    import grpc
+    import pytest
+
+    from beam_rtbf.sources import source_for
+    from beam_rtbf.testing.redis_server import free_port
+
+    port = free_port()
+    source = source_for(f"kafka://127.0.0.1:9092/t?impl=xlang&expansion_service=127.0.0.1:{port}", "sessions")
+    with pytest.raises(grpc.RpcError, match=f"127.0.0.1:{port}"):
+        beam.Pipeline() | source.streaming_read()
+    with pytest.raises(ValueError, match="impl must be native"):
+        source_for("kafka://127.0.0.1:9092/t?impl=java", "sessions")
