@@ -265,6 +265,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     standard.streaming = streaming
     runner = resolve_runner(standard.runner, streaming)
     runner_name = runner if isinstance(runner, str) else type(runner).__name__
+    for source in (sessions_source, requests_source):
+        source.check()
     registry_size = check_registry(opts.registry)
     strategy, why = choose_strategy(
         opts.filter_strategy, streaming, runner_name, registry_size, opts.broadcast_max_subjects

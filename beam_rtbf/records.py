@@ -68,25 +68,31 @@ def now_ms() -> int:
     return int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
 
 
+MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: beyond it a time is corrupt, not late
+
+
 def parse_time_ms(value: Any) -> int:
-    """Epoch millis from an int/float (millis) or an RFC 3339 string; ValueError otherwise."""
+    """Epoch millis from an int/float (millis) or an RFC 3339 string; ValueError otherwise.
+
+    NaN, infinities, negatives and times past year 9999 are errors, so callers that
+    catch ValueError turn every bad time into a dead letter rather than a crash."""
     if isinstance(value, bool):
         raise ValueError(f"bad time {value!r}")
     if isinstance(value, (int, float)):
-        if value != value or value < 0:  # NaN or negative
+        if not (0 <= value <= MAX_TIME_MS):  # also false for NaN
             raise ValueError(f"bad time {value!r}")
         return int(value)
     if isinstance(value, str):
         text = value.strip()
         if text.isdigit():
-            return int(text)
+            return parse_time_ms(int(text))
         try:
             parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError as exc:
             raise ValueError(f"bad time {value!r}: not RFC 3339 or epoch millis") from exc
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=dt.timezone.utc)
-        return int(parsed.timestamp() * 1000)
+        return parse_time_ms(int(parsed.timestamp() * 1000))
     raise ValueError(f"bad time {value!r}")
 
 

@@ -8,6 +8,7 @@ line at a time, so exact dead letters cost nothing on clean data.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import re
@@ -22,6 +23,7 @@ import pyarrow.json as pajson
 
 from beam_rtbf.records import (
     AIRBNB_COLUMNS,
+    MAX_TIME_MS,
     SESSION_SCHEMA,
     DeadLetter,
     RawBatch,
@@ -36,6 +38,7 @@ _JSON_SCHEMA = pa.schema(
     [pa.field(name, pa.string()) for name in _STRING_FIELDS] + [pa.field("secs_elapsed", pa.float64())]
 )
 _MAX_USER_ID_CHARS = 256
+BAD_EVENT_TIME = "bad event_time: not RFC 3339 or epoch millis in [0, year 9999]"
 
 
 class ParsedChunk:
@@ -77,9 +80,10 @@ def _event_time_column(column: pa.Array | None, n: int, arrival_ms: int) -> tupl
     if pa.types.is_null(column.type):
         return pa.array(np.full(n, arrival_ms, dtype=np.int64)), np.zeros(n, dtype=bool)
     if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+        nulls = column.is_null().to_numpy(zero_copy_only=False)
         values = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
-        nulls = np.isnan(values)
-        bad = (~nulls) & (values < 0)
+        with np.errstate(invalid="ignore"):
+            bad = (~nulls) & ~((values >= 0) & (values <= MAX_TIME_MS))  # NaN and inf fail both
         values = np.where(nulls, arrival_ms, np.where(bad, 0, values))
         return pa.array(values.astype(np.int64)), bad
     if pa.types.is_timestamp(column.type):
@@ -134,7 +138,7 @@ def validate_session_batch(
         raw_time = table.column("event_time").combine_chunks() if "event_time" in names else None
         event_time, bad_time = _event_time_column(raw_time, n, arrival_ms)
     for i in np.flatnonzero(bad_time):
-        reasons.setdefault(int(i), "bad event_time: not RFC 3339 or non-negative epoch millis")
+        reasons.setdefault(int(i), BAD_EVENT_TIME)
 
     if "secs_elapsed" in names:
         secs = table.column("secs_elapsed").combine_chunks()
@@ -142,13 +146,13 @@ def validate_session_batch(
             secs = pa.nulls(n, pa.float64())
         elif not pa.types.is_floating(secs.type) or secs.type != pa.float64():
             secs = secs.cast(pa.float64())
-        values = secs.to_numpy(zero_copy_only=False)
+        values = secs.to_numpy(zero_copy_only=False)  # nulls become NaN here: mask them out
+        present = ~secs.is_null().to_numpy(zero_copy_only=False)
         with np.errstate(invalid="ignore"):
             negative = values < 0
         for i in np.flatnonzero(negative):
             reasons.setdefault(int(i), "negative secs_elapsed")
-        infinite = np.isinf(values)
-        for i in np.flatnonzero(infinite):
+        for i in np.flatnonzero(present & ~np.isfinite(values)):
             reasons.setdefault(int(i), "non-finite secs_elapsed")
     else:
         secs = pa.nulls(n, pa.float64())
@@ -178,11 +182,15 @@ def validate_session_batch(
 def _fast_parse(raw: RawBatch, body: bytes, single_block: bool = False) -> pa.Table:
     if raw.fmt == "jsonl":
         block_size = len(body) + 1 if single_block else 1 << 22
-        return pajson.read_json(
+        table = pajson.read_json(
             io.BytesIO(body),
             read_options=pajson.ReadOptions(block_size=block_size, use_threads=not single_block),
             parse_options=pajson.ParseOptions(explicit_schema=_JSON_SCHEMA, unexpected_field_behavior="infer"),
         )
+        # event_time_ms is the parsed column's name, not an input field: ignore it as the per-line path does.
+        if "event_time_ms" in table.column_names:
+            table = table.drop_columns(["event_time_ms"])
+        return table
     delimiter = "\t" if raw.fmt == "tsv" else ","
     return pacsv.read_csv(
         io.BytesIO(body),
@@ -211,7 +219,14 @@ def _parse_line(raw: RawBatch, line: bytes) -> dict[str, Any]:
             raise ValueError("malformed record: JSON value is not an object")
     else:
         delimiter = "\t" if raw.fmt == "tsv" else ","
-        fields = text.rstrip("\r").split(delimiter)
+        text = text.rstrip("\r")
+        if '"' in text:  # quoted fields: the csv module unquotes and keeps quoted delimiters
+            try:
+                fields = next(csv.reader([text], delimiter=delimiter, strict=True))
+            except csv.Error as exc:
+                raise ValueError(f"malformed record: {exc}") from exc
+        else:
+            fields = text.split(delimiter)
         if len(fields) != len(AIRBNB_COLUMNS):
             raise ValueError(f"malformed record: {len(fields)} fields, expected {len(AIRBNB_COLUMNS)}")
         obj = {name: (value if value != "" else None) for name, value in zip(AIRBNB_COLUMNS, fields)}
@@ -241,7 +256,7 @@ def _parse_line(raw: RawBatch, line: bytes) -> dict[str, Any]:
         try:
             row["event_time_ms"] = parse_time_ms(event_time)
         except ValueError as exc:
-            raise ValueError(f"bad event_time: {exc}") from exc
+            raise ValueError(BAD_EVENT_TIME) from exc
     else:
         row["event_time_ms"] = None
     return row

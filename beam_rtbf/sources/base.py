@@ -53,6 +53,14 @@ class Poller(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
+    def check(self) -> None:
+        """Fail fast, before a pipeline starts, on an unreachable system or a missing stream.
+
+        Must not move positions (no commit, no checkpoint write); pollers whose ``close``
+        does so override this."""
+        self.open()
+        self.close()
+
 
 class Source(abc.ABC):
     """A configured source for one stream kind (sessions or requests)."""
@@ -83,6 +91,11 @@ class Source(abc.ABC):
         from beam_rtbf.sources.polling import ReadFromPoller
 
         return ReadFromPoller(self.poller)
+
+    def check(self) -> None:
+        """Raise ``ValueError`` with one clear message if the stream cannot be read at all."""
+        if not self.bounded:
+            self.poller().check()
 
     def describe(self) -> dict[str, Any]:
         return {"uri": self.spec.uri, "bounded": self.bounded}

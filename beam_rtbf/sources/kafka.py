@@ -37,12 +37,14 @@ from beam_rtbf.sources.spec import SourceSpec
 __all__ = ["KafkaSource", "KafkaPoller", "KafkaWriter"]
 
 _LOGGER = logging.getLogger(__name__)
+_LIBRDKAFKA_LOGGER = logging.getLogger(__name__ + ".librdkafka")
 _STARTS = ("earliest", "latest", "timestamp")
 SASL_PASSWORD_ENV = "RTBF_KAFKA_SASL_PASSWORD"
 
 
 def _client_config(bootstrap: str, extra: dict[str, str]) -> dict[str, Any]:
-    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "log_level": 3}
+    # librdkafka's own log lines (one per reconnect attempt) go through Python logging, not raw stderr
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "log_level": 3, "logger": _LIBRDKAFKA_LOGGER}
     config.update(extra)
     if "sasl.password" in config:
         raise ValueError(f"put the SASL password in ${SASL_PASSWORD_ENV}, not in the URI")
@@ -106,6 +108,11 @@ class KafkaPoller(Poller):
             self._commit(self._positions())
             self._consumer.close()
             self._consumer = None
+
+    def check(self) -> None:
+        self.open()
+        self._consumer.close()  # without committing: a check must not move the group
+        self._consumer = None
 
     def _discover(self) -> None:
         from confluent_kafka import KafkaException, TopicPartition

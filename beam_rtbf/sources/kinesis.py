@@ -132,6 +132,11 @@ class KinesisPoller(Poller):
         self._write_checkpoint(self.checkpoint())
         self._client = None
 
+    def check(self) -> None:
+        self._client = kinesis_client(self.region, self.endpoint)
+        self._discover()  # describes the stream: missing stream / bad credentials raise here
+        self._client = None
+
     # -- shards ---------------------------------------------------------------------------
 
     def _discover(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -95,7 +96,23 @@ def test_generate_forget_status(tmp_path, registry_url, capsys):
     assert main(["status", "nope", "--registry", registry_url]) == 1
 
 
-def test_bad_source_is_one_clear_error(tmp_path, registry_url, capsys):
-    code = main(["run", f"--output={tmp_path}", f"--registry={registry_url}", "--sessions=kafka://b/t"])
+def test_unknown_source_scheme_is_one_clear_error(tmp_path, registry_url, capsys):
+    code = main(["run", f"--output={tmp_path}", f"--registry={registry_url}", "--sessions=nosuch://b/t"])
     assert code == 2
-    assert "no source for scheme 'kafka'" in capsys.readouterr().err
+    assert "no source for scheme 'nosuch'" in capsys.readouterr().err
+
+
+def test_unreachable_stream_fails_before_the_pipeline_starts(tmp_path, registry_url, capsys):
+    started = time.monotonic()
+    code = main(
+        [
+            "run",
+            f"--output={tmp_path}",
+            f"--registry={registry_url}",
+            "--sessions=kafka://127.0.0.1:1/t?group=g&metadata_timeout_s=1",
+        ]
+    )
+    assert code == 2
+    assert "kafka://127.0.0.1:1/t: cannot reach the brokers" in capsys.readouterr().err
+    assert time.monotonic() - started < 10  # one check, not the runner's four retries
+    assert not (tmp_path / "summary.json").exists()
