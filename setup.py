@@ -10,8 +10,7 @@ EXTRAS = {
     "redis": ["redis>=5,<9"],
 }
 EXTRAS["test"] = sorted(
-    {dep for deps in EXTRAS.values() for dep in deps}
-    | {"pytest>=8,<10", "pytest-timeout>=2.2,<3", "ruff>=0.5"}
+    {dep for deps in EXTRAS.values() for dep in deps} | {"pytest>=8,<10", "pytest-timeout>=2.2,<3", "ruff>=0.5"}
 )
 EXTRAS["bench"] = ["redis>=5,<9", "matplotlib>=3.7,<4"]
 EXTRAS["dev"] = sorted(set(EXTRAS["test"]) | set(EXTRAS["bench"]))

@@ -127,7 +127,11 @@ def test_shared_stream_with_nested_payload():
         {"type": "gdpr.delete_user"},
         # Fields outside the payload count too; the payload wins on conflicts.
         {"type": "gdpr.delete_user", "request_id": "outer", "data": {"subject_id": "u2", "requested_at": 2}},
-        {"type": "gdpr.delete_user", "request_id": "outer", "data": {"request_id": "inner", "subject_id": "u3", "requested_at": 3}},
+        {
+            "type": "gdpr.delete_user",
+            "request_id": "outer",
+            "data": {"request_id": "inner", "subject_id": "u3", "requested_at": 3},
+        },
         {"type": "gdpr.delete_user", "data": {"request_id": "r9", "requested_at": 1}},
     )
     parsed = _parse(lines, SHARED_NESTED)
@@ -163,7 +167,14 @@ def test_conservation_on_a_mixed_shared_stream():
     lines = []
     for i in range(500):
         if i % 5 == 0:
-            lines.append(json.dumps({"type": "gdpr.delete_user", "data": {"request_id": f"r{i}", "subject_id": f"u{i}", "requested_at": i}}).encode())
+            lines.append(
+                json.dumps(
+                    {
+                        "type": "gdpr.delete_user",
+                        "data": {"request_id": f"r{i}", "subject_id": f"u{i}", "requested_at": i},
+                    }
+                ).encode()
+            )
         elif i % 7 == 0:
             lines.append(b'{"type": "gdpr.delete_user", "data": {"request_id": "x"}}')
         elif i % 11 == 0:
@@ -182,7 +193,9 @@ def test_conservation_on_a_mixed_shared_stream():
 
 
 def test_requests_from_lines_raises_on_any_bad_line():
-    assert requests_from_lines(['{"request_id":"a","subject_id":"s","requested_at":1}']) == [ErasureRequest("a", "s", 1)]
+    assert requests_from_lines(['{"request_id":"a","subject_id":"s","requested_at":1}']) == [
+        ErasureRequest("a", "s", 1)
+    ]
     with pytest.raises(ValueError, match="^missing requested_at; malformed JSON"):
         requests_from_lines(['{"request_id":"a","subject_id":"s"}', "{x"])
 

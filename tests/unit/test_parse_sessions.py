@@ -57,10 +57,13 @@ def _letters(parsed: ParsedChunk) -> list[tuple[str, str, str, bytes]]:
 
 
 def _good(i: int) -> bytes:
-    return b'{"user_id":"g%d","event_time":%d,"action":"show","action_type":"view","device_type":"iPhone","secs_elapsed":%d.5}' % (
-        i,
-        T0 + i,
-        i % 100,
+    return (
+        b'{"user_id":"g%d","event_time":%d,"action":"show","action_type":"view","device_type":"iPhone","secs_elapsed":%d.5}'
+        % (
+            i,
+            T0 + i,
+            i % 100,
+        )
     )
 
 
@@ -103,7 +106,10 @@ def test_clean_jsonl_exact_rows():
 
 
 def test_clean_large_chunk_with_mixed_time_types_matches_per_line():
-    lines = [_good(i) if i % 3 else b'{"user_id":"g%d","event_time":"2026-01-01T00:00:00.%03dZ"}' % (i, i) for i in range(300)]
+    lines = [
+        _good(i) if i % 3 else b'{"user_id":"g%d","event_time":"2026-01-01T00:00:00.%03dZ"}' % (i, i)
+        for i in range(300)
+    ]
     parsed = _parse(lines)
     expected = [_good_row(i) if i % 3 else _row(f"g{i}", T0 + i) for i in range(300)]
     assert parsed.batch.to_pylist() == expected
@@ -118,7 +124,9 @@ def test_empty_and_blank_only_chunks():
 
 
 def test_last_line_without_newline_is_parsed():
-    parsed = parse_session_chunk(RawBatch("src", "jsonl", b'{"user_id":"a","event_time":1}\n{"user_id":"b","event_time":2}'))
+    parsed = parse_session_chunk(
+        RawBatch("src", "jsonl", b'{"user_id":"a","event_time":1}\n{"user_id":"b","event_time":2}')
+    )
     _assert_conserved(parsed)
     assert parsed.batch.to_pylist() == [_row("a", 1), _row("b", 2)]
 
@@ -126,8 +134,14 @@ def test_last_line_without_newline_is_parsed():
 # --- bad records -----------------------------------------------------------------------------------
 
 BAD_CORPUS = [
-    pytest.param(b'{"user_id": "u1", "secs_elapsed": ', "malformed JSON: Expecting value at column 35", id="truncated-json"),
-    pytest.param(b'{"user_id": "u1",, }', "malformed JSON: Expecting property name enclosed in double quotes at column 18", id="bad-json"),
+    pytest.param(
+        b'{"user_id": "u1", "secs_elapsed": ', "malformed JSON: Expecting value at column 35", id="truncated-json"
+    ),
+    pytest.param(
+        b'{"user_id": "u1",, }',
+        "malformed JSON: Expecting property name enclosed in double quotes at column 18",
+        id="bad-json",
+    ),
     pytest.param(b'{"action": "show", "secs_elapsed": 3.0}', "missing user_id", id="missing-user_id"),
     pytest.param(b'{"user_id": ""}', "missing user_id", id="empty-user_id"),
     pytest.param(b'{"user_id": "  \\t "}', "missing user_id", id="whitespace-user_id"),
@@ -333,7 +347,12 @@ def test_positions_tuple_is_used_instead_of_byte_offsets(n_good):
     parsed = _parse(lines, positions=positions)
     assert _letters(parsed) == [
         ("sessions", f"shard-0:{1000 + n_good}", "missing user_id", lines[-2]),
-        ("sessions", f"shard-0:{1001 + n_good}", "malformed JSON: Expecting property name enclosed in double quotes at column 2", lines[-1]),
+        (
+            "sessions",
+            f"shard-0:{1001 + n_good}",
+            "malformed JSON: Expecting property name enclosed in double quotes at column 2",
+            lines[-1],
+        ),
     ]
     assert parsed.batch.num_rows == n_good
 
