@@ -236,16 +236,65 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
             return 0
         now = now_ms()
+        # Earliest deadline first: overdue requests (deadline passed) come before all others.
         rows = sorted(registry.requests(), key=lambda a: a.request.deadline_ms)
+        shown = 0
         for accepted in rows:
-            days_left = (accepted.request.deadline_ms - now) / 86_400_000
             status = registry.timeline(accepted.request.request_id)[-1].status
-            flag = "OVERDUE" if days_left < 0 else f"{days_left:.1f} days left"
+            if status == "verified" and not args.all:
+                continue
+            days_left = (accepted.request.deadline_ms - now) / 86_400_000
+            flag = f"OVERDUE by {-days_left:.1f} days" if days_left < 0 else f"{days_left:.1f} days left"
             print(
                 f"{accepted.request.request_id}\t{accepted.request.regulation}\t{status}\t"
                 f"deadline {iso_ms(accepted.request.deadline_ms)}\t{flag}"
             )
+            shown += 1
+        if not shown:
+            print("no open requests" if not args.all else "no requests")
     return 0
+
+
+def _main_purge(argv: list[str]) -> int:
+    from beam_rtbf.purge.pipeline import PurgeOptions, purge_exit_code, run_purge
+
+    verbose = "-v" in argv or "--verbose" in argv
+    rest = [a for a in argv if a not in ("-v", "--verbose")]
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if "--help" in rest or "-h" in rest:
+        help_parser = argparse.ArgumentParser(
+            prog="beam-rtbf purge", description="Beam pipeline options (e.g. --runner) also apply."
+        )
+        PurgeOptions._add_argparse_args(help_parser)
+        help_parser.print_help()
+        return 0
+    try:
+        summary = run_purge(_normalise_flags(_split_config(rest)))
+    except ValueError as exc:
+        print(f"beam-rtbf: {exc}", file=sys.stderr)
+        return 2
+    guard = summary.get("guard") or {}
+    print("beam-rtbf purge summary")
+    for key in (
+        "run",
+        "requests_pending",
+        "manifests_already_done",
+        "verified",
+        "archive_records_removed",
+        "elapsed_s",
+    ):
+        print(f"  {key:<24}  {summary.get(key)}")
+    for problem in summary["manifest_problems"]:
+        print(f"  bad manifest {problem['path']}: {problem['reason']}")
+    if summary.get("blocked"):
+        print("  STOPPED by the blast-radius guard (nothing was deleted); re-run with --confirm if intended:")
+        for reason in guard.get("reasons", []):
+            print(f"    {reason}")
+    for request_id in summary.get("incomplete", []):
+        print(f"  incomplete: {request_id} (see beam-rtbf status {request_id})")
+    return purge_exit_code(summary)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -258,6 +307,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser(
         "run", help="run the pipeline (all other flags are pipeline options; see run --help)", add_help=False
+    )
+
+    sub.add_parser(
+        "purge",
+        help="erase history from pending manifests and write receipts (flags: see purge --help)",
+        add_help=False,
     )
 
     gen = sub.add_parser("generate", help="write generated sessions and requests to files")
@@ -281,8 +336,9 @@ def _parser() -> argparse.ArgumentParser:
     forget.add_argument("--request-id", default=None, help="idempotency key (default: generated)")
     forget.add_argument("--registry", default=DEFAULT_REGISTRY_URL)
 
-    status = sub.add_parser("status", help="one request's timeline, or all requests by deadline")
+    status = sub.add_parser("status", help="one request's timeline, or open requests by deadline")
     status.add_argument("request_id", nargs="?")
+    status.add_argument("--all", action="store_true", help="also list requests already verified")
     status.add_argument("--registry", default=DEFAULT_REGISTRY_URL)
     return parser
 
@@ -290,6 +346,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
+    if argv and argv[0] == "purge":
+        return _main_purge(argv[1:])
     if argv and argv[0] == "run":
         verbose = "-v" in argv[1:] or "--verbose" in argv[1:]
         rest = [a for a in argv[1:] if a not in ("-v", "--verbose")]

@@ -181,7 +181,12 @@ def build_pipeline(
     archive_files = clean | "Archive" >> WriteArchive(join(output, "archive"), opts.archive_partition_s)
     streams = [{"uri": opts.sessions, "stream": "sessions"}]
     manifests = effective | "Manifests" >> WriteManifests(
-        join(output, "manifests"), join(output, "archive"), opts.window_s, streams, opts.stream_retention_s
+        join(output, "manifests"),
+        join(output, "archive"),
+        opts.window_s,
+        streams,
+        opts.stream_retention_s,
+        opts.registry,
     )
     deadletter = (parsed_sessions.deadletter, parsed_requests.deadletter) | "AllDeadLetters" >> beam.Flatten()
     deadletter | "WriteDeadLetters" >> WriteDeadLetters(join(output, "deadletter"))

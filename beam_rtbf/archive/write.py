@@ -15,6 +15,7 @@ import datetime as dt
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
@@ -22,12 +23,16 @@ from apache_beam.utils.windowed_value import WindowedValue
 from beam_rtbf import metrics as rtbf_metrics
 from beam_rtbf.sinks.files import join, unique_part, write_atomically
 
-__all__ = ["WriteArchive", "partition_path", "INDEX_DIR", "INDEX_SCHEMA"]
+__all__ = ["WriteArchive", "partition_path", "index_rows", "INDEX_DIR", "INDEX_SCHEMA", "INDEX_ID_COLUMNS"]
 
 INDEX_DIR = "_index"
+# One row per (identifier, file): the user id, and each alias (email, device id) under its own
+# ``id_kind``, so a request naming only an alias still finds every file holding that identifier.
+INDEX_ID_COLUMNS = ("user_id", "email", "device_id")
 INDEX_SCHEMA = pa.schema(
     [
         ("user_id", pa.string()),
+        ("id_kind", pa.string()),
         ("path", pa.string()),
         ("records", pa.int64()),
         ("min_event_ms", pa.int64()),
@@ -51,6 +56,35 @@ def partition_path(start_ms: int, partition_s: int) -> str:
 
 def _write_parquet(path: str, table: pa.Table) -> None:
     write_atomically(path, lambda handle: pq.write_table(table, handle, compression="zstd"))
+
+
+def index_rows(part: pa.Table, path: str) -> pa.Table:
+    """Index rows of one archive file: per identifier (user id and aliases), records and time range."""
+    tables = []
+    for column in INDEX_ID_COLUMNS:
+        if column not in part.column_names or part.column(column).null_count == part.num_rows:
+            continue
+        keyed = pa.table({"id": part.column(column), "event_time_ms": part.column("event_time_ms")}).filter(
+            pc.is_valid(part.column(column))
+        )
+        grouped = keyed.group_by("id", use_threads=False).aggregate(
+            [("event_time_ms", "count"), ("event_time_ms", "min"), ("event_time_ms", "max")]
+        )
+        n = grouped.num_rows
+        tables.append(
+            pa.table(
+                {
+                    "user_id": grouped.column("id"),
+                    "id_kind": pa.array([column] * n, pa.string()),
+                    "path": pa.array([path] * n, pa.string()),
+                    "records": grouped.column("event_time_ms_count"),
+                    "min_event_ms": grouped.column("event_time_ms_min"),
+                    "max_event_ms": grouped.column("event_time_ms_max"),
+                },
+                schema=INDEX_SCHEMA,
+            )
+        )
+    return pa.concat_tables(tables) if tables else INDEX_SCHEMA.empty_table()
 
 
 class _WriteArchiveFn(beam.DoFn):
@@ -103,21 +137,7 @@ class _WriteArchiveFn(beam.DoFn):
             _write_parquet(path, part)
             self._files.inc()
             self._records.inc(part.num_rows)
-            per_user = part.group_by("user_id", use_threads=False).aggregate(
-                [("event_time_ms", "count"), ("event_time_ms", "min"), ("event_time_ms", "max")]
-            )
-            index_parts.append(
-                pa.table(
-                    {
-                        "user_id": per_user.column("user_id"),
-                        "path": pa.array([path] * per_user.num_rows, pa.string()),
-                        "records": per_user.column("event_time_ms_count"),
-                        "min_event_ms": per_user.column("event_time_ms_min"),
-                        "max_event_ms": per_user.column("event_time_ms_max"),
-                    },
-                    schema=INDEX_SCHEMA,
-                )
-            )
+            index_parts.append(index_rows(part, path))
             paths.append(path)
         if index_parts:
             # The index is written after the data, so an index entry never names a missing file.

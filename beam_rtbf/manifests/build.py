@@ -18,12 +18,11 @@ from collections.abc import Sequence
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from beam_rtbf import metrics as rtbf_metrics
-from beam_rtbf.archive.write import INDEX_DIR, INDEX_SCHEMA
+from beam_rtbf.archive.index import lookup_archive_index
 from beam_rtbf.bundling import BundleDoFn
 from beam_rtbf.records import AcceptedRequest, iso_ms
 from beam_rtbf.sinks.files import join, write_bytes_atomically
@@ -32,25 +31,6 @@ __all__ = ["build_manifest", "lookup_archive_index", "WriteManifests", "MANIFEST
 
 _LOGGER = logging.getLogger(__name__)
 MANIFEST_VERSION = 1
-
-
-def lookup_archive_index(archive_dir: str, subject_ids: Sequence[str]) -> pa.Table:
-    """Index rows (user_id, path, records, min/max event) for these subjects."""
-    pattern = join(archive_dir, INDEX_DIR, "*.parquet")
-    files = [m.path for result in FileSystems.match([pattern]) for m in result.metadata_list]
-    if not files:
-        return INDEX_SCHEMA.empty_table()
-    if all("://" not in f for f in files):
-        dataset = pads.dataset(files, format="parquet", schema=INDEX_SCHEMA)
-        return dataset.to_table(filter=pc.field("user_id").isin(list(subject_ids)))
-    import pyarrow.parquet as pq
-
-    tables = []
-    for path in files:
-        with FileSystems.open(path) as handle:
-            table = pq.read_table(handle)
-        tables.append(table.filter(pc.is_in(table.column("user_id"), pa.array(list(subject_ids)))))
-    return pa.concat_tables(tables) if tables else INDEX_SCHEMA.empty_table()
 
 
 def build_manifest(
@@ -65,6 +45,7 @@ def build_manifest(
     partitions: dict[str, dict] = {}
     windows: set[int] = set()
     window_ms = window_s * 1000
+    per_kind: dict[tuple[str, str], int] = {}
     for row in index_rows.to_pylist():
         entry = partitions.setdefault(
             row["path"],
@@ -75,7 +56,10 @@ def build_manifest(
                 "max_event_ms": row["max_event_ms"],
             },
         )
-        entry["records"] += row["records"]
+        # A record can match by user id and by alias: count the largest per-kind total, a lower bound.
+        key = (row["path"], row.get("id_kind") or "user_id")
+        per_kind[key] = per_kind.get(key, 0) + row["records"]
+        entry["records"] = max(entry["records"], per_kind[key])
         entry["min_event_ms"] = min(entry["min_event_ms"], row["min_event_ms"])
         entry["max_event_ms"] = max(entry["max_event_ms"], row["max_event_ms"])
         first = row["min_event_ms"] // window_ms
@@ -118,8 +102,15 @@ class _WriteManifestFn(BundleDoFn):
     """One archive-index scan per bundle of requests, then one manifest file per request."""
 
     def __init__(
-        self, output_dir: str, archive_dir: str, window_s: int, streams: Sequence[dict], stream_retention_s: int
+        self,
+        output_dir: str,
+        archive_dir: str,
+        window_s: int,
+        streams: Sequence[dict],
+        stream_retention_s: int,
+        registry_url: str | None = None,
     ) -> None:
+        self._registry_url = registry_url
         self._output_dir = output_dir
         self._archive_dir = archive_dir
         self._window_s = window_s
@@ -150,17 +141,37 @@ class _WriteManifestFn(BundleDoFn):
             written.add(paths[i])
             self._written.inc()
             outputs[i].append(manifest)
+            self._record_suppressed(accepted.request.request_id, effective_at_ms)
         return outputs
+
+    def _record_suppressed(self, request_id: str, effective_at_ms: int) -> None:
+        """The request's timeline gains 'suppressed' at its effective time (once: manifests are written once)."""
+        if not self._registry_url:
+            return
+        from beam_rtbf.registry import open_registry
+        from beam_rtbf.registry.base import RegistryUnavailable
+
+        try:
+            with open_registry(self._registry_url) as registry:
+                registry.record_event(request_id, "suppressed", effective_at_ms, "filter drops the subject")
+        except RegistryUnavailable as exc:  # the manifest holds effective_at; the timeline entry is informational
+            _LOGGER.warning("request %s: could not record 'suppressed' in the registry: %s", request_id, exc)
 
 
 class WriteManifests(beam.PTransform):
     """(AcceptedRequest, effective_at_ms) -> ``manifests/<request_id>.json``; emits the manifests."""
 
     def __init__(
-        self, output_dir: str, archive_dir: str, window_s: int, streams: Sequence[dict], stream_retention_s: int
+        self,
+        output_dir: str,
+        archive_dir: str,
+        window_s: int,
+        streams: Sequence[dict],
+        stream_retention_s: int,
+        registry_url: str | None = None,
     ) -> None:
         super().__init__()
-        self._args = (output_dir, archive_dir, window_s, streams, stream_retention_s)
+        self._args = (output_dir, archive_dir, window_s, streams, stream_retention_s, registry_url)
 
     def expand(self, effective):
         return effective | "WriteManifestFiles" >> beam.ParDo(_WriteManifestFn(*self._args))

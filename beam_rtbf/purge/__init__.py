@@ -1,0 +1,1 @@
+"""Historical erasure: purge the archive from manifests, call downstream APIs, write receipts."""

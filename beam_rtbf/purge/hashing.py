@@ -1,0 +1,47 @@
+"""Keyed hashes of subject ids for receipts and audit records, which must not hold the ids.
+
+HMAC-SHA256 with a secret key: without the key a hash cannot be reversed by
+hashing candidate ids (plain SHA-256 of an email can). The key comes from
+``$RTBF_SUBJECT_HASH_KEY`` in production; without it a random key is created
+once in a local key file (mode 0600) so local runs stay consistent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+from pathlib import Path
+
+__all__ = ["SubjectHasher", "HASH_KEY_ENV", "DEFAULT_KEY_FILE"]
+
+HASH_KEY_ENV = "RTBF_SUBJECT_HASH_KEY"
+DEFAULT_KEY_FILE = ".rtbf-subject-hash.key"
+_LOGGER = logging.getLogger(__name__)
+
+
+def _load_key(key_file: str) -> bytes:
+    env = os.environ.get(HASH_KEY_ENV)
+    if env:
+        return env.encode()
+    path = Path(key_file)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+        _LOGGER.warning(
+            "no $%s: created a local subject-hash key in %s (set the variable in production)", HASH_KEY_ENV, path
+        )
+    return path.read_text().strip().encode()
+
+
+class SubjectHasher:
+    """``hash(id)`` -> ``hmac-sha256:<hex>``; the same id always gives the same hash under one key."""
+
+    def __init__(self, key: bytes | None = None, key_file: str = DEFAULT_KEY_FILE) -> None:
+        self._key = key if key is not None else _load_key(key_file)
+
+    def hash(self, subject_id: str) -> str:
+        return "hmac-sha256:" + hmac.new(self._key, subject_id.encode(), hashlib.sha256).hexdigest()

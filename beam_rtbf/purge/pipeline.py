@@ -1,0 +1,351 @@
+"""``beam-rtbf purge``: the bounded Beam pipeline that erases history from pending manifests.
+
+    manifests --(driver: check against the registry, plan files from the index)--> file tasks
+    file tasks -> ScanFiles -> BlastRadius (one decision, a side input)
+    file tasks -> RewriteFiles (guarded) -> per-request results
+    requests   -> CallErasureApi (optional, downstream systems)
+    per request: receipts/, audit/, registry timeline (purged, verified), manifest redacted
+
+The same graph runs on the local runner and, as a bounded job, on Spark or Flink.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from beam_rtbf import metrics as rtbf_metrics
+from beam_rtbf.purge.hashing import SubjectHasher
+from beam_rtbf.purge.manifests import ManifestProblem, PendingManifest, load_pending_manifests, redact_manifest
+from beam_rtbf.purge.plan import GuardDecision, PurgePlan, judge_blast_radius, plan_purge
+from beam_rtbf.purge.receipts import build_receipt
+from beam_rtbf.purge.rewrite import FileResult, FileTask, PurgeFileError, rewrite_file, scan_file
+from beam_rtbf.records import iso_ms, now_ms
+from beam_rtbf.registry import open_registry
+from beam_rtbf.registry.base import RegistryUnavailable
+from beam_rtbf.sinks.files import join, json_lines, unique_part, write_bytes_atomically
+
+__all__ = ["PurgeOptions", "run_purge", "build_purge_pipeline"]
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class PurgeOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        # --output (the run directory: archive/, manifests/, ...) and --registry are RtbfOptions'.
+        group = parser.add_argument_group("beam-rtbf purge")
+        group.add_argument("--archive", default=None, help="Archive directory (default OUTPUT/archive)")
+        group.add_argument("--request_ids", default="", help="Comma-separated request ids (default: all pending)")
+        group.add_argument(
+            "--max_partition_share",
+            type=float,
+            default=0.5,
+            help="Blast-radius guard: stop if a partition would lose more than this share of its records",
+        )
+        group.add_argument(
+            "--max_total_share",
+            type=float,
+            default=0.05,
+            help="Blast-radius guard: stop if the archive would lose more than this share of all records",
+        )
+        group.add_argument(
+            "--guard_min_partition_records",
+            type=int,
+            default=100,
+            help="Partitions smaller than this are judged by the archive-wide share only",
+        )
+        group.add_argument("--confirm", action="store_true", help="Purge even if the blast-radius guard objects")
+        group.add_argument("--full_scan", action="store_true", help="Scan every archive file, not just indexed ones")
+        group.add_argument(
+            "--keep_old_versions",
+            action="store_true",
+            help="Do not delete noncurrent object versions of rewritten files (rely on a lifecycle rule)",
+        )
+        group.add_argument("--erasure_api_url", default="", help="HTTPS API to call per request (token from env)")
+        group.add_argument("--erasure_api_action", default="delete", choices=("delete", "anonymize"))
+        group.add_argument("--erasure_api_rate_per_s", type=float, default=10.0)
+        group.add_argument("--erasure_api_max_attempts", type=int, default=6)
+
+
+def _validate(opts: PurgeOptions) -> None:
+    problems = []
+    for name in ("max_partition_share", "max_total_share"):
+        if not 0 < getattr(opts, name) <= 1:
+            problems.append(f"--{name} must be in (0, 1]")
+    if opts.guard_min_partition_records < 0:
+        problems.append("--guard_min_partition_records must be >= 0")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+class _RewriteFn(beam.DoFn):
+    def __init__(self, id_requests: dict, journal_dir: str, purge_versions: bool) -> None:
+        self._id_requests = id_requests
+        self._journal_dir = journal_dir
+        self._purge_versions = purge_versions
+        self._removed = Metrics.counter(rtbf_metrics.NAMESPACE, "purge_records_removed")
+        self._files = Metrics.counter(rtbf_metrics.NAMESPACE, "purge_files_rewritten")
+
+    def process(self, task: FileTask, decision: GuardDecision):
+        reason = "; ".join(decision.reasons)
+        try:
+            result = rewrite_file(
+                task, self._id_requests, self._journal_dir, decision.allowed, reason, self._purge_versions
+            )
+        except PurgeFileError as exc:  # verification failed: the original stays in place
+            result = FileResult(task, "error", 0, 0, {}, False, iso_ms(now_ms()), str(exc))
+        if result.status == "purged":
+            self._files.inc()
+            self._removed.inc(result.records_before - result.records_after)
+        yield result
+
+
+def _route(result: FileResult, all_requests: tuple[str, ...], id_requests: dict) -> list[tuple[str, FileResult]]:
+    """Which requests a file result belongs to: those it removed records for, or all on block/error."""
+    if result.status in ("blocked", "error"):
+        return [(r, result) for r in all_requests]
+    return [(r, result) for r in sorted(result.removed)]
+
+
+class _FinishRequestFn(beam.DoFn):
+    """Per request: receipt, audit lines, registry timeline, and the manifest redacted once verified."""
+
+    def __init__(self, manifests: dict, registry_url: str, receipts_dir: str, run_id: str) -> None:
+        self._manifests = manifests
+        self._registry_url = registry_url
+        self._receipts_dir = receipts_dir
+        self._run_id = run_id
+
+    def setup(self) -> None:
+        self._hasher = SubjectHasher()
+
+    def process(self, element):
+        request_id, groups = element
+        manifest: PendingManifest = self._manifests[request_id]
+        files = list(groups["files"])
+        at = iso_ms(now_ms())
+        receipt = build_receipt(
+            manifest, files, list(groups["api_done"]), list(groups["api_failed"]), self._hasher, self._run_id, at
+        )
+        receipt_path = join(self._receipts_dir, f"{request_id}.json")
+        write_bytes_atomically(receipt_path, json.dumps(receipt, indent=2, sort_keys=True).encode())
+        removed = receipt["records_removed"]
+        detail = (
+            f"archive {removed['archive_partition']} records, index {removed['index']}, "
+            f"dead letters {removed['deadletter']}; run {self._run_id}"
+        )
+        with open_registry(self._registry_url) as registry:
+            if receipt["status"] == "verified":
+                registry.record_event(request_id, "purged", now_ms(), detail)
+                registry.record_event(request_id, "verified", now_ms(), f"receipt {receipt_path}")
+            else:
+                why = "; ".join(
+                    sorted(
+                        {
+                            loc.get("verification") or loc.get("reason") or ""
+                            for loc in receipt["locations"]
+                            if loc["kind"] != "stream" and not loc.get("verified", False)
+                        }
+                    )
+                )
+                registry.record_event(request_id, f"purge_{receipt['status']}", now_ms(), why[:500])
+        if receipt["status"] == "verified":
+            redact_manifest(manifest.path, self._hasher, receipt_path)
+        for location in receipt["locations"]:
+            yield {
+                "at": at,
+                "run": self._run_id,
+                "request_id": request_id,
+                "subject_hash": receipt["subject_hash"],
+                "location_kind": location["kind"],
+                "location": location.get("path") or location.get("uri") or location.get("location"),
+                "records_removed": location.get("records_removed", 0),
+                "verified": location.get("verified", False),
+                "status": location.get("status"),
+            }
+        yield {
+            "at": at,
+            "run": self._run_id,
+            "request_id": request_id,
+            "subject_hash": receipt["subject_hash"],
+            "event": "receipt",
+            "status": receipt["status"],
+            "receipt": receipt_path,
+        }
+
+
+class _WriteAuditFn(beam.DoFn):
+    def __init__(self, audit_dir: str, run_id: str) -> None:
+        self._audit_dir = audit_dir
+        self._run_id = run_id
+
+    def start_bundle(self) -> None:
+        self._rows: list[dict] = []
+
+    def process(self, row: dict) -> None:
+        self._rows.append(row)
+
+    def finish_bundle(self) -> None:
+        if self._rows:
+            path = join(self._audit_dir, unique_part(f"purge-{self._run_id}", ".jsonl"))
+            write_bytes_atomically(path, json_lines(self._rows))
+            self._rows = []
+
+
+def build_purge_pipeline(
+    p: beam.Pipeline, opts: PurgeOptions, manifests: list[PendingManifest], plan: PurgePlan, run_id: str
+) -> None:
+    output, registry_url = _run_dir_and_registry(opts)
+    receipts_dir = join(output, "receipts")
+    all_requests = tuple(m.request_id for m in manifests)
+    id_requests = plan.id_requests
+
+    tasks = p | "FileTasks" >> beam.Create(list(plan.tasks)) | "SpreadFiles" >> beam.Reshuffle()
+    scans = tasks | "ScanFiles" >> beam.Map(scan_file, id_requests)
+    decision = (
+        scans
+        | "CollectScans" >> beam.combiners.ToList()
+        | "BlastRadius"
+        >> beam.Map(
+            judge_blast_radius,
+            plan.archive_records,
+            opts.max_partition_share,
+            opts.max_total_share,
+            opts.guard_min_partition_records,
+            opts.confirm,
+        )
+    )
+    decision | "WriteGuardReport" >> beam.Map(_write_guard_report, receipts_dir, run_id)
+    results = tasks | "RewriteFiles" >> beam.ParDo(
+        _RewriteFn(id_requests, join(receipts_dir, "_journal"), not opts.keep_old_versions),
+        decision=beam.pvalue.AsSingleton(decision),
+    )
+    files_by_request = results | "ByRequest" >> beam.FlatMap(_route, all_requests, id_requests)
+
+    requests = p | "Requests" >> beam.Create(
+        [{"request_id": m.request_id, "subject_ids": list(m.subject_ids)} for m in manifests]
+    )
+    keyed_requests = requests | "KeyRequests" >> beam.Map(lambda r: (r["request_id"], r["request_id"]))
+    groups: dict[str, Any] = {"request": keyed_requests, "files": files_by_request}
+    if opts.erasure_api_url:
+        from beam_rtbf.purge.api_sink import CallErasureApi
+
+        api = requests | "CallErasureApi" >> CallErasureApi(
+            opts.erasure_api_url,
+            action=opts.erasure_api_action,
+            rate_per_s=opts.erasure_api_rate_per_s,
+            max_attempts=opts.erasure_api_max_attempts,
+        )
+        groups["api_done"] = api["done"] | "KeyApiDone" >> beam.Map(lambda d: (d["request_id"], d))
+        groups["api_failed"] = api["deadletter"] | "KeyApiFailed" >> beam.Map(lambda d: (d["request_id"], d))
+    else:
+        groups["api_done"] = p | "NoApiDone" >> beam.Create([])
+        groups["api_failed"] = p | "NoApiFailed" >> beam.Create([])
+    audit = (
+        groups
+        | "JoinPerRequest" >> beam.CoGroupByKey()
+        | "FinishRequests"
+        >> beam.ParDo(_FinishRequestFn({m.request_id: m for m in manifests}, registry_url, receipts_dir, run_id))
+    )
+    audit | "WriteAudit" >> beam.ParDo(_WriteAuditFn(join(output, "audit"), run_id))
+
+
+def _run_dir_and_registry(opts: PipelineOptions) -> tuple[str, str]:
+    from beam_rtbf.options import RtbfOptions
+
+    rtbf = opts.view_as(RtbfOptions)
+    return rtbf.output, rtbf.registry
+
+
+def _write_guard_report(decision: GuardDecision, receipts_dir: str, run_id: str) -> None:
+    report = {
+        "run": run_id,
+        "allowed": decision.allowed,
+        "reasons": list(decision.reasons),
+        "removing": decision.removing,
+        "archive_records": decision.archive_records,
+        "unreadable": list(decision.unreadable),
+        "partitions": {k: {"removing": v[0], "records": v[1]} for k, v in sorted(decision.partitions.items())},
+    }
+    write_bytes_atomically(join(receipts_dir, "_runs", f"{run_id}-guard.json"), json.dumps(report, indent=2).encode())
+
+
+def _read_json(path: str) -> dict:
+    with FileSystems.open(path) as handle:
+        return json.loads(handle.read())
+
+
+def run_purge(argv: list[str] | None = None) -> dict[str, Any]:
+    """Plan, run and summarise one purge; returns (and writes) the run's summary."""
+    from beam_rtbf.pipeline import resolve_runner
+
+    options = PipelineOptions(argv)
+    opts = options.view_as(PurgeOptions)
+    _validate(opts)
+    standard = options.view_as(StandardOptions)
+    standard.streaming = False
+    output, registry_url = _run_dir_and_registry(options)
+    archive = opts.archive or join(output, "archive")
+    run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+    request_ids = [r.strip() for r in opts.request_ids.split(",") if r.strip()]
+    try:
+        with open_registry(registry_url) as registry:
+            manifests, problems, done = load_pending_manifests(join(output, "manifests"), registry, request_ids)
+    except RegistryUnavailable as exc:
+        raise SystemExit(f"beam-rtbf purge: deletion registry unavailable: {exc}") from exc
+    for problem in problems:
+        _LOGGER.error("skipping %s: %s", problem.path, problem.reason)
+    summary: dict[str, Any] = {
+        "run": run_id,
+        "requests_pending": len(manifests),
+        "manifests_already_done": done,
+        "manifest_problems": [{"path": p.path, "reason": p.reason} for p in problems],
+    }
+    started = time.perf_counter()
+    if manifests:
+        plan = plan_purge(manifests, archive, join(output, "deadletter"), opts.full_scan)
+        runner = resolve_runner(standard.runner, streaming=False)
+        pipeline = beam.Pipeline(runner=runner, options=options)
+        build_purge_pipeline(pipeline, opts, manifests, plan, run_id)
+        pipeline.run().wait_until_finish()
+        guard = _read_json(join(output, "receipts", "_runs", f"{run_id}-guard.json"))
+        receipts = [_read_json(join(output, "receipts", f"{m.request_id}.json")) for m in manifests]
+        statuses = [r["status"] for r in receipts]
+        removed = sum(r["records_removed"]["archive_partition"] for r in receipts if r["purge_run"] == run_id)
+        summary.update(
+            {
+                "files_planned": len(plan.tasks),
+                "guard": guard,
+                "verified": statuses.count("verified"),
+                "incomplete": sorted(r["request_id"] for r in receipts if r["status"] == "incomplete"),
+                "blocked": sorted(r["request_id"] for r in receipts if r["status"] == "blocked"),
+                "archive_records_removed": removed,
+            }
+        )
+    elapsed = time.perf_counter() - started
+    summary["elapsed_s"] = round(elapsed, 3)
+    write_bytes_atomically(
+        join(output, "receipts", "_runs", f"{run_id}-summary.json"), json.dumps(summary, indent=2).encode()
+    )
+    return summary
+
+
+def purge_exit_code(summary: dict[str, Any]) -> int:
+    """0 all verified; 3 stopped by the blast-radius guard; 1 anything left open or a bad manifest."""
+    if summary.get("blocked"):
+        return 3
+    if summary.get("incomplete") or summary.get("manifest_problems"):
+        return 1
+    return 0
+
+
+__all__ += ["purge_exit_code", "ManifestProblem"]

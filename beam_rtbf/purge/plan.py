@@ -1,0 +1,123 @@
+"""Which files a batch of requests touches, and the blast-radius guard that judges the batch.
+
+The subject index names the archive files (and index files) holding each
+identifier, so a purge reads only those, not the whole archive; ``full_scan``
+reads every file instead (for an archive whose index is suspect). Dead-letter
+files hold raw records that never parsed, so they are always scanned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.io.filesystems import FileSystems
+
+from beam_rtbf.archive.index import archive_data_files, index_files, read_parquet
+from beam_rtbf.purge.manifests import PendingManifest
+from beam_rtbf.purge.rewrite import FileScan, FileTask, partition_of
+from beam_rtbf.sinks.files import join
+
+__all__ = ["PurgePlan", "plan_purge", "GuardDecision", "judge_blast_radius"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PurgePlan:
+    tasks: tuple[FileTask, ...]
+    id_requests: dict[str, tuple[str, ...]]  # identifier -> request ids naming it
+    archive_records: int  # all records in the archive (the global share's denominator)
+
+
+def plan_purge(
+    manifests: Sequence[PendingManifest], archive_dir: str, deadletter_dir: str, full_scan: bool = False
+) -> PurgePlan:
+    id_requests: dict[str, set[str]] = {}
+    for manifest in manifests:
+        for subject_id in manifest.subject_ids:
+            id_requests.setdefault(subject_id, set()).add(manifest.request_id)
+    ids = pa.array(sorted(id_requests), pa.string())
+    data_paths: set[str] = {p for m in manifests for p in m.archive_paths}
+    index_paths: set[str] = set()
+    archive_records = 0
+    for path in index_files(archive_dir):
+        table = read_parquet(path, ["user_id", "id_kind", "path", "records"])
+        is_user = pc.equal(table.column("id_kind"), "user_id")
+        archive_records += pc.sum(pc.if_else(is_user, table.column("records"), 0)).as_py() or 0
+        found = table.filter(pc.is_in(table.column("user_id"), value_set=ids))
+        if found.num_rows:
+            index_paths.add(path)
+            data_paths.update(found.column("path").to_pylist())
+    if full_scan:
+        data_paths.update(archive_data_files(archive_dir))
+    dead_paths = [
+        m.path
+        for result in FileSystems.match([join(deadletter_dir, "*.jsonl")])
+        for m in result.metadata_list
+        if "/.tmp-" not in m.path
+    ]
+    tasks = (
+        [FileTask("archive", p) for p in sorted(data_paths)]
+        + [FileTask("index", p) for p in sorted(index_paths)]
+        + [FileTask("deadletter", p) for p in sorted(dead_paths)]
+    )
+    return PurgePlan(tuple(tasks), {k: tuple(sorted(v)) for k, v in id_requests.items()}, archive_records)
+
+
+@dataclasses.dataclass(frozen=True)
+class GuardDecision:
+    allowed: bool
+    reasons: tuple[str, ...]
+    removing: int
+    archive_records: int
+    partitions: dict[str, tuple[int, int]]  # partition -> (removing, records)
+    unreadable: tuple[str, ...]
+
+
+def judge_blast_radius(
+    scans: Iterable[FileScan],
+    archive_records: int,
+    max_partition_share: float,
+    max_total_share: float,
+    min_partition_records: int,
+    confirmed: bool,
+) -> GuardDecision:
+    """Stop the whole batch if it would remove too large a share of a partition or of the archive.
+
+    A bad manifest or a subject id like "" or "unknown" can match a large part of
+    the archive; the guard turns that into a report instead of a deletion. Small
+    partitions (fewer than ``min_partition_records``) are judged only by the global share.
+    """
+    partitions: dict[str, list[int]] = {}
+    removing = 0
+    unreadable = []
+    for scan in scans:
+        if scan.error:
+            unreadable.append(scan.task.path)
+        if scan.task.kind != "archive":
+            continue
+        entry = partitions.setdefault(partition_of(scan.task.path), [0, 0])
+        entry[0] += scan.removed_total
+        entry[1] += scan.total
+        removing += scan.removed_total
+    reasons = []
+    for partition, (gone, records) in sorted(partitions.items()):
+        if records >= min_partition_records and gone > max_partition_share * records:
+            reasons.append(
+                f"{partition}: would remove {gone} of {records} records ({gone / records:.1%} > "
+                f"{max_partition_share:.1%})"
+            )
+    if archive_records and removing > max_total_share * archive_records:
+        reasons.append(
+            f"archive: would remove {removing} of {archive_records} records "
+            f"({removing / archive_records:.1%} > {max_total_share:.1%})"
+        )
+    return GuardDecision(
+        allowed=confirmed or not reasons,
+        reasons=tuple(reasons),
+        removing=removing,
+        archive_records=archive_records,
+        partitions={k: (v[0], v[1]) for k, v in partitions.items()},
+        unreadable=tuple(sorted(unreadable)),
+    )

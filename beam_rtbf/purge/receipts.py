@@ -1,0 +1,80 @@
+"""Receipts and audit records: per request and location, what was removed, when, and the re-scan result.
+
+Neither holds a subject id: the subject appears as a keyed hash only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from beam_rtbf.purge.hashing import SubjectHasher
+from beam_rtbf.purge.manifests import PendingManifest
+from beam_rtbf.purge.rewrite import FileResult
+
+__all__ = ["build_receipt", "receipt_status"]
+
+
+def _file_location(result: FileResult, request_id: str) -> dict:
+    return {
+        "kind": "archive_partition" if result.task.kind == "archive" else result.task.kind,
+        "path": result.task.path,
+        "status": result.status,
+        "records_removed": result.removed.get(request_id, 0),
+        "records_after": result.records_after,
+        "verified": result.verified,
+        "verification": "re-scan found 0 records of the subject" if result.verified else result.detail,
+        "noncurrent_versions_deleted": result.versions_deleted,
+        "at": result.at,
+    }
+
+
+def receipt_status(files: Sequence[FileResult], api_failures: Sequence[dict]) -> str:
+    if any(r.status == "blocked" for r in files):
+        return "blocked"
+    if any(not r.verified for r in files) or api_failures:
+        return "incomplete"
+    return "verified"
+
+
+def build_receipt(
+    manifest: PendingManifest,
+    files: Sequence[FileResult],
+    api_done: Sequence[dict],
+    api_failed: Sequence[dict],
+    hasher: SubjectHasher,
+    run_id: str,
+    at: str,
+) -> dict:
+    locations = [
+        _file_location(r, manifest.request_id) for r in sorted(files, key=lambda r: (r.task.kind, r.task.path))
+    ]
+    locations += [
+        {
+            "kind": "stream",
+            "uri": stream.get("uri"),
+            "status": "expires_by_retention",
+            "retention_holds_until": stream.get("retention_holds_until"),
+            "verified": False,
+            "verification": "a stream cannot delete single records: its retention removes them by this time",
+        }
+        for stream in manifest.streams
+    ]
+    locations += [
+        {"kind": "api", **{k: v for k, v in d.items() if k != "request_id"}} for d in (*api_done, *api_failed)
+    ]
+    status = receipt_status(files, api_failed)
+    return {
+        "request_id": manifest.request_id,
+        "subject_hash": hasher.hash(manifest.subject_ids[0]),
+        "alias_hashes": [hasher.hash(s) for s in manifest.subject_ids[1:]],
+        "regulation": manifest.regulation,
+        "deadline": manifest.deadline,
+        "purge_run": run_id,
+        "status": status,
+        "records_removed": {
+            kind: sum(loc["records_removed"] for loc in locations if loc["kind"] == kind)
+            for kind in ("archive_partition", "index", "deadletter")
+        },
+        "locations": locations,
+        "completed_at": at if status == "verified" else None,
+    }

@@ -1,0 +1,305 @@
+"""Rewrite one stored file without the records of the subjects being purged.
+
+Three kinds of file hold a subject's data after a run: archive partition files
+(Parquet sessions), the archive's subject index (Parquet), and dead letters
+(JSON lines holding raw records that failed to parse). Each is rewritten the
+same way:
+
+1. read it and find the subjects' records (user id or any alias);
+2. journal the per-request counts (so a re-run after a crash still reports
+   what this file lost, although the file then holds nothing more to remove);
+3. write the kept records under a temporary name and verify that file
+   (row count, zero subject records);
+4. rename it onto the original (an atomic replace: the path always names
+   either the old or the new file, never both or neither);
+5. re-scan the final file: zero subject records is the receipt's verification.
+
+A re-run finds nothing left to remove and changes nothing, so a crash at any
+point followed by a re-run ends in the state of one clean run.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from beam_rtbf.archive.write import INDEX_ID_COLUMNS
+from beam_rtbf.records import iso_ms, now_ms
+from beam_rtbf.sinks.files import join, write_bytes_atomically
+
+__all__ = ["FileTask", "FileScan", "FileResult", "scan_file", "rewrite_file", "partition_of", "CRASH_ENV"]
+
+KINDS = ("archive", "index", "deadletter")
+CRASH_ENV = "RTBF_PURGE_CRASH_AT"  # tests: "before_replace:N" / "after_replace:N" kills the process
+_crash_counts: dict[str, int] = {}
+
+
+class PurgeFileError(RuntimeError):
+    """A file could not be read or verified; nothing was replaced."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FileTask:
+    kind: str
+    path: str
+
+
+@dataclasses.dataclass(frozen=True)
+class FileScan:
+    """What a file holds: its records, and per request how many are the request's subjects'."""
+
+    task: FileTask
+    total: int
+    removed_total: int
+    removed: dict[str, int]
+    error: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class FileResult:
+    """What the purge did to one file, per request; ``verified`` means a re-scan found zero records."""
+
+    task: FileTask
+    status: str  # "purged" | "clean" | "blocked" | "error"
+    records_before: int
+    records_after: int
+    removed: dict[str, int]  # this run's and earlier (journal) removals, per request
+    verified: bool
+    at: str
+    detail: str = ""
+    versions_deleted: int = 0
+
+
+def partition_of(path: str) -> str:
+    """The archive partition (its folder) a file belongs to."""
+    return path.rsplit("/", 1)[0]
+
+
+def _crash_point(name: str) -> None:
+    """Kill the process at the N-th pass through ``name`` when tests ask for it (a real crash: no cleanup)."""
+    spec = os.environ.get(CRASH_ENV, "")
+    if not spec.startswith(name + ":"):
+        return
+    _crash_counts[name] = _crash_counts.get(name, 0) + 1
+    if _crash_counts[name] >= int(spec.split(":", 1)[1]):
+        os._exit(86)
+
+
+# -- reading and matching -----------------------------------------------------------------
+
+
+def _read_bytes(path: str) -> bytes:
+    with FileSystems.open(path) as handle:
+        return handle.read()
+
+
+def _read_table(path: str) -> pa.Table:
+    try:
+        return pq.read_table(io.BytesIO(_read_bytes(path)))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise PurgeFileError(f"{path}: not a readable Parquet file ({exc})") from exc
+
+
+def _id_pattern(ids: Sequence[str]) -> re.Pattern[str]:
+    """Whole-identifier matches in raw text: 'u1' must not match inside 'u10'."""
+    alternatives = "|".join(re.escape(i) for i in sorted(ids, key=len, reverse=True))
+    return re.compile(rf"(?<![\w@.+-])(?:{alternatives})(?![\w@.+-])")
+
+
+def _dead_letter_text(line: bytes) -> str:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return line.decode("utf-8", "replace")
+    text = record.get("raw") or ""
+    if record.get("raw_base64"):
+        text += base64.b64decode(record["raw_base64"]).decode("utf-8", "replace")
+    return text + " " + str(record.get("position", ""))
+
+
+class _Matcher:
+    """Finds the subjects' records in a table or in dead-letter lines, and which requests they belong to."""
+
+    def __init__(self, id_requests: Mapping[str, Sequence[str]]) -> None:
+        self.id_requests = id_requests
+        self.ids = pa.array(sorted(id_requests), pa.string())
+        self.pattern = _id_pattern(list(id_requests)) if id_requests else None
+
+    def table_mask(self, table: pa.Table, columns: Sequence[str]) -> tuple[np.ndarray, dict[str, int]]:
+        mask = np.zeros(table.num_rows, dtype=bool)
+        hits: list[np.ndarray] = []
+        present = [c for c in columns if c in table.column_names]
+        for column in present:
+            hit = pc.fill_null(pc.is_in(table.column(column), value_set=self.ids), False).to_numpy(zero_copy_only=False)
+            hits.append(hit)
+            mask |= hit
+        per_request: dict[str, int] = {}
+        for row in np.flatnonzero(mask):  # matched rows are few: per-row Python is fine here
+            requests: set[str] = set()
+            for column, hit in zip(present, hits):
+                if hit[row]:
+                    requests.update(self.id_requests[table.column(column)[int(row)].as_py()])
+            for request_id in requests:
+                per_request[request_id] = per_request.get(request_id, 0) + 1
+        return mask, per_request
+
+    def line_mask(self, lines: Sequence[bytes]) -> tuple[np.ndarray, dict[str, int]]:
+        mask = np.zeros(len(lines), dtype=bool)
+        per_request: dict[str, int] = {}
+        if self.pattern is None:
+            return mask, per_request
+        for i, line in enumerate(lines):
+            found = set(self.pattern.findall(_dead_letter_text(line)))
+            if found:
+                mask[i] = True
+                for request_id in {r for f in found for r in self.id_requests[f]}:
+                    per_request[request_id] = per_request.get(request_id, 0) + 1
+        return mask, per_request
+
+
+def _columns_for(kind: str) -> Sequence[str]:
+    return INDEX_ID_COLUMNS if kind == "archive" else ("user_id",)
+
+
+def _load(task: FileTask) -> pa.Table | list[bytes]:
+    if task.kind == "deadletter":
+        return [line for line in _read_bytes(task.path).split(b"\n") if line.strip()]
+    return _read_table(task.path)
+
+
+def _mask(task: FileTask, data: pa.Table | list[bytes], matcher: _Matcher) -> tuple[np.ndarray, dict[str, int]]:
+    if task.kind == "deadletter":
+        return matcher.line_mask(data)
+    return matcher.table_mask(data, _columns_for(task.kind))
+
+
+def scan_file(task: FileTask, id_requests: Mapping[str, Sequence[str]]) -> FileScan:
+    """Count, without changing anything, what purging this file would remove (the guard's input)."""
+    if not FileSystems.exists(task.path):
+        return FileScan(task, 0, 0, {})
+    try:
+        data = _load(task)
+    except PurgeFileError as exc:
+        return FileScan(task, 0, 0, {}, error=str(exc))
+    mask, per_request = _mask(task, data, _Matcher(id_requests))
+    return FileScan(task, len(mask), int(mask.sum()), per_request)
+
+
+# -- journal --------------------------------------------------------------------------------
+
+
+def _journal_path(journal_dir: str, path: str) -> str:
+    return join(journal_dir, hashlib.sha256(path.encode()).hexdigest()[:32] + ".json")
+
+
+def _read_journal(journal_dir: str, path: str) -> dict[str, int]:
+    journal = _journal_path(journal_dir, path)
+    if not FileSystems.exists(journal):
+        return {}
+    return dict(json.loads(_read_bytes(journal))["removed"])
+
+
+def _write_journal(journal_dir: str, task: FileTask, removed: Mapping[str, int]) -> None:
+    body = {"path": task.path, "kind": task.kind, "removed": dict(sorted(removed.items())), "at": iso_ms(now_ms())}
+    write_bytes_atomically(_journal_path(journal_dir, task.path), json.dumps(body, sort_keys=True).encode())
+
+
+# -- rewrite --------------------------------------------------------------------------------
+
+
+def _encode(task: FileTask, kept: pa.Table | list[bytes]) -> bytes:
+    if task.kind == "deadletter":
+        return b"".join(line + b"\n" for line in kept)
+    sink = io.BytesIO()
+    pq.write_table(kept, sink, compression="zstd")
+    return sink.getvalue()
+
+
+def _verify(task: FileTask, path: str, expected_rows: int, matcher: _Matcher) -> None:
+    data = _load(FileTask(task.kind, path))
+    mask, _ = _mask(task, data, matcher)
+    if len(mask) != expected_rows or mask.any():
+        raise PurgeFileError(
+            f"{path}: verification failed ({len(mask)} records, expected {expected_rows}; "
+            f"{int(mask.sum())} still match)"
+        )
+
+
+def rewrite_file(
+    task: FileTask,
+    id_requests: Mapping[str, Sequence[str]],
+    journal_dir: str,
+    allowed: bool = True,
+    blocked_reason: str = "",
+    purge_versions: bool = True,
+) -> FileResult:
+    """Remove the subjects' records from one file, verified; see the module docstring for the steps."""
+    matcher = _Matcher(id_requests)
+    at = iso_ms(now_ms())
+    if not FileSystems.exists(task.path):
+        # Gone (e.g. compacted or already emptied and deleted): nothing of anyone remains there.
+        return FileResult(task, "clean", 0, 0, _read_journal(journal_dir, task.path), True, at, "file no longer exists")
+    try:
+        data = _load(task)
+    except PurgeFileError as exc:
+        return FileResult(task, "error", 0, 0, {}, False, at, str(exc))
+    mask, per_request = _mask(task, data, matcher)
+    total, removing = len(mask), int(mask.sum())
+    earlier = _read_journal(journal_dir, task.path)
+    if removing == 0:
+        return FileResult(task, "clean", total, total, earlier, True, at)
+    if not allowed:
+        return FileResult(task, "blocked", total, total, {}, False, at, blocked_reason)
+    merged = {r: max(earlier.get(r, 0), per_request.get(r, 0)) for r in {*earlier, *per_request}}
+    _write_journal(journal_dir, task, merged)
+    keep = ~mask
+    if isinstance(data, list):
+        kept: pa.Table | list[bytes] = [line for line, k in zip(data, keep) if k]
+    else:
+        kept = data.filter(pa.array(keep))
+    remaining = total - removing
+    versions = 0
+    _crash_point("before_replace")
+    if remaining == 0:
+        FileSystems.delete([task.path])
+    else:
+        directory, name = task.path.rsplit("/", 1)
+        tmp = f"{directory}/.tmp-{uuid.uuid4().hex[:12]}-{name}"
+        with FileSystems.create(tmp) as handle:
+            handle.write(_encode(task, kept))
+        try:
+            _verify(task, tmp, remaining, matcher)
+        except PurgeFileError:
+            FileSystems.delete([tmp])
+            raise
+        FileSystems.rename([tmp], [task.path])
+        if purge_versions and tmp.startswith("s3://"):
+            versions += _purge_versions(tmp)
+    _crash_point("after_replace")
+    if purge_versions and task.path.startswith("s3://"):
+        versions += _purge_versions(task.path)
+    if remaining:
+        _verify(task, task.path, remaining, matcher)
+    elif FileSystems.exists(task.path):
+        raise PurgeFileError(f"{task.path}: still exists after deleting it")
+    return FileResult(task, "purged", total, remaining, merged, True, at, versions_deleted=versions)
+
+
+def _purge_versions(path: str) -> int:
+    """Older object versions would keep the erased records in a versioned bucket: delete them."""
+    from beam_rtbf.purge.versions import purge_noncurrent_versions
+
+    return purge_noncurrent_versions(path)

@@ -1,0 +1,153 @@
+"""A run directory with known history, then erasure requests for some of its subjects.
+
+Run 1 archives everything (no requests yet); run 2 brings the requests, so the
+registry accepts them and manifests name the archive files that hold them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from beam_rtbf.cli import main
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+HOUR = 3_600_000
+
+# Subjects to forget, with every identifier a request names for them.
+FORGOTTEN = {
+    "req-a": ("alice", "alice@example.com"),  # user id and email alias
+    "req-b": ("bob",),
+    "req-c": ("carol", "dev-carol-1"),  # a device id alias
+}
+# A guest session that carries only Alice's email: the alias must find it.
+GUEST_WITH_ALIAS = "guest-77"
+
+
+@dataclasses.dataclass
+class PurgeSetup:
+    root: Path
+    out: Path
+    registry: str
+    counts_before: Counter  # records per user id in the archive after run 1
+    expected_after: Counter  # records per user id with no forgotten identifier: what must remain
+    subject_records: dict[str, int]  # request id -> archive records of that subject (all identifiers)
+
+    def purge(self, *extra: str) -> int:
+        return main(["purge", f"--output={self.out}", f"--registry={self.registry}", *extra])
+
+
+def _sessions() -> list[dict]:
+    rows = []
+    others = [f"user-{i:02d}" for i in range(40)]
+    for hour in range(3):
+        for i, user in enumerate(others):
+            for k in range(5):
+                rows.append(_row(user, T0 + hour * HOUR + (i * 5 + k) * 1000))
+        for k in range(4):
+            rows.append(_row("alice", T0 + hour * HOUR + 700_000 + k, email="alice@example.com"))
+            rows.append(_row("bob", T0 + hour * HOUR + 800_000 + k))
+        rows.append(_row("carol", T0 + hour * HOUR + 900_000, device_id="dev-carol-1"))
+    rows.append(_row(GUEST_WITH_ALIAS, T0 + 950_000, email="alice@example.com"))
+    rows.append(_row("user-00", T0 + 960_000, device_id="dev-carol-1"))  # carol's device, another user id
+    return rows
+
+
+def _row(user: str, t: int, email: str | None = None, device_id: str | None = None) -> dict:
+    row = {
+        "user_id": user,
+        "event_time": t,
+        "action": "show",
+        "action_type": "view",
+        "device_type": "iPhone",
+        "secs_elapsed": 3.0,
+        "event_id": f"{user}-{t}",
+    }
+    if email:
+        row["email"] = email
+    if device_id:
+        row["device_id"] = device_id
+    return row
+
+
+BAD_LINES = [
+    b'{"user_id": "bob", "event_time": "not-a-time"}',  # a dead letter holding Bob's id
+    b'{"user_id": "user-03", "secs_elapsed": -1}',  # someone else's dead letter: must stay
+    b'{"user_id": "alice@example.com" "broken json',
+]
+
+
+def archive_table(out: Path) -> pa.Table:
+    files = sorted(glob.glob(str(out / "archive" / "dt=*" / "**" / "*.parquet"), recursive=True))
+    return pa.concat_tables([pq.read_table(f) for f in files]) if files else pa.table({})
+
+
+def build(root: Path, registry: str) -> PurgeSetup:
+    out = root / "out"
+    data = root / "data"
+    data.mkdir(parents=True)
+    sessions = data / "sessions.jsonl"
+    sessions.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in _sessions()) + b"\n".join(BAD_LINES) + b"\n")
+    empty = data / "empty.jsonl"
+    empty.write_bytes(b"")
+    requests = data / "requests.jsonl"
+    requests.write_text(
+        "".join(
+            json.dumps(
+                {"request_id": rid, "subject_id": ids[0], "aliases": list(ids[1:]), "requested_at": T0 + 4 * HOUR}
+            )
+            + "\n"
+            for rid, ids in FORGOTTEN.items()
+        )
+    )
+    common = [f"--output={out}", f"--registry={registry}", "--archive_partition_s=3600", "--dedupe=off"]
+    assert main(["run", *common, f"--sessions=file://{sessions}", f"--requests=file://{empty}"]) == 0
+    assert main(["run", *common, f"--sessions=file://{empty}", f"--requests=file://{requests}"]) == 0
+    table = archive_table(out)
+    counts = Counter(table.column("user_id").to_pylist())
+    rows = table.to_pylist()
+    subject_records = {
+        rid: sum(1 for r in rows if {r["user_id"], r["email"], r["device_id"]} & set(ids))
+        for rid, ids in FORGOTTEN.items()
+    }
+    every_id = {i for ids in FORGOTTEN.values() for i in ids}
+    expected_after = Counter(r["user_id"] for r in rows if not {r["user_id"], r["email"], r["device_id"]} & every_id)
+    return PurgeSetup(root, out, registry, counts, expected_after, subject_records)
+
+
+def files_mentioning(root: Path, needles: list[str]) -> dict[str, list[str]]:
+    """Every file under ``root`` (Parquet decoded to text) that still contains one of ``needles``."""
+    found: dict[str, list[str]] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if path.suffix == ".parquet":
+            text = json.dumps(pq.read_table(path).to_pylist(), default=str)
+        else:
+            text = path.read_bytes().decode("utf-8", "replace")
+        hits = [n for n in needles if f'"{n}"' in text or f'\\"{n}\\"' in text]
+        if hits:
+            found[str(path.relative_to(root))] = hits
+    return found
+
+
+def archive_counts(out: Path) -> Counter:
+    table = archive_table(out)
+    return Counter(table.column("user_id").to_pylist()) if table.num_rows else Counter()
+
+
+def read_receipt(out: Path, request_id: str) -> dict:
+    return json.loads((out / "receipts" / f"{request_id}.json").read_text())
+
+
+def manifest(out: Path, request_id: str) -> dict:
+    return json.loads((out / "manifests" / f"{request_id}.json").read_text())
+
+
+def list_dir(path: Path) -> list[str]:
+    return sorted(os.path.relpath(p, path) for p in glob.glob(str(path / "**" / "*"), recursive=True))

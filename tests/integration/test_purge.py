@@ -1,0 +1,184 @@
+"""``beam-rtbf purge`` end to end on real files: erasure, receipts, lifecycle, crash, guard, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from beam_rtbf.cli import main
+from beam_rtbf.registry import open_registry
+from tests.helpers.purge_setup import (
+    FORGOTTEN,
+    GUEST_WITH_ALIAS,
+    archive_counts,
+    archive_table,
+    build,
+    files_mentioning,
+    manifest,
+    read_receipt,
+)
+
+pytestmark = [pytest.mark.slow]
+
+ALL_IDS = sorted({i for ids in FORGOTTEN.values() for i in ids})
+
+
+@pytest.fixture
+def setup(tmp_path, registry_url, monkeypatch):
+    monkeypatch.setenv("RTBF_SUBJECT_HASH_KEY", "test-key")
+    monkeypatch.chdir(tmp_path)
+    return build(tmp_path / "a", registry_url)
+
+
+def _timeline(registry_url: str, request_id: str) -> list[str]:
+    with open_registry(registry_url) as registry:
+        return [e.status for e in registry.timeline(request_id)]
+
+
+def test_purge_erases_every_identifier_everywhere_and_keeps_everyone_else(setup, capsys):
+    # Before: the subjects are in the archive, its index, the dead letters and the manifests.
+    before = files_mentioning(setup.out, ALL_IDS)
+    assert any(p.startswith("archive/dt=") for p in before)
+    assert any(p.startswith("archive/_index/") for p in before)
+    assert any(p.startswith("deadletter/") for p in before)
+    assert setup.subject_records == {"req-a": 13, "req-b": 12, "req-c": 4}
+
+    assert setup.purge() == 0
+    assert "verified                  3" in capsys.readouterr().out
+
+    # After: no identifier anywhere in the run directory (archive, index, dead letters, manifests,
+    # receipts, audit, analytics); the registry keeps them, by contract, to keep filtering.
+    assert files_mentioning(setup.out, ALL_IDS) == {}
+    assert archive_counts(setup.out) == setup.expected_after
+    assert GUEST_WITH_ALIAS not in archive_counts(setup.out)  # found through Alice's email alias
+    assert archive_counts(setup.out)["user-00"] == setup.counts_before["user-00"] - 1  # carol's device
+    # The other user's dead letter is still there.
+    dead = b"".join(p.read_bytes() for p in (setup.out / "deadletter").glob("*.jsonl"))
+    assert b"user-03" in dead and b"bob" not in dead
+
+    for request_id in FORGOTTEN:
+        receipt = read_receipt(setup.out, request_id)
+        assert receipt["status"] == "verified"
+        assert receipt["records_removed"]["archive_partition"] == setup.subject_records[request_id]
+        assert receipt["subject_hash"].startswith("hmac-sha256:")
+        archive_locations = [loc for loc in receipt["locations"] if loc["kind"] == "archive_partition"]
+        assert archive_locations and all(loc["verified"] for loc in archive_locations)
+        assert [loc["kind"] for loc in receipt["locations"] if loc["kind"] == "stream"] == ["stream"]
+        redacted = manifest(setup.out, request_id)
+        assert redacted["status"] == "verified" and "subject_ids" not in redacted
+        assert redacted["subject_hashes"][0] == receipt["subject_hash"]
+        assert _timeline(setup.registry, request_id) == ["received", "suppressed", "purged", "verified"]
+    assert read_receipt(setup.out, "req-b")["records_removed"]["deadletter"] == 1
+
+    audit = [json.loads(line) for p in (setup.out / "audit").glob("*.jsonl") for line in p.read_text().splitlines()]
+    assert {a["request_id"] for a in audit if a.get("event") == "receipt"} == set(FORGOTTEN)
+
+    # Nothing is open any more; a second purge finds nothing to do and changes nothing.
+    assert main(["status", f"--registry={setup.registry}"]) == 0
+    assert capsys.readouterr().out.strip() == "no open requests"
+    archive_before = archive_table(setup.out)
+    assert setup.purge() == 0
+    assert "requests_pending          0" in capsys.readouterr().out
+    assert archive_table(setup.out).equals(archive_before)
+
+
+@pytest.mark.parametrize("point", ["before_replace:2", "after_replace:2"])
+def test_crash_mid_purge_then_rerun_ends_as_one_clean_run(setup, tmp_path, registry_url, point):
+    mentioning_before = files_mentioning(setup.out, ALL_IDS)
+    env = {**os.environ, "RTBF_PURGE_CRASH_AT": point, "RTBF_SUBJECT_HASH_KEY": "test-key"}
+    crashed = subprocess.run(
+        [sys.executable, "-m", "beam_rtbf.cli", "purge", f"--output={setup.out}", f"--registry={setup.registry}"],
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
+    assert crashed.returncode == 86, crashed.stderr[-2000:]
+    # Killed part way: some files are purged, some not, no receipt yet.
+    mentioning_crashed = files_mentioning(setup.out, ALL_IDS)
+    assert set(mentioning_crashed) < set(mentioning_before) and mentioning_crashed
+    assert not list((setup.out / "receipts").glob("*.json"))
+    assert setup.purge() == 0
+
+    # The state of one clean run on an identical setup.
+    clean = build(tmp_path / "clean", f"embedded://{tmp_path / 'clean-registry.sqlite'}")
+    assert clean.purge() == 0
+    assert archive_counts(setup.out) == archive_counts(clean.out) == setup.expected_after
+    assert files_mentioning(setup.out, ALL_IDS) == {}
+    for request_id in FORGOTTEN:
+        crashed_receipt, clean_receipt = read_receipt(setup.out, request_id), read_receipt(clean.out, request_id)
+        assert crashed_receipt["status"] == clean_receipt["status"] == "verified"
+        assert crashed_receipt["records_removed"] == clean_receipt["records_removed"]
+
+
+def test_blast_radius_guard_stops_and_reports_until_confirmed(setup, capsys):
+    archive_before = archive_table(setup.out)
+    # 29 of ~650 records is ~4.5%: a 1% cap on the archive-wide share stops the batch.
+    assert setup.purge("--max_total_share=0.01") == 3
+    out = capsys.readouterr().out
+    assert "STOPPED by the blast-radius guard" in out and "archive: would remove 29 of" in out
+    assert archive_table(setup.out).equals(archive_before)
+    assert files_mentioning(setup.out / "archive", ["alice"])  # nothing deleted
+    for request_id in FORGOTTEN:
+        assert read_receipt(setup.out, request_id)["status"] == "blocked"
+        assert _timeline(setup.registry, request_id)[-1] == "purge_blocked"
+        assert manifest(setup.out, request_id)["subject_ids"]  # still pending, not redacted
+
+    assert setup.purge("--max_total_share=0.01", "--confirm") == 0
+    assert archive_counts(setup.out) == setup.expected_after
+
+
+def test_partition_share_guard(setup, capsys):
+    # In each hour partition the three subjects hold 9 of 209 records (4.3%).
+    assert setup.purge("--max_partition_share=0.04") == 3
+    assert "would remove 9 of 209 records" in capsys.readouterr().out
+    assert archive_counts(setup.out) == setup.counts_before
+
+
+def test_bad_manifests_are_reported_and_delete_nothing(setup, capsys):
+    manifests = setup.out / "manifests"
+    (manifests / "garbage.json").write_text("{not json")
+    forged = manifest(setup.out, "req-b")
+    forged["request_id"] = "req-forged"
+    forged["subject_ids"] = ["user-05"]
+    (manifests / "req-forged.json").write_text(json.dumps(forged))
+    mismatched = manifest(setup.out, "req-c")
+    mismatched["subject_ids"] = ["carol", "user-06"]
+    (manifests / "req-c.json").write_text(json.dumps(mismatched))
+
+    assert setup.purge() == 1
+    out = capsys.readouterr().out
+    assert "garbage.json: corrupt manifest: not JSON" in out
+    assert "unknown request 'req-forged': not in the registry" in out
+    assert "req-c.json: manifest for req-c names other subject ids" in out
+    counts = archive_counts(setup.out)
+    assert counts["user-05"] == setup.counts_before["user-05"]
+    assert counts["user-06"] == setup.counts_before["user-06"]
+    assert counts["carol"] == setup.counts_before["carol"]  # its manifest was refused
+    assert counts["alice"] == 0 and counts["bob"] == 0  # the good manifests were purged
+
+
+def test_unreadable_archive_file_is_an_error_and_keeps_the_request_open(setup, capsys):
+    target = sorted((setup.out / "archive").glob("dt=*/hour=01/*.parquet"))[0]
+    target.write_bytes(b"this is not parquet")
+    assert setup.purge() == 1
+    out = capsys.readouterr().out
+    assert "incomplete: req-a" in out
+    assert target.read_bytes() == b"this is not parquet"  # left alone
+    receipt = read_receipt(setup.out, "req-a")
+    assert receipt["status"] == "incomplete"
+    bad = [loc for loc in receipt["locations"] if loc.get("path") == str(target)]
+    assert bad and "not a readable Parquet file" in bad[0]["verification"]
+    assert _timeline(setup.registry, "req-a")[-1] == "purge_incomplete"
+    assert main(["status", f"--registry={setup.registry}"]) == 0
+    assert "req-a\tgdpr\tpurge_incomplete" in capsys.readouterr().out
+    # The readable files were purged.
+    readable = [p for p in (setup.out / "archive").glob("dt=*/hour=*/*.parquet") if p != target]
+    assert len(readable) == 2
+    for path in readable:
+        users = set(pq.read_table(path).column("user_id").to_pylist())
+        assert not users & {"alice", "bob", "carol"} and len(users) == 40  # everyone else stays
