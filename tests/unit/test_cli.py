@@ -116,3 +116,34 @@ def test_unreachable_stream_fails_before_the_pipeline_starts(tmp_path, registry_
     assert "kafka://127.0.0.1:1/t: cannot reach the brokers" in capsys.readouterr().err
     assert time.monotonic() - started < 10  # one check, not the runner's four retries
     assert not (tmp_path / "summary.json").exists()
+
+
+def test_status_lists_open_requests_overdue_first_with_days_left(registry_url, capsys):
+    from beam_rtbf.records import ErasureRequest, now_ms
+    from beam_rtbf.registry import open_registry
+
+    day = 86_400_000
+    now = now_ms()
+    with open_registry(registry_url) as registry:
+        registry.add(
+            [
+                ErasureRequest("fresh-gdpr", "u1", now - 1 * day, "gdpr"),
+                ErasureRequest("old-ccpa", "u2", now - 10 * day, "ccpa"),
+                ErasureRequest("overdue-gdpr", "u3", now - 40 * day, "gdpr"),
+                ErasureRequest("done", "u4", now - 35 * day, "gdpr"),
+            ]
+        )
+        registry.record_event("done", "verified", now, "receipt")
+    assert main(["status", "--registry", registry_url]) == 0
+    rows = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]
+    assert [r[0] for r in rows] == ["overdue-gdpr", "fresh-gdpr", "old-ccpa"]
+    assert rows[0][2] == "received" and rows[0][4].startswith("OVERDUE by ")
+    # GDPR: one month (30 days), CCPA: 45 days, counted from requested_at.
+    assert [r[4] for r in rows[1:]] == ["29.0 days left", "35.0 days left"]
+    assert main(["status", "--all", "--registry", registry_url]) == 0
+    assert [line.split("\t")[0] for line in capsys.readouterr().out.strip().splitlines()] == [
+        "overdue-gdpr",
+        "done",
+        "fresh-gdpr",
+        "old-ccpa",
+    ]
