@@ -22,3 +22,7 @@ REGISTRY_ERRORS = "registry_errors"
 SIDE_INPUT_AGE_MS = "deletion_set_age_ms"
 REFRESH_MS = "deletion_set_refresh_ms"
 EFFECTIVENESS_MS = "effectiveness_latency_ms"
+# Purge: the erasure API sink
+API_DONE = "erasure_api_done"
+API_FAILED = "erasure_api_failed"
+API_RETRIES = "erasure_api_retries"

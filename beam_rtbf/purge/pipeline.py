@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid
 from typing import Any
@@ -83,6 +84,19 @@ def _validate(opts: PurgeOptions) -> None:
             problems.append(f"--{name} must be in (0, 1]")
     if opts.guard_min_partition_records < 0:
         problems.append("--guard_min_partition_records must be >= 0")
+    if opts.erasure_api_url:
+        from beam_rtbf.purge.api_sink import TOKEN_ENV, check_api_url
+
+        try:
+            check_api_url(opts.erasure_api_url)
+        except ValueError as exc:
+            problems.append(str(exc))
+        if not os.environ.get(TOKEN_ENV):
+            problems.append(f"--erasure_api_url needs a bearer token in ${TOKEN_ENV}")
+        if opts.erasure_api_rate_per_s <= 0:
+            problems.append("--erasure_api_rate_per_s must be > 0")
+        if opts.erasure_api_max_attempts < 1:
+            problems.append("--erasure_api_max_attempts must be >= 1")
     if problems:
         raise ValueError("; ".join(problems))
 
@@ -113,7 +127,8 @@ def _route(result: FileResult, all_requests: tuple[str, ...], id_requests: dict)
     """Which requests a file result belongs to: those it removed records for, or all on block/error."""
     if result.status in ("blocked", "error"):
         return [(r, result) for r in all_requests]
-    return [(r, result) for r in sorted(result.removed)]
+    # ``removed`` may name requests of earlier runs (from the journal): only this run's are routed.
+    return [(r, result) for r in sorted(result.removed) if r in all_requests]
 
 
 class _FinishRequestFn(beam.DoFn):
@@ -183,10 +198,12 @@ class _FinishRequestFn(beam.DoFn):
         }
 
 
-class _WriteAuditFn(beam.DoFn):
-    def __init__(self, audit_dir: str, run_id: str) -> None:
-        self._audit_dir = audit_dir
-        self._run_id = run_id
+class _WriteJsonLinesFn(beam.DoFn):
+    """A bundle's rows as one JSON-lines file (audit records, API dead letters)."""
+
+    def __init__(self, directory: str, prefix: str) -> None:
+        self._directory = directory
+        self._prefix = prefix
 
     def start_bundle(self) -> None:
         self._rows: list[dict] = []
@@ -196,7 +213,7 @@ class _WriteAuditFn(beam.DoFn):
 
     def finish_bundle(self) -> None:
         if self._rows:
-            path = join(self._audit_dir, unique_part(f"purge-{self._run_id}", ".jsonl"))
+            path = join(self._directory, unique_part(self._prefix, ".jsonl"))
             write_bytes_atomically(path, json_lines(self._rows))
             self._rows = []
 
@@ -247,6 +264,10 @@ def build_purge_pipeline(
         )
         groups["api_done"] = api["done"] | "KeyApiDone" >> beam.Map(lambda d: (d["request_id"], d))
         groups["api_failed"] = api["deadletter"] | "KeyApiFailed" >> beam.Map(lambda d: (d["request_id"], d))
+        # Outside deadletter/*.jsonl on purpose: those are raw records the purge scans; these hold no ids.
+        api["deadletter"] | "WriteApiDeadLetters" >> beam.ParDo(
+            _WriteJsonLinesFn(join(output, "deadletter", "erasure_api"), f"purge-{run_id}")
+        )
     else:
         groups["api_done"] = p | "NoApiDone" >> beam.Create([])
         groups["api_failed"] = p | "NoApiFailed" >> beam.Create([])
@@ -256,7 +277,7 @@ def build_purge_pipeline(
         | "FinishRequests"
         >> beam.ParDo(_FinishRequestFn({m.request_id: m for m in manifests}, registry_url, receipts_dir, run_id))
     )
-    audit | "WriteAudit" >> beam.ParDo(_WriteAuditFn(join(output, "audit"), run_id))
+    audit | "WriteAudit" >> beam.ParDo(_WriteJsonLinesFn(join(output, "audit"), f"purge-{run_id}"))
 
 
 def _run_dir_and_registry(opts: PipelineOptions) -> tuple[str, str]:

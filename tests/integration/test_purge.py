@@ -12,6 +12,7 @@ import pytest
 
 from beam_rtbf.cli import main
 from beam_rtbf.registry import open_registry
+from beam_rtbf.testing.erasure_api import ErasureApiServer
 from tests.helpers.purge_setup import (
     FORGOTTEN,
     GUEST_WITH_ALIAS,
@@ -182,3 +183,70 @@ def test_unreadable_archive_file_is_an_error_and_keeps_the_request_open(setup, c
     for path in readable:
         users = set(pq.read_table(path).column("user_id").to_pylist())
         assert not users & {"alice", "bob", "carol"} and len(users) == 40  # everyone else stays
+
+
+API_TOKEN = "purge-test-token"
+
+
+def test_erasure_api_500_then_200_ends_verified(setup, monkeypatch):
+    monkeypatch.setenv("RTBF_ERASURE_API_TOKEN", API_TOKEN)
+    with ErasureApiServer(API_TOKEN, {"req-a": [500]}) as api:
+        assert setup.purge(f"--erasure_api_url={api.url}", "--erasure_api_action=anonymize") == 0
+        calls, erased = api.calls, api.erased
+    assert sorted((c.body["request_id"], c.status) for c in calls) == [
+        ("req-a", 200), ("req-a", 500), ("req-b", 200), ("req-c", 200)
+    ]  # fmt: skip
+    assert {tuple(b["subject_ids"]) for b in erased.values()} == set(FORGOTTEN.values())
+    assert {b["action"] for b in erased.values()} == {"anonymize"}
+    receipt = read_receipt(setup.out, "req-a")
+    assert receipt["status"] == "verified"
+    [api_location] = [loc for loc in receipt["locations"] if loc["kind"] == "api"]
+    assert api_location["location"] == f"api:{api.url}"
+    assert (api_location["status"], api_location["http_status"], api_location["attempts"]) == ("done", 200, 2)
+    assert _timeline(setup.registry, "req-a") == ["received", "suppressed", "purged", "verified"]
+    assert not (setup.out / "deadletter" / "erasure_api").exists()
+
+
+def test_erasure_api_permanent_failure_dead_letters_and_keeps_the_request_open(setup, monkeypatch, capsys):
+    monkeypatch.setenv("RTBF_ERASURE_API_TOKEN", API_TOKEN)
+    with ErasureApiServer(API_TOKEN, {"req-b": [403]}) as api:
+        assert setup.purge(f"--erasure_api_url={api.url}") == 1
+        assert "incomplete: req-b" in capsys.readouterr().out
+
+        receipt = read_receipt(setup.out, "req-b")
+        assert receipt["status"] == "incomplete" and receipt["completed_at"] is None
+        [failed] = [loc for loc in receipt["locations"] if loc["kind"] == "api"]
+        assert (failed["status"], failed["http_status"], failed["attempts"]) == ("failed", 403, 1)
+        assert failed["reason"].startswith("permanent: HTTP 403")
+        [letter] = [
+            json.loads(line) for p in (setup.out / "deadletter" / "erasure_api").glob("*.jsonl")
+            for line in p.read_text().splitlines()
+        ]  # fmt: skip
+        assert (letter["request_id"], letter["http_status"], letter["verified"]) == ("req-b", 403, False)
+        assert _timeline(setup.registry, "req-b")[-1] == "purge_incomplete"
+        assert manifest(setup.out, "req-b")["subject_ids"] == ["bob"]  # open: not redacted
+        assert main(["status", f"--registry={setup.registry}"]) == 0
+        status_out = capsys.readouterr().out
+        assert status_out.count("\n") == 1 and "req-b\tgdpr\tpurge_incomplete" in status_out
+        # The files were purged all the same; only the API is owed.
+        assert archive_counts(setup.out) == setup.expected_after
+        assert all(read_receipt(setup.out, r)["status"] == "verified" for r in ("req-a", "req-c"))
+
+        # The API recovers: a re-run calls it for req-b only, with the same key, and closes the request.
+        assert setup.purge(f"--erasure_api_url={api.url}") == 0
+        b_calls = [c for c in api.calls if c.body["request_id"] == "req-b"]
+        assert [c.status for c in b_calls] == [403, 200] and len({c.headers["Idempotency-Key"] for c in b_calls}) == 1
+        assert len(api.calls) == 4
+    receipt = read_receipt(setup.out, "req-b")
+    assert receipt["status"] == "verified"
+    assert receipt["records_removed"]["archive_partition"] == setup.subject_records["req-b"]  # from the journal
+    assert _timeline(setup.registry, "req-b")[-2:] == ["purged", "verified"]
+    assert files_mentioning(setup.out, ALL_IDS) == {}
+
+
+def test_erasure_api_needs_https_and_a_token(setup, monkeypatch, capsys):
+    monkeypatch.delenv("RTBF_ERASURE_API_TOKEN", raising=False)
+    assert setup.purge("--erasure_api_url=http://crm.example.com/erase") == 2
+    err = capsys.readouterr().err
+    assert "must use https" in err and "RTBF_ERASURE_API_TOKEN" in err
+    assert archive_counts(setup.out) == setup.counts_before
