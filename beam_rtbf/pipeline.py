@@ -261,6 +261,7 @@ def check_registry(url: str) -> int:
 def run(argv: list[str] | None = None) -> dict[str, Any]:
     """Validate options, build and run the graph, write and return ``summary.json``'s figures."""
     options = PipelineOptions(argv)
+    FileSystems.set_options(options)  # the driver's own file calls (s3:// needs --s3_* options) before the pipeline
     opts = options.view_as(RtbfOptions)
     validate_options(opts)
     sessions_source = source_for(opts.sessions, "sessions")

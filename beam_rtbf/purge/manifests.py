@@ -108,8 +108,11 @@ def load_pending_manifests(
     return pending, problems, done
 
 
-def redact_manifest(path: str, hasher: SubjectHasher, receipt_path: str) -> None:
-    """Once verified, the manifest keeps keyed hashes of the ids instead of the ids themselves."""
+def redact_manifest(path: str, hasher: SubjectHasher, receipt_path: str, purge_versions: bool = True) -> None:
+    """Once verified, the manifest keeps keyed hashes of the ids instead of the ids themselves.
+
+    In a versioned bucket the manifest's older version still names the ids: it goes too.
+    """
     with FileSystems.open(path) as handle:
         body = json.loads(handle.read())
     body["subject_hashes"] = [hasher.hash(s) for s in body.pop("subject_ids", [])]
@@ -117,3 +120,7 @@ def redact_manifest(path: str, hasher: SubjectHasher, receipt_path: str) -> None
     body["verified_at"] = iso_ms(now_ms())
     body["receipt"] = receipt_path
     write_bytes_atomically(path, json.dumps(body, indent=2, sort_keys=True).encode())
+    if purge_versions:
+        from beam_rtbf.purge.versions import purge_noncurrent_versions
+
+        purge_noncurrent_versions(path)

@@ -134,8 +134,11 @@ def _route(result: FileResult, all_requests: tuple[str, ...], id_requests: dict)
 class _FinishRequestFn(beam.DoFn):
     """Per request: receipt, audit lines, registry timeline, and the manifest redacted once verified."""
 
-    def __init__(self, manifests: dict, registry_url: str, receipts_dir: str, run_id: str) -> None:
+    def __init__(
+        self, manifests: dict, registry_url: str, receipts_dir: str, run_id: str, purge_versions: bool
+    ) -> None:
         self._manifests = manifests
+        self._purge_versions = purge_versions
         self._registry_url = registry_url
         self._receipts_dir = receipts_dir
         self._run_id = run_id
@@ -174,7 +177,7 @@ class _FinishRequestFn(beam.DoFn):
                 )
                 registry.record_event(request_id, f"purge_{receipt['status']}", now_ms(), why[:500])
         if receipt["status"] == "verified":
-            redact_manifest(manifest.path, self._hasher, receipt_path)
+            redact_manifest(manifest.path, self._hasher, receipt_path, self._purge_versions)
         for location in receipt["locations"]:
             yield {
                 "at": at,
@@ -275,7 +278,11 @@ def build_purge_pipeline(
         groups
         | "JoinPerRequest" >> beam.CoGroupByKey()
         | "FinishRequests"
-        >> beam.ParDo(_FinishRequestFn({m.request_id: m for m in manifests}, registry_url, receipts_dir, run_id))
+        >> beam.ParDo(
+            _FinishRequestFn(
+                {m.request_id: m for m in manifests}, registry_url, receipts_dir, run_id, not opts.keep_old_versions
+            )
+        )
     )
     audit | "WriteAudit" >> beam.ParDo(_WriteJsonLinesFn(join(output, "audit"), f"purge-{run_id}"))
 
@@ -310,6 +317,7 @@ def run_purge(argv: list[str] | None = None) -> dict[str, Any]:
     from beam_rtbf.pipeline import resolve_runner
 
     options = PipelineOptions(argv)
+    FileSystems.set_options(options)  # the driver reads manifests and the index itself (s3:// needs --s3_*)
     opts = options.view_as(PurgeOptions)
     _validate(opts)
     standard = options.view_as(StandardOptions)

@@ -8,10 +8,11 @@ same way:
 1. read it and find the subjects' records (user id or any alias);
 2. journal the per-request counts (so a re-run after a crash still reports
    what this file lost, although the file then holds nothing more to remove);
-3. write the kept records under a temporary name and verify that file
-   (row count, zero subject records);
-4. rename it onto the original (an atomic replace: the path always names
-   either the old or the new file, never both or neither);
+3. encode the kept records and verify them (row count, zero subject records);
+4. replace the original atomically (the path always names either the old or
+   the new file, never both or neither): a verified temporary sibling renamed
+   onto it on local/HDFS paths, one PUT on object stores, followed there by
+   deleting the object's older versions, which would still hold the records;
 5. re-scan the final file: zero subject records is the receipt's verification.
 
 A re-run finds nothing left to remove and changes nothing, so a crash at any
@@ -38,7 +39,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_rtbf.archive.write import INDEX_ID_COLUMNS
 from beam_rtbf.records import iso_ms, now_ms
-from beam_rtbf.sinks.files import join, write_bytes_atomically
+from beam_rtbf.sinks.files import is_object_store, join, write_bytes_atomically
 
 __all__ = ["FileTask", "FileScan", "FileResult", "scan_file", "rewrite_file", "partition_of", "CRASH_ENV"]
 
@@ -229,13 +230,46 @@ def _encode(task: FileTask, kept: pa.Table | list[bytes]) -> bytes:
 
 
 def _verify(task: FileTask, path: str, expected_rows: int, matcher: _Matcher) -> None:
-    data = _load(FileTask(task.kind, path))
+    _check(path, _load(FileTask(task.kind, path)), task, expected_rows, matcher)
+
+
+def _verify_bytes(task: FileTask, payload: bytes, expected_rows: int, matcher: _Matcher) -> None:
+    if task.kind == "deadletter":
+        data: pa.Table | list[bytes] = [line for line in payload.split(b"\n") if line.strip()]
+    else:
+        data = pq.read_table(io.BytesIO(payload))
+    _check(f"{task.path} (new content)", data, task, expected_rows, matcher)
+
+
+def _check(label: str, data, task: FileTask, expected_rows: int, matcher: _Matcher) -> None:
     mask, _ = _mask(task, data, matcher)
     if len(mask) != expected_rows or mask.any():
         raise PurgeFileError(
-            f"{path}: verification failed ({len(mask)} records, expected {expected_rows}; "
+            f"{label}: verification failed ({len(mask)} records, expected {expected_rows}; "
             f"{int(mask.sum())} still match)"
         )
+
+
+def _replace(path: str, payload: bytes, verify_tmp) -> None:
+    """Put ``payload`` at ``path`` so readers see the old or the new content, never neither or a part.
+
+    Local/HDFS: a verified temporary sibling renamed onto the path. Object stores: one PUT (atomic
+    there), no temporary key whose old versions would outlive the purge.
+    """
+    if is_object_store(path):
+        with FileSystems.create(path) as handle:
+            handle.write(payload)
+        return
+    directory, name = path.rsplit("/", 1)
+    tmp = f"{directory}/.tmp-{uuid.uuid4().hex[:12]}-{name}"
+    with FileSystems.create(tmp) as handle:
+        handle.write(payload)
+    try:
+        verify_tmp(tmp)
+    except PurgeFileError:
+        FileSystems.delete([tmp])
+        raise
+    FileSystems.rename([tmp], [path])
 
 
 def rewrite_file(
@@ -251,7 +285,9 @@ def rewrite_file(
     at = iso_ms(now_ms())
     if not FileSystems.exists(task.path):
         # Gone (e.g. compacted or already emptied and deleted): nothing of anyone remains there.
-        return FileResult(task, "clean", 0, 0, _read_journal(journal_dir, task.path), True, at, "file no longer exists")
+        versions = _purge_versions(task.path) if purge_versions else 0  # a crash may have left them
+        earlier = _read_journal(journal_dir, task.path)
+        return FileResult(task, "clean", 0, 0, earlier, True, at, "file no longer exists", versions)
     try:
         data = _load(task)
     except PurgeFileError as exc:
@@ -260,7 +296,9 @@ def rewrite_file(
     total, removing = len(mask), int(mask.sum())
     earlier = _read_journal(journal_dir, task.path)
     if removing == 0:
-        return FileResult(task, "clean", total, total, earlier, True, at)
+        # Nothing (more) to remove; older versions may still hold what an earlier, crashed run removed.
+        versions = _purge_versions(task.path) if purge_versions else 0
+        return FileResult(task, "clean", total, total, earlier, True, at, versions_deleted=versions)
     if not allowed:
         return FileResult(task, "blocked", total, total, {}, False, at, blocked_reason)
     merged = {r: max(earlier.get(r, 0), per_request.get(r, 0)) for r in {*earlier, *per_request}}
@@ -276,20 +314,11 @@ def rewrite_file(
     if remaining == 0:
         FileSystems.delete([task.path])
     else:
-        directory, name = task.path.rsplit("/", 1)
-        tmp = f"{directory}/.tmp-{uuid.uuid4().hex[:12]}-{name}"
-        with FileSystems.create(tmp) as handle:
-            handle.write(_encode(task, kept))
-        try:
-            _verify(task, tmp, remaining, matcher)
-        except PurgeFileError:
-            FileSystems.delete([tmp])
-            raise
-        FileSystems.rename([tmp], [task.path])
-        if purge_versions and tmp.startswith("s3://"):
-            versions += _purge_versions(tmp)
+        payload = _encode(task, kept)
+        _verify_bytes(task, payload, remaining, matcher)
+        _replace(task.path, payload, lambda tmp: _verify(task, tmp, remaining, matcher))
     _crash_point("after_replace")
-    if purge_versions and task.path.startswith("s3://"):
+    if purge_versions:
         versions += _purge_versions(task.path)
     if remaining:
         _verify(task, task.path, remaining, matcher)
@@ -300,6 +329,11 @@ def rewrite_file(
 
 def _purge_versions(path: str) -> int:
     """Older object versions would keep the erased records in a versioned bucket: delete them."""
-    from beam_rtbf.purge.versions import purge_noncurrent_versions
+    if not is_object_store(path):
+        return 0
+    from beam_rtbf.purge.versions import OldVersionsError, purge_noncurrent_versions
 
-    return purge_noncurrent_versions(path)
+    try:
+        return purge_noncurrent_versions(path)
+    except OldVersionsError as exc:  # the current object is clean, but the request stays open
+        raise PurgeFileError(str(exc)) from exc

@@ -1,6 +1,10 @@
-"""Atomic file writes on any Beam filesystem: write a temporary name, then rename.
+"""Atomic file writes on any Beam filesystem.
 
 Readers never see a half-written file: it either does not exist yet or is complete.
+On filesystems with an atomic rename (local, HDFS) that takes a temporary name and a
+rename. On object stores (s3://, gs://, ...) a PUT is already atomic and a "rename" is
+a copy plus a delete, which in a versioned bucket would leave the data behind in the
+temporary key's old versions: there the object is written in place.
 """
 
 from __future__ import annotations
@@ -15,7 +19,16 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_rtbf.records import DeadLetter
 
-__all__ = ["write_atomically", "write_bytes_atomically", "join", "unique_part", "WriteDeadLetters"]
+__all__ = [
+    "write_atomically",
+    "write_bytes_atomically",
+    "join",
+    "unique_part",
+    "is_object_store",
+    "WriteDeadLetters",
+]
+
+_RENAMING_SCHEMES = frozenset({"", "file", "hdfs"})
 
 
 def join(base: str, *parts: str) -> str:
@@ -35,8 +48,17 @@ def _ensure_dir(path: str) -> None:
             pass  # created concurrently, or an object store without directories
 
 
+def is_object_store(path: str) -> bool:
+    """True where a write is atomic by itself and a rename is a copy (s3://, gs://, ...)."""
+    return (FileSystems.get_scheme(path) or "") not in _RENAMING_SCHEMES
+
+
 def write_atomically(path: str, write: Callable[[IO[bytes]], None]) -> str:
-    """Write through ``write(handle)`` to a temporary sibling, then rename onto ``path``."""
+    """Write through ``write(handle)`` so that ``path`` is either absent/old or complete, never partial."""
+    if is_object_store(path):
+        with FileSystems.create(path) as handle:
+            write(handle)
+        return path
     _ensure_dir(path)
     directory, name = path.rsplit("/", 1)
     tmp = f"{directory}/.tmp-{uuid.uuid4().hex[:12]}-{name}"
