@@ -10,7 +10,8 @@ EXTRAS = {
     "redis": ["redis>=5,<9"],
 }
 EXTRAS["test"] = sorted(
-    {dep for deps in EXTRAS.values() for dep in deps} | {"pytest>=8,<10", "pytest-timeout>=2.2,<3", "ruff>=0.5"}
+    {dep for deps in EXTRAS.values() for dep in deps}
+    | {"pytest>=8,<10", "pytest-timeout>=2.2,<3", "ruff>=0.5", "moto[server]>=5,<6"}
 )
 EXTRAS["bench"] = ["redis>=5,<9", "matplotlib>=3.7,<4"]
 EXTRAS["dev"] = sorted(set(EXTRAS["test"]) | set(EXTRAS["bench"]))
@@ -30,6 +31,7 @@ setup(
         "pyarrow>=14,<26",
         "numpy>=1.24,<3",
         "PyYAML>=6,<7",
+        "requests>=2.28,<3",  # the erasure API sink
     ],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["beam-rtbf=beam_rtbf.cli:main"]},

@@ -11,6 +11,7 @@ import glob
 import json
 import os
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -34,14 +35,15 @@ GUEST_WITH_ALIAS = "guest-77"
 @dataclasses.dataclass
 class PurgeSetup:
     root: Path
-    out: Path
+    out: Path | str  # a local folder, or an s3:// URI
     registry: str
     counts_before: Counter  # records per user id in the archive after run 1
     expected_after: Counter  # records per user id with no forgotten identifier: what must remain
     subject_records: dict[str, int]  # request id -> archive records of that subject (all identifiers)
+    extra: Sequence[str] = ()  # options every command gets (e.g. --s3_endpoint_url)
 
     def purge(self, *extra: str) -> int:
-        return main(["purge", f"--output={self.out}", f"--registry={self.registry}", *extra])
+        return main(["purge", f"--output={self.out}", f"--registry={self.registry}", *self.extra, *extra])
 
 
 def _sessions() -> list[dict]:
@@ -89,8 +91,9 @@ def archive_table(out: Path) -> pa.Table:
     return pa.concat_tables([pq.read_table(f) for f in files]) if files else pa.table({})
 
 
-def build(root: Path, registry: str) -> PurgeSetup:
-    out = root / "out"
+def build(root: Path, registry: str, output: str | None = None, extra: Sequence[str] = ()) -> PurgeSetup:
+    """Two runs into ``output`` (default ROOT/out; s3:// is read back with ``fetch_local``)."""
+    out = output or root / "out"
     data = root / "data"
     data.mkdir(parents=True)
     sessions = data / "sessions.jsonl"
@@ -107,10 +110,15 @@ def build(root: Path, registry: str) -> PurgeSetup:
             for rid, ids in FORGOTTEN.items()
         )
     )
-    common = [f"--output={out}", f"--registry={registry}", "--archive_partition_s=3600", "--dedupe=off"]
+    common = [f"--output={out}", f"--registry={registry}", "--archive_partition_s=3600", "--dedupe=off", *extra]
     assert main(["run", *common, f"--sessions=file://{sessions}", f"--requests=file://{empty}"]) == 0
     assert main(["run", *common, f"--sessions=file://{empty}", f"--requests=file://{requests}"]) == 0
-    table = archive_table(out)
+    return PurgeSetup(root, out, registry, *expectations(out if output is None else fetch_local(out, root)), extra)
+
+
+def expectations(local_out: Path) -> tuple[Counter, Counter, dict[str, int]]:
+    """From a run directory on disk: counts before, what must remain, and each subject's records."""
+    table = archive_table(local_out)
     counts = Counter(table.column("user_id").to_pylist())
     rows = table.to_pylist()
     subject_records = {
@@ -119,7 +127,35 @@ def build(root: Path, registry: str) -> PurgeSetup:
     }
     every_id = {i for ids in FORGOTTEN.values() for i in ids}
     expected_after = Counter(r["user_id"] for r in rows if not {r["user_id"], r["email"], r["device_id"]} & every_id)
-    return PurgeSetup(root, out, registry, counts, expected_after, subject_records)
+    return counts, expected_after, subject_records
+
+
+def fetch_local(uri: str, root: Path, all_versions: bool = False) -> Path:
+    """Copy an s3:// run directory to disk; ``all_versions`` adds every older version as NAME@VERSION.EXT."""
+    import boto3
+
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    client = boto3.client("s3")  # endpoint and keys from the AWS_* environment the test sets
+    target = root / ("versions" if all_versions else "current")
+    if target.exists():
+        import shutil
+
+        shutil.rmtree(target)
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix + "/"):
+        for version in page.get("Versions", []):
+            if not version["IsLatest"] and not all_versions:
+                continue
+            relative = version["Key"][len(prefix) + 1 :]
+            if not version["IsLatest"]:  # keep the suffix: files_mentioning decodes .parquet
+                stem, dot, suffix = relative.rpartition(".")
+                relative = (
+                    f"{stem}@{version['VersionId']}{dot}{suffix}" if dot else f"{relative}@{version['VersionId']}"
+                )
+            local = target / relative
+            local.parent.mkdir(parents=True, exist_ok=True)
+            body = client.get_object(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"])["Body"]
+            local.write_bytes(body.read())
+    return target
 
 
 def files_mentioning(root: Path, needles: list[str]) -> dict[str, list[str]]:
