@@ -16,7 +16,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_rtbf.manifests.build import MANIFEST_VERSION
 from beam_rtbf.purge.hashing import SubjectHasher
-from beam_rtbf.records import iso_ms, now_ms
+from beam_rtbf.records import iso_ms, now_ms, parse_time_ms
 from beam_rtbf.registry.base import DeletionRegistry
 from beam_rtbf.sinks.files import join, write_bytes_atomically
 
@@ -34,6 +34,7 @@ class PendingManifest:
     deadline: str
     archive_paths: tuple[str, ...]
     streams: tuple[dict, ...]
+    analytics_windows: tuple[tuple[int, int], ...] = ()  # (start_ms, end_ms) that counted the subject
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +77,12 @@ def _parse(path: str, registry: DeletionRegistry) -> PendingManifest | ManifestP
     try:
         archive_paths = tuple(str(p["path"]) for p in locations.get("archive_partitions", []))
         streams = tuple(dict(s) for s in locations.get("streams", []))
-    except (TypeError, KeyError) as exc:
+        windows = tuple(
+            (parse_time_ms(w["start"]), parse_time_ms(w["end"])) for w in locations.get("analytics_windows", [])
+        )
+        if any(end <= start for start, end in windows):
+            raise ValueError("an analytics window ends before it starts")
+    except (TypeError, KeyError, ValueError) as exc:
         return ManifestProblem(path, f"corrupt manifest for {request_id}: bad locations ({exc})")
     return PendingManifest(
         path=path,
@@ -86,6 +92,7 @@ def _parse(path: str, registry: DeletionRegistry) -> PendingManifest | ManifestP
         deadline=iso_ms(accepted.request.deadline_ms),
         archive_paths=archive_paths,
         streams=streams,
+        analytics_windows=windows,
     )
 
 

@@ -24,6 +24,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from beam_rtbf import metrics as rtbf_metrics
+from beam_rtbf.purge.analytics import recompute_windows
 from beam_rtbf.purge.hashing import SubjectHasher
 from beam_rtbf.purge.manifests import ManifestProblem, PendingManifest, load_pending_manifests, redact_manifest
 from beam_rtbf.purge.plan import GuardDecision, PurgePlan, judge_blast_radius, plan_purge
@@ -123,6 +124,12 @@ class _RewriteFn(beam.DoFn):
         yield result
 
 
+def _recompute_after_rewrites(task, archive_dir: str, run_id: str, decision: GuardDecision, rewrites) -> Any:
+    """``rewrites`` is only waited for: a side input is complete before this step starts."""
+    del rewrites
+    return recompute_windows(task, archive_dir, run_id, decision.allowed)
+
+
 def _route(result: FileResult, all_requests: tuple[str, ...], id_requests: dict) -> list[tuple[str, FileResult]]:
     """Which requests a file result belongs to: those it removed records for, or all on block/error."""
     if result.status in ("blocked", "error"):
@@ -152,7 +159,14 @@ class _FinishRequestFn(beam.DoFn):
         files = list(groups["files"])
         at = iso_ms(now_ms())
         receipt = build_receipt(
-            manifest, files, list(groups["api_done"]), list(groups["api_failed"]), self._hasher, self._run_id, at
+            manifest,
+            files,
+            list(groups["api_done"]),
+            list(groups["api_failed"]),
+            self._hasher,
+            self._run_id,
+            at,
+            list(groups["analytics"]),
         )
         receipt_path = join(self._receipts_dir, f"{request_id}.json")
         write_bytes_atomically(receipt_path, json.dumps(receipt, indent=2, sort_keys=True).encode())
@@ -187,6 +201,8 @@ class _FinishRequestFn(beam.DoFn):
                 "location_kind": location["kind"],
                 "location": location.get("path") or location.get("uri") or location.get("location"),
                 "records_removed": location.get("records_removed", 0),
+                "sessions_before": location.get("sessions_before"),
+                "sessions_after": location.get("sessions_after"),
                 "verified": location.get("verified", False),
                 "status": location.get("status"),
             }
@@ -250,12 +266,26 @@ def build_purge_pipeline(
         decision=beam.pvalue.AsSingleton(decision),
     )
     files_by_request = results | "ByRequest" >> beam.FlatMap(_route, all_requests, id_requests)
+    # Analytics windows are recomputed from the archive once every rewrite is done (the side input waits).
+    analytics = (
+        p
+        | "AnalyticsTasks" >> beam.Create(list(plan.analytics_tasks))
+        | "RecomputeWindows"
+        >> beam.Map(
+            _recompute_after_rewrites,
+            plan.archive_dir,
+            run_id,
+            decision=beam.pvalue.AsSingleton(decision),
+            rewrites=beam.pvalue.AsList(results),
+        )
+        | "AnalyticsByRequest" >> beam.FlatMap(lambda r: [(q, r) for q in r.task.request_ids if q in all_requests])
+    )
 
     requests = p | "Requests" >> beam.Create(
         [{"request_id": m.request_id, "subject_ids": list(m.subject_ids)} for m in manifests]
     )
     keyed_requests = requests | "KeyRequests" >> beam.Map(lambda r: (r["request_id"], r["request_id"]))
-    groups: dict[str, Any] = {"request": keyed_requests, "files": files_by_request}
+    groups: dict[str, Any] = {"request": keyed_requests, "files": files_by_request, "analytics": analytics}
     if opts.erasure_api_url:
         from beam_rtbf.purge.api_sink import CallErasureApi
 
@@ -341,7 +371,14 @@ def run_purge(argv: list[str] | None = None) -> dict[str, Any]:
     }
     started = time.perf_counter()
     if manifests:
-        plan = plan_purge(manifests, archive, join(output, "deadletter"), opts.full_scan)
+        plan = plan_purge(
+            manifests,
+            archive,
+            join(output, "deadletter"),
+            opts.full_scan,
+            analytics_dir=join(output, "analytics"),
+            journal_dir=join(output, "receipts", "_journal"),
+        )
         runner = resolve_runner(standard.runner, streaming=False)
         pipeline = beam.Pipeline(runner=runner, options=options)
         build_purge_pipeline(pipeline, opts, manifests, plan, run_id)

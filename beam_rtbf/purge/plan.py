@@ -16,8 +16,9 @@ import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
 from beam_rtbf.archive.index import archive_data_files, index_files, read_parquet
+from beam_rtbf.purge.analytics import AnalyticsTask, analytics_tasks
 from beam_rtbf.purge.manifests import PendingManifest
-from beam_rtbf.purge.rewrite import FileScan, FileTask, partition_of
+from beam_rtbf.purge.rewrite import FileScan, FileTask, partition_of, read_journal
 from beam_rtbf.sinks.files import join
 
 __all__ = ["PurgePlan", "plan_purge", "GuardDecision", "judge_blast_radius"]
@@ -28,16 +29,24 @@ class PurgePlan:
     tasks: tuple[FileTask, ...]
     id_requests: dict[str, tuple[str, ...]]  # identifier -> request ids naming it
     archive_records: int  # all records in the archive (the global share's denominator)
+    archive_dir: str = ""
+    analytics_tasks: tuple[AnalyticsTask, ...] = ()  # hour folders whose windows counted a subject
 
 
 def plan_purge(
-    manifests: Sequence[PendingManifest], archive_dir: str, deadletter_dir: str, full_scan: bool = False
+    manifests: Sequence[PendingManifest],
+    archive_dir: str,
+    deadletter_dir: str,
+    full_scan: bool = False,
+    analytics_dir: str | None = None,
+    journal_dir: str | None = None,
 ) -> PurgePlan:
     id_requests: dict[str, set[str]] = {}
     for manifest in manifests:
         for subject_id in manifest.subject_ids:
             id_requests.setdefault(subject_id, set()).add(manifest.request_id)
     ids = pa.array(sorted(id_requests), pa.string())
+    pending = {m.request_id for m in manifests}
     data_paths: set[str] = {p for m in manifests for p in m.archive_paths}
     index_paths: set[str] = set()
     archive_records = 0
@@ -46,7 +55,9 @@ def plan_purge(
         is_user = pc.equal(table.column("id_kind"), "user_id")
         archive_records += pc.sum(pc.if_else(is_user, table.column("records"), 0)).as_py() or 0
         found = table.filter(pc.is_in(table.column("user_id"), value_set=ids))
-        if found.num_rows:
+        if found.num_rows or _journaled_for(journal_dir, path, pending):
+            # A journaled index file lost its rows in a run that crashed before its receipts:
+            # planning it again puts its counts in this run's receipts.
             index_paths.add(path)
             data_paths.update(found.column("path").to_pylist())
     if full_scan:
@@ -62,7 +73,14 @@ def plan_purge(
         + [FileTask("index", p) for p in sorted(index_paths)]
         + [FileTask("deadletter", p) for p in sorted(dead_paths)]
     )
-    return PurgePlan(tuple(tasks), {k: tuple(sorted(v)) for k, v in id_requests.items()}, archive_records)
+    analytics = tuple(analytics_tasks(manifests, analytics_dir)) if analytics_dir else ()
+    return PurgePlan(
+        tuple(tasks), {k: tuple(sorted(v)) for k, v in id_requests.items()}, archive_records, archive_dir, analytics
+    )
+
+
+def _journaled_for(journal_dir: str | None, path: str, requests: set[str]) -> bool:
+    return bool(journal_dir) and bool(set(read_journal(journal_dir, path)) & requests)
 
 
 @dataclasses.dataclass(frozen=True)

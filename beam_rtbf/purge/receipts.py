@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from beam_rtbf.purge.analytics import AnalyticsResult
 from beam_rtbf.purge.hashing import SubjectHasher
 from beam_rtbf.purge.manifests import PendingManifest
 from beam_rtbf.purge.rewrite import FileResult
+from beam_rtbf.records import iso_ms
 
 __all__ = ["build_receipt", "receipt_status"]
 
@@ -28,10 +30,28 @@ def _file_location(result: FileResult, request_id: str) -> dict:
     }
 
 
-def receipt_status(files: Sequence[FileResult], api_failures: Sequence[dict]) -> str:
-    if any(r.status == "blocked" for r in files):
+def _analytics_location(result: AnalyticsResult) -> dict:
+    return {
+        "kind": "analytics_window",
+        "path": result.task.folder,
+        "windows": [iso_ms(start) for start, _ in result.task.windows],
+        "status": result.status,
+        # Windows are shared: these are the windows' totals, for every request of the run in them.
+        "sessions_before": result.sessions_before,
+        "sessions_after": result.sessions_after,
+        "requests_in_windows": len(result.task.request_ids),
+        "verified": result.verified,
+        "verification": "windows recomputed from the purged archive" if result.verified else result.detail,
+        "at": result.at,
+    }
+
+
+def receipt_status(
+    files: Sequence[FileResult], api_failures: Sequence[dict], analytics: Sequence[AnalyticsResult] = ()
+) -> str:
+    if any(r.status == "blocked" for r in files) or any(a.status == "blocked" for a in analytics):
         return "blocked"
-    if any(not r.verified for r in files) or api_failures:
+    if any(not r.verified for r in files) or api_failures or any(not a.verified for a in analytics):
         return "incomplete"
     return "verified"
 
@@ -44,6 +64,7 @@ def build_receipt(
     hasher: SubjectHasher,
     run_id: str,
     at: str,
+    analytics: Sequence[AnalyticsResult] = (),
 ) -> dict:
     locations = [
         _file_location(r, manifest.request_id) for r in sorted(files, key=lambda r: (r.task.kind, r.task.path))
@@ -59,10 +80,11 @@ def build_receipt(
         }
         for stream in manifest.streams
     ]
+    locations += [_analytics_location(a) for a in sorted(analytics, key=lambda a: a.task.folder)]
     locations += [
         {"kind": "api", **{k: v for k, v in d.items() if k != "request_id"}} for d in (*api_done, *api_failed)
     ]
-    status = receipt_status(files, api_failed)
+    status = receipt_status(files, api_failed, analytics)
     return {
         "request_id": manifest.request_id,
         "subject_hash": hasher.hash(manifest.subject_ids[0]),

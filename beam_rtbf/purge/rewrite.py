@@ -44,7 +44,7 @@ from beam_rtbf.sinks.files import is_object_store, join, write_bytes_atomically
 __all__ = ["FileTask", "FileScan", "FileResult", "scan_file", "rewrite_file", "partition_of", "CRASH_ENV"]
 
 KINDS = ("archive", "index", "deadletter")
-CRASH_ENV = "RTBF_PURGE_CRASH_AT"  # tests: "before_replace:N" / "after_replace:N" kills the process
+CRASH_ENV = "RTBF_PURGE_CRASH_AT"  # tests: "before_replace:N", "after_replace:N", "analytics_written:N"
 _crash_counts: dict[str, int] = {}
 
 
@@ -89,7 +89,7 @@ def partition_of(path: str) -> str:
     return path.rsplit("/", 1)[0]
 
 
-def _crash_point(name: str) -> None:
+def crash_point(name: str) -> None:
     """Kill the process at the N-th pass through ``name`` when tests ask for it (a real crash: no cleanup)."""
     spec = os.environ.get(CRASH_ENV, "")
     if not spec.startswith(name + ":"):
@@ -206,7 +206,7 @@ def _journal_path(journal_dir: str, path: str) -> str:
     return join(journal_dir, hashlib.sha256(path.encode()).hexdigest()[:32] + ".json")
 
 
-def _read_journal(journal_dir: str, path: str) -> dict[str, int]:
+def read_journal(journal_dir: str, path: str) -> dict[str, int]:
     journal = _journal_path(journal_dir, path)
     if not FileSystems.exists(journal):
         return {}
@@ -286,7 +286,7 @@ def rewrite_file(
     if not FileSystems.exists(task.path):
         # Gone (e.g. compacted or already emptied and deleted): nothing of anyone remains there.
         versions = _purge_versions(task.path) if purge_versions else 0  # a crash may have left them
-        earlier = _read_journal(journal_dir, task.path)
+        earlier = read_journal(journal_dir, task.path)
         return FileResult(task, "clean", 0, 0, earlier, True, at, "file no longer exists", versions)
     try:
         data = _load(task)
@@ -294,7 +294,7 @@ def rewrite_file(
         return FileResult(task, "error", 0, 0, {}, False, at, str(exc))
     mask, per_request = _mask(task, data, matcher)
     total, removing = len(mask), int(mask.sum())
-    earlier = _read_journal(journal_dir, task.path)
+    earlier = read_journal(journal_dir, task.path)
     if removing == 0:
         # Nothing (more) to remove; older versions may still hold what an earlier, crashed run removed.
         versions = _purge_versions(task.path) if purge_versions else 0
@@ -310,14 +310,14 @@ def rewrite_file(
         kept = data.filter(pa.array(keep))
     remaining = total - removing
     versions = 0
-    _crash_point("before_replace")
+    crash_point("before_replace")
     if remaining == 0:
         FileSystems.delete([task.path])
     else:
         payload = _encode(task, kept)
         _verify_bytes(task, payload, remaining, matcher)
         _replace(task.path, payload, lambda tmp: _verify(task, tmp, remaining, matcher))
-    _crash_point("after_replace")
+    crash_point("after_replace")
     if purge_versions:
         versions += _purge_versions(task.path)
     if remaining:

@@ -187,3 +187,34 @@ def manifest(out: Path, request_id: str) -> dict:
 
 def list_dir(path: Path) -> list[str]:
     return sorted(os.path.relpath(p, path) for p in glob.glob(str(path / "**" / "*"), recursive=True))
+
+
+def analytics_rows(out: Path) -> dict[tuple[str, str, str], tuple[int, int, float]]:
+    """(window_start, action_type, device_type) -> (sessions, distinct users, avg secs) from DIR/analytics."""
+    rows = {}
+    for path in glob.glob(str(out / "analytics" / "**" / "*.jsonl"), recursive=True):
+        for line in Path(path).read_text().splitlines():
+            r = json.loads(line)
+            key = (r["window_start"], r["action_type"], r["device_type"])
+            assert key not in rows, f"window row {key} written twice"
+            rows[key] = (r["sessions"], r["distinct_users"], round(r["avg_secs_elapsed"], 6))
+    return rows
+
+
+def analytics_sessions(out: Path) -> int:
+    return sum(v[0] for v in analytics_rows(out).values())
+
+
+def aggregate_archive(out: Path, window_ms: int = 60_000) -> dict[tuple[str, str, str], tuple[int, int, float]]:
+    """The same aggregates computed independently (plain Python) from the archive's records."""
+    import datetime as dt
+
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in archive_table(out).to_pylist():
+        start = r["event_time_ms"] // window_ms * window_ms
+        iso = dt.datetime.fromtimestamp(start / 1000, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        groups.setdefault((iso, r["action_type"], r["device_type"]), []).append(r)
+    return {
+        key: (len(rs), len({r["user_id"] for r in rs}), round(sum(r["secs_elapsed"] for r in rs) / len(rs), 6))
+        for key, rs in groups.items()
+    }

@@ -16,6 +16,9 @@ from beam_rtbf.testing.erasure_api import ErasureApiServer
 from tests.helpers.purge_setup import (
     FORGOTTEN,
     GUEST_WITH_ALIAS,
+    aggregate_archive,
+    analytics_rows,
+    analytics_sessions,
     archive_counts,
     archive_table,
     build,
@@ -48,6 +51,8 @@ def test_purge_erases_every_identifier_everywhere_and_keeps_everyone_else(setup,
     assert any(p.startswith("archive/_index/") for p in before)
     assert any(p.startswith("deadletter/") for p in before)
     assert setup.subject_records == {"req-a": 13, "req-b": 12, "req-c": 4}
+    # Conservation: the analytics counted exactly the archived sessions.
+    assert analytics_sessions(setup.out) == sum(setup.counts_before.values())
 
     assert setup.purge() == 0
     assert "verified                  3" in capsys.readouterr().out
@@ -56,6 +61,12 @@ def test_purge_erases_every_identifier_everywhere_and_keeps_everyone_else(setup,
     # receipts, audit, analytics); the registry keeps them, by contract, to keep filtering.
     assert files_mentioning(setup.out, ALL_IDS) == {}
     assert archive_counts(setup.out) == setup.expected_after
+    # The windows that counted the subjects were recomputed: every analytics row equals an
+    # independent aggregation of the purged archive, and the totals are conserved.
+    assert analytics_sessions(setup.out) == sum(setup.expected_after.values())
+    assert analytics_rows(setup.out) == aggregate_archive(setup.out)
+    windows = [loc for loc in read_receipt(setup.out, "req-a")["locations"] if loc["kind"] == "analytics_window"]
+    assert windows and all(w["verified"] and w["sessions_after"] < w["sessions_before"] for w in windows)
     assert GUEST_WITH_ALIAS not in archive_counts(setup.out)  # found through Alice's email alias
     assert archive_counts(setup.out)["user-00"] == setup.counts_before["user-00"] - 1  # carol's device
     # The other user's dead letter is still there.
@@ -88,7 +99,7 @@ def test_purge_erases_every_identifier_everywhere_and_keeps_everyone_else(setup,
     assert archive_table(setup.out).equals(archive_before)
 
 
-@pytest.mark.parametrize("point", ["before_replace:2", "after_replace:2"])
+@pytest.mark.parametrize("point", ["before_replace:2", "after_replace:2", "analytics_written:1"])
 def test_crash_mid_purge_then_rerun_ends_as_one_clean_run(setup, tmp_path, registry_url, point):
     mentioning_before = files_mentioning(setup.out, ALL_IDS)
     env = {**os.environ, "RTBF_PURGE_CRASH_AT": point, "RTBF_SUBJECT_HASH_KEY": "test-key"}
@@ -109,6 +120,7 @@ def test_crash_mid_purge_then_rerun_ends_as_one_clean_run(setup, tmp_path, regis
     clean = build(tmp_path / "clean", f"embedded://{tmp_path / 'clean-registry.sqlite'}")
     assert clean.purge() == 0
     assert archive_counts(setup.out) == archive_counts(clean.out) == setup.expected_after
+    assert analytics_rows(setup.out) == analytics_rows(clean.out) == aggregate_archive(setup.out)
     assert files_mentioning(setup.out, ALL_IDS) == {}
     for request_id in FORGOTTEN:
         crashed_receipt, clean_receipt = read_receipt(setup.out, request_id), read_receipt(clean.out, request_id)
@@ -118,11 +130,13 @@ def test_crash_mid_purge_then_rerun_ends_as_one_clean_run(setup, tmp_path, regis
 
 def test_blast_radius_guard_stops_and_reports_until_confirmed(setup, capsys):
     archive_before = archive_table(setup.out)
+    analytics_before = analytics_rows(setup.out)
     # 29 of ~650 records is ~4.5%: a 1% cap on the archive-wide share stops the batch.
     assert setup.purge("--max_total_share=0.01") == 3
     out = capsys.readouterr().out
     assert "STOPPED by the blast-radius guard" in out and "archive: would remove 29 of" in out
     assert archive_table(setup.out).equals(archive_before)
+    assert analytics_rows(setup.out) == analytics_before  # no window recomputed either
     assert files_mentioning(setup.out / "archive", ["alice"])  # nothing deleted
     for request_id in FORGOTTEN:
         assert read_receipt(setup.out, request_id)["status"] == "blocked"
