@@ -24,6 +24,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["beam_rtbf", "beam_rtbf.*"]),
+    package_data={"beam_rtbf.profiles": ["*.yaml"]},
     install_requires=[
         # 2.77 is what the local streaming runner and tests were verified on; the
         # DirectRunner internals it extends changed little between minor releases.

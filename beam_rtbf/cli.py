@@ -6,6 +6,7 @@ beam-rtbf run --config job.yaml                 # options from YAML; flags on th
 beam-rtbf generate --out data --sessions 1000000 --users 100000 --requests 1000
 beam-rtbf forget u0000042 --regulation ccpa     # submit an erasure request to the registry
 beam-rtbf status [REQUEST_ID]                   # a request's timeline, or all requests by deadline
+beam-rtbf run --runner flink --tf_outputs tf.json --dry-run   # a runner profile: final options + submit command
 """
 
 from __future__ import annotations
@@ -99,10 +100,27 @@ def _print_summary(summary: dict) -> None:
     print(f"  outputs in {summary.get('output')} (summary.json has every figure)")
 
 
+def _with_profile(command: str, argv: list[str]) -> list[str] | None:
+    """Apply ``--runner PROFILE`` / ``--profile``; None when ``--dry-run`` printed instead."""
+    from beam_rtbf.profiles import expand, render_dry_run
+
+    expanded = expand(command, _normalise_flags(_split_config(argv)))
+    if expanded.dry_run:
+        print(render_dry_run(command, expanded))
+        return None
+    return expanded.argv
+
+
 def cmd_run(argv: list[str]) -> int:
     from beam_rtbf.pipeline import run
 
-    summary = run(_normalise_flags(_split_config(argv)))
+    final = _with_profile("run", argv)
+    if final is None:
+        return 0
+    summary = run(final)
+    if "job_jar" in summary:
+        print(f"beam-rtbf run: job jar written to {summary['job_jar']} (not run); submit it, e.g. with spark-submit")
+        return 0
     _print_summary(summary)
     return 0 if summary.get("conservation_ok") else 1
 
@@ -271,10 +289,19 @@ def _main_purge(argv: list[str]) -> int:
         help_parser.print_help()
         return 0
     try:
-        summary = run_purge(_normalise_flags(_split_config(rest)))
+        final = _with_profile("purge", rest)
+        if final is None:
+            return 0
+        summary = run_purge(final)
     except ValueError as exc:
         print(f"beam-rtbf: {exc}", file=sys.stderr)
         return 2
+    if "job_jar" in summary:
+        print(
+            f"beam-rtbf purge: job jar written to {summary['job_jar']} for {summary['requests_pending']} requests, "
+            f"{summary['files_planned']} files (not run); submit it, e.g. with spark-submit"
+        )
+        return 0
     guard = summary.get("guard") or {}
     print("beam-rtbf purge summary")
     for key in (

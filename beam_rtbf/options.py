@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_rtbf.filter import STRATEGIES
 from beam_rtbf.parse.sessions import DEFAULT_MAX_RECORD_BYTES
 from beam_rtbf.registry import DEFAULT_REGISTRY_URL
 
-__all__ = ["RtbfOptions", "DEFAULT_SESSIONS", "DEFAULT_REQUESTS", "validate_options"]
+__all__ = ["RtbfOptions", "Locations", "locations", "DEFAULT_SESSIONS", "DEFAULT_REQUESTS", "validate_options"]
+
+# Where each kind of output goes: OUTPUT/<kind> unless --<kind>_dir says otherwise (separate
+# buckets in production: the archive and dead letters hold personal data, analytics do not).
+LOCATION_KINDS = ("analytics", "archive", "manifests", "deadletter", "receipts", "audit")
+
+
+@dataclasses.dataclass(frozen=True)
+class Locations:
+    analytics: str
+    archive: str
+    manifests: str
+    deadletter: str
+    receipts: str
+    audit: str
+
+
+def locations(options: PipelineOptions) -> Locations:
+    from beam_rtbf.sinks.files import join
+
+    opts = options.view_as(RtbfOptions)
+    return Locations(**{k: getattr(opts, f"{k}_dir") or join(opts.output, k) for k in LOCATION_KINDS})
+
 
 DEFAULT_SESSIONS = "synthetic://sessions?users=100000&sessions=1000000&seed=1&bad_rate=0.0001"
 DEFAULT_REQUESTS = "synthetic://requests?users=100000&requests=1000&seed=1"
@@ -35,6 +59,8 @@ class RtbfOptions(PipelineOptions):
             help="Output directory on any Beam filesystem: analytics/, archive/, manifests/, "
             "deadletter/ and summary.json",
         )
+        for kind in LOCATION_KINDS:
+            group.add_argument(f"--{kind}_dir", default=None, help=f"{kind}/ elsewhere than OUTPUT/{kind}")
         group.add_argument(
             "--registry",
             default=DEFAULT_REGISTRY_URL,

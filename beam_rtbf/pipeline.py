@@ -22,7 +22,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
 
 from beam_rtbf import metrics as rtbf_metrics
 from beam_rtbf.analytics.aggregate import WindowedAggregates, WriteAnalytics
@@ -37,7 +37,7 @@ from beam_rtbf.filter.broadcast import (
 from beam_rtbf.filter.keyed_state import EFFECTIVE_TAG, FilterSessionsInKeyedState
 from beam_rtbf.filter.lookup import FilterSessionsByLookup
 from beam_rtbf.manifests.build import WriteManifests
-from beam_rtbf.options import RtbfOptions, validate_options
+from beam_rtbf.options import RtbfOptions, locations, validate_options
 from beam_rtbf.parse.dedupe import DedupeSessions
 from beam_rtbf.parse.requests import ParseRequests, RequestSelector
 from beam_rtbf.parse.sessions import ParseSessions
@@ -73,22 +73,34 @@ def read_source(source: Source) -> beam.PTransform:
 LOCAL_STREAMING_RUNNERS = ("LocalStreamingRunner", "BundleBasedDirectRunner")
 
 
+EMBEDDED_PORTABLE = "PortableRunner[embed]"  # the in-process job service (FnApiRunner behind the Job API)
+
+
 def choose_strategy(
     requested: str, streaming: bool, runner_name: str, registry_size: int = 0, broadcast_max: int = 20_000_000
 ) -> tuple[str, str]:
     """(strategy, why). ``auto`` picks by runner and deletion-set size."""
     local_streaming = streaming and runner_name in LOCAL_STREAMING_RUNNERS
+    embedded_streaming = streaming and runner_name == EMBEDDED_PORTABLE
     if requested != "auto":
         if local_streaming and requested in ("broadcast", "bloom"):
             raise ValueError(
                 f"--filter_strategy={requested} needs a stream-fed side input, which blocks the local "
                 "streaming runner; use state or lookup locally, or run on Flink"
             )
+        if embedded_streaming and requested in ("broadcast", "bloom"):
+            raise ValueError(
+                f"--filter_strategy={requested} refreshes its side input from a PeriodicImpulse, which never "
+                "ends on the embedded job service (FnApiRunner): the run would never finish nor write a window; "
+                "use state or lookup there, or a real job service (--job_endpoint=HOST:PORT)"
+            )
         return requested, "chosen by --filter_strategy"
     big = registry_size > broadcast_max
     size = f"{registry_size:,} forgotten ids ({registry_size * 8 / 1e6:.0f} MB as an exact set)"
     if local_streaming:
         return "state", "local streaming: stream-fed side inputs block the BundleBasedDirectRunner; keyed state streams"
+    if embedded_streaming:
+        return "state", "streaming on the embedded job service: a PeriodicImpulse side input never ends there"
     if not streaming:
         if big:
             return "bloom", f"bounded run, {size} > --broadcast_max_subjects: Bloom side input, registry confirms"
@@ -121,7 +133,7 @@ def build_pipeline(
     requests: beam.PCollection | None = None,
 ) -> GraphOutputs:
     """Build the graph on ``p``; ``sessions``/``requests`` replace the sources (tests use TestStream)."""
-    output = opts.output
+    where = locations(opts)
     if sessions is None:
         sessions = p | "ReadSessions" >> read_source(source_for(opts.sessions, "sessions"))
     if requests is None:
@@ -177,19 +189,19 @@ def build_pipeline(
         raise ValueError(f"unknown filter strategy {strategy!r}")
 
     analytics = clean | "Analytics" >> WindowedAggregates(opts.window_s, opts.allowed_lateness_s, streaming)
-    analytics | "WriteAnalytics" >> WriteAnalytics(join(output, "analytics"))
-    archive_files = clean | "Archive" >> WriteArchive(join(output, "archive"), opts.archive_partition_s)
+    analytics | "WriteAnalytics" >> WriteAnalytics(where.analytics)
+    archive_files = clean | "Archive" >> WriteArchive(where.archive, opts.archive_partition_s)
     streams = [{"uri": opts.sessions, "stream": "sessions"}]
     manifests = effective | "Manifests" >> WriteManifests(
-        join(output, "manifests"),
-        join(output, "archive"),
+        where.manifests,
+        where.archive,
         opts.window_s,
         streams,
         opts.stream_retention_s,
         opts.registry,
     )
     deadletter = (parsed_sessions.deadletter, parsed_requests.deadletter) | "AllDeadLetters" >> beam.Flatten()
-    deadletter | "WriteDeadLetters" >> WriteDeadLetters(join(output, "deadletter"))
+    deadletter | "WriteDeadLetters" >> WriteDeadLetters(where.deadletter)
     return GraphOutputs(clean, suppressed, deadletter, accepted, effective, analytics, archive_files, manifests)
 
 
@@ -271,6 +283,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     standard.streaming = streaming
     runner = resolve_runner(standard.runner, streaming)
     runner_name = runner if isinstance(runner, str) else type(runner).__name__
+    if runner_name == "PortableRunner" and options.view_as(PortableOptions).job_endpoint == "embed":
+        runner_name = EMBEDDED_PORTABLE
     for source in (sessions_source, requests_source):
         source.check()
     registry_size = check_registry(opts.registry)
@@ -289,7 +303,10 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     pipeline = beam.Pipeline(runner=runner, options=options)
     build_pipeline(pipeline, opts, streaming=streaming, strategy=strategy)
     started = time.perf_counter()
+    jar = options.view_as(PortableOptions).output_executable_path
     result = pipeline.run()
+    if jar:  # Flink/Spark: the job server wrote an executable jar instead of running (spark-submit runs it)
+        return {"job_jar": jar, "runner": runner_name, "filter_strategy": strategy, "output": opts.output}
     result.wait_until_finish()
     elapsed = time.perf_counter() - started
     summary = summarize(collect_counters(result), elapsed, runner_name, strategy, why, streaming, opts)

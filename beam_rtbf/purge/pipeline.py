@@ -21,9 +21,10 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
 
 from beam_rtbf import metrics as rtbf_metrics
+from beam_rtbf.options import Locations, RtbfOptions, locations
 from beam_rtbf.purge.analytics import recompute_windows
 from beam_rtbf.purge.hashing import SubjectHasher
 from beam_rtbf.purge.manifests import ManifestProblem, PendingManifest, load_pending_manifests, redact_manifest
@@ -43,9 +44,8 @@ _LOGGER = logging.getLogger(__name__)
 class PurgeOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        # --output (the run directory: archive/, manifests/, ...) and --registry are RtbfOptions'.
+        # --output, the --<kind>_dir locations and --registry are RtbfOptions'.
         group = parser.add_argument_group("beam-rtbf purge")
-        group.add_argument("--archive", default=None, help="Archive directory (default OUTPUT/archive)")
         group.add_argument("--request_ids", default="", help="Comma-separated request ids (default: all pending)")
         group.add_argument(
             "--max_partition_share",
@@ -240,8 +240,8 @@ class _WriteJsonLinesFn(beam.DoFn):
 def build_purge_pipeline(
     p: beam.Pipeline, opts: PurgeOptions, manifests: list[PendingManifest], plan: PurgePlan, run_id: str
 ) -> None:
-    output, registry_url = _run_dir_and_registry(opts)
-    receipts_dir = join(output, "receipts")
+    where, registry_url = _locations_and_registry(opts)
+    receipts_dir = where.receipts
     all_requests = tuple(m.request_id for m in manifests)
     id_requests = plan.id_requests
 
@@ -299,7 +299,7 @@ def build_purge_pipeline(
         groups["api_failed"] = api["deadletter"] | "KeyApiFailed" >> beam.Map(lambda d: (d["request_id"], d))
         # Outside deadletter/*.jsonl on purpose: those are raw records the purge scans; these hold no ids.
         api["deadletter"] | "WriteApiDeadLetters" >> beam.ParDo(
-            _WriteJsonLinesFn(join(output, "deadletter", "erasure_api"), f"purge-{run_id}")
+            _WriteJsonLinesFn(join(where.deadletter, "erasure_api"), f"purge-{run_id}")
         )
     else:
         groups["api_done"] = p | "NoApiDone" >> beam.Create([])
@@ -314,14 +314,11 @@ def build_purge_pipeline(
             )
         )
     )
-    audit | "WriteAudit" >> beam.ParDo(_WriteJsonLinesFn(join(output, "audit"), f"purge-{run_id}"))
+    audit | "WriteAudit" >> beam.ParDo(_WriteJsonLinesFn(where.audit, f"purge-{run_id}"))
 
 
-def _run_dir_and_registry(opts: PipelineOptions) -> tuple[str, str]:
-    from beam_rtbf.options import RtbfOptions
-
-    rtbf = opts.view_as(RtbfOptions)
-    return rtbf.output, rtbf.registry
+def _locations_and_registry(opts: PipelineOptions) -> tuple[Locations, str]:
+    return locations(opts), opts.view_as(RtbfOptions).registry
 
 
 def _write_guard_report(decision: GuardDecision, receipts_dir: str, run_id: str) -> None:
@@ -352,13 +349,12 @@ def run_purge(argv: list[str] | None = None) -> dict[str, Any]:
     _validate(opts)
     standard = options.view_as(StandardOptions)
     standard.streaming = False
-    output, registry_url = _run_dir_and_registry(options)
-    archive = opts.archive or join(output, "archive")
+    where, registry_url = _locations_and_registry(options)
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     request_ids = [r.strip() for r in opts.request_ids.split(",") if r.strip()]
     try:
         with open_registry(registry_url) as registry:
-            manifests, problems, done = load_pending_manifests(join(output, "manifests"), registry, request_ids)
+            manifests, problems, done = load_pending_manifests(where.manifests, registry, request_ids)
     except RegistryUnavailable as exc:
         raise SystemExit(f"beam-rtbf purge: deletion registry unavailable: {exc}") from exc
     for problem in problems:
@@ -373,18 +369,23 @@ def run_purge(argv: list[str] | None = None) -> dict[str, Any]:
     if manifests:
         plan = plan_purge(
             manifests,
-            archive,
-            join(output, "deadletter"),
+            where.archive,
+            where.deadletter,
             opts.full_scan,
-            analytics_dir=join(output, "analytics"),
-            journal_dir=join(output, "receipts", "_journal"),
+            analytics_dir=where.analytics,
+            journal_dir=join(where.receipts, "_journal"),
         )
         runner = resolve_runner(standard.runner, streaming=False)
         pipeline = beam.Pipeline(runner=runner, options=options)
         build_purge_pipeline(pipeline, opts, manifests, plan, run_id)
-        pipeline.run().wait_until_finish()
-        guard = _read_json(join(output, "receipts", "_runs", f"{run_id}-guard.json"))
-        receipts = [_read_json(join(output, "receipts", f"{m.request_id}.json")) for m in manifests]
+        result = pipeline.run()
+        jar = options.view_as(PortableOptions).output_executable_path
+        if jar:  # the plan is baked into the jar; spark-submit runs it and writes the receipts
+            summary.update({"job_jar": jar, "files_planned": len(plan.tasks)})
+            return summary
+        result.wait_until_finish()
+        guard = _read_json(join(where.receipts, "_runs", f"{run_id}-guard.json"))
+        receipts = [_read_json(join(where.receipts, f"{m.request_id}.json")) for m in manifests]
         statuses = [r["status"] for r in receipts]
         removed = sum(r["records_removed"]["archive_partition"] for r in receipts if r["purge_run"] == run_id)
         summary.update(
@@ -400,7 +401,7 @@ def run_purge(argv: list[str] | None = None) -> dict[str, Any]:
     elapsed = time.perf_counter() - started
     summary["elapsed_s"] = round(elapsed, 3)
     write_bytes_atomically(
-        join(output, "receipts", "_runs", f"{run_id}-summary.json"), json.dumps(summary, indent=2).encode()
+        join(where.receipts, "_runs", f"{run_id}-summary.json"), json.dumps(summary, indent=2).encode()
     )
     return summary
 

@@ -1,0 +1,145 @@
+"""Runner profiles: --runner direct|flink|spark|portable -> final options and the submission command."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+import beam_rtbf.purge.pipeline  # noqa: F401 - registers PurgeOptions
+from beam_rtbf.cli import main
+from beam_rtbf.profiles import PROFILES, expand, final_options, load_profile, render_dry_run
+
+TF = {
+    "aws_region": {"value": "eu-west-1", "type": "string", "sensitive": False},
+    "sessions_stream_name": {"value": "rtbf-sessions"},
+    "requests_stream_name": {"value": "rtbf-requests"},
+    "redis_primary_endpoint": {"value": "master.rtbf.abc.euw1.cache.amazonaws.com"},
+    "redis_port": {"value": 6379},
+    "archive_bucket": {"value": "acme-rtbf-archive"},
+    "manifests_bucket": {"value": "acme-rtbf-manifests"},
+    "analytics_bucket": {"value": "acme-rtbf-analytics"},
+    "receipts_bucket": {"value": "acme-rtbf-receipts"},
+}
+
+
+@pytest.fixture
+def tf_outputs(tmp_path):
+    path = tmp_path / "tf.json"
+    path.write_text(json.dumps(TF))
+    return str(path)
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_every_profile_option_is_a_real_pipeline_option(name):
+    known = set(PipelineOptions([]).get_all_options().keys())
+    profile = load_profile(name)
+    assert set(profile.options) <= known, set(profile.options) - known
+
+
+def test_no_profile_leaves_the_arguments_alone():
+    expanded = expand("run", ["--sessions=file:///d/*.jsonl", "--runner=FlinkRunner"])
+    assert expanded.profile is None and expanded.argv == ["--sessions=file:///d/*.jsonl", "--runner=FlinkRunner"]
+
+
+def test_flink_profile_with_terraform_outputs(tf_outputs):
+    expanded = expand("run", ["--runner", "flink", "--tf_outputs", tf_outputs, "--parallelism=8", "--dry-run"],
+                      env={"FLINK_MASTER": "flink-jm-rest.rtbf:8081"})  # fmt: skip
+    assert expanded.dry_run and expanded.unresolved == []
+    options = final_options(expanded.argv)
+    assert options["runner"] == "FlinkRunner"
+    assert options["flink_master"] == "flink-jm-rest.rtbf:8081"
+    assert options["parallelism"] == "8"  # the command line wins
+    assert options["streaming"] is True
+    assert options["sessions"] == "kinesis://rtbf-sessions?region=eu-west-1"
+    assert options["registry"] == "rediss://master.rtbf.abc.euw1.cache.amazonaws.com:6379/0"
+    assert options["archive_dir"] == "s3://acme-rtbf-archive/rtbf/archive"
+    assert options["receipts_dir"] == "s3://acme-rtbf-receipts/rtbf/receipts"
+    assert (options["environment_type"], options["environment_config"]) == ("EXTERNAL", "localhost:50000")
+    text = render_dry_run("run", expanded)
+    command = text.split("submission command:\n", 1)[1].splitlines()[0]
+    assert shlex.split(command)[:3] == ["beam-rtbf", "run", "--runner=FlinkRunner"]
+    assert "--sessions=kinesis://rtbf-sessions?region=eu-west-1" in shlex.split(command)
+    # What the dry run prints is what the pipeline parses.
+    parsed = PipelineOptions(shlex.split(command)[2:]).get_all_options()
+    assert parsed["flink_master"] == "flink-jm-rest.rtbf:8081" and parsed["streaming"] is True
+
+
+def test_missing_terraform_values_are_named():
+    with pytest.raises(
+        ValueError, match=r"no value for --sessions: tf.sessions_stream_name; --sessions: tf.aws_region"
+    ):
+        expand("run", ["--runner=flink"], env={})
+    shown = expand("run", ["--runner=flink", "--dry-run"], env={})
+    assert "--archive_dir: tf.archive_bucket" in shown.unresolved
+    assert "unresolved (give --tf_outputs FILE" in render_dry_run("run", shown)
+
+
+def test_flags_given_on_the_command_line_need_no_terraform_value(tf_outputs):
+    expanded = expand("run", ["--runner=flink", "--sessions=kafka://b:9092/s", "--requests=kafka://b:9092/r",
+                              "--registry=redis://r:6379/0", "--output=s3://o/x", "--analytics_dir=s3://a/x",
+                              "--archive_dir=s3://b/x", "--deadletter_dir=s3://b/d", "--manifests_dir=s3://c/x",
+                              "--receipts_dir=s3://d/x", "--audit_dir=s3://d/a", "--s3_region_name=us-east-2"],
+                      env={})  # fmt: skip
+    assert expanded.unresolved == []
+    assert final_options(expanded.argv)["sessions"] == "kafka://b:9092/s"
+
+
+def test_spark_refuses_streaming_and_prints_the_spark_submit_step(tf_outputs):
+    with pytest.raises(ValueError, match="portable Spark runner runs no streaming pipelines in Python.*kinesis://s"):
+        expand(
+            "run", ["--runner=spark", f"--tf_outputs={tf_outputs}", "--sessions=kinesis://s", "--requests=file:///r"]
+        )
+    with pytest.raises(ValueError, match="no streaming"):
+        expand("run", ["--runner=spark", f"--tf_outputs={tf_outputs}", "--sessions=file:///s", "--requests=file:///r",
+                       "--streaming"])  # fmt: skip
+    purge = expand("purge", ["--runner=spark", f"--tf_outputs={tf_outputs}", "--dry-run"], env={})
+    options = final_options(purge.argv)
+    assert options["runner"] == "SparkRunner" and options["output_executable_path"] == "/mnt/rtbf/job.jar"
+    text = render_dry_run("purge", purge)
+    assert text.splitlines()[-1].strip() == (
+        "spark-submit --class org.apache.beam.runners.spark.SparkPipelineRunner --master yarn "
+        "--deploy-mode cluster /mnt/rtbf/job.jar"
+    )
+
+
+def test_portable_profile_defaults_to_the_embedded_job_service():
+    options = final_options(expand("run", ["--runner=portable"], env={}).argv)
+    assert options == {"runner": "PortableRunner", "job_endpoint": "embed", "environment_type": "LOOPBACK"}
+    remote = expand("run", ["--runner=portable"], env={"RTBF_JOB_ENDPOINT": "jobserver:8099"})
+    assert final_options(remote.argv)["job_endpoint"] == "jobserver:8099"
+
+
+def test_direct_profile_runs_locally():
+    assert expand("run", ["--runner=direct", "--output=x"], env={}).argv == ["--output=x"]
+
+
+def test_secrets_are_masked_in_the_dry_run():
+    expanded = expand("run", ["--runner=portable", "--s3_secret_access_key=hunter2", "--dry-run"], env={})
+    text = render_dry_run("run", expanded)
+    assert "hunter2" not in text and "--s3_secret_access_key=****" in text
+
+
+def test_a_profile_file_of_ones_own(tmp_path):
+    path = tmp_path / "staging.yaml"
+    path.write_text("runner: PortableRunner\ndescription: staging job server\noptions:\n  job_endpoint: js:8099\n")
+    options = final_options(expand("run", ["--profile", str(path)], env={}).argv)
+    assert options == {"runner": "PortableRunner", "job_endpoint": "js:8099"}
+    with pytest.raises(ValueError, match="either --runner PROFILE or --profile FILE"):
+        expand("run", ["--profile", str(path), "--runner=flink"])
+    (tmp_path / "bad.yaml").write_text("- just a list\n")
+    with pytest.raises(ValueError, match="expected a mapping with 'runner'"):
+        load_profile(str(tmp_path / "bad.yaml"))
+
+
+def test_cli_dry_run_prints_and_exits_0_and_refusals_exit_2(tf_outputs, capsys):
+    assert main(["run", "--runner", "flink", "--tf-outputs", tf_outputs, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("beam-rtbf run: dry run, runner profile flink")
+    assert "--archive_dir=s3://acme-rtbf-archive/rtbf/archive" in out
+    assert main(["purge", "--runner", "spark", f"--tf_outputs={tf_outputs}", "--dry-run"]) == 0
+    assert "SparkPipelineRunner" in capsys.readouterr().out
+    assert main(["run", "--runner", "spark", f"--tf_outputs={tf_outputs}", "--sessions=kinesis://s"]) == 2
+    assert "no streaming" in capsys.readouterr().err
