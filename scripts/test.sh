@@ -19,4 +19,9 @@ if [ ! -f .tools/node_modules/kinesalite/package.json ]; then
   npm install --silent --no-audit --no-fund --prefix .tools kinesalite@3.3.3 >/dev/null
 fi
 "$PYTHON" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# checkov (terraform/ checks) in a venv of its own: it would downgrade boto3 beside Beam.
+if [ ! -x .tools/checkov/bin/checkov ]; then
+  "$PYTHON" -m venv .tools/checkov
+  .tools/checkov/bin/pip install --quiet --disable-pip-version-check 'checkov==3.2.469'
+fi
 exec "$PYTHON" -m pytest "$@"
