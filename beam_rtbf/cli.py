@@ -121,6 +121,9 @@ def cmd_run(argv: list[str]) -> int:
     if "job_jar" in summary:
         print(f"beam-rtbf run: job jar written to {summary['job_jar']} (not run); submit it, e.g. with spark-submit")
         return 0
+    if summary.get("detached"):
+        print(f"beam-rtbf run: job submitted to {summary['runner']} ({summary['state']}); not waiting (--detach)")
+        return 0
     _print_summary(summary)
     return 0 if summary.get("conservation_ok") else 1
 

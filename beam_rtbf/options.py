@@ -153,6 +153,13 @@ class RtbfOptions(PipelineOptions):
             "instead of broadcasting the exact set (8 bytes per id)",
         )
         group.add_argument(
+            "--detach",
+            action="store_true",
+            default=False,
+            help="Return once a cluster runner has accepted the job (a streaming job on Flink runs "
+            "until cancelled); the job's figures are then in the runner's metrics, not summary.json",
+        )
+        group.add_argument(
             "--stream_retention_s",
             type=int,
             default=7 * 86_400,

@@ -75,6 +75,9 @@ LOCAL_STREAMING_RUNNERS = ("LocalStreamingRunner", "BundleBasedDirectRunner")
 
 EMBEDDED_PORTABLE = "PortableRunner[embed]"  # the in-process job service (FnApiRunner behind the Job API)
 
+# Runners that run inside this process: --detach does not apply (the job would die with it).
+LOCAL_RUNNERS = ("FnApiRunner", EMBEDDED_PORTABLE, *LOCAL_STREAMING_RUNNERS)
+
 
 def choose_strategy(
     requested: str, streaming: bool, runner_name: str, registry_size: int = 0, broadcast_max: int = 20_000_000
@@ -307,6 +310,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     result = pipeline.run()
     if jar:  # Flink/Spark: the job server wrote an executable jar instead of running (spark-submit runs it)
         return {"job_jar": jar, "runner": runner_name, "filter_strategy": strategy, "output": opts.output}
+    if opts.detach and runner_name not in LOCAL_RUNNERS:  # a cluster streaming job never finishes
+        return {"detached": True, "runner": runner_name, "state": str(result.state), "output": opts.output}
     result.wait_until_finish()
     elapsed = time.perf_counter() - started
     summary = summarize(collect_counters(result), elapsed, runner_name, strategy, why, streaming, opts)

@@ -76,6 +76,12 @@ data "aws_iam_policy_document" "pipeline" {
     resources = ["${var.artifacts_bucket_arn}/*"]
   }
 
+  statement {
+    sid       = "FlinkCheckpointsExpire"
+    actions   = ["s3:DeleteObject"]
+    resources = ["${var.artifacts_bucket_arn}/flink/*"]
+  }
+
   dynamic "statement" {
     for_each = var.redis_auth_secret_arn != "" ? [1] : []
     content {
