@@ -77,6 +77,12 @@ module "emr" {
   pipeline_security_group_id = module.network.pipeline_security_group_id
   service_role_arn           = module.iam.emr_service_role_arn
   instance_profile_arn       = module.iam.pipeline_instance_profile_arn
+  # runners/spark-emr/bootstrap.sh: where `submit.sh upload` put the wheel, and the secrets
+  # the workers and the job step get as environment variables (fetched at start, not stored).
+  bootstrap_args = concat(
+    ["--artifacts", "s3://${module.storage.bucket_names["artifacts"]}/bootstrap"],
+    module.redis.auth_secret_arn != "" ? ["--secret", "RTBF_REDIS_PASSWORD=${module.redis.auth_secret_arn}"] : [],
+  )
 }
 
 module "eks" {
