@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[2]
 TERRAFORM = REPO / "terraform"
-MODULES = ["network", "streams", "redis", "storage", "iam", "emr", "eks"]
+MODULES = ["kms_key", "network", "streams", "redis", "storage", "iam", "emr", "eks"]
 ENVS = ["example", "moto"]
 MIRROR = Path(os.environ.get("TF_PLUGIN_MIRROR", "/opt/tf-plugins"))
 CHECKOV = Path(os.environ.get("CHECKOV", REPO / ".tools" / "checkov" / "bin" / "checkov"))

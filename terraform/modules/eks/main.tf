@@ -2,53 +2,19 @@
 # control-plane logs, a managed node group, and IRSA: the Flink service account alone assumes a
 # role carrying the pipeline policy.
 
-data "aws_caller_identity" "current" {}
-
-data "aws_partition" "current" {}
-
-data "aws_region" "current" {}
-
-resource "aws_kms_key" "eks" {
-  description             = "${var.name}: EKS secrets and control-plane logs"
-  enable_key_rotation     = true
-  deletion_window_in_days = 30
-  policy = jsonencode({
-    Version = "2012-10-17"
-    Statement = [
-      {
-        Sid       = "AccountAdministers"
-        Effect    = "Allow"
-        Principal = { AWS = "arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root" }
-        Action    = "kms:*"
-        Resource  = "*" # in a key policy, "*" is this key
-      },
-      {
-        Sid       = "CloudWatchLogsUse"
-        Effect    = "Allow"
-        Principal = { Service = "logs.${data.aws_region.current.name}.amazonaws.com" }
-        Action    = ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
-        Resource  = "*"
-        Condition = {
-          ArnLike = {
-            "kms:EncryptionContext:aws:logs:arn" = "arn:${data.aws_partition.current.partition}:logs:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:log-group:/aws/eks/${var.name}/*"
-          }
-        }
-      },
-    ]
-  })
-  tags = var.tags
-}
-
-resource "aws_kms_alias" "eks" {
-  name          = "alias/${var.name}-eks"
-  target_key_id = aws_kms_key.eks.key_id
+module "kms" {
+  source            = "../kms_key"
+  alias             = "${var.name}-eks"
+  description       = "${var.name}: EKS secrets and control-plane logs"
+  log_group_pattern = "/aws/eks/${var.name}/*"
+  tags              = var.tags
 }
 
 # Created before the cluster so EKS does not create it without retention and encryption.
 resource "aws_cloudwatch_log_group" "cluster" {
   name              = "/aws/eks/${var.name}/cluster"
   retention_in_days = var.log_retention_days
-  kms_key_id        = aws_kms_key.eks.arn
+  kms_key_id        = module.kms.arn
   tags              = var.tags
 }
 
@@ -68,7 +34,7 @@ resource "aws_eks_cluster" "this" {
   encryption_config {
     resources = ["secrets"]
     provider {
-      key_arn = aws_kms_key.eks.arn
+      key_arn = module.kms.arn
     }
   }
 

@@ -8,10 +8,6 @@ data "aws_availability_zones" "available" {
 
 data "aws_caller_identity" "current" {}
 
-data "aws_partition" "current" {}
-
-data "aws_region" "current" {}
-
 locals {
   azs = slice(length(var.availability_zones) > 0 ? var.availability_zones : data.aws_availability_zones.available.names, 0, var.az_count)
   # Resources EMR's managed service policy (AmazonEMRServicePolicy_v2) may act on carry this tag.
@@ -101,41 +97,18 @@ resource "aws_route_table_association" "private" {
 
 # ---- flow logs (all traffic, to an encrypted CloudWatch log group) ----
 
-resource "aws_kms_key" "logs" {
-  description             = "${var.name}: VPC flow logs"
-  enable_key_rotation     = true
-  deletion_window_in_days = 30
-  policy = jsonencode({
-    Version = "2012-10-17"
-    Statement = [
-      {
-        Sid       = "AccountAdministers"
-        Effect    = "Allow"
-        Principal = { AWS = "arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root" }
-        Action    = "kms:*"
-        Resource  = "*" # in a key policy, "*" is this key
-      },
-      {
-        Sid       = "CloudWatchLogsUse"
-        Effect    = "Allow"
-        Principal = { Service = "logs.${data.aws_region.current.name}.amazonaws.com" }
-        Action    = ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
-        Resource  = "*"
-        Condition = {
-          ArnLike = {
-            "kms:EncryptionContext:aws:logs:arn" = "arn:${data.aws_partition.current.partition}:logs:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:log-group:/aws/vpc/${var.name}/*"
-          }
-        }
-      },
-    ]
-  })
-  tags = var.tags
+module "kms" {
+  source            = "../kms_key"
+  alias             = "${var.name}-flow-logs"
+  description       = "${var.name}: VPC flow logs"
+  log_group_pattern = "/aws/vpc/${var.name}/*"
+  tags              = var.tags
 }
 
 resource "aws_cloudwatch_log_group" "flow" {
   name              = "/aws/vpc/${var.name}/flow-logs"
   retention_in_days = var.flow_log_retention_days
-  kms_key_id        = aws_kms_key.logs.arn
+  kms_key_id        = module.kms.arn
   tags              = var.tags
 }
 

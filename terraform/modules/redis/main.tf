@@ -1,53 +1,19 @@
 # The deletion registry's Redis: an ElastiCache replication group with TLS, AUTH, KMS encryption
 # at rest, automatic failover across AZs, snapshots, and its AUTH token in Secrets Manager.
 
-data "aws_caller_identity" "current" {}
-
-data "aws_partition" "current" {}
-
-data "aws_region" "current" {}
-
-resource "aws_kms_key" "redis" {
-  description             = "${var.name}: Redis at rest, its auth-token secret and logs"
-  enable_key_rotation     = true
-  deletion_window_in_days = 30
-  policy = jsonencode({
-    Version = "2012-10-17"
-    Statement = [
-      {
-        Sid       = "AccountAdministers"
-        Effect    = "Allow"
-        Principal = { AWS = "arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root" }
-        Action    = "kms:*"
-        Resource  = "*" # in a key policy, "*" is this key
-      },
-      {
-        Sid       = "CloudWatchLogsUse"
-        Effect    = "Allow"
-        Principal = { Service = "logs.${data.aws_region.current.name}.amazonaws.com" }
-        Action    = ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
-        Resource  = "*"
-        Condition = {
-          ArnLike = {
-            "kms:EncryptionContext:aws:logs:arn" = "arn:${data.aws_partition.current.partition}:logs:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:log-group:/aws/elasticache/${var.name}/*"
-          }
-        }
-      },
-    ]
-  })
-  tags = var.tags
-}
-
-resource "aws_kms_alias" "redis" {
-  name          = "alias/${var.name}-redis"
-  target_key_id = aws_kms_key.redis.key_id
+module "kms" {
+  source            = "../kms_key"
+  alias             = "${var.name}-redis"
+  description       = "${var.name}: Redis at rest, its auth-token secret and logs"
+  log_group_pattern = "/aws/elasticache/${var.name}/*"
+  tags              = var.tags
 }
 
 resource "aws_secretsmanager_secret" "auth" {
   #checkov:skip=CKV2_AWS_57:rotating an ElastiCache AUTH token needs a coordinated ModifyReplicationGroup (auth_token_update_strategy ROTATE then SET) and a pipeline restart; done as an operation, not a Lambda
   name                    = "${var.name}/redis-auth-token"
   description             = "AUTH token of the ${var.name} Redis (the pipeline's RTBF_REDIS_PASSWORD)"
-  kms_key_id              = aws_kms_key.redis.arn
+  kms_key_id              = module.kms.arn
   recovery_window_in_days = var.secret_recovery_window_days
   tags                    = var.tags
 }
@@ -68,7 +34,7 @@ resource "aws_cloudwatch_log_group" "redis" {
   for_each          = toset(["slow-log", "engine-log"])
   name              = "/aws/elasticache/${var.name}/${each.key}"
   retention_in_days = var.log_retention_days
-  kms_key_id        = aws_kms_key.redis.arn
+  kms_key_id        = module.kms.arn
   tags              = var.tags
 }
 
@@ -88,7 +54,7 @@ resource "aws_elasticache_replication_group" "this" {
   security_group_ids = [var.security_group_id]
 
   at_rest_encryption_enabled = true
-  kms_key_id                 = aws_kms_key.redis.arn
+  kms_key_id                 = module.kms.arn
   transit_encryption_enabled = true
   auth_token                 = var.auth_token
 

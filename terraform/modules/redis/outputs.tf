@@ -15,5 +15,5 @@ output "auth_secret_arn" {
 
 output "kms_key_arn" {
   description = "KMS key of Redis at rest and of the auth-token secret."
-  value       = aws_kms_key.redis.arn
+  value       = module.kms.arn
 }

@@ -8,32 +8,15 @@
 
 data "aws_caller_identity" "current" {}
 
-data "aws_partition" "current" {}
-
 locals {
   kinds = toset(["archive", "manifests", "analytics", "receipts", "artifacts"])
 }
 
-resource "aws_kms_key" "storage" {
-  description             = "${var.name}: S3 buckets of the pipeline"
-  enable_key_rotation     = true
-  deletion_window_in_days = 30
-  policy = jsonencode({
-    Version = "2012-10-17"
-    Statement = [{
-      Sid       = "AccountAdministers"
-      Effect    = "Allow"
-      Principal = { AWS = "arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root" }
-      Action    = "kms:*"
-      Resource  = "*" # in a key policy, "*" is this key; roles get use rights from IAM policies
-    }]
-  })
-  tags = var.tags
-}
-
-resource "aws_kms_alias" "storage" {
-  name          = "alias/${var.name}-storage"
-  target_key_id = aws_kms_key.storage.key_id
+module "kms" {
+  source      = "../kms_key"
+  alias       = "${var.name}-storage"
+  description = "${var.name}: S3 buckets of the pipeline"
+  tags        = var.tags
 }
 
 # ---- data buckets ----
@@ -68,7 +51,7 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "data" {
   rule {
     apply_server_side_encryption_by_default {
       sse_algorithm     = "aws:kms"
-      kms_master_key_id = aws_kms_key.storage.arn
+      kms_master_key_id = module.kms.arn
     }
     bucket_key_enabled = true
   }

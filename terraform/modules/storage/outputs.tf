@@ -15,7 +15,7 @@ output "access_log_bucket" {
 
 output "kms_key_arn" {
   description = "KMS key of the buckets' default encryption."
-  value       = aws_kms_key.storage.arn
+  value       = module.kms.arn
 }
 
 output "noncurrent_version_days" {

@@ -1,53 +1,18 @@
 # The two input streams: Kinesis (default) and, behind enable_msk, an MSK cluster.
 
-data "aws_caller_identity" "current" {}
-
-data "aws_partition" "current" {}
-
-data "aws_region" "current" {}
-
 locals {
   streams = {
     sessions = var.sessions_shard_count
     requests = var.requests_shard_count
   }
-  account_root = "arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root"
 }
 
-resource "aws_kms_key" "streams" {
-  description             = "${var.name}: Kinesis streams and MSK at rest"
-  enable_key_rotation     = true
-  deletion_window_in_days = 30
-  policy = jsonencode({
-    Version = "2012-10-17"
-    Statement = [
-      {
-        Sid       = "AccountAdministers"
-        Effect    = "Allow"
-        Principal = { AWS = local.account_root }
-        Action    = "kms:*"
-        Resource  = "*" # in a key policy, "*" is this key; principals get use rights from IAM policies
-      },
-      {
-        Sid       = "CloudWatchLogsUse"
-        Effect    = "Allow"
-        Principal = { Service = "logs.${data.aws_region.current.name}.amazonaws.com" }
-        Action    = ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
-        Resource  = "*"
-        Condition = {
-          ArnLike = {
-            "kms:EncryptionContext:aws:logs:arn" = "arn:${data.aws_partition.current.partition}:logs:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:log-group:/aws/msk/${var.name}*"
-          }
-        }
-      },
-    ]
-  })
-  tags = var.tags
-}
-
-resource "aws_kms_alias" "streams" {
-  name          = "alias/${var.name}-streams"
-  target_key_id = aws_kms_key.streams.key_id
+module "kms" {
+  source            = "../kms_key"
+  alias             = "${var.name}-streams"
+  description       = "${var.name}: Kinesis streams and MSK at rest"
+  log_group_pattern = "/aws/msk/${var.name}*"
+  tags              = var.tags
 }
 
 resource "aws_kinesis_stream" "this" {
@@ -56,7 +21,7 @@ resource "aws_kinesis_stream" "this" {
   shard_count      = var.stream_mode == "PROVISIONED" ? each.value : null
   retention_period = var.retention_hours
   encryption_type  = "KMS"
-  kms_key_id       = aws_kms_key.streams.arn
+  kms_key_id       = module.kms.arn
 
   stream_mode_details {
     stream_mode = var.stream_mode
@@ -71,7 +36,7 @@ resource "aws_cloudwatch_log_group" "msk" {
   count             = var.enable_msk ? 1 : 0
   name              = "/aws/msk/${var.name}"
   retention_in_days = var.msk_log_retention_days
-  kms_key_id        = aws_kms_key.streams.arn
+  kms_key_id        = module.kms.arn
   tags              = var.tags
 }
 
@@ -118,7 +83,7 @@ resource "aws_msk_cluster" "this" {
   }
 
   encryption_info {
-    encryption_at_rest_kms_key_arn = aws_kms_key.streams.arn
+    encryption_at_rest_kms_key_arn = module.kms.arn
 
     encryption_in_transit {
       client_broker = "TLS"

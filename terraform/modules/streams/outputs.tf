@@ -20,7 +20,7 @@ output "retention_hours" {
 
 output "kms_key_arn" {
   description = "KMS key encrypting the streams (and MSK at rest)."
-  value       = aws_kms_key.streams.arn
+  value       = module.kms.arn
 }
 
 output "msk_cluster_arn" {
