@@ -122,7 +122,10 @@ def cmd_run(argv: list[str]) -> int:
         print(f"beam-rtbf run: job jar written to {summary['job_jar']} (not run); submit it, e.g. with spark-submit")
         return 0
     if summary.get("detached"):
-        print(f"beam-rtbf run: job submitted to {summary['runner']} ({summary['state']}); not waiting (--detach)")
+        print(
+            f"beam-rtbf run: job {summary['job_id']} submitted to {summary['runner']} ({summary['state']}); "
+            "not waiting (--detach)"
+        )
         return 0
     _print_summary(summary)
     return 0 if summary.get("conservation_ok") else 1

@@ -311,7 +311,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     if jar:  # Flink/Spark: the job server wrote an executable jar instead of running (spark-submit runs it)
         return {"job_jar": jar, "runner": runner_name, "filter_strategy": strategy, "output": opts.output}
     if opts.detach and runner_name not in LOCAL_RUNNERS:  # a cluster streaming job never finishes
-        return {"detached": True, "runner": runner_name, "state": str(result.state), "output": opts.output}
+        job_id = getattr(result, "_job_id", None)  # the Job API's id: cancel, savepoint, state by it
+        return {"detached": True, "runner": runner_name, "job_id": job_id, "state": str(result.state)}
     result.wait_until_finish()
     elapsed = time.perf_counter() - started
     summary = summarize(collect_counters(result), elapsed, runner_name, strategy, why, streaming, opts)

@@ -1,17 +1,36 @@
 """The portability check: the graph through Beam's PortableRunner and the embedded job service
-(the Job API the Flink and Spark job servers speak), LOOPBACK workers, against the local runner."""
+(the Job API the Flink and Spark job servers speak), LOOPBACK workers, against the local runner;
+and a cluster-shaped run: a separate job service, an external SDK worker pool, --detach.
+
+Beam's job service and worker handlers bind every interface, so every run that starts them runs
+in a network namespace of its own (tests/helpers/netns.py): nothing is reachable from outside.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from beam_rtbf.cli import main
+from tests.helpers.netns import run_in_netns
 from tests.helpers.purge_setup import aggregate_archive, analytics_rows, archive_counts, archive_table, build
 
 pytestmark = [pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli_in_netns(*args: str, cwd: Path = ROOT, env: dict | None = None) -> int:
+    """`beam-rtbf ARGS` in its own network namespace (its gRPC servers reachable from nowhere)."""
+    done = run_in_netns(
+        [sys.executable, "-m", "beam_rtbf.cli", *args], timeout=600, cwd=cwd, env={**os.environ, **(env or {})}
+    )
+    assert done.returncode in (0, 1, 2, 3), done.stderr[-3000:]
+    return done.returncode
 
 
 def write_jsonl(path, rows: list[dict]):
@@ -40,11 +59,11 @@ def test_bounded_graph_on_the_portable_runner_equals_the_local_run(tmp_path):
         [{"request_id": f"r{u}", "subject_id": f"u{u:03d}", "requested_at": 1_767_225_600_000} for u in (3, 17, 42)],
     )
     outs = {}
-    for runner in ("direct", "portable"):
+    for runner, run_cli in (("direct", lambda *a: main(list(a))), ("portable", cli_in_netns)):
         out = tmp_path / runner
-        assert main(["run", f"--runner={runner}", f"--sessions=file://{sessions}", f"--requests=file://{requests}",
-                     f"--output={out}", f"--registry=embedded://{tmp_path / runner}.sqlite",
-                     "--archive_partition_s=3600", "--dedupe=off"]) == 0  # fmt: skip
+        assert run_cli("run", f"--runner={runner}", f"--sessions=file://{sessions}", f"--requests=file://{requests}",
+                       f"--output={out}", f"--registry=embedded://{tmp_path / runner}.sqlite",
+                       "--archive_partition_s=3600", "--dedupe=off") == 0  # fmt: skip
         outs[runner] = out
     direct, portable = _summary(outs["direct"]), _summary(outs["portable"])
     assert portable["runner"] == "PortableRunner[embed]" and direct["runner"] == "FnApiRunner"
@@ -58,9 +77,9 @@ def test_bounded_graph_on_the_portable_runner_equals_the_local_run(tmp_path):
 
 def test_streaming_graph_on_the_embedded_job_service(tmp_path):
     out = tmp_path / "out"
-    assert main(["run", "--runner=portable", "--sessions=synthetic://sessions?users=300&rate=2000&duration_s=3",
-                 "--requests=synthetic://requests?users=300&request_rate=3&duration_s=3", f"--output={out}",
-                 f"--registry=embedded://{tmp_path / 'r.sqlite'}"]) == 0  # fmt: skip
+    assert cli_in_netns("run", "--runner=portable", "--sessions=synthetic://sessions?users=300&rate=2000&duration_s=3",
+                        "--requests=synthetic://requests?users=300&request_rate=3&duration_s=3", f"--output={out}",
+                        f"--registry=embedded://{tmp_path / 'r.sqlite'}") == 0  # fmt: skip
     summary = _summary(out)
     # auto picks keyed state there: a PeriodicImpulse-refreshed side input never ends on it.
     assert summary["runner"] == "PortableRunner[embed]" and summary["filter_strategy"] == "state"
@@ -81,8 +100,41 @@ def test_purge_on_the_portable_runner(tmp_path, registry_url, monkeypatch):
     monkeypatch.setenv("RTBF_SUBJECT_HASH_KEY", "test-key")
     monkeypatch.chdir(tmp_path)
     setup = build(tmp_path / "a", registry_url)
-    assert setup.purge("--runner=portable") == 0
+    assert cli_in_netns("purge", f"--output={setup.out}", f"--registry={setup.registry}", *setup.extra,
+                        "--runner=portable", cwd=tmp_path) == 0  # fmt: skip
     assert archive_counts(setup.out) == setup.expected_after
     assert analytics_rows(setup.out) == aggregate_archive(setup.out)
     receipts = [json.loads(p.read_text()) for p in (setup.out / "receipts").glob("*.json")]
     assert Counter(r["status"] for r in receipts) == Counter({"verified": 3})
+
+
+def test_detached_submission_to_a_separate_job_service_and_worker_pool(tmp_path):
+    """The Flink shape without Flink: job service and worker pool are other processes, the
+    environment is EXTERNAL (the sidecar's localhost:PORT), and `--detach` returns while the job
+    runs; the job then finishes on the service and writes what the local run writes."""
+    sessions = write_jsonl(tmp_path / "sessions.jsonl", _sessions())
+    requests = write_jsonl(
+        tmp_path / "requests.jsonl",
+        [{"request_id": f"r{u}", "subject_id": f"u{u:03d}", "requested_at": 1_767_225_600_000} for u in (5, 9)],
+    )
+    flags = [f"--sessions=file://{sessions}", f"--requests=file://{requests}", "--archive_partition_s=3600",
+             "--dedupe=off"]  # fmt: skip
+    direct = tmp_path / "direct"
+    assert main(["run", f"--output={direct}", f"--registry=embedded://{tmp_path}/direct.sqlite", *flags]) == 0
+    out = tmp_path / "detached"
+    done = run_in_netns(
+        [sys.executable, "-m", "tests.helpers.detached_job", str(out),
+         f"--registry=embedded://{tmp_path}/detached.sqlite", *flags],
+        timeout=600, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["returncode"] == 0, report["stderr_tail"]
+    assert "not waiting (--detach)" in report["stdout"] and report["runner"] == "PortableRunner"
+    assert report["state_at_submit"] in ("STOPPED", "STARTING", "RUNNING"), report
+    assert report["states"][-1] == "DONE", report
+    assert not (out / "summary.json").exists()  # the figures of a detached job are the runner's
+    assert archive_counts(out) == archive_counts(direct)
+    assert analytics_rows(out) == analytics_rows(direct) == aggregate_archive(out)
+    assert len(list((out / "manifests").rglob("*.json"))) == len(list((direct / "manifests").rglob("*.json"))) == 2
+    assert not {"u005", "u009"} & set(archive_counts(out))
