@@ -10,6 +10,9 @@ SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 missing=""
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 command -v npm >/dev/null 2>&1 || missing="$missing nodejs npm"
+# Beam's job service binds every interface: the portable tests run it in a network namespace.
+command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
+command -v unshare >/dev/null 2>&1 || missing="$missing util-linux"
 if [ -n "$missing" ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
