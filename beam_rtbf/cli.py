@@ -27,6 +27,19 @@ __all__ = ["main", "config_to_argv"]
 _LOGGER = logging.getLogger("beam_rtbf")
 
 
+class _UnusedCloudClients(logging.Filter):
+    """Beam warns at import that the GCS and BigQuery clients are missing; beam-rtbf uses neither."""
+
+    _NOISE = ("Failed to import GCSFileSystem", "apitools not found")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self._NOISE)
+
+
+for _name in ("", "apache_beam.io.filesystems"):  # the loggers those two warnings are made on
+    logging.getLogger(_name).addFilter(_UnusedCloudClients())
+
+
 def config_to_argv(path: str) -> list[str]:
     """A YAML mapping of option -> value as command-line flags (``true`` -> bare flag)."""
     with open(path, encoding="utf-8") as handle:
