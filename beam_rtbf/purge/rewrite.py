@@ -28,7 +28,6 @@ import io
 import json
 import os
 import re
-import uuid
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -250,28 +249,6 @@ def _check(label: str, data, task: FileTask, expected_rows: int, matcher: _Match
         )
 
 
-def _replace(path: str, payload: bytes, verify_tmp) -> None:
-    """Put ``payload`` at ``path`` so readers see the old or the new content, never neither or a part.
-
-    Local/HDFS: a verified temporary sibling renamed onto the path. Object stores: one PUT (atomic
-    there), no temporary key whose old versions would outlive the purge.
-    """
-    if is_object_store(path):
-        with FileSystems.create(path) as handle:
-            handle.write(payload)
-        return
-    directory, name = path.rsplit("/", 1)
-    tmp = f"{directory}/.tmp-{uuid.uuid4().hex[:12]}-{name}"
-    with FileSystems.create(tmp) as handle:
-        handle.write(payload)
-    try:
-        verify_tmp(tmp)
-    except PurgeFileError:
-        FileSystems.delete([tmp])
-        raise
-    FileSystems.rename([tmp], [path])
-
-
 def rewrite_file(
     task: FileTask,
     id_requests: Mapping[str, Sequence[str]],
@@ -315,8 +292,9 @@ def rewrite_file(
         FileSystems.delete([task.path])
     else:
         payload = _encode(task, kept)
-        _verify_bytes(task, payload, remaining, matcher)
-        _replace(task.path, payload, lambda tmp: _verify(task, tmp, remaining, matcher))
+        if is_object_store(task.path):  # one PUT, no temporary object: check the new content first
+            _verify_bytes(task, payload, remaining, matcher)
+        write_bytes_atomically(task.path, payload, lambda tmp: _verify(task, tmp, remaining, matcher))
     crash_point("after_replace")
     if purge_versions:
         versions += _purge_versions(task.path)

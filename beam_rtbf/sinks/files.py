@@ -53,8 +53,15 @@ def is_object_store(path: str) -> bool:
     return (FileSystems.get_scheme(path) or "") not in _RENAMING_SCHEMES
 
 
-def write_atomically(path: str, write: Callable[[IO[bytes]], None]) -> str:
-    """Write through ``write(handle)`` so that ``path`` is either absent/old or complete, never partial."""
+def write_atomically(
+    path: str, write: Callable[[IO[bytes]], None], verify_tmp: Callable[[str], None] | None = None
+) -> str:
+    """Write through ``write(handle)`` so that ``path`` is either absent/old or complete, never partial.
+
+    ``verify_tmp(tmp_path)`` may check the temporary file before it replaces ``path``; if it
+    raises, the temporary file is deleted and ``path`` is untouched. Object stores have no
+    temporary file: check the content before calling.
+    """
     if is_object_store(path):
         with FileSystems.create(path) as handle:
             write(handle)
@@ -64,12 +71,18 @@ def write_atomically(path: str, write: Callable[[IO[bytes]], None]) -> str:
     tmp = f"{directory}/.tmp-{uuid.uuid4().hex[:12]}-{name}"
     with FileSystems.create(tmp) as handle:
         write(handle)
+    if verify_tmp is not None:
+        try:
+            verify_tmp(tmp)
+        except Exception:
+            FileSystems.delete([tmp])
+            raise
     FileSystems.rename([tmp], [path])
     return path
 
 
-def write_bytes_atomically(path: str, data: bytes) -> str:
-    return write_atomically(path, lambda handle: handle.write(data))
+def write_bytes_atomically(path: str, data: bytes, verify_tmp: Callable[[str], None] | None = None) -> str:
+    return write_atomically(path, lambda handle: handle.write(data), verify_tmp)
 
 
 def json_lines(rows: Iterable[dict]) -> bytes:
