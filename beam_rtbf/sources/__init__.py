@@ -17,6 +17,8 @@ __all__ = ["SOURCES", "source_for", "Source", "Poller", "PollResult", "SourceSpe
 
 SOURCES: dict[str, type[Source]] = {
     "file": FileSource,
+    "gs": FileSource,  # object-store globs: the same files, through Beam's filesystems
+    "s3": FileSource,
     "kafka": KafkaSource,
     "kinesis": KinesisSource,
     "pubsub": PubSubSource,

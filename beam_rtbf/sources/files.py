@@ -1,8 +1,10 @@
-"""``file://GLOB`` sources: bounded replay of JSON-lines, CSV or TSV files on any Beam filesystem.
+"""File sources: bounded replay of JSON-lines, CSV or TSV files, local or in an object store.
 
     file:///data/sessions/*.jsonl
     file:///data/train_sessions.csv              (Airbnb layout, header optional)
     file:///data/events/*.gz?format=jsonl        (compression from the extension)
+    s3://bucket/sessions/2026-10-*.jsonl.gz      (Beam's S3 filesystem: --s3_* options)
+    gs://bucket/sessions/*.jsonl                 (Beam's GCS filesystem)
 
 Files are read in chunks of about ``chunk_bytes`` cut at line ends, so one
 large file still spreads over all workers after the reshuffle.
@@ -154,9 +156,10 @@ class FileSource(Source):
 
     def __init__(self, spec: SourceSpec, stream: str) -> None:
         super().__init__(spec, stream)
-        self.pattern = spec.location
-        if not self.pattern:
-            raise ValueError(f"source {spec.uri!r} has no path: use file:///abs/path/*.jsonl")
+        # file:// names a local path; any other scheme is a Beam filesystem's and stays in the glob.
+        self.pattern = spec.location if spec.scheme == "file" else f"{spec.scheme}://{spec.location}"
+        if not spec.location:
+            raise ValueError(f"source {spec.uri!r} has no path: use file:///abs/path/*.jsonl or s3://bucket/key*.jsonl")
         self.fmt = spec.get_str("format")
         if self.fmt:
             format_for_path(self.pattern, self.fmt)
@@ -165,6 +168,15 @@ class FileSource(Source):
     @property
     def bounded(self) -> bool:
         return True
+
+    def check(self) -> None:
+        """An empty glob or an unreadable store: one clear error before the run, not a worker traceback."""
+        try:
+            matched = FileSystems.match([self.pattern])[0].metadata_list
+        except Exception as exc:  # BeamIOError: no such bucket, no credentials, endpoint unreachable
+            raise ValueError(f"source {self.spec.uri!r}: cannot list {self.pattern}: {exc}") from exc
+        if not matched:
+            raise ValueError(f"source {self.spec.uri!r}: no file matches {self.pattern}")
 
     def read(self) -> beam.PTransform:
         return ReadFileChunks(self.pattern, self.fmt, self.chunk_bytes)

@@ -89,3 +89,48 @@ def test_crash_between_put_and_version_purge_then_rerun_purges_the_versions(s3_s
     assert s3_setup.purge() == 0
     assert files_mentioning(fetch_local(s3_setup.out, s3_setup.root, all_versions=True), ALL_IDS) == {}
     assert archive_counts(fetch_local(s3_setup.out, s3_setup.root)) == s3_setup.expected_after
+
+
+def test_run_reads_sessions_and_requests_from_s3_globs(s3_server, tmp_path):
+    """s3:// sources are the same files as file:// ones, read through Beam's S3 filesystem."""
+    from beam_rtbf.pipeline import run
+    from tests.helpers.purge_setup import BAD_LINES, T0, _sessions
+
+    data = tmp_path / "in"
+    data.mkdir()
+    lines = [json.dumps(r).encode() for r in _sessions()]
+    (data / "sessions-1.jsonl").write_bytes(b"\n".join(lines[:200] + BAD_LINES) + b"\n")
+    (data / "sessions-2.jsonl").write_bytes(b"\n".join(lines[200:]) + b"\n")
+    requests = [{"request_id": f"r-{u}", "subject_id": u, "requested_at": T0} for u in ("alice", "bob")]
+    (data / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in requests))
+    client = s3_server.client()
+    client.create_bucket(Bucket="rtbf-s3-sources")
+    for path in data.iterdir():
+        client.upload_file(str(path), "rtbf-s3-sources", f"in/{path.name}")
+    flags = ["--archive_partition_s=3600", "--dedupe=off"]
+    local = run([f"--sessions=file://{data}/sessions-*.jsonl", f"--requests=file://{data}/requests.jsonl",
+                 f"--output={tmp_path}/local", f"--registry=embedded://{tmp_path}/local.sqlite", *flags])  # fmt: skip
+    from_s3 = run(["--sessions=s3://rtbf-s3-sources/in/sessions-*.jsonl",
+                   "--requests=s3://rtbf-s3-sources/in/requests.jsonl",
+                   f"--output={tmp_path}/s3", f"--registry=embedded://{tmp_path}/s3.sqlite", *flags,
+                   *s3_server.pipeline_args()])  # fmt: skip
+    for key in ("sessions_in", "clean", "suppressed", "dead_lettered", "requests_accepted", "manifests_written"):
+        assert from_s3[key] == local[key], key
+    assert (from_s3["sessions_in"], from_s3["dead_lettered"], from_s3["requests_accepted"]) == (
+        len(lines) + len(BAD_LINES), len(BAD_LINES), 2,
+    )  # fmt: skip
+    assert archive_counts(tmp_path / "s3") == archive_counts(tmp_path / "local")
+    assert not {"alice", "bob"} & set(archive_counts(tmp_path / "s3"))
+
+
+def test_s3_sources_that_match_nothing_or_name_no_bucket_fail_before_the_run(s3_server, tmp_path):
+    from beam_rtbf.pipeline import run
+
+    s3_server.client().create_bucket(Bucket="rtbf-s3-empty")
+    common = [f"--output={tmp_path}/out", f"--registry=embedded://{tmp_path}/r.sqlite", *s3_server.pipeline_args(),
+              "--requests=synthetic://requests?requests=0"]  # fmt: skip
+    with pytest.raises(ValueError, match=r"no file matches s3://rtbf-s3-empty/in/\*\.jsonl"):
+        run(["--sessions=s3://rtbf-s3-empty/in/*.jsonl", *common])
+    with pytest.raises(ValueError, match=r"s3://no-such-bucket-rtbf/in/\*\.jsonl"):
+        run(["--sessions=s3://no-such-bucket-rtbf/in/*.jsonl", *common])
+    assert not (tmp_path / "out").exists()

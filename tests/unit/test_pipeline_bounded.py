@@ -180,3 +180,23 @@ def test_invalid_options_fail_before_running(tmp_path, registry_url):
             "synthetic://sessions?sessions=1",
             "synthetic://requests?requests=0",
         )
+
+
+def test_object_store_globs_are_file_sources_and_a_missing_path_is_refused():
+    from beam_rtbf.sources import source_for
+    from beam_rtbf.sources.files import FileSource
+
+    s3 = source_for("s3://acme-raw/sessions/2026-10-*.jsonl.gz?format=jsonl", "sessions")
+    assert isinstance(s3, FileSource) and s3.bounded
+    assert (s3.pattern, s3.fmt) == ("s3://acme-raw/sessions/2026-10-*.jsonl.gz", "jsonl")
+    assert source_for("gs://b/x/*.csv", "sessions").pattern == "gs://b/x/*.csv"
+    assert source_for("file:///data/x.jsonl", "sessions").pattern == "/data/x.jsonl"
+    for uri in ("s3://", "file://"):
+        with pytest.raises(ValueError, match="has no path"):
+            source_for(uri, "sessions")
+
+
+def test_a_file_glob_that_matches_nothing_is_one_clear_error_before_the_run(tmp_path, registry_url):
+    with pytest.raises(ValueError, match=r"no file matches .*/nothing-here/\*\.jsonl"):
+        _run(tmp_path, registry_url, f"file://{tmp_path}/nothing-here/*.jsonl", "synthetic://requests?requests=0")
+    assert not (tmp_path / "out").exists()  # failed before anything was written
