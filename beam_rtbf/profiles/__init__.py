@@ -27,10 +27,8 @@ import yaml
 __all__ = ["PROFILES", "Profile", "Expanded", "load_profile", "expand", "render_dry_run"]
 
 PROFILES = ("direct", "flink", "spark", "portable")
-STREAM_SCHEMES = ("kinesis://", "kafka://", "pubsub://")
 _PLACEHOLDER = re.compile(r"\$\{(tf|env)\.([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECRET = re.compile(r"(secret|password|token|credential)", re.IGNORECASE)
-_OWN_FLAGS = ("--profile", "--tf_outputs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +36,6 @@ class Profile:
     name: str
     runner: str
     description: str
-    streaming: bool | None
     options: dict[str, Any]
     then: str | None = None  # a second command (e.g. spark-submit of the jar the first one wrote)
 
@@ -68,9 +65,7 @@ def load_profile(name_or_path: str) -> Profile:
     options = body.get("options") or {}
     if not isinstance(options, dict):
         raise ValueError(f"runner profile {name_or_path!r}: 'options' must be a mapping")
-    return Profile(
-        name, str(body["runner"]), str(body.get("description", "")), body.get("streaming"), options, body.get("then")
-    )
+    return Profile(name, str(body["runner"]), str(body.get("description", "")), options, body.get("then"))
 
 
 def read_tf_outputs(path: str) -> dict[str, str]:
@@ -192,9 +187,14 @@ def _check(command: str, expanded: Expanded) -> None:
     profile = expanded.profile
     if profile is None or profile.runner != "SparkRunner" or command != "run":
         return
+    from beam_rtbf.sources import source_for
+
     options = final_options(expanded.argv)
+    # The sources' own notion of bounded: stream schemes, and generators or readers with a rate.
     streams = [
-        f"--{k}={options[k]}" for k in ("sessions", "requests") if str(options.get(k, "")).startswith(STREAM_SCHEMES)
+        f"--{k}={options[k]}"
+        for k in ("sessions", "requests")
+        if isinstance(options.get(k), str) and not source_for(options[k], k).bounded
     ]
     if options.get("streaming") is True or streams:
         raise ValueError(

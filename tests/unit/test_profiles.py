@@ -95,6 +95,10 @@ def test_spark_refuses_streaming_and_prints_the_spark_submit_step(tf_outputs):
     with pytest.raises(ValueError, match="no streaming"):
         expand("run", ["--runner=spark", f"--tf_outputs={tf_outputs}", "--sessions=file:///s", "--requests=file:///r",
                        "--streaming"])  # fmt: skip
+    # Not only stream schemes: a generator with a rate never ends either.
+    with pytest.raises(ValueError, match="stream sources given: --requests=synthetic://requests"):
+        expand("run", ["--runner=spark", "--sessions=file:///s",
+                       "--requests=synthetic://requests?users=10&request_rate=1"])  # fmt: skip
     purge = expand("purge", ["--runner=spark", f"--tf_outputs={tf_outputs}", "--dry-run"], env={})
     options = final_options(purge.argv)
     assert options["runner"] == "SparkRunner" and options["output_executable_path"] == "/mnt/rtbf/job.jar"
