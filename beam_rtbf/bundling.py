@@ -7,16 +7,23 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.pvalue import TaggedOutput
 from apache_beam.utils.windowed_value import WindowedValue
 
 __all__ = ["BundleDoFn"]
+
+
+def _windowed(value: Any, ts: Any, win: Any) -> WindowedValue | TaggedOutput:
+    if isinstance(value, TaggedOutput):
+        return TaggedOutput(value.tag, WindowedValue(value.value, ts, (win,)))
+    return WindowedValue(value, ts, (win,))
 
 
 class BundleDoFn(beam.DoFn):
     """Buffers elements (with timestamp and window) and calls ``handle_batch`` per bundle.
 
     ``handle_batch`` returns, for each input, an iterable of outputs; they are
-    emitted with that input's timestamp and window. The buffer is also flushed
+    emitted with that input's timestamp and window (a ``TaggedOutput`` to its tag). The buffer is also flushed
     every ``max_batch`` elements so memory stays bounded.
     """
 
@@ -29,11 +36,11 @@ class BundleDoFn(beam.DoFn):
         self._buffer.append((element, timestamp, window))
         if len(self._buffer) >= self.max_batch:
             for value, ts, win in self._flush():
-                yield WindowedValue(value, ts, (win,))
+                yield _windowed(value, ts, win)
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         for value, ts, win in self._flush():
-            yield WindowedValue(value, ts, (win,))
+            yield _windowed(value, ts, win)
 
     def _flush(self) -> list[tuple[Any, Any, Any]]:
         if not self._buffer:

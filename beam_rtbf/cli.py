@@ -217,21 +217,45 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registry_url(args: argparse.Namespace) -> str:
+    """--registry, else the embedded registry under --state_dir / OUTPUT/_state (as run and purge do)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from beam_rtbf.options import RtbfOptions, resolve_paths
+
+    flags = [f"--output={args.output}"]
+    flags += [f"--state_dir={args.state_dir}"] if args.state_dir else []
+    flags += [f"--registry={args.registry}"] if args.registry else []
+    options = PipelineOptions(flags)
+    resolve_paths(options)
+    return options.view_as(RtbfOptions).registry
+
+
 def cmd_forget(args: argparse.Namespace) -> int:
     from beam_rtbf.registry import RegistryUnavailable, open_registry
+    from beam_rtbf.registry.record import is_conflict
 
-    request = ErasureRequest(
-        request_id=args.request_id or f"cli-{uuid.uuid4().hex[:12]}",
-        subject_id=args.subject,
-        requested_at_ms=now_ms(),
-        regulation=args.regulation,
-        aliases=tuple(a for a in args.alias if a != args.subject),
+    request = ErasureRequest.from_dict(
+        {
+            "request_id": args.request_id or f"cli-{uuid.uuid4().hex[:12]}",
+            "subject_id": args.subject,
+            "requested_at": now_ms(),
+            "regulation": args.regulation,
+            "aliases": list(args.alias),
+        }
     )
     try:
-        with open_registry(args.registry) as registry:
+        with open_registry(_registry_url(args)) as registry:
             (accepted,) = registry.add([request])
     except RegistryUnavailable as exc:
         print(f"beam-rtbf: deletion registry unavailable: {exc}", file=sys.stderr)
+        return 2
+    if is_conflict(request, accepted):
+        print(
+            f"beam-rtbf: request id {request.request_id!r} is already registered for a different subject; "
+            "nothing was recorded (use another request id)",
+            file=sys.stderr,
+        )
         return 2
     print(
         json.dumps(
@@ -252,11 +276,12 @@ def cmd_forget(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from beam_rtbf.registry import open_registry
 
-    with open_registry(args.registry) as registry:
+    url = _registry_url(args)
+    with open_registry(url) as registry:
         if args.request_id:
             accepted = registry.get_request(args.request_id)
             if accepted is None:
-                print(f"beam-rtbf: no request {args.request_id!r} in {args.registry}", file=sys.stderr)
+                print(f"beam-rtbf: no request {args.request_id!r} in {url}", file=sys.stderr)
                 return 1
             print(
                 json.dumps(
@@ -343,9 +368,15 @@ def _main_purge(argv: list[str]) -> int:
     return purge_exit_code(summary)
 
 
-def _parser() -> argparse.ArgumentParser:
-    from beam_rtbf.registry import DEFAULT_REGISTRY_URL
+def _add_registry_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--output", default="./rtbf-out", help="the run's output folder (its _state/ holds the registry)"
+    )
+    parser.add_argument("--state_dir", "--state-dir", default=None, help="local state folder (default OUTPUT/_state)")
+    parser.add_argument("--registry", default=None, help="registry URL (default: embedded://STATE_DIR/registry.sqlite)")
 
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="beam-rtbf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -380,12 +411,12 @@ def _parser() -> argparse.ArgumentParser:
     forget.add_argument("--alias", action="append", default=[], help="another id of the subject (email...)")
     forget.add_argument("--regulation", choices=["gdpr", "ccpa"], default="gdpr")
     forget.add_argument("--request-id", default=None, help="idempotency key (default: generated)")
-    forget.add_argument("--registry", default=DEFAULT_REGISTRY_URL)
+    _add_registry_flags(forget)
 
     status = sub.add_parser("status", help="one request's timeline, or open requests by deadline")
     status.add_argument("request_id", nargs="?")
     status.add_argument("--all", action="store_true", help="also list requests already verified")
-    status.add_argument("--registry", default=DEFAULT_REGISTRY_URL)
+    _add_registry_flags(status)
     return parser
 
 

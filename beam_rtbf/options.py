@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+from urllib.parse import urlparse
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_rtbf.filter import STRATEGIES
 from beam_rtbf.parse.sessions import DEFAULT_MAX_RECORD_BYTES
-from beam_rtbf.registry import DEFAULT_REGISTRY_URL
 
-__all__ = ["RtbfOptions", "Locations", "locations", "DEFAULT_SESSIONS", "DEFAULT_REQUESTS", "validate_options"]
+__all__ = [
+    "RtbfOptions",
+    "Locations",
+    "locations",
+    "DEFAULT_SESSIONS",
+    "DEFAULT_REQUESTS",
+    "validate_options",
+    "resolve_paths",
+    "subject_key_file",
+]
 
 # Where each kind of output goes: OUTPUT/<kind> unless --<kind>_dir says otherwise (separate
 # buckets in production: the archive and dead letters hold personal data, analytics do not).
@@ -63,8 +73,15 @@ class RtbfOptions(PipelineOptions):
             group.add_argument(f"--{kind}_dir", default=None, help=f"{kind}/ elsewhere than OUTPUT/{kind}")
         group.add_argument(
             "--registry",
-            default=DEFAULT_REGISTRY_URL,
-            help="Deletion registry URL: embedded://PATH (SQLite file, no server)",
+            default=None,
+            help="Deletion registry URL: embedded://PATH (SQLite file, no server) or redis[s]://HOST:PORT/DB "
+            "(default: embedded://STATE_DIR/registry.sqlite)",
+        )
+        group.add_argument(
+            "--state_dir",
+            default=None,
+            help="Local folder for the embedded registry and the subject-hash key file (default: OUTPUT/_state "
+            "when OUTPUT is local; give it, or --registry and $RTBF_SUBJECT_HASH_KEY, for an object-store OUTPUT)",
         )
         group.add_argument(
             "--filter_strategy",
@@ -165,6 +182,54 @@ class RtbfOptions(PipelineOptions):
             default=7 * 86_400,
             help="Retention of the raw input streams, for the manifests' stream entries",
         )
+
+
+def _is_local(path: str) -> bool:
+    scheme = urlparse(path).scheme
+    return scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt")
+
+
+def _absolute(path: str) -> str:
+    if path.startswith("file://"):
+        path = path[len("file://") :]
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def resolve_paths(options: PipelineOptions) -> None:
+    """Make every local location absolute and fill in the state dir and default registry, in place.
+
+    Nothing then depends on the working directory: not the workers', not a later purge's.
+    Stored paths (index, manifests, receipts) are relative to these roots, so the output
+    folder can also be moved.
+    """
+    opts = options.view_as(RtbfOptions)
+    if _is_local(opts.output):
+        opts.output = _absolute(opts.output)
+    for kind in LOCATION_KINDS:
+        value = getattr(opts, f"{kind}_dir")
+        if value and _is_local(value):
+            setattr(opts, f"{kind}_dir", _absolute(value))
+    if opts.state_dir:
+        if not _is_local(opts.state_dir):
+            raise ValueError(f"--state_dir must be a local folder, not {opts.state_dir!r}")
+        opts.state_dir = _absolute(opts.state_dir)
+    elif _is_local(opts.output):
+        opts.state_dir = os.path.join(opts.output, "_state")
+    if not opts.registry:
+        if not opts.state_dir:
+            raise ValueError(
+                f"--output {opts.output} is not a local folder: give --registry (e.g. redis://HOST:6379/0) "
+                "or a local --state_dir for the embedded registry"
+            )
+        opts.registry = f"embedded://{os.path.join(opts.state_dir, 'registry.sqlite')}"
+    elif opts.registry.startswith("embedded://"):
+        opts.registry = "embedded://" + _absolute(opts.registry[len("embedded://") :])
+
+
+def subject_key_file(options: PipelineOptions) -> str | None:
+    """The local file holding the subject-hash key when ``$RTBF_SUBJECT_HASH_KEY`` is not set."""
+    state_dir = options.view_as(RtbfOptions).state_dir
+    return os.path.join(state_dir, "subject-hash.key") if state_dir else None
 
 
 def validate_options(opts: RtbfOptions) -> None:

@@ -37,12 +37,12 @@ from beam_rtbf.filter.broadcast import (
 from beam_rtbf.filter.keyed_state import EFFECTIVE_TAG, FilterSessionsInKeyedState
 from beam_rtbf.filter.lookup import FilterSessionsByLookup
 from beam_rtbf.manifests.build import WriteManifests
-from beam_rtbf.options import RtbfOptions, locations, validate_options
+from beam_rtbf.options import RtbfOptions, locations, resolve_paths, validate_options
 from beam_rtbf.parse.dedupe import DedupeSessions
 from beam_rtbf.parse.requests import ParseRequests, RequestSelector
 from beam_rtbf.parse.sessions import ParseSessions
 from beam_rtbf.registry import RegistryUnavailable, open_registry
-from beam_rtbf.registry.record import RecordRequests
+from beam_rtbf.registry.record import CONFLICT_TAG, RecordRequests
 from beam_rtbf.sinks.files import WriteDeadLetters, join, write_bytes_atomically
 from beam_rtbf.sources import Source, source_for
 
@@ -152,7 +152,8 @@ def build_pipeline(
         payload_field=opts.request_payload_field,
     )
     parsed_requests = requests | "ParseRequests" >> ParseRequests(selector, opts.max_record_bytes)
-    accepted = parsed_requests.requests | "RecordRequests" >> RecordRequests(opts.registry, opts.registry_retry_s)
+    recorded = parsed_requests.requests | "RecordRequests" >> RecordRequests(opts.registry, opts.registry_retry_s)
+    accepted = recorded.accepted
 
     if strategy == "state":
         filtered = session_batches | "FilterSessions" >> FilterSessionsInKeyedState(
@@ -203,7 +204,11 @@ def build_pipeline(
         opts.stream_retention_s,
         opts.registry,
     )
-    deadletter = (parsed_sessions.deadletter, parsed_requests.deadletter) | "AllDeadLetters" >> beam.Flatten()
+    deadletter = (
+        parsed_sessions.deadletter,
+        parsed_requests.deadletter,
+        recorded[CONFLICT_TAG],
+    ) | "AllDeadLetters" >> beam.Flatten()
     deadletter | "WriteDeadLetters" >> WriteDeadLetters(where.deadletter)
     return GraphOutputs(clean, suppressed, deadletter, accepted, effective, analytics, archive_files, manifests)
 
@@ -278,6 +283,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     options = PipelineOptions(argv)
     FileSystems.set_options(options)  # the driver's own file calls (s3:// needs --s3_* options) before the pipeline
     opts = options.view_as(RtbfOptions)
+    resolve_paths(options)
     validate_options(opts)
     sessions_source = source_for(opts.sessions, "sessions")
     requests_source = source_for(opts.requests, "requests")

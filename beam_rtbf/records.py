@@ -17,6 +17,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from beam_rtbf.identifiers import canonical_id, canonical_ids
+
 __all__ = [
     "SESSION_SCHEMA",
     "SESSION_FIELDS",
@@ -47,6 +49,7 @@ SESSION_SCHEMA = pa.schema(
 )
 SESSION_FIELDS = tuple(SESSION_SCHEMA.names)
 ALIAS_COLUMNS = ("email", "device_id")
+ID_COLUMNS = ("user_id", *ALIAS_COLUMNS)  # identifiers: compared only in canonical form (identifiers.py)
 
 # Column order of the public Airbnb sessions file that the first seed replayed.
 AIRBNB_COLUMNS = (
@@ -168,6 +171,12 @@ class ErasureRequest:
     kind: str = "erase"
     aliases: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        # Every request, however it arrives (stream, forget, registry), names its subjects canonically.
+        subject_id = canonical_id(self.subject_id)
+        object.__setattr__(self, "subject_id", subject_id)
+        object.__setattr__(self, "aliases", tuple(a for a in canonical_ids(self.aliases) if a != subject_id))
+
     @property
     def subject_ids(self) -> tuple[str, ...]:
         """The subject id first, then its aliases, without repeats."""
@@ -194,7 +203,7 @@ class ErasureRequest:
         subject_id = obj.get("subject_id", obj.get("user_id"))
         if not isinstance(request_id, str) or not request_id.strip():
             raise ValueError("missing request_id")
-        if not isinstance(subject_id, str) or not subject_id.strip():
+        if not isinstance(subject_id, str) or not canonical_id(subject_id):
             raise ValueError("missing subject_id")
         regulation = str(obj.get("regulation") or "gdpr").lower()
         if regulation not in REGULATIONS:

@@ -17,7 +17,20 @@ from apache_beam.io.filesystems import FileSystems
 from beam_rtbf.archive.write import INDEX_DIR, INDEX_SCHEMA
 from beam_rtbf.sinks.files import join
 
-__all__ = ["index_files", "lookup_archive_index", "archive_data_files", "read_parquet"]
+__all__ = ["index_files", "lookup_archive_index", "archive_data_files", "read_parquet", "resolve", "relative_to"]
+
+
+def resolve(root: str, stored: str) -> str:
+    """A stored path (relative to ``root``) as a full path; full URIs and absolute paths stay as they are."""
+    if "://" in stored or stored.startswith("/"):
+        return stored
+    return join(root, stored)
+
+
+def relative_to(root: str, path: str) -> str:
+    """``path`` relative to ``root`` when it lies under it, else ``path`` itself (a full URI or path)."""
+    prefix = root.rstrip("/") + "/"
+    return path[len(prefix) :] if path.startswith(prefix) else path
 
 
 def read_parquet(path: str, columns: Sequence[str] | None = None) -> pa.Table:

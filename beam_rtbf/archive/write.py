@@ -3,6 +3,9 @@
     archive/dt=2026-01-01/hour=13/part-<id>.parquet     the sessions
     archive/_index/part-<id>.parquet                    user_id -> file, records, time range
 
+Index rows name files relative to the archive root (``dt=.../hour=.../part-<id>.parquet``),
+so the archive can be read from any working directory and moved as a whole.
+
 The index is what manifests (and the purge) use to find every file holding a
 subject without scanning the archive. Each file is written under a temporary
 name and renamed, so a crash never leaves a half-written partition file.
@@ -59,7 +62,8 @@ def _write_parquet(path: str, table: pa.Table) -> None:
 
 
 def index_rows(part: pa.Table, path: str) -> pa.Table:
-    """Index rows of one archive file: per identifier (user id and aliases), records and time range."""
+    """Index rows of one archive file (``path`` relative to the archive root): per identifier
+    (user id and aliases), records and time range."""
     tables = []
     for column in INDEX_ID_COLUMNS:
         if column not in part.column_names or part.column(column).null_count == part.num_rows:
@@ -133,11 +137,12 @@ class _WriteArchiveFn(beam.DoFn):
         paths, index_parts = [], []
         for start, pieces in sorted(self._pieces.items()):
             part = pa.concat_tables(pieces)
-            path = join(self._directory, partition_path(start, self._partition_s), unique_part("part", ".parquet"))
+            relative = f"{partition_path(start, self._partition_s)}/{unique_part('part', '.parquet')}"
+            path = join(self._directory, relative)
             _write_parquet(path, part)
             self._files.inc()
             self._records.inc(part.num_rows)
-            index_parts.append(index_rows(part, path))
+            index_parts.append(index_rows(part, relative))
             paths.append(path)
         if index_parts:
             # The index is written after the data, so an index entry never names a missing file.

@@ -25,12 +25,24 @@ from beam_rtbf import metrics as rtbf_metrics
 from beam_rtbf.archive.index import lookup_archive_index
 from beam_rtbf.bundling import BundleDoFn
 from beam_rtbf.records import AcceptedRequest, iso_ms
-from beam_rtbf.sinks.files import join, write_bytes_atomically
+from beam_rtbf.sinks.files import join, safe_file_name, write_bytes_atomically
 
-__all__ = ["build_manifest", "lookup_archive_index", "WriteManifests", "MANIFEST_VERSION"]
+__all__ = [
+    "build_manifest",
+    "lookup_archive_index",
+    "WriteManifests",
+    "MANIFEST_VERSION",
+    "manifest_path",
+    "write_manifests",
+]
 
 _LOGGER = logging.getLogger(__name__)
 MANIFEST_VERSION = 1
+
+
+def manifest_path(manifests_dir: str, request_id: str) -> str:
+    """Where a request's manifest lives: a name derived from the id, never the id itself."""
+    return join(manifests_dir, safe_file_name(request_id))
 
 
 def build_manifest(
@@ -41,6 +53,7 @@ def build_manifest(
     streams: Sequence[dict],
     stream_retention_s: int,
 ) -> dict:
+    """The manifest of one request; ``index_rows`` name archive files relative to the archive root."""
     request = accepted.request
     partitions: dict[str, dict] = {}
     windows: set[int] = set()
@@ -98,6 +111,41 @@ def build_manifest(
     }
 
 
+def write_manifests(
+    elements: Sequence[tuple[AcceptedRequest, int]],
+    manifests_dir: str,
+    archive_dir: str,
+    window_s: int,
+    streams: Sequence[dict],
+    stream_retention_s: int,
+    replace: bool = False,
+) -> list[dict | None]:
+    """Write the manifest of each (request, effective_at_ms); one archive-index scan for all.
+
+    A manifest that exists is kept (one per request, ever: idempotent across duplicates and
+    re-runs) unless ``replace``; returns the manifest written, or None, per element.
+    """
+    paths = [manifest_path(manifests_dir, accepted.request.request_id) for accepted, _ in elements]
+    todo = [i for i, path in enumerate(paths) if replace or not FileSystems.exists(path)]
+    outputs: list[dict | None] = [None] * len(elements)
+    if not todo:
+        return outputs
+    subjects = sorted({s for i in todo for s in elements[i][0].request.subject_ids})
+    index = lookup_archive_index(archive_dir, subjects)
+    written: set[str] = set()
+    for i in todo:
+        accepted, effective_at_ms = elements[i]
+        if paths[i] in written:
+            continue
+        ids = pa.array(list(accepted.request.subject_ids), pa.string())
+        rows = index.filter(pc.is_in(index.column("user_id"), value_set=ids)) if index.num_rows else index
+        manifest = build_manifest(accepted, effective_at_ms, rows, window_s, streams, stream_retention_s)
+        write_bytes_atomically(paths[i], json.dumps(manifest, indent=2, sort_keys=True).encode())
+        written.add(paths[i])
+        outputs[i] = manifest
+    return outputs
+
+
 class _WriteManifestFn(BundleDoFn):
     """One archive-index scan per bundle of requests, then one manifest file per request."""
 
@@ -119,26 +167,14 @@ class _WriteManifestFn(BundleDoFn):
         self._written = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.MANIFESTS_WRITTEN)
 
     def handle_batch(self, elements: Sequence[tuple[AcceptedRequest, int]]) -> list[list[dict]]:
-        paths = [join(self._output_dir, f"{accepted.request.request_id}.json") for accepted, _ in elements]
-        # One manifest per request, ever: idempotent across duplicates and re-runs.
-        todo = [i for i, path in enumerate(paths) if not FileSystems.exists(path)]
+        manifests = write_manifests(
+            elements, self._output_dir, self._archive_dir, self._window_s, self._streams, self._stream_retention_s
+        )
         outputs: list[list[dict]] = [[] for _ in elements]
-        if not todo:
-            return outputs
-        subjects = sorted({s for i in todo for s in elements[i][0].request.subject_ids})
-        index = lookup_archive_index(self._archive_dir, subjects)
-        written: set[str] = set()
-        for i in todo:
-            accepted, effective_at_ms = elements[i]
-            if paths[i] in written:
+        for i, manifest in enumerate(manifests):
+            if manifest is None:
                 continue
-            ids = pa.array(list(accepted.request.subject_ids), pa.string())
-            rows = index.filter(pc.is_in(index.column("user_id"), value_set=ids)) if index.num_rows else index
-            manifest = build_manifest(
-                accepted, effective_at_ms, rows, self._window_s, self._streams, self._stream_retention_s
-            )
-            write_bytes_atomically(paths[i], json.dumps(manifest, indent=2, sort_keys=True).encode())
-            written.add(paths[i])
+            accepted, effective_at_ms = elements[i]
             self._written.inc()
             outputs[i].append(manifest)
             self._record_suppressed(accepted.request.request_id, effective_at_ms)

@@ -21,8 +21,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 
+from beam_rtbf.identifiers import canonical_array
 from beam_rtbf.records import (
     AIRBNB_COLUMNS,
+    ID_COLUMNS,
     MAX_TIME_MS,
     SESSION_SCHEMA,
     DeadLetter,
@@ -123,9 +125,13 @@ def validate_session_batch(
             columns[name] = pa.nulls(n, pa.string())
     reasons: dict[int, str] = {}
 
+    # One canonical identifier form (beam_rtbf.identifiers) before the filter, the archive and its index.
+    for name in ID_COLUMNS:
+        columns[name] = canonical_array(columns[name])
+    for name in ID_COLUMNS[1:]:  # an alias that is empty once canonical is no alias
+        columns[name] = pc.if_else(pc.equal(pc.utf8_length(columns[name]), 0), None, columns[name])
     user_id = columns["user_id"]
-    stripped_len = pc.utf8_length(pc.utf8_trim_whitespace(user_id))
-    missing = pc.fill_null(pc.equal(stripped_len, 0), True).to_numpy(zero_copy_only=False)
+    missing = pc.fill_null(pc.equal(pc.utf8_length(user_id), 0), True).to_numpy(zero_copy_only=False)
     for i in np.flatnonzero(missing):
         reasons.setdefault(int(i), "missing user_id")
     too_long = pc.fill_null(pc.greater(pc.utf8_length(user_id), _MAX_USER_ID_CHARS), False)
@@ -159,7 +165,7 @@ def validate_session_batch(
 
     batch = pa.RecordBatch.from_arrays(
         [
-            pc.utf8_trim_whitespace(user_id),
+            user_id,
             event_time,
             columns["action"],
             columns["action_type"],

@@ -1,22 +1,27 @@
-"""Pending purge manifests: load and check them against the registry, redact them when done.
+"""Pending purge manifests: derived from the registry, checked against it, redacted when done.
 
-A manifest is only trusted for a request the registry accepted, with the same
-subject ids: a forged or stale manifest must never make the purge delete
-another person's records. Bad manifests are reported and skipped; they delete
-nothing.
+The registry is the source of truth: every request it accepted and has not
+verified is pending, however it arrived (the requests stream, ``beam-rtbf
+forget``, an API). A pending request without a manifest (a ``forget`` never
+seen by a run) gets one now, built from the archive's subject index, so no
+accepted request can be left out of a purge.
+
+A manifest file is only trusted for a request the registry accepted, with the
+same subject ids: a forged or stale manifest must never make the purge delete
+another person's records. Bad manifest files are reported and delete nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from apache_beam.io.filesystems import FileSystems
 
-from beam_rtbf.manifests.build import MANIFEST_VERSION
+from beam_rtbf.manifests.build import MANIFEST_VERSION, manifest_path
 from beam_rtbf.purge.hashing import SubjectHasher
-from beam_rtbf.records import iso_ms, now_ms, parse_time_ms
+from beam_rtbf.records import AcceptedRequest, iso_ms, now_ms, parse_time_ms
 from beam_rtbf.registry.base import DeletionRegistry
 from beam_rtbf.sinks.files import join, write_bytes_atomically
 
@@ -50,8 +55,10 @@ def _manifest_files(manifest_dir: str) -> list[str]:
     )
 
 
-def _parse(path: str, registry: DeletionRegistry) -> PendingManifest | ManifestProblem | None:
-    """A pending manifest, a problem, or None for a manifest already done."""
+def _parse(path: str, registry: DeletionRegistry, rebuilt: bool = False) -> PendingManifest | ManifestProblem | None:
+    """A pending manifest, a problem, or None for a manifest already done (``rebuilt``: never done)."""
+    if not FileSystems.exists(path):
+        return ManifestProblem(path, "manifest missing")
     try:
         with FileSystems.open(path) as handle:
             body = json.loads(handle.read())
@@ -59,7 +66,7 @@ def _parse(path: str, registry: DeletionRegistry) -> PendingManifest | ManifestP
         return ManifestProblem(path, f"corrupt manifest: not JSON ({exc})")
     if not isinstance(body, dict):
         return ManifestProblem(path, "corrupt manifest: not a JSON object")
-    if body.get("status") == DONE_STATUS:
+    if body.get("status") == DONE_STATUS and not rebuilt:
         return None
     if body.get("manifest_version") != MANIFEST_VERSION:
         return ManifestProblem(path, f"unsupported manifest_version {body.get('manifest_version')!r}")
@@ -97,22 +104,56 @@ def _parse(path: str, registry: DeletionRegistry) -> PendingManifest | ManifestP
 
 
 def load_pending_manifests(
-    manifest_dir: str, registry: DeletionRegistry, request_ids: Sequence[str] | None = None
+    manifest_dir: str,
+    registry: DeletionRegistry,
+    request_ids: Sequence[str] | None = None,
+    build_missing: Callable[[list[AcceptedRequest]], None] | None = None,
 ) -> tuple[list[PendingManifest], list[ManifestProblem], int]:
-    """(pending manifests, problems, how many were already done) in ``manifest_dir``."""
-    pending: list[PendingManifest] = []
+    """(pending manifests, problems, how many were already done).
+
+    Pending: every request the registry accepted and has not verified (``build_missing``
+    writes manifests for those without a usable one), plus manifests not yet redacted.
+    """
+    wanted = set(request_ids or ())
+    pending: dict[str, PendingManifest] = {}
     problems: list[ManifestProblem] = []
     done = 0
-    wanted = set(request_ids or ())
     for path in _manifest_files(manifest_dir):
         parsed = _parse(path, registry)
         if parsed is None:
             done += 1
         elif isinstance(parsed, ManifestProblem):
             problems.append(parsed)
-        elif not wanted or parsed.request_id in wanted:
-            pending.append(parsed)
-    return pending, problems, done
+        elif wanted and parsed.request_id not in wanted:
+            continue
+        elif parsed.request_id in pending:
+            # Two manifests for one request: the one under the request's own name wins.
+            canonical = manifest_path(manifest_dir, parsed.request_id)
+            keep, extra = (
+                (parsed, pending[parsed.request_id]) if path == canonical else (pending[parsed.request_id], parsed)
+            )
+            pending[parsed.request_id] = keep
+            problems.append(ManifestProblem(extra.path, f"second manifest for {parsed.request_id}: ignored"))
+        else:
+            pending[parsed.request_id] = parsed
+    missing = [
+        accepted
+        for accepted in registry.requests()
+        if (not wanted or accepted.request.request_id in wanted)
+        and accepted.request.request_id not in pending
+        and DONE_STATUS not in {e.status for e in registry.timeline(accepted.request.request_id)}
+    ]
+    if missing and build_missing is not None:
+        build_missing(missing)
+        for accepted in missing:
+            parsed = _parse(manifest_path(manifest_dir, accepted.request.request_id), registry, rebuilt=True)
+            if isinstance(parsed, PendingManifest):
+                pending[parsed.request_id] = parsed
+            elif isinstance(parsed, ManifestProblem):
+                problems.append(parsed)
+    elif missing:
+        problems += [ManifestProblem("", f"request {a.request.request_id} has no manifest") for a in missing]
+    return sorted(pending.values(), key=lambda m: m.request_id), problems, done
 
 
 def redact_manifest(path: str, hasher: SubjectHasher, receipt_path: str, purge_versions: bool = True) -> None:

@@ -24,14 +24,16 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
 
 from beam_rtbf import metrics as rtbf_metrics
-from beam_rtbf.options import Locations, RtbfOptions, locations
+from beam_rtbf.manifests.build import write_manifests
+from beam_rtbf.options import Locations, RtbfOptions, locations, resolve_paths, subject_key_file
 from beam_rtbf.purge.analytics import recompute_windows
 from beam_rtbf.purge.hashing import SubjectHasher
 from beam_rtbf.purge.manifests import ManifestProblem, PendingManifest, load_pending_manifests, redact_manifest
 from beam_rtbf.purge.plan import GuardDecision, PurgePlan, judge_blast_radius, plan_purge
 from beam_rtbf.purge.receipts import build_receipt
+from beam_rtbf.purge.receipts import receipt_path as receipt_path_for
 from beam_rtbf.purge.rewrite import FileResult, FileTask, PurgeFileError, rewrite_file, scan_file
-from beam_rtbf.records import iso_ms, now_ms
+from beam_rtbf.records import AcceptedRequest, iso_ms, now_ms
 from beam_rtbf.registry import open_registry
 from beam_rtbf.registry.base import RegistryUnavailable
 from beam_rtbf.sinks.files import join, json_lines, unique_part, write_bytes_atomically
@@ -142,8 +144,17 @@ class _FinishRequestFn(beam.DoFn):
     """Per request: receipt, audit lines, registry timeline, and the manifest redacted once verified."""
 
     def __init__(
-        self, manifests: dict, registry_url: str, receipts_dir: str, run_id: str, purge_versions: bool
+        self,
+        manifests: dict,
+        registry_url: str,
+        receipts_dir: str,
+        run_id: str,
+        purge_versions: bool,
+        key_file: str | None,
+        roots: dict[str, str],
     ) -> None:
+        self._key_file = key_file
+        self._roots = roots
         self._manifests = manifests
         self._purge_versions = purge_versions
         self._registry_url = registry_url
@@ -151,7 +162,7 @@ class _FinishRequestFn(beam.DoFn):
         self._run_id = run_id
 
     def setup(self) -> None:
-        self._hasher = SubjectHasher()
+        self._hasher = SubjectHasher(key_file=self._key_file)
 
     def process(self, element):
         request_id, groups = element
@@ -167,8 +178,9 @@ class _FinishRequestFn(beam.DoFn):
             self._run_id,
             at,
             list(groups["analytics"]),
+            self._roots,
         )
-        receipt_path = join(self._receipts_dir, f"{request_id}.json")
+        receipt_path = receipt_path_for(self._receipts_dir, request_id)
         write_bytes_atomically(receipt_path, json.dumps(receipt, indent=2, sort_keys=True).encode())
         removed = receipt["records_removed"]
         detail = (
@@ -178,7 +190,7 @@ class _FinishRequestFn(beam.DoFn):
         with open_registry(self._registry_url) as registry:
             if receipt["status"] == "verified":
                 registry.record_event(request_id, "purged", now_ms(), detail)
-                registry.record_event(request_id, "verified", now_ms(), f"receipt {receipt_path}")
+                registry.record_event(request_id, "verified", now_ms(), f"receipt {receipt_path.rsplit('/', 1)[-1]}")
             else:
                 why = "; ".join(
                     sorted(
@@ -191,7 +203,7 @@ class _FinishRequestFn(beam.DoFn):
                 )
                 registry.record_event(request_id, f"purge_{receipt['status']}", now_ms(), why[:500])
         if receipt["status"] == "verified":
-            redact_manifest(manifest.path, self._hasher, receipt_path, self._purge_versions)
+            redact_manifest(manifest.path, self._hasher, receipt_path.rsplit("/", 1)[-1], self._purge_versions)
         for location in receipt["locations"]:
             yield {
                 "at": at,
@@ -213,7 +225,7 @@ class _FinishRequestFn(beam.DoFn):
             "subject_hash": receipt["subject_hash"],
             "event": "receipt",
             "status": receipt["status"],
-            "receipt": receipt_path,
+            "receipt": receipt_path.rsplit("/", 1)[-1],  # relative to the receipts root
         }
 
 
@@ -310,7 +322,18 @@ def build_purge_pipeline(
         | "FinishRequests"
         >> beam.ParDo(
             _FinishRequestFn(
-                {m.request_id: m for m in manifests}, registry_url, receipts_dir, run_id, not opts.keep_old_versions
+                {m.request_id: m for m in manifests},
+                registry_url,
+                receipts_dir,
+                run_id,
+                not opts.keep_old_versions,
+                subject_key_file(opts),
+                {
+                    "archive": where.archive,
+                    "index": where.archive,
+                    "deadletter": where.deadletter,
+                    "analytics": where.analytics,
+                },
             )
         )
     )
@@ -334,6 +357,28 @@ def _write_guard_report(decision: GuardDecision, receipts_dir: str, run_id: str)
     write_bytes_atomically(join(receipts_dir, "_runs", f"{run_id}-guard.json"), json.dumps(report, indent=2).encode())
 
 
+def _build_manifests(missing: list[AcceptedRequest], options: PipelineOptions, where: Locations) -> None:
+    """Manifests for accepted requests no run wrote one for (``forget``, an API, a request accepted
+    while a run was going): the archive index names their files now."""
+    opts = options.view_as(RtbfOptions)
+    summary_path = join(opts.output, "summary.json")
+    streams = []
+    if FileSystems.exists(summary_path):  # the last run's input stream: its retention still holds the subject
+        last = _read_json(summary_path)
+        if last.get("sessions"):
+            streams = [{"uri": last["sessions"], "stream": "sessions"}]
+    _LOGGER.info("building manifests for %d accepted requests without one", len(missing))
+    write_manifests(
+        [(a, a.accepted_at_ms) for a in missing],
+        where.manifests,
+        where.archive,
+        opts.window_s,
+        streams,
+        opts.stream_retention_s,
+        replace=True,
+    )
+
+
 def _read_json(path: str) -> dict:
     with FileSystems.open(path) as handle:
         return json.loads(handle.read())
@@ -346,6 +391,7 @@ def run_purge(argv: list[str] | None = None) -> dict[str, Any]:
     options = PipelineOptions(argv)
     FileSystems.set_options(options)  # the driver reads manifests and the index itself (s3:// needs --s3_*)
     opts = options.view_as(PurgeOptions)
+    resolve_paths(options)
     _validate(opts)
     standard = options.view_as(StandardOptions)
     standard.streaming = False
@@ -354,7 +400,9 @@ def run_purge(argv: list[str] | None = None) -> dict[str, Any]:
     request_ids = [r.strip() for r in opts.request_ids.split(",") if r.strip()]
     try:
         with open_registry(registry_url) as registry:
-            manifests, problems, done = load_pending_manifests(where.manifests, registry, request_ids)
+            manifests, problems, done = load_pending_manifests(
+                where.manifests, registry, request_ids, lambda missing: _build_manifests(missing, options, where)
+            )
     except RegistryUnavailable as exc:
         raise SystemExit(f"beam-rtbf purge: deletion registry unavailable: {exc}") from exc
     for problem in problems:
@@ -385,7 +433,7 @@ def run_purge(argv: list[str] | None = None) -> dict[str, Any]:
             return summary
         result.wait_until_finish()
         guard = _read_json(join(where.receipts, "_runs", f"{run_id}-guard.json"))
-        receipts = [_read_json(join(where.receipts, f"{m.request_id}.json")) for m in manifests]
+        receipts = [_read_json(receipt_path_for(where.receipts, m.request_id)) for m in manifests]
         statuses = [r["status"] for r in receipts]
         removed = sum(r["records_removed"]["archive_partition"] for r in receipts if r["purge_run"] == run_id)
         summary.update(

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
-from beam_rtbf.archive.index import archive_data_files, index_files, read_parquet
+from beam_rtbf.archive.index import archive_data_files, index_files, read_parquet, resolve
 from beam_rtbf.purge.analytics import AnalyticsTask, analytics_tasks
 from beam_rtbf.purge.manifests import PendingManifest
 from beam_rtbf.purge.rewrite import FileScan, FileTask, partition_of, read_journal
@@ -47,7 +47,9 @@ def plan_purge(
             id_requests.setdefault(subject_id, set()).add(manifest.request_id)
     ids = pa.array(sorted(id_requests), pa.string())
     pending = {m.request_id for m in manifests}
-    data_paths: set[str] = {p for m in manifests for p in m.archive_paths}
+    # Stored paths are relative to the archive root (or full URIs): resolved here, so the purge
+    # works from any working directory and on a moved output folder.
+    data_paths: set[str] = {resolve(archive_dir, p) for m in manifests for p in m.archive_paths}
     index_paths: set[str] = set()
     archive_records = 0
     for path in index_files(archive_dir):
@@ -59,7 +61,7 @@ def plan_purge(
             # A journaled index file lost its rows in a run that crashed before its receipts:
             # planning it again puts its counts in this run's receipts.
             index_paths.add(path)
-            data_paths.update(found.column("path").to_pylist())
+            data_paths.update(resolve(archive_dir, p) for p in found.column("path").to_pylist())
     if full_scan:
         data_paths.update(archive_data_files(archive_dir))
     dead_paths = [

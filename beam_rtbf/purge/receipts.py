@@ -5,21 +5,30 @@ Neither holds a subject id: the subject appears as a keyed hash only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+from beam_rtbf.archive.index import relative_to
 from beam_rtbf.purge.analytics import AnalyticsResult
 from beam_rtbf.purge.hashing import SubjectHasher
 from beam_rtbf.purge.manifests import PendingManifest
 from beam_rtbf.purge.rewrite import FileResult
 from beam_rtbf.records import iso_ms
+from beam_rtbf.sinks.files import join, safe_file_name
 
-__all__ = ["build_receipt", "receipt_status"]
+__all__ = ["build_receipt", "receipt_status", "receipt_path"]
 
 
-def _file_location(result: FileResult, request_id: str) -> dict:
+def receipt_path(receipts_dir: str, request_id: str) -> str:
+    """Where a request's receipt lives: a name derived from the id, never the id itself."""
+    return join(receipts_dir, safe_file_name(request_id))
+
+
+def _file_location(result: FileResult, request_id: str, roots: Mapping[str, str]) -> dict:
+    root = roots.get(result.task.kind, "")
     return {
         "kind": "archive_partition" if result.task.kind == "archive" else result.task.kind,
-        "path": result.task.path,
+        # Relative to the location's root (archive/ or deadletter/), or a full URI outside it.
+        "path": relative_to(root, result.task.path) if root else result.task.path,
         "status": result.status,
         "records_removed": result.removed.get(request_id, 0),
         "records_after": result.records_after,
@@ -30,10 +39,10 @@ def _file_location(result: FileResult, request_id: str) -> dict:
     }
 
 
-def _analytics_location(result: AnalyticsResult) -> dict:
+def _analytics_location(result: AnalyticsResult, root: str) -> dict:
     return {
         "kind": "analytics_window",
-        "path": result.task.folder,
+        "path": relative_to(root, result.task.folder) if root else result.task.folder,
         "windows": [iso_ms(start) for start, _ in result.task.windows],
         "status": result.status,
         # Windows are shared: these are the windows' totals, for every request of the run in them.
@@ -65,9 +74,12 @@ def build_receipt(
     run_id: str,
     at: str,
     analytics: Sequence[AnalyticsResult] = (),
+    roots: Mapping[str, str] | None = None,
 ) -> dict:
+    """``roots`` maps a file kind (archive, index, deadletter) to the root its paths are stored relative to."""
     locations = [
-        _file_location(r, manifest.request_id) for r in sorted(files, key=lambda r: (r.task.kind, r.task.path))
+        _file_location(r, manifest.request_id, roots or {})
+        for r in sorted(files, key=lambda r: (r.task.kind, r.task.path))
     ]
     locations += [
         {
@@ -80,7 +92,10 @@ def build_receipt(
         }
         for stream in manifest.streams
     ]
-    locations += [_analytics_location(a) for a in sorted(analytics, key=lambda a: a.task.folder)]
+    locations += [
+        _analytics_location(a, (roots or {}).get("analytics", ""))
+        for a in sorted(analytics, key=lambda a: a.task.folder)
+    ]
     locations += [
         {"kind": "api", **{k: v for k, v in d.items() if k != "request_id"}} for d in (*api_done, *api_failed)
     ]

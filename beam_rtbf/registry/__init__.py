@@ -13,10 +13,7 @@ __all__ = [
     "RegistryUnavailable",
     "RequestEvent",
     "open_registry",
-    "DEFAULT_REGISTRY_URL",
 ]
-
-DEFAULT_REGISTRY_URL = "embedded://./rtbf-registry.sqlite"
 
 
 def open_registry(url: str) -> DeletionRegistry:

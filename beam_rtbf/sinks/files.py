@@ -9,7 +9,9 @@ temporary key's old versions: there the object is written in place.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterable
 from typing import IO
@@ -24,6 +26,7 @@ __all__ = [
     "write_bytes_atomically",
     "join",
     "unique_part",
+    "safe_file_name",
     "is_object_store",
     "WriteDeadLetters",
 ]
@@ -37,6 +40,21 @@ def join(base: str, *parts: str) -> str:
 
 def unique_part(prefix: str = "part", suffix: str = "") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:16]}{suffix}"
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def safe_file_name(key: str, suffix: str = ".json", readable_chars: int = 48) -> str:
+    """A file name for an external key (a request id): never a path, never hidden, always unique.
+
+    ``<readable prefix>-<sha256 prefix><suffix>``: the prefix keeps ``[A-Za-z0-9_-]`` of the key
+    (others become ``_``) so operators can still recognise it; the hash makes names of different
+    keys differ and bounds the length, so ``../x``, ``/etc/x``, ``a/b`` or ``.tmp-x`` are just names.
+    """
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:20]
+    readable = _UNSAFE.sub("_", key)[:readable_chars].strip("_") or "id"
+    return f"{readable}-{digest}{suffix}"
 
 
 def _ensure_dir(path: str) -> None:

@@ -18,6 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from beam_rtbf.cli import main
+from beam_rtbf.manifests.build import manifest_path
+from beam_rtbf.purge.receipts import receipt_path
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 HOUR = 3_600_000
@@ -178,11 +180,15 @@ def archive_counts(out: Path) -> Counter:
 
 
 def read_receipt(out: Path, request_id: str) -> dict:
-    return json.loads((out / "receipts" / f"{request_id}.json").read_text())
+    return json.loads(Path(receipt_path(str(out / "receipts"), request_id)).read_text())
+
+
+def manifest_file(out: Path, request_id: str) -> Path:
+    return Path(manifest_path(str(out / "manifests"), request_id))
 
 
 def manifest(out: Path, request_id: str) -> dict:
-    return json.loads((out / "manifests" / f"{request_id}.json").read_text())
+    return json.loads(manifest_file(out, request_id).read_text())
 
 
 def list_dir(path: Path) -> list[str]:

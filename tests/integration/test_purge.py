@@ -24,6 +24,7 @@ from tests.helpers.purge_setup import (
     build,
     files_mentioning,
     manifest,
+    manifest_file,
     read_receipt,
 )
 
@@ -154,7 +155,7 @@ def test_partition_share_guard(setup, capsys):
     assert archive_counts(setup.out) == setup.counts_before
 
 
-def test_bad_manifests_are_reported_and_delete_nothing(setup, capsys):
+def test_bad_manifests_are_reported_and_the_registry_decides(setup, capsys):
     manifests = setup.out / "manifests"
     (manifests / "garbage.json").write_text("{not json")
     forged = manifest(setup.out, "req-b")
@@ -163,18 +164,20 @@ def test_bad_manifests_are_reported_and_delete_nothing(setup, capsys):
     (manifests / "req-forged.json").write_text(json.dumps(forged))
     mismatched = manifest(setup.out, "req-c")
     mismatched["subject_ids"] = ["carol", "user-06"]
-    (manifests / "req-c.json").write_text(json.dumps(mismatched))
+    manifest_file(setup.out, "req-c").write_text(json.dumps(mismatched))  # tampered in place
 
     assert setup.purge() == 1
     out = capsys.readouterr().out
     assert "garbage.json: corrupt manifest: not JSON" in out
     assert "unknown request 'req-forged': not in the registry" in out
-    assert "req-c.json: manifest for req-c names other subject ids" in out
+    assert f"{manifest_file(setup.out, 'req-c').name}: manifest for req-c names other subject ids" in out
     counts = archive_counts(setup.out)
     assert counts["user-05"] == setup.counts_before["user-05"]
     assert counts["user-06"] == setup.counts_before["user-06"]
-    assert counts["carol"] == setup.counts_before["carol"]  # its manifest was refused
-    assert counts["alice"] == 0 and counts["bob"] == 0  # the good manifests were purged
+    # The tampered manifest deletes nothing of user-06; req-c is still purged, from a manifest
+    # rebuilt from the registry, which is the source of truth.
+    assert counts["carol"] == 0 and counts["alice"] == 0 and counts["bob"] == 0
+    assert manifest(setup.out, "req-c")["status"] == "verified"
 
 
 def test_unreadable_archive_file_is_an_error_and_keeps_the_request_open(setup, capsys):
