@@ -48,4 +48,4 @@ def test_readme_main_command_in_a_fresh_virtualenv(tmp_path):
     assert summary["requests_accepted"] == 1_000 == summary["manifests_written"]
     assert summary["runner"] == "FnApiRunner" and summary["filter_strategy"] == "broadcast"
     assert len(list((checkout / "rtbf-out" / "manifests").glob("*.json"))) == 1_000
-    assert (checkout / "rtbf-registry.sqlite").exists()
+    assert (checkout / "rtbf-out" / "_state" / "registry.sqlite").exists()  # under the output, not the cwd
