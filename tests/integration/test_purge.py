@@ -258,6 +258,35 @@ def test_erasure_api_permanent_failure_dead_letters_and_keeps_the_request_open(s
     assert files_mentioning(setup.out, ALL_IDS) == {}
 
 
+def test_an_api_echoing_the_request_headers_never_gets_the_token_into_a_file_or_a_log(
+    setup, monkeypatch, capsys, caplog
+):
+    secret = "tok-Zq81-very-secret-value"
+    monkeypatch.setenv("RTBF_ERASURE_API_TOKEN", secret)
+    caplog.set_level("DEBUG")
+    with ErasureApiServer(secret, {"req-a": [500], "req-b": [403]}, echo_headers=True) as api:
+        assert setup.purge(f"--erasure_api_url={api.url}", "-v") == 1
+        assert [c.status for c in api.calls if c.body["request_id"] == "req-b"] == [403]
+    printed = capsys.readouterr()
+    receipt = read_receipt(setup.out, "req-b")
+    [failed] = [loc for loc in receipt["locations"] if loc["kind"] == "api"]
+    # The API's echo is kept (redacted): the reader sees that the API answered with its headers.
+    assert failed["reason"].startswith('permanent: HTTP 403: {"status": 403, "error": "scripted failure", ')
+    assert '"debug": "token *** Authorization=***", "request_headers": {' in failed["reason"]
+    [letter] = [
+        json.loads(line) for p in (setup.out / "deadletter" / "erasure_api").glob("*.jsonl")
+        for line in p.read_text().splitlines()
+    ]  # fmt: skip
+    assert letter["reason"] == failed["reason"]
+    leaks = [
+        str(p) for root in (setup.root, setup.out) for p in root.rglob("*")
+        if p.is_file() and secret.encode() in p.read_bytes()
+    ]  # fmt: skip
+    assert leaks == []
+    assert secret not in printed.out + printed.err + caplog.text
+    assert read_receipt(setup.out, "req-a")["status"] == "verified"
+
+
 def test_erasure_api_needs_https_and_a_token(setup, monkeypatch, capsys):
     monkeypatch.delenv("RTBF_ERASURE_API_TOKEN", raising=False)
     assert setup.purge("--erasure_api_url=http://crm.example.com/erase") == 2
