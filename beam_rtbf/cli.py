@@ -12,15 +12,23 @@ beam-rtbf run --runner flink --tf_outputs tf.json --dry-run   # a runner profile
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
+import signal
 import sys
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import yaml
 
 from beam_rtbf.records import ErasureRequest, iso_ms, now_ms
+
+if TYPE_CHECKING:
+    from beam_rtbf.local_runner import StopRequest
 
 __all__ = ["main", "config_to_argv"]
 
@@ -124,13 +132,49 @@ def _with_profile(command: str, argv: list[str]) -> list[str] | None:
     return expanded.argv
 
 
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[StopRequest]:
+    """SIGINT/SIGTERM end a local streaming run cleanly; a second one aborts at once.
+
+    First signal: the reads stop, the pipeline drains (windows close, archive and analytics
+    are flushed, the sources checkpoint) and the summary is written; exit 0. A second signal
+    while draining, or a signal during a run that cannot stop this way (bounded runs, cluster
+    runners), gets the signal's default action: exit 130 (SIGINT) / 143 (SIGTERM).
+    """
+    from beam_rtbf.local_runner import StopRequest
+
+    stop = StopRequest()
+    watched = (signal.SIGINT, signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield stop
+        return
+
+    def handle(signum: int, _frame) -> None:
+        name = signal.Signals(signum).name
+        if stop.armed and not stop.requested:
+            _LOGGER.warning("%s: stopping the reads and draining (send %s again to abort at once)", name, name)
+            stop.stop(name)
+            return
+        for sig in watched:
+            signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    previous = {sig: signal.signal(sig, handle) for sig in watched}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def cmd_run(argv: list[str]) -> int:
     from beam_rtbf.pipeline import run
 
     final = _with_profile("run", argv)
     if final is None:
         return 0
-    summary = run(final)
+    with _stop_on_signals() as stop:
+        summary = run(final, stop=stop)
     if "job_jar" in summary:
         print(f"beam-rtbf run: job jar written to {summary['job_jar']} (not run); submit it, e.g. with spark-submit")
         return 0
@@ -141,6 +185,8 @@ def cmd_run(argv: list[str]) -> int:
         )
         return 0
     _print_summary(summary)
+    if summary.get("stopped_by"):
+        print(f"  stopped by {summary['stopped_by']}: the reads ended, everything read was written")
     return 0 if summary.get("conservation_ok") else 1
 
 
