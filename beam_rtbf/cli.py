@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from beam_rtbf.records import ErasureRequest, iso_ms, now_ms
+from beam_rtbf.redact import MaskSecretsFilter, mask_secrets
 
 if TYPE_CHECKING:
     from beam_rtbf.local_runner import StopRequest
@@ -97,6 +98,16 @@ def _normalise_flags(argv: list[str]) -> list[str]:
     return out
 
 
+def _log_to_stderr(verbose: bool) -> None:
+    """Log to stderr with every record's secrets masked (passwords in URLs, tokens...)."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, MaskSecretsFilter) for f in handler.filters):
+            handler.addFilter(MaskSecretsFilter())
+
+
 def _print_summary(summary: dict) -> None:
     keys = [
         "sessions_in",
@@ -127,7 +138,7 @@ def _with_profile(command: str, argv: list[str]) -> list[str] | None:
 
     expanded = expand(command, _normalise_flags(_split_config(argv)))
     if expanded.dry_run:
-        print(render_dry_run(command, expanded))
+        print(mask_secrets(render_dry_run(command, expanded)))
         return None
     return expanded.argv
 
@@ -343,9 +354,7 @@ def _main_purge(argv: list[str]) -> int:
 
     verbose = "-v" in argv or "--verbose" in argv
     rest = [a for a in argv if a not in ("-v", "--verbose")]
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _log_to_stderr(verbose)
     if "--help" in rest or "-h" in rest:
         help_parser = argparse.ArgumentParser(
             prog="beam-rtbf purge", description="Beam pipeline options (e.g. --runner) also apply."
@@ -359,7 +368,7 @@ def _main_purge(argv: list[str]) -> int:
             return 0
         summary = run_purge(final)
     except ValueError as exc:
-        print(f"beam-rtbf: {exc}", file=sys.stderr)
+        print(f"beam-rtbf: {mask_secrets(str(exc))}", file=sys.stderr)
         return 2
     if "job_jar" in summary:
         print(
@@ -443,9 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "run":
         verbose = "-v" in argv[1:] or "--verbose" in argv[1:]
         rest = [a for a in argv[1:] if a not in ("-v", "--verbose")]
-        logging.basicConfig(
-            level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        _log_to_stderr(verbose)
         logging.getLogger("beam_rtbf").setLevel(logging.INFO)
         if "--help" in rest or "-h" in rest:
             from beam_rtbf.options import RtbfOptions
@@ -459,14 +466,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return cmd_run(rest)
         except ValueError as exc:
-            print(f"beam-rtbf: {exc}", file=sys.stderr)
+            print(f"beam-rtbf: {mask_secrets(str(exc))}", file=sys.stderr)
             return 2
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    _log_to_stderr(args.verbose)
     try:
         return {"generate": cmd_generate, "forget": cmd_forget, "status": cmd_status}[args.command](args)
     except ValueError as exc:
-        print(f"beam-rtbf: {exc}", file=sys.stderr)
+        print(f"beam-rtbf: {mask_secrets(str(exc))}", file=sys.stderr)
         return 2
 
 
