@@ -178,13 +178,24 @@ def _stop_on_signals() -> Iterator[StopRequest]:
             signal.signal(sig, handler)
 
 
+def _output_mode_of(argv: Sequence[str]) -> str:
+    """``--output_mode`` as the pipeline will see it (the last one wins; default owner)."""
+    from beam_rtbf.sinks.files import OUTPUT_MODES
+
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--output_mode", choices=sorted(OUTPUT_MODES), default="owner")
+    known, _ = parser.parse_known_args(list(argv))
+    return known.output_mode
+
+
 def cmd_run(argv: list[str]) -> int:
     from beam_rtbf.pipeline import run
+    from beam_rtbf.sinks.files import output_mode
 
     final = _with_profile("run", argv)
     if final is None:
         return 0
-    with _stop_on_signals() as stop:
+    with output_mode(_output_mode_of(final)), _stop_on_signals() as stop:
         summary = run(final, stop=stop)
     if "job_jar" in summary:
         print(f"beam-rtbf run: job jar written to {summary['job_jar']} (not run); submit it, e.g. with spark-submit")
@@ -276,6 +287,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_forget(args: argparse.Namespace) -> int:
     from beam_rtbf.registry import RegistryUnavailable, open_registry
+    from beam_rtbf.sinks.files import output_mode
 
     request = ErasureRequest(
         request_id=args.request_id or f"cli-{uuid.uuid4().hex[:12]}",
@@ -285,7 +297,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
         aliases=tuple(a for a in args.alias if a != args.subject),
     )
     try:
-        with open_registry(args.registry) as registry:
+        with output_mode(args.output_mode), open_registry(args.registry) as registry:
             (accepted,) = registry.add([request])
     except RegistryUnavailable as exc:
         print(f"beam-rtbf: deletion registry unavailable: {exc}", file=sys.stderr)
@@ -306,6 +318,17 @@ def cmd_forget(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_hashed_ids(request: dict) -> dict:
+    """A verified request's ids as the receipts show them: keyed hashes, never the erased ids."""
+    from beam_rtbf.purge.hashing import SubjectHasher
+
+    hasher = SubjectHasher()
+    out = {k: v for k, v in request.items() if k not in ("subject_id", "aliases")}
+    out["subject_hash"] = hasher.hash(request["subject_id"])
+    out["alias_hashes"] = [hasher.hash(alias) for alias in request["aliases"]]
+    return out
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from beam_rtbf.registry import open_registry
 
@@ -315,15 +338,16 @@ def cmd_status(args: argparse.Namespace) -> int:
             if accepted is None:
                 print(f"beam-rtbf: no request {args.request_id!r} in {args.registry}", file=sys.stderr)
                 return 1
+            timeline = registry.timeline(args.request_id)
+            request = accepted.request.to_dict()
+            if any(e.status == "verified" for e in timeline):
+                request = _with_hashed_ids(request)
             print(
                 json.dumps(
                     {
-                        "request": accepted.request.to_dict(),
+                        "request": request,
                         "deadline": iso_ms(accepted.request.deadline_ms),
-                        "timeline": [
-                            {"status": e.status, "at": iso_ms(e.at_ms), "detail": e.detail}
-                            for e in registry.timeline(args.request_id)
-                        ],
+                        "timeline": [{"status": e.status, "at": iso_ms(e.at_ms), "detail": e.detail} for e in timeline],
                     },
                     indent=2,
                 )
@@ -351,6 +375,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _main_purge(argv: list[str]) -> int:
     from beam_rtbf.purge.pipeline import PurgeOptions, purge_exit_code, run_purge
+    from beam_rtbf.sinks.files import output_mode
 
     verbose = "-v" in argv or "--verbose" in argv
     rest = [a for a in argv if a not in ("-v", "--verbose")]
@@ -366,7 +391,8 @@ def _main_purge(argv: list[str]) -> int:
         final = _with_profile("purge", rest)
         if final is None:
             return 0
-        summary = run_purge(final)
+        with output_mode(_output_mode_of(final)):
+            summary = run_purge(final)
     except ValueError as exc:
         print(f"beam-rtbf: {mask_secrets(str(exc))}", file=sys.stderr)
         return 2
@@ -400,6 +426,7 @@ def _main_purge(argv: list[str]) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     from beam_rtbf.registry import DEFAULT_REGISTRY_URL
+    from beam_rtbf.sinks.files import OUTPUT_MODE_HELP, OUTPUT_MODES
 
     parser = argparse.ArgumentParser(
         prog="beam-rtbf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -436,6 +463,7 @@ def _parser() -> argparse.ArgumentParser:
     forget.add_argument("--regulation", choices=["gdpr", "ccpa"], default="gdpr")
     forget.add_argument("--request-id", default=None, help="idempotency key (default: generated)")
     forget.add_argument("--registry", default=DEFAULT_REGISTRY_URL)
+    forget.add_argument("--output-mode", choices=sorted(OUTPUT_MODES), default="owner", help=OUTPUT_MODE_HELP)
 
     status = sub.add_parser("status", help="one request's timeline, or open requests by deadline")
     status.add_argument("request_id", nargs="?")

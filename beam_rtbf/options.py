@@ -9,6 +9,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_rtbf.filter import STRATEGIES
 from beam_rtbf.parse.sessions import DEFAULT_MAX_RECORD_BYTES
 from beam_rtbf.registry import DEFAULT_REGISTRY_URL
+from beam_rtbf.sinks.files import OUTPUT_MODE_HELP, OUTPUT_MODES
 
 __all__ = ["RtbfOptions", "Locations", "locations", "DEFAULT_SESSIONS", "DEFAULT_REQUESTS", "validate_options"]
 
@@ -61,6 +62,7 @@ class RtbfOptions(PipelineOptions):
         )
         for kind in LOCATION_KINDS:
             group.add_argument(f"--{kind}_dir", default=None, help=f"{kind}/ elsewhere than OUTPUT/{kind}")
+        group.add_argument("--output_mode", default="owner", choices=sorted(OUTPUT_MODES), help=OUTPUT_MODE_HELP)
         group.add_argument(
             "--registry",
             default=DEFAULT_REGISTRY_URL,

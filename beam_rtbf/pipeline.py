@@ -201,7 +201,7 @@ def build_pipeline(
     analytics = clean | "Analytics" >> WindowedAggregates(opts.window_s, opts.allowed_lateness_s, streaming)
     analytics | "WriteAnalytics" >> WriteAnalytics(where.analytics)
     archive_files = clean | "Archive" >> WriteArchive(where.archive, opts.archive_partition_s)
-    streams = [{"uri": opts.sessions, "stream": "sessions"}]
+    streams = [{"uri": mask_secrets(opts.sessions), "stream": "sessions"}]  # manifests and receipts keep it
     manifests = effective | "Manifests" >> WriteManifests(
         where.manifests,
         where.archive,
