@@ -491,9 +491,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             RtbfOptions._add_argparse_args(help_parser)
             help_parser.print_help()
             return 0
+        from beam_rtbf.registry import RegistryUnavailable
+
         try:
             return cmd_run(rest)
-        except ValueError as exc:
+        except (ValueError, RegistryUnavailable) as exc:
             print(f"beam-rtbf: {mask_secrets(str(exc))}", file=sys.stderr)
             return 2
     args = parser.parse_args(argv)

@@ -209,6 +209,7 @@ def build_pipeline(
         streams,
         opts.stream_retention_s,
         opts.registry,
+        opts.registry_retry_s,
     )
     deadletter = (parsed_sessions.deadletter, parsed_requests.deadletter) | "AllDeadLetters" >> beam.Flatten()
     deadletter | "WriteDeadLetters" >> WriteDeadLetters(where.deadletter)
@@ -279,13 +280,24 @@ def summarize(
     return summary
 
 
-def check_registry(url: str) -> int:
-    """One clear error before anything runs if the registry cannot be opened; returns its size."""
-    try:
+def check_registry(url: str, retry_s: float = 0.0) -> int:
+    """The registry's size, waiting (retrying with backoff) up to ``retry_s`` for it to answer.
+
+    Still unreachable then: ``RegistryUnavailable`` with one clear message naming the bound,
+    before anything runs (``beam-rtbf run`` prints it and exits 2).
+    """
+    from beam_rtbf.registry.record import with_retries
+
+    def size() -> int:
         with open_registry(url) as registry:
             return registry.size()
+
+    try:
+        return with_retries(size, retry_s)
     except RegistryUnavailable as exc:
-        raise SystemExit(f"beam-rtbf: deletion registry unavailable: {exc}") from exc
+        raise RegistryUnavailable(
+            f"deletion registry unavailable after retrying for {retry_s:g} s (--registry_retry_s): {exc}"
+        ) from exc
 
 
 def run(argv: list[str] | None = None, stop: StopRequest | None = None) -> dict[str, Any]:
@@ -309,7 +321,7 @@ def run(argv: list[str] | None = None, stop: StopRequest | None = None) -> dict[
         runner_name = EMBEDDED_PORTABLE
     for source in (sessions_source, requests_source):
         source.check()
-    registry_size = check_registry(opts.registry)
+    registry_size = check_registry(opts.registry, opts.registry_retry_s)
     strategy, why = choose_strategy(
         opts.filter_strategy, streaming, runner_name, registry_size, opts.broadcast_max_subjects
     )
