@@ -16,10 +16,19 @@ they appear, whatever the form around them.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Iterable
 
-__all__ = ["MASK", "mask_secrets", "redact_literals", "MaskSecretsFilter", "is_secret_name"]
+__all__ = ["MASK", "SECRET_ENV", "mask_secrets", "redact_literals", "MaskSecretsFilter", "is_secret_name"]
+
+# Where beam-rtbf takes its secrets from: their values are masked in every log record, whatever the form.
+SECRET_ENV = (
+    "RTBF_ERASURE_API_TOKEN",
+    "RTBF_REDIS_PASSWORD",
+    "RTBF_KAFKA_SASL_PASSWORD",
+    "RTBF_SUBJECT_HASH_KEY",
+)
 
 MASK = "***"
 
@@ -72,16 +81,18 @@ def is_secret_name(name: str) -> bool:
 
 
 class MaskSecretsFilter(logging.Filter):
-    """A handler filter: the record's final message goes out with its secrets masked."""
+    """A handler filter: the record's final message goes out with its secrets masked, by form and
+    by value (the values of the ``SECRET_ENV`` variables)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a bad format string is the logging module's to report
             return True
-        masked = mask_secrets(message)
+        known = [value for value in (os.environ.get(name) for name in SECRET_ENV) if value and len(value) >= 4]
+        masked = redact_literals(message, known)
         if masked != message:
             record.msg, record.args = masked, None
         if record.exc_text:
-            record.exc_text = mask_secrets(record.exc_text)
+            record.exc_text = redact_literals(record.exc_text, known)
         return True
