@@ -188,3 +188,15 @@ def test_output_mode_group_lets_the_group_read_and_nobody_else(tmp_path, capsys)
     modes = {stat.S_IMODE(p.stat().st_mode) for p in paths if p.is_file()}
     assert modes == {0o640}
     assert (out / "deadletter").is_dir() and (out / "manifests").is_dir()
+
+
+def test_forget_creates_an_owner_only_registry(tmp_path, capsys):
+    import stat
+
+    registry = tmp_path / "new" / "registry.sqlite"
+    assert main(["forget", "u0000001", "--request-id", "r-1", "--registry", f"embedded://{registry}"]) == 0
+    paths = [registry.parent, *registry.parent.iterdir()]
+    assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in paths} == {
+        "new": "0o700",
+        **{p.name: "0o600" for p in paths if p.is_file()},
+    }
