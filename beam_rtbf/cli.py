@@ -12,15 +12,24 @@ beam-rtbf run --runner flink --tf_outputs tf.json --dry-run   # a runner profile
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
+import signal
 import sys
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import yaml
 
 from beam_rtbf.records import ErasureRequest, iso_ms, now_ms
+from beam_rtbf.redact import MaskSecretsFilter, mask_secrets
+
+if TYPE_CHECKING:
+    from beam_rtbf.local_runner import StopRequest
 
 __all__ = ["main", "config_to_argv"]
 
@@ -89,6 +98,16 @@ def _normalise_flags(argv: list[str]) -> list[str]:
     return out
 
 
+def _log_to_stderr(verbose: bool) -> None:
+    """Log to stderr with every record's secrets masked (passwords in URLs, tokens...)."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, MaskSecretsFilter) for f in handler.filters):
+            handler.addFilter(MaskSecretsFilter())
+
+
 def _print_summary(summary: dict) -> None:
     keys = [
         "sessions_in",
@@ -119,18 +138,65 @@ def _with_profile(command: str, argv: list[str]) -> list[str] | None:
 
     expanded = expand(command, _normalise_flags(_split_config(argv)))
     if expanded.dry_run:
-        print(render_dry_run(command, expanded))
+        print(mask_secrets(render_dry_run(command, expanded)))
         return None
     return expanded.argv
 
 
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[StopRequest]:
+    """SIGINT/SIGTERM end a local streaming run cleanly; a second one aborts at once.
+
+    First signal: the reads stop, the pipeline drains (windows close, archive and analytics
+    are flushed, the sources checkpoint) and the summary is written; exit 0. A second signal
+    while draining, or a signal during a run that cannot stop this way (bounded runs, cluster
+    runners), gets the signal's default action: exit 130 (SIGINT) / 143 (SIGTERM).
+    """
+    from beam_rtbf.local_runner import StopRequest
+
+    stop = StopRequest()
+    watched = (signal.SIGINT, signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield stop
+        return
+
+    def handle(signum: int, _frame) -> None:
+        name = signal.Signals(signum).name
+        if stop.armed and not stop.requested:
+            _LOGGER.warning("%s: stopping the reads and draining (send %s again to abort at once)", name, name)
+            stop.stop(name)
+            return
+        for sig in watched:
+            signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    previous = {sig: signal.signal(sig, handle) for sig in watched}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _output_mode_of(argv: Sequence[str]) -> str:
+    """``--output_mode`` as the pipeline will see it (the last one wins; default owner)."""
+    from beam_rtbf.sinks.files import OUTPUT_MODES
+
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--output_mode", choices=sorted(OUTPUT_MODES), default="owner")
+    known, _ = parser.parse_known_args(list(argv))
+    return known.output_mode
+
+
 def cmd_run(argv: list[str]) -> int:
     from beam_rtbf.pipeline import run
+    from beam_rtbf.sinks.files import output_mode
 
     final = _with_profile("run", argv)
     if final is None:
         return 0
-    summary = run(final)
+    with output_mode(_output_mode_of(final)), _stop_on_signals() as stop:
+        summary = run(final, stop=stop)
     if "job_jar" in summary:
         print(f"beam-rtbf run: job jar written to {summary['job_jar']} (not run); submit it, e.g. with spark-submit")
         return 0
@@ -141,6 +207,8 @@ def cmd_run(argv: list[str]) -> int:
         )
         return 0
     _print_summary(summary)
+    if summary.get("stopped_by"):
+        print(f"  stopped by {summary['stopped_by']}: the reads ended, everything read was written")
     return 0 if summary.get("conservation_ok") else 1
 
 
@@ -217,23 +285,30 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _registry_url(args: argparse.Namespace) -> str:
-    """--registry, else the embedded registry under --state_dir / OUTPUT/_state (as run and purge do)."""
+def _state_options(args: argparse.Namespace):
+    """--output/--state_dir/--registry resolved as run and purge resolve them (registry under OUTPUT/_state)."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from beam_rtbf.options import RtbfOptions, resolve_paths
+    from beam_rtbf.options import resolve_paths
 
     flags = [f"--output={args.output}"]
     flags += [f"--state_dir={args.state_dir}"] if args.state_dir else []
     flags += [f"--registry={args.registry}"] if args.registry else []
     options = PipelineOptions(flags)
     resolve_paths(options)
-    return options.view_as(RtbfOptions).registry
+    return options
+
+
+def _registry_url(args: argparse.Namespace) -> str:
+    from beam_rtbf.options import RtbfOptions
+
+    return _state_options(args).view_as(RtbfOptions).registry
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
     from beam_rtbf.registry import RegistryUnavailable, open_registry
     from beam_rtbf.registry.record import is_conflict
+    from beam_rtbf.sinks.files import output_mode
 
     request = ErasureRequest.from_dict(
         {
@@ -245,7 +320,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
         }
     )
     try:
-        with open_registry(_registry_url(args)) as registry:
+        with output_mode(args.output_mode), open_registry(_registry_url(args)) as registry:
             (accepted,) = registry.add([request])
     except RegistryUnavailable as exc:
         print(f"beam-rtbf: deletion registry unavailable: {exc}", file=sys.stderr)
@@ -273,6 +348,18 @@ def cmd_forget(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_hashed_ids(request: dict, args: argparse.Namespace) -> dict:
+    """A verified request's ids as the receipts show them: keyed hashes, never the erased ids."""
+    from beam_rtbf.options import subject_key_file
+    from beam_rtbf.purge.hashing import SubjectHasher
+
+    hasher = SubjectHasher(key_file=subject_key_file(_state_options(args)))
+    out = {k: v for k, v in request.items() if k not in ("subject_id", "aliases")}
+    out["subject_hash"] = hasher.hash(request["subject_id"])
+    out["alias_hashes"] = [hasher.hash(alias) for alias in request["aliases"]]
+    return out
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from beam_rtbf.registry import open_registry
 
@@ -283,15 +370,16 @@ def cmd_status(args: argparse.Namespace) -> int:
             if accepted is None:
                 print(f"beam-rtbf: no request {args.request_id!r} in {url}", file=sys.stderr)
                 return 1
+            timeline = registry.timeline(args.request_id)
+            request = accepted.request.to_dict()
+            if any(e.status == "verified" for e in timeline):
+                request = _with_hashed_ids(request, args)
             print(
                 json.dumps(
                     {
-                        "request": accepted.request.to_dict(),
+                        "request": request,
                         "deadline": iso_ms(accepted.request.deadline_ms),
-                        "timeline": [
-                            {"status": e.status, "at": iso_ms(e.at_ms), "detail": e.detail}
-                            for e in registry.timeline(args.request_id)
-                        ],
+                        "timeline": [{"status": e.status, "at": iso_ms(e.at_ms), "detail": e.detail} for e in timeline],
                     },
                     indent=2,
                 )
@@ -319,12 +407,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _main_purge(argv: list[str]) -> int:
     from beam_rtbf.purge.pipeline import PurgeOptions, purge_exit_code, run_purge
+    from beam_rtbf.sinks.files import output_mode
 
     verbose = "-v" in argv or "--verbose" in argv
     rest = [a for a in argv if a not in ("-v", "--verbose")]
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _log_to_stderr(verbose)
     if "--help" in rest or "-h" in rest:
         help_parser = argparse.ArgumentParser(
             prog="beam-rtbf purge", description="Beam pipeline options (e.g. --runner) also apply."
@@ -336,9 +423,10 @@ def _main_purge(argv: list[str]) -> int:
         final = _with_profile("purge", rest)
         if final is None:
             return 0
-        summary = run_purge(final)
+        with output_mode(_output_mode_of(final)):
+            summary = run_purge(final)
     except ValueError as exc:
-        print(f"beam-rtbf: {exc}", file=sys.stderr)
+        print(f"beam-rtbf: {mask_secrets(str(exc))}", file=sys.stderr)
         return 2
     if "job_jar" in summary:
         print(
@@ -377,6 +465,8 @@ def _add_registry_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from beam_rtbf.sinks.files import OUTPUT_MODE_HELP, OUTPUT_MODES
+
     parser = argparse.ArgumentParser(
         prog="beam-rtbf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -412,6 +502,7 @@ def _parser() -> argparse.ArgumentParser:
     forget.add_argument("--regulation", choices=["gdpr", "ccpa"], default="gdpr")
     forget.add_argument("--request-id", default=None, help="idempotency key (default: generated)")
     _add_registry_flags(forget)
+    forget.add_argument("--output-mode", choices=sorted(OUTPUT_MODES), default="owner", help=OUTPUT_MODE_HELP)
 
     status = sub.add_parser("status", help="one request's timeline, or open requests by deadline")
     status.add_argument("request_id", nargs="?")
@@ -428,9 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "run":
         verbose = "-v" in argv[1:] or "--verbose" in argv[1:]
         rest = [a for a in argv[1:] if a not in ("-v", "--verbose")]
-        logging.basicConfig(
-            level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        _log_to_stderr(verbose)
         logging.getLogger("beam_rtbf").setLevel(logging.INFO)
         if "--help" in rest or "-h" in rest:
             from beam_rtbf.options import RtbfOptions
@@ -441,17 +530,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             RtbfOptions._add_argparse_args(help_parser)
             help_parser.print_help()
             return 0
+        from beam_rtbf.registry import RegistryUnavailable
+
         try:
             return cmd_run(rest)
-        except ValueError as exc:
-            print(f"beam-rtbf: {exc}", file=sys.stderr)
+        except (ValueError, RegistryUnavailable) as exc:
+            print(f"beam-rtbf: {mask_secrets(str(exc))}", file=sys.stderr)
             return 2
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    _log_to_stderr(args.verbose)
     try:
         return {"generate": cmd_generate, "forget": cmd_forget, "status": cmd_status}[args.command](args)
     except ValueError as exc:
-        print(f"beam-rtbf: {exc}", file=sys.stderr)
+        print(f"beam-rtbf: {mask_secrets(str(exc))}", file=sys.stderr)
         return 2
 
 

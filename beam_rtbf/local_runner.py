@@ -9,6 +9,13 @@ every evaluation polls once, emits what arrived, holds the output watermark at
 the poller's watermark and schedules itself again, until the poller is done.
 Everything downstream (windows, GroupByKey, keyed state) then runs while the
 stream is still flowing.
+
+Stopping: ``LocalStreamingRunner(stop=StopRequest())`` ends the reads when the
+request is set (``beam-rtbf run`` sets it on the first SIGINT/SIGTERM). Each
+polling read then closes its poller (which checkpoints the source), emits
+nothing more and moves its watermark to +inf, so every window closes, keyed
+state flushes and the pipeline finishes as if the streams had ended: the
+outputs are complete for what was read and the summary is written.
 """
 
 from __future__ import annotations
@@ -33,18 +40,41 @@ from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils import counters
 from apache_beam.utils.timestamp import Timestamp
 
-from beam_rtbf.sources.base import Poller
+from beam_rtbf.sources.base import Poller, PollResult
 from beam_rtbf.sources.polling import ReadFromPoller
 
-__all__ = ["LocalStreamingRunner"]
+__all__ = ["LocalStreamingRunner", "StopRequest"]
+
+
+class StopRequest:
+    """A request to end a local streaming run cleanly: the reads stop and the pipeline drains.
+
+    One object per run, handed to the runner (not module state): whoever holds it (the
+    CLI's signal handler, a test) calls ``stop(reason)``; the polling reads see it.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason: str | None = None
+        self.armed = False  # set by the runner that honours it; else a signal keeps its default action
+
+    def stop(self, reason: str) -> None:
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
 
 
 class _DirectPollingRead(PTransform):
     """Root primitive standing in for ``ReadFromPoller`` on the local streaming runner."""
 
-    def __init__(self, read: ReadFromPoller) -> None:
+    def __init__(self, read: ReadFromPoller, stop: StopRequest | None = None) -> None:
         super().__init__()
         self.read = read
+        self.stop = stop
 
     def expand(self, pbegin):
         return pvalue.PCollection(self.pipeline, is_bounded=False)
@@ -83,12 +113,20 @@ class _PollingReadEvaluator(_TransformEvaluator):
 
     def finish_bundle(self) -> TransformResult:
         read: ReadFromPoller = self._applied_ptransform.transform.read
+        stop: StopRequest | None = self._applied_ptransform.transform.stop
         state = self._state()
         with state.lock:
-            result = state.poller.poll()
-            if result.done:
+            if state.done:  # already ended (a stop request): nothing more, watermark at +inf
+                result = PollResult([], None, done=True)
+            elif stop is not None and stop.requested:
                 state.done = True
-                state.poller.close()
+                state.poller.close()  # checkpoints the source where it stands
+                result = PollResult([], None, done=True)
+            else:
+                result = state.poller.poll()
+                if result.done:
+                    state.done = True
+                    state.poller.close()
         bundles = []
         if result.elements:
             bundle = self._evaluation_context.create_bundle(list(self._outputs)[0])
@@ -109,11 +147,14 @@ class _PollingReadEvaluator(_TransformEvaluator):
 
 
 class _PollingReadOverride(PTransformOverride):
+    def __init__(self, stop: StopRequest | None) -> None:
+        self._stop = stop
+
     def matches(self, applied_ptransform) -> bool:
         return isinstance(applied_ptransform.transform, ReadFromPoller)
 
     def get_replacement_transform_for_applied_ptransform(self, applied_ptransform):
-        return _DirectPollingRead(applied_ptransform.transform)
+        return _DirectPollingRead(applied_ptransform.transform, self._stop)
 
 
 def _fresh_sampler_per_bundle() -> None:
@@ -141,10 +182,19 @@ def _fresh_sampler_per_bundle() -> None:
 
 
 class LocalStreamingRunner(BundleBasedDirectRunner):
-    """BundleBasedDirectRunner whose ``ReadFromPoller`` sources stream while the pipeline runs."""
+    """BundleBasedDirectRunner whose ``ReadFromPoller`` sources stream while the pipeline runs.
+
+    ``stop``: when it is set, the reads end and the run drains and finishes normally.
+    """
+
+    def __init__(self, stop: StopRequest | None = None) -> None:
+        super().__init__()
+        self.stop = stop
 
     def run_pipeline(self, pipeline, options):
+        if self.stop is not None:
+            self.stop.armed = True
         _fresh_sampler_per_bundle()
         TransformEvaluatorRegistry._test_evaluators_overrides[_DirectPollingRead] = _PollingReadEvaluator
-        pipeline.replace_all([_PollingReadOverride()])
+        pipeline.replace_all([_PollingReadOverride(self.stop)])
         return super().run_pipeline(pipeline, options)

@@ -10,6 +10,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_rtbf.filter import STRATEGIES
 from beam_rtbf.parse.sessions import DEFAULT_MAX_RECORD_BYTES
+from beam_rtbf.sinks.files import OUTPUT_MODE_HELP, OUTPUT_MODES
 
 __all__ = [
     "RtbfOptions",
@@ -71,6 +72,7 @@ class RtbfOptions(PipelineOptions):
         )
         for kind in LOCATION_KINDS:
             group.add_argument(f"--{kind}_dir", default=None, help=f"{kind}/ elsewhere than OUTPUT/{kind}")
+        group.add_argument("--output_mode", default="owner", choices=sorted(OUTPUT_MODES), help=OUTPUT_MODE_HELP)
         group.add_argument(
             "--registry",
             default=None,

@@ -17,7 +17,7 @@ import dataclasses
 import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -41,10 +41,14 @@ from beam_rtbf.options import RtbfOptions, locations, resolve_paths, validate_op
 from beam_rtbf.parse.dedupe import DedupeSessions
 from beam_rtbf.parse.requests import ParseRequests, RequestSelector
 from beam_rtbf.parse.sessions import ParseSessions
+from beam_rtbf.redact import mask_secrets
 from beam_rtbf.registry import RegistryUnavailable, open_registry
 from beam_rtbf.registry.record import CONFLICT_TAG, RecordRequests
 from beam_rtbf.sinks.files import WriteDeadLetters, join, write_bytes_atomically
 from beam_rtbf.sources import Source, source_for
+
+if TYPE_CHECKING:
+    from beam_rtbf.local_runner import StopRequest
 
 __all__ = ["GraphOutputs", "build_pipeline", "run", "choose_strategy", "resolve_runner", "read_source"]
 
@@ -113,13 +117,16 @@ def choose_strategy(
     return "broadcast", f"streaming on a portable runner, {size}: slowly updating side input refreshed by deltas"
 
 
-def resolve_runner(name: str | None, streaming: bool):
-    """Map a runner name to a runner; the local ones never try to download anything."""
+def resolve_runner(name: str | None, streaming: bool, stop: StopRequest | None = None):
+    """Map a runner name to a runner; the local ones never try to download anything.
+
+    ``stop`` reaches the local streaming runner, which ends its reads and drains when it is set.
+    """
     if name in (None, "", "direct", "DirectRunner", "SwitchingDirectRunner"):
         if streaming:
             from beam_rtbf.local_runner import LocalStreamingRunner
 
-            return LocalStreamingRunner()
+            return LocalStreamingRunner(stop)
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
         return FnApiRunner()
@@ -195,7 +202,7 @@ def build_pipeline(
     analytics = clean | "Analytics" >> WindowedAggregates(opts.window_s, opts.allowed_lateness_s, streaming)
     analytics | "WriteAnalytics" >> WriteAnalytics(where.analytics)
     archive_files = clean | "Archive" >> WriteArchive(where.archive, opts.archive_partition_s)
-    streams = [{"uri": opts.sessions, "stream": "sessions"}]
+    streams = [{"uri": mask_secrets(opts.sessions), "stream": "sessions"}]  # manifests and receipts keep it
     manifests = effective | "Manifests" >> WriteManifests(
         where.manifests,
         where.archive,
@@ -203,6 +210,7 @@ def build_pipeline(
         streams,
         opts.stream_retention_s,
         opts.registry,
+        opts.registry_retry_s,
     )
     deadletter = (
         parsed_sessions.deadletter,
@@ -229,7 +237,14 @@ def collect_counters(result) -> dict[str, int]:
 
 
 def summarize(
-    counters: dict[str, int], elapsed_s: float, runner: str, strategy: str, why: str, streaming: bool, opts: RtbfOptions
+    counters: dict[str, int],
+    elapsed_s: float,
+    runner: str,
+    strategy: str,
+    why: str,
+    streaming: bool,
+    opts: RtbfOptions,
+    stopped_by: str | None = None,
 ) -> dict[str, Any]:
     c = counters.get
     sessions_in = c(rtbf_metrics.SESSIONS_IN, 0)
@@ -256,10 +271,11 @@ def summarize(
         "mode": "streaming" if streaming else "bounded",
         "filter_strategy": strategy,
         "filter_strategy_reason": why,
-        "sessions": opts.sessions,
-        "requests": opts.requests,
-        "registry": opts.registry,
-        "output": opts.output,
+        "sessions": mask_secrets(opts.sessions),
+        "requests": mask_secrets(opts.requests),
+        "registry": mask_secrets(opts.registry),
+        "output": mask_secrets(opts.output),
+        "stopped_by": stopped_by,  # SIGTERM / SIGINT when a streaming run was stopped and drained
     }
     if rtbf_metrics.EFFECTIVENESS_MS + "_max" in counters:
         summary["effectiveness_latency_ms_max"] = counters[rtbf_metrics.EFFECTIVENESS_MS + "_max"]
@@ -269,17 +285,32 @@ def summarize(
     return summary
 
 
-def check_registry(url: str) -> int:
-    """One clear error before anything runs if the registry cannot be opened; returns its size."""
-    try:
+def check_registry(url: str, retry_s: float = 0.0) -> int:
+    """The registry's size, waiting (retrying with backoff) up to ``retry_s`` for it to answer.
+
+    Still unreachable then: ``RegistryUnavailable`` with one clear message naming the bound,
+    before anything runs (``beam-rtbf run`` prints it and exits 2).
+    """
+    from beam_rtbf.registry.record import with_retries
+
+    def size() -> int:
         with open_registry(url) as registry:
             return registry.size()
+
+    try:
+        return with_retries(size, retry_s)
     except RegistryUnavailable as exc:
-        raise SystemExit(f"beam-rtbf: deletion registry unavailable: {exc}") from exc
+        raise RegistryUnavailable(
+            f"deletion registry unavailable after retrying for {retry_s:g} s (--registry_retry_s): {exc}"
+        ) from exc
 
 
-def run(argv: list[str] | None = None) -> dict[str, Any]:
-    """Validate options, build and run the graph, write and return ``summary.json``'s figures."""
+def run(argv: list[str] | None = None, stop: StopRequest | None = None) -> dict[str, Any]:
+    """Validate options, build and run the graph, write and return ``summary.json``'s figures.
+
+    ``stop``: on the local streaming runner, setting it ends the reads; the run drains, writes
+    every output and the summary (``stopped_by``: the reason given) and returns normally.
+    """
     options = PipelineOptions(argv)
     FileSystems.set_options(options)  # the driver's own file calls (s3:// needs --s3_* options) before the pipeline
     opts = options.view_as(RtbfOptions)
@@ -290,13 +321,13 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     standard = options.view_as(StandardOptions)
     streaming = bool(standard.streaming) or not (sessions_source.bounded and requests_source.bounded)
     standard.streaming = streaming
-    runner = resolve_runner(standard.runner, streaming)
+    runner = resolve_runner(standard.runner, streaming, stop)
     runner_name = runner if isinstance(runner, str) else type(runner).__name__
     if runner_name == "PortableRunner" and options.view_as(PortableOptions).job_endpoint == "embed":
         runner_name = EMBEDDED_PORTABLE
     for source in (sessions_source, requests_source):
         source.check()
-    registry_size = check_registry(opts.registry)
+    registry_size = check_registry(opts.registry, opts.registry_retry_s)
     strategy, why = choose_strategy(
         opts.filter_strategy, streaming, runner_name, registry_size, opts.broadcast_max_subjects
     )
@@ -321,6 +352,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         return {"detached": True, "runner": runner_name, "job_id": job_id, "state": str(result.state)}
     result.wait_until_finish()
     elapsed = time.perf_counter() - started
-    summary = summarize(collect_counters(result), elapsed, runner_name, strategy, why, streaming, opts)
+    stopped_by = stop.reason if stop is not None and stop.requested else None
+    summary = summarize(collect_counters(result), elapsed, runner_name, strategy, why, streaming, opts, stopped_by)
     write_bytes_atomically(join(opts.output, "summary.json"), json.dumps(summary, indent=2).encode())
     return summary

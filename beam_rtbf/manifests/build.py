@@ -7,6 +7,14 @@ subject's records until their retention runs out; the manifest says until when.
 
 Manifests are named by request id and never overwritten, so a request seen
 twice (or a re-run after a crash) yields exactly one manifest.
+
+The request's ``suppressed`` timeline step is recorded before the manifest is
+written and independently of whether it exists, idempotently (a step of that
+status is appended once), so nothing is lost to a registry outage. Retry
+policy: ``RegistryUnavailable`` is transient; the step retries with backoff up
+to ``registry_retry_s``, then raises so the runner retries the bundle (or the
+run fails and its re-run records the step); no manifest is written before its
+step is recorded.
 """
 
 from __future__ import annotations
@@ -157,8 +165,11 @@ class _WriteManifestFn(BundleDoFn):
         streams: Sequence[dict],
         stream_retention_s: int,
         registry_url: str | None = None,
+        registry_retry_s: float = 120.0,
     ) -> None:
         self._registry_url = registry_url
+        self._registry_retry_s = registry_retry_s
+        self._registry = None
         self._output_dir = output_dir
         self._archive_dir = archive_dir
         self._window_s = window_s
@@ -166,7 +177,13 @@ class _WriteManifestFn(BundleDoFn):
         self._stream_retention_s = stream_retention_s
         self._written = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.MANIFESTS_WRITTEN)
 
+    def teardown(self) -> None:
+        if self._registry is not None:
+            self._registry.close()
+            self._registry = None
+
     def handle_batch(self, elements: Sequence[tuple[AcceptedRequest, int]]) -> list[list[dict]]:
+        self._record_suppressed(elements)
         manifests = write_manifests(
             elements, self._output_dir, self._archive_dir, self._window_s, self._streams, self._stream_retention_s
         )
@@ -174,24 +191,29 @@ class _WriteManifestFn(BundleDoFn):
         for i, manifest in enumerate(manifests):
             if manifest is None:
                 continue
-            accepted, effective_at_ms = elements[i]
             self._written.inc()
             outputs[i].append(manifest)
-            self._record_suppressed(accepted.request.request_id, effective_at_ms)
         return outputs
 
-    def _record_suppressed(self, request_id: str, effective_at_ms: int) -> None:
-        """The request's timeline gains 'suppressed' at its effective time (once: manifests are written once)."""
+    def _record_suppressed(self, elements: Sequence[tuple[AcceptedRequest, int]]) -> None:
+        """Each request's timeline gains 'suppressed' at its effective time, exactly once.
+
+        Raises ``RegistryUnavailable`` once ``registry_retry_s`` has passed (transient: the
+        bundle is retried, and no manifest of the bundle has been written yet)."""
         if not self._registry_url:
             return
         from beam_rtbf.registry import open_registry
-        from beam_rtbf.registry.base import RegistryUnavailable
+        from beam_rtbf.registry.record import with_retries
 
-        try:
-            with open_registry(self._registry_url) as registry:
-                registry.record_event(request_id, "suppressed", effective_at_ms, "filter drops the subject")
-        except RegistryUnavailable as exc:  # the manifest holds effective_at; the timeline entry is informational
-            _LOGGER.warning("request %s: could not record 'suppressed' in the registry: %s", request_id, exc)
+        effective = {accepted.request.request_id: at_ms for accepted, at_ms in elements}
+
+        def record() -> None:
+            if self._registry is None:
+                self._registry = open_registry(self._registry_url)
+            for request_id, at_ms in effective.items():
+                self._registry.record_event_once(request_id, "suppressed", at_ms, "filter drops the subject")
+
+        with_retries(record, self._registry_retry_s)
 
 
 class WriteManifests(beam.PTransform):
@@ -205,9 +227,10 @@ class WriteManifests(beam.PTransform):
         streams: Sequence[dict],
         stream_retention_s: int,
         registry_url: str | None = None,
+        registry_retry_s: float = 120.0,
     ) -> None:
         super().__init__()
-        self._args = (output_dir, archive_dir, window_s, streams, stream_retention_s, registry_url)
+        self._args = (output_dir, archive_dir, window_s, streams, stream_retention_s, registry_url, registry_retry_s)
 
     def expand(self, effective):
         return effective | "WriteManifestFiles" >> beam.ParDo(_WriteManifestFn(*self._args))

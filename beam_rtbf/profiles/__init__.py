@@ -8,7 +8,9 @@ where the streams, the registry and the buckets are. Values may hold placeholder
     ${env.NAME}              an environment variable; ``${env.NAME:-default}`` with a default
 
 Flags on the command line win over the profile. ``--dry-run`` prints the final options and the
-exact submission command instead of running.
+exact submission command instead of running; secrets are masked (``***``) in all it prints:
+secret-named options, passwords in URLs (``redis://:PW@host``, ``postgresql://user:PW@db``) and
+secret-named URI options (``kafka.sasl.password=PW``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from importlib import resources
 from typing import Any
 
 import yaml
+
+from beam_rtbf.redact import MASK, is_secret_name, mask_secrets
 
 __all__ = ["PROFILES", "Profile", "Expanded", "load_profile", "expand", "render_dry_run"]
 
@@ -206,10 +210,15 @@ def _check(command: str, expanded: Expanded) -> None:
         raise ValueError("--runner spark: give bounded --sessions and --requests (file:// or s3:// globs)")
 
 
+def _shown_value(name: str, value: str) -> str:
+    """A value fit to print: a secret-named option entirely, passwords inside URIs and options masked."""
+    return MASK if _SECRET.search(name) or is_secret_name(name) else mask_secrets(value)
+
+
 def _shown(name: str, value: str | bool) -> str:
     if value is True:
         return f"--{name}"
-    return f"--{name}={'****' if _SECRET.search(name) else value}"
+    return f"--{name}={_shown_value(name, value)}"
 
 
 class _KeepMissing(dict):
@@ -230,7 +239,7 @@ def render_dry_run(command: str, expanded: Expanded) -> str:
     lines.append("  " + shlex.join(["beam-rtbf", command, *flags]))
     if profile and profile.then:
         lines.append("then:")
-        values = _KeepMissing({k: v for k, v in options.items() if isinstance(v, str)})
+        values = _KeepMissing({k: _shown_value(k, v) for k, v in options.items() if isinstance(v, str)})
         lines.append("  " + profile.then.format_map(values))
     if expanded.unresolved:
         lines.append("unresolved (give --tf_outputs FILE, set the variable, or pass the flag):")

@@ -10,8 +10,10 @@ architecture blog's "exponential backoff and jitter") and ``Retry-After`` when t
 Other 4xx are permanent: no retry, a dead-letter record with the reason. 404/410 mean the system
 holds nothing of the subject, which is what erasure wants: done.
 
-Outputs are tagged ``done`` and ``deadletter``; neither holds a subject id (the API's error text is
-redacted before it is kept), only the request id, the API location, statuses and attempts.
+Outputs are tagged ``done`` and ``deadletter``; neither holds a subject id nor a credential (the
+API's error text is redacted before it is kept: the subject ids, the token wherever it appears and
+any ``Authorization``/``Bearer`` value, e.g. from an API that echoes the request headers), only the
+request id, the API location, statuses and attempts.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from apache_beam.metrics import Metrics
 
 from beam_rtbf import metrics as rtbf_metrics
 from beam_rtbf.records import iso_ms, now_ms
+from beam_rtbf.redact import redact_literals
 
 __all__ = ["ApiOutcome", "CallErasureApi", "ErasureApiClient", "RateLimiter", "check_api_url", "idempotency_key"]
 
@@ -125,7 +128,9 @@ def retry_after_s(value: str | None, now: Callable[[], float] = time.time) -> fl
     return max(0.0, when.timestamp() - now())
 
 
-def _redact(text: str, subject_ids: Sequence[str]) -> str:
+def _redact(text: str, subject_ids: Sequence[str], secrets: Sequence[str] = ()) -> str:
+    """API text fit to keep: no secret (known values and credential forms), no subject id, short."""
+    text = redact_literals(text, secrets)
     for subject in sorted(subject_ids, key=len, reverse=True):
         if subject:
             text = text.replace(subject, "<subject>")
@@ -169,6 +174,7 @@ class ErasureApiClient:
         self._limiter = RateLimiter(rate_per_s, sleep=sleep)
         self._requests = requests
         self._session = requests.Session()
+        self._secrets = (token, f"Bearer {token}")
         self._session.headers.update({"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
         self.retries = 0
 
@@ -193,7 +199,7 @@ class ErasureApiClient:
                 response = self._session.post(self.url, data=body, headers=headers, timeout=self.timeout_s)
             except self._requests.RequestException as exc:
                 http_status = None
-                reason = f"{type(exc).__name__}: {_redact(str(exc), subject_ids)}"
+                reason = f"{type(exc).__name__}: {_redact(str(exc), subject_ids, self._secrets)}"
             else:
                 http_status = response.status_code
                 if 200 <= http_status < 300:
@@ -204,7 +210,7 @@ class ErasureApiClient:
                     return ApiOutcome(
                         request_id, True, "not_found", http_status, attempt, f"API holds nothing (HTTP {http_status})"
                     )
-                reason = f"HTTP {http_status}: {_redact(response.text, subject_ids)}"
+                reason = f"HTTP {http_status}: {_redact(response.text, subject_ids, self._secrets)}"
                 if http_status not in RETRYABLE_STATUS:
                     return ApiOutcome(request_id, False, "failed", http_status, attempt, f"permanent: {reason}")
                 retry_after = retry_after_s(response.headers.get("Retry-After"))

@@ -70,6 +70,16 @@ class DeletionRegistry(abc.ABC):
     def record_event(self, request_id: str, status: str, at_ms: int, detail: str = "") -> None:
         """Append a step to the request's timeline."""
 
+    def record_event_once(self, request_id: str, status: str, at_ms: int, detail: str = "") -> bool:
+        """Append the step unless the timeline already has one of this status; True if appended.
+
+        Idempotent, so a retried bundle or a re-run records a step exactly once. Backends
+        override it to check and append atomically."""
+        if any(event.status == status for event in self.timeline(request_id)):
+            return False
+        self.record_event(request_id, status, at_ms, detail)
+        return True
+
     @abc.abstractmethod
     def timeline(self, request_id: str) -> list[RequestEvent]:
         """The request's steps, oldest first."""

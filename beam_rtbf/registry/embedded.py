@@ -185,6 +185,22 @@ class EmbeddedRegistry(DeletionRegistry):
         except sqlite3.Error as exc:
             raise RegistryUnavailable(f"embedded registry {self.path!r}: {exc}") from exc
 
+    def record_event_once(self, request_id: str, status: str, at_ms: int, detail: str = "") -> bool:
+        try:
+            with self._lock, self._conn:
+                self._conn.execute("BEGIN IMMEDIATE")
+                seen = self._conn.execute(
+                    "SELECT 1 FROM events WHERE request_id=? AND status=? LIMIT 1", (request_id, status)
+                ).fetchone()
+                if seen is None:
+                    self._conn.execute(
+                        "INSERT INTO events (request_id, status, at_ms, detail) VALUES (?,?,?,?)",
+                        (request_id, status, at_ms, detail),
+                    )
+                return seen is None
+        except sqlite3.Error as exc:
+            raise RegistryUnavailable(f"embedded registry {self.path!r}: {exc}") from exc
+
     def timeline(self, request_id: str) -> list[RequestEvent]:
         rows = self._query(
             "SELECT request_id, status, at_ms, detail FROM events WHERE request_id=? ORDER BY seq",

@@ -62,6 +62,15 @@ end
 return out
 """
 
+# KEYS: events list. ARGV: status, event JSON. Appends unless an event of that status is there; 1 if appended.
+_EVENT_ONCE_SCRIPT = """
+for _, row in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  if cjson.decode(row)['status'] == ARGV[1] then return 0 end
+end
+redis.call('RPUSH', KEYS[1], ARGV[2])
+return 1
+"""
+
 # KEYS: version, log. ARGV: since. Returns {current_version, ids...} read atomically.
 _DELTA_SCRIPT = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -102,6 +111,7 @@ class RedisRegistry(DeletionRegistry):
         self._keys = tuple(f"{self.prefix}:{k}" for k in ("version", "members", "log", "requests"))
         self._add = self._redis.register_script(_ADD_SCRIPT)
         self._delta = self._redis.register_script(_DELTA_SCRIPT)
+        self._event_once = self._redis.register_script(_EVENT_ONCE_SCRIPT)
         self._call(self._redis.ping)
 
     def _call(self, fn, *args, **kwargs):
@@ -162,6 +172,11 @@ class RedisRegistry(DeletionRegistry):
     def record_event(self, request_id: str, status: str, at_ms: int, detail: str = "") -> None:
         event = json.dumps({"status": status, "at_ms": at_ms, "detail": detail})
         self._call(self._redis.rpush, f"{self.prefix}:events:{request_id}", event)
+
+    def record_event_once(self, request_id: str, status: str, at_ms: int, detail: str = "") -> bool:
+        event = json.dumps({"status": status, "at_ms": at_ms, "detail": detail})
+        keys = [f"{self.prefix}:events:{request_id}"]
+        return bool(int(self._call(self._event_once, keys=keys, args=[status, event])))
 
     def timeline(self, request_id: str) -> list[RequestEvent]:
         rows = self._call(self._redis.lrange, f"{self.prefix}:events:{request_id}", 0, -1)

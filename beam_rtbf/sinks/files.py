@@ -5,15 +5,24 @@ On filesystems with an atomic rename (local, HDFS) that takes a temporary name a
 rename. On object stores (s3://, gs://, ...) a PUT is already atomic and a "rename" is
 a copy plus a delete, which in a versioned bucket would leave the data behind in the
 temporary key's old versions: there the object is written in place.
+
+Permissions: outputs hold raw ids (archive, manifests, dead letters, the embedded
+registry, receipts), so the commands write them owner-only by default
+(``--output_mode=owner``: directories 0700, files 0600) by setting the process
+umask before anything is written (``output_mode``); ``group`` adds group read
+(0750/0640), ``world`` is the usual 0755/0644. Object stores have no POSIX modes:
+use bucket policies there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import re
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO
 
 import apache_beam as beam
@@ -29,7 +38,30 @@ __all__ = [
     "safe_file_name",
     "is_object_store",
     "WriteDeadLetters",
+    "OUTPUT_MODES",
+    "OUTPUT_MODE_HELP",
+    "output_mode",
 ]
+
+# --output_mode -> the process umask while a command writes.
+OUTPUT_MODES = {"owner": 0o077, "group": 0o027, "world": 0o022}
+OUTPUT_MODE_HELP = (
+    "Permissions of local outputs (they hold raw ids): owner = directories 0700, files 0600 (default); "
+    "group = 0750/0640; world = 0755/0644"
+)
+
+
+@contextlib.contextmanager
+def output_mode(mode: str) -> Iterator[None]:
+    """Files and directories created meanwhile (by any thread of this process) get ``mode``'s permissions."""
+    if mode not in OUTPUT_MODES:
+        raise ValueError(f"--output_mode must be one of {', '.join(OUTPUT_MODES)}, not {mode!r}")
+    previous = os.umask(OUTPUT_MODES[mode])
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
 
 _RENAMING_SCHEMES = frozenset({"", "file", "hdfs"})
 

@@ -3,6 +3,9 @@
 It behaves like a well-made real one: it checks the bearer token (401 otherwise), carries out a
 request once per ``Idempotency-Key`` (a repeated key is answered 200 without erasing again), and
 sends ``Retry-After`` with its 429s. Listens on loopback only, on a free port.
+
+``echo_headers=True`` makes it behave like a careless one: its error bodies echo the request
+headers (the bearer token included), the way some frameworks' debug error pages do.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class _State:
     token: str
     script: dict[str, list[int]]
     retry_after: str | None
+    echo_headers: bool = False
     calls: list[RecordedCall] = field(default_factory=list)
     erased: dict[str, dict] = field(default_factory=dict)  # idempotency key -> body carried out
     seen: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -39,8 +43,14 @@ class _State:
 class ErasureApiServer:
     """``script`` maps a request id to the statuses of its successive calls; after that: 200."""
 
-    def __init__(self, token: str, script: dict[str, list[int]] | None = None, retry_after: str | None = None) -> None:
-        self.state = _State(token, {k: list(v) for k, v in (script or {}).items()}, retry_after)
+    def __init__(
+        self,
+        token: str,
+        script: dict[str, list[int]] | None = None,
+        retry_after: str | None = None,
+        echo_headers: bool = False,
+    ) -> None:
+        self.state = _State(token, {k: list(v) for k, v in (script or {}).items()}, retry_after, echo_headers)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.state))
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="erasure-api", daemon=True
@@ -99,7 +109,11 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
                     if status == 200:
                         state.erased.setdefault(key, body)
                 state.calls.append(RecordedCall(self.path, dict(self.headers), body, status, time.time()))
-            payload = json.dumps({"status": status, "error": None if status < 400 else "scripted failure"}).encode()
+            answer = {"status": status, "error": None if status < 400 else "scripted failure"}
+            if status >= 400 and state.echo_headers:
+                answer["debug"] = f"token {state.token} Authorization={self.headers.get('Authorization')}"
+                answer["request_headers"] = dict(self.headers)
+            payload = json.dumps(answer).encode()
             self.send_response(status)
             if status == 429 and state.retry_after is not None:
                 self.send_header("Retry-After", state.retry_after)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from beam_rtbf.cli import main
+from beam_rtbf.purge.hashing import SubjectHasher
 from beam_rtbf.registry import open_registry
 from beam_rtbf.testing.erasure_api import ErasureApiServer
 from tests.helpers.purge_setup import (
@@ -202,6 +205,47 @@ def test_unreadable_archive_file_is_an_error_and_keeps_the_request_open(setup, c
         assert not users & {"alice", "bob", "carol"} and len(users) == 40  # everyone else stays
 
 
+def _modes(*roots) -> dict[str, str]:
+    found = {}
+    for root in roots:
+        paths = [root] if root.is_file() else [root, *root.rglob("*")]
+        for path in paths:
+            found[str(path)] = oct(stat.S_IMODE(path.stat().st_mode))
+    return found
+
+
+def test_outputs_registry_and_receipts_are_owner_only_by_default(setup, registry_url, capsys):
+    assert setup.purge() == 0
+    registry_file = Path(registry_url[len("embedded://") :])
+    modes = _modes(setup.out, *registry_file.parent.glob(registry_file.name + "*"))
+    assert (setup.out / "receipts").is_dir() and (setup.out / "manifests").is_dir() and registry_file.is_file()
+    assert {m for m in modes.values()} <= {"0o700", "0o600"}, {p: m for p, m in modes.items() if m[-2:] != "00"}
+    assert modes[str(setup.out / "archive")] == "0o700" and modes[str(registry_file)] == "0o600"
+
+
+def test_status_shows_keyed_hashes_once_the_request_is_verified(setup, capsys):
+    assert main(["status", "req-a", f"--registry={setup.registry}"]) == 0
+    before = json.loads(capsys.readouterr().out)
+    assert (before["request"]["subject_id"], before["request"]["aliases"]) == ("alice", ["alice@example.com"])
+    assert setup.purge() == 0
+    capsys.readouterr()
+    assert main(["status", "req-a", f"--registry={setup.registry}"]) == 0
+    text = capsys.readouterr().out
+    after = json.loads(text)
+    hasher = SubjectHasher(key=b"test-key")  # the fixture's $RTBF_SUBJECT_HASH_KEY
+    assert after["request"] == {
+        "request_id": "req-a",
+        "subject_hash": hasher.hash("alice"),
+        "alias_hashes": [hasher.hash("alice@example.com")],
+        "requested_at": before["request"]["requested_at"],
+        "regulation": "gdpr",
+        "kind": "erase",
+    }
+    assert after["request"]["subject_hash"] == read_receipt(setup.out, "req-a")["subject_hash"]
+    assert [e["status"] for e in after["timeline"]][-1] == "verified"
+    assert "alice" not in text
+
+
 API_TOKEN = "purge-test-token"
 
 
@@ -259,6 +303,35 @@ def test_erasure_api_permanent_failure_dead_letters_and_keeps_the_request_open(s
     assert receipt["records_removed"]["archive_partition"] == setup.subject_records["req-b"]  # from the journal
     assert _timeline(setup.registry, "req-b")[-2:] == ["purged", "verified"]
     assert files_mentioning(setup.out, ALL_IDS) == {}
+
+
+def test_an_api_echoing_the_request_headers_never_gets_the_token_into_a_file_or_a_log(
+    setup, monkeypatch, capsys, caplog
+):
+    secret = "tok-Zq81-very-secret-value"
+    monkeypatch.setenv("RTBF_ERASURE_API_TOKEN", secret)
+    caplog.set_level("DEBUG")
+    with ErasureApiServer(secret, {"req-a": [500], "req-b": [403]}, echo_headers=True) as api:
+        assert setup.purge(f"--erasure_api_url={api.url}", "-v") == 1
+        assert [c.status for c in api.calls if c.body["request_id"] == "req-b"] == [403]
+    printed = capsys.readouterr()
+    receipt = read_receipt(setup.out, "req-b")
+    [failed] = [loc for loc in receipt["locations"] if loc["kind"] == "api"]
+    # The API's echo is kept (redacted): the reader sees that the API answered with its headers.
+    assert failed["reason"].startswith('permanent: HTTP 403: {"status": 403, "error": "scripted failure", ')
+    assert '"debug": "token *** Authorization=***", "request_headers": {' in failed["reason"]
+    [letter] = [
+        json.loads(line) for p in (setup.out / "deadletter" / "erasure_api").glob("*.jsonl")
+        for line in p.read_text().splitlines()
+    ]  # fmt: skip
+    assert letter["reason"] == failed["reason"]
+    leaks = [
+        str(p) for root in (setup.root, setup.out) for p in root.rglob("*")
+        if p.is_file() and secret.encode() in p.read_bytes()
+    ]  # fmt: skip
+    assert leaks == []
+    assert secret not in printed.out + printed.err + caplog.text
+    assert read_receipt(setup.out, "req-a")["status"] == "verified"
 
 
 def test_erasure_api_needs_https_and_a_token(setup, monkeypatch, capsys):

@@ -91,6 +91,21 @@ def test_requests_and_timeline(backend):
         assert registry.timeline("nope") == []
 
 
+def test_a_step_recorded_once_is_appended_exactly_once(backend):
+    url, _ = backend
+    with open_registry(url) as registry:
+        registry.add([_request("r1", "alice")])
+        assert registry.record_event_once("r1", "suppressed", 5, "filter drops the subject") is True
+        assert registry.record_event_once("r1", "suppressed", 9, "again") is False
+        registry.record_event("r1", "purged", 10)
+        assert registry.record_event_once("r1", "purged", 11) is False
+        assert [(e.status, e.at_ms, e.detail) for e in registry.timeline("r1")] == [
+            ("received", registry.get_request("r1").accepted_at_ms, ""),
+            ("suppressed", 5, "filter drops the subject"),
+            ("purged", 10, ""),
+        ]
+
+
 def test_accepted_requests_survive_a_restart(backend):
     url, restart = backend
     with open_registry(url) as registry:

@@ -169,3 +169,12 @@ def test_a_second_call_with_the_same_key_erases_once():
         client = _client(api.url, FakeClock())
         assert client.erase("req-1", ["bob"]).ok and client.erase("req-1", ["bob"]).ok
         assert len(api.calls) == 2 and len(api.erased) == 1
+
+
+def test_error_text_echoing_the_token_or_any_credential_is_redacted():
+    from beam_rtbf.purge.api_sink import _redact
+
+    text = '{"headers": {"Authorization": "Bearer tok-123"}, "seen": "tok-123", "other": "Bearer abc.def"}'
+    assert _redact(text, [], ["tok-123", "Bearer tok-123"]) == (
+        '{"headers": {"Authorization": "***"}, "seen": "***", "other": "Bearer ***"}'
+    )

@@ -161,3 +161,42 @@ def test_only_beams_unused_cloud_client_warnings_are_silenced():
     assert not quiet.filter(record("apitools not found, and bigquery client libraries are not available"))
     assert quiet.filter(record("Failed to import S3FileSystem; loading of this filesystem will be skipped."))
     assert quiet.filter(record("registry unreachable: holding sessions"))
+
+
+@pytest.mark.slow
+def test_output_mode_group_lets_the_group_read_and_nobody_else(tmp_path, capsys):
+    import os
+    import stat
+
+    out = tmp_path / "out"
+    registry = tmp_path / "reg" / "registry.sqlite"
+    argv = [
+        "run",
+        f"--output={out}",
+        f"--registry=embedded://{registry}",
+        "--sessions=synthetic://sessions?users=50&sessions=2000&seed=1&bad_rate=0.01",
+        "--requests=synthetic://requests?users=50&requests=3&seed=1",
+        "--output_mode=group",
+    ]
+    before = os.umask(0o022)
+    os.umask(before)
+    assert main(argv) == 0
+    assert os.umask(before) == before  # the command restored the process umask
+    paths = [out, *out.rglob("*"), registry.parent, *registry.parent.iterdir()]
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in paths if p.is_dir()}
+    assert modes == {0o750}
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in paths if p.is_file()}
+    assert modes == {0o640}
+    assert (out / "deadletter").is_dir() and (out / "manifests").is_dir()
+
+
+def test_forget_creates_an_owner_only_registry(tmp_path, capsys):
+    import stat
+
+    registry = tmp_path / "new" / "registry.sqlite"
+    assert main(["forget", "u0000001", "--request-id", "r-1", "--registry", f"embedded://{registry}"]) == 0
+    paths = [registry.parent, *registry.parent.iterdir()]
+    assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in paths} == {
+        "new": "0o700",
+        **{p.name: "0o600" for p in paths if p.is_file()},
+    }

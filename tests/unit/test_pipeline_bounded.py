@@ -9,7 +9,7 @@ import pytest
 
 from beam_rtbf.generate import generate_files
 from beam_rtbf.pipeline import run
-from beam_rtbf.registry import open_registry
+from beam_rtbf.registry import RegistryUnavailable, open_registry
 from beam_rtbf.sources.synthetic import SyntheticConfig, planned_requests
 from tests.helpers.data import analytics_rows, archive_rows, dead_letters, manifests
 
@@ -173,12 +173,13 @@ def test_invalid_options_fail_before_running(tmp_path, registry_url):
         )
     with pytest.raises(ValueError, match="no source for scheme 'ftp'"):
         _run(tmp_path, registry_url, "ftp://x/y", "synthetic://requests?requests=0")
-    with pytest.raises(SystemExit, match="deletion registry unavailable"):
+    with pytest.raises(RegistryUnavailable, match=r"deletion registry unavailable after retrying for 0.5 s \(--"):
         _run(
             tmp_path,
             "embedded:///proc/no/such/registry.sqlite",
             "synthetic://sessions?sessions=1",
             "synthetic://requests?requests=0",
+            "--registry_retry_s=0.5",
         )
 
 

@@ -123,7 +123,7 @@ def test_direct_profile_runs_locally():
 def test_secrets_are_masked_in_the_dry_run():
     expanded = expand("run", ["--runner=portable", "--s3_secret_access_key=hunter2", "--dry-run"], env={})
     text = render_dry_run("run", expanded)
-    assert "hunter2" not in text and "--s3_secret_access_key=****" in text
+    assert "hunter2" not in text and "--s3_secret_access_key=***" in text
 
 
 def test_a_profile_file_of_ones_own(tmp_path):
@@ -147,3 +147,43 @@ def test_cli_dry_run_prints_and_exits_0_and_refusals_exit_2(tf_outputs, capsys):
     assert "SparkPipelineRunner" in capsys.readouterr().out
     assert main(["run", "--runner", "spark", f"--tf_outputs={tf_outputs}", "--sessions=kinesis://s"]) == 2
     assert "no streaming" in capsys.readouterr().err
+
+
+def test_passwords_in_uris_and_source_options_are_masked_in_everything_a_dry_run_prints(capsys, caplog):
+    argv = [
+        "run",
+        "--runner=portable",
+        "--registry=redis://:pw-redis-1@cache:6379/0",
+        "--sessions=kafka://b1:9093/sessions?group=rtbf&kafka.sasl.username=rtbf&kafka.sasl.password=pw-kafka-2",
+        "--requests=kafka://rtbf:pw-url-3@b1:9093/requests",
+        "--audit_dir=postgresql://rtbf:pw-pg-4@db:5432/rtbf",
+        "--dry-run",
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr()
+    for secret in ("pw-redis-1", "pw-kafka-2", "pw-url-3", "pw-pg-4"):
+        assert secret not in printed.out + printed.err + caplog.text
+    lines = printed.out.splitlines()
+    assert "  --registry=redis://:***@cache:6379/0" in lines
+    assert "  --sessions=kafka://b1:9093/sessions?group=rtbf&kafka.sasl.username=rtbf&kafka.sasl.password=***" in lines
+    assert "  --requests=kafka://rtbf:***@b1:9093/requests" in lines
+    assert "  --audit_dir=postgresql://rtbf:***@db:5432/rtbf" in lines
+
+
+def test_summary_json_keeps_the_uris_with_their_passwords_masked():
+    from beam_rtbf.options import RtbfOptions
+    from beam_rtbf.pipeline import summarize
+
+    opts = RtbfOptions(
+        [
+            "--registry=redis://:pw-1@cache:6379/0",
+            "--sessions=kafka://b1:9093/s?kafka.sasl.password=pw-2",
+            "--requests=kafka://rtbf:pw-3@b1:9093/r",
+        ]
+    )
+    summary = summarize({}, 1.0, "FnApiRunner", "state", "why", True, opts)
+    assert (summary["registry"], summary["sessions"], summary["requests"]) == (
+        "redis://:***@cache:6379/0",
+        "kafka://b1:9093/s?kafka.sasl.password=***",
+        "kafka://rtbf:***@b1:9093/r",
+    )
