@@ -1,5 +1,9 @@
 """Receipts and audit records: per request and location, what was removed, when, and the re-scan result.
 
+A receipt says ``verified`` only when every location is done and the independent
+scan of every stored file (``verify.py``) found none of the subject's records and
+could read every file; its ``verification`` section says what was scanned.
+
 Neither holds a subject id: the subject appears as a keyed hash only.
 """
 
@@ -11,13 +15,14 @@ from beam_rtbf.purge.analytics import AnalyticsResult
 from beam_rtbf.purge.hashing import SubjectHasher
 from beam_rtbf.purge.manifests import PendingManifest
 from beam_rtbf.purge.rewrite import FileResult
+from beam_rtbf.purge.subjects import MATCHED_BY_FIELD, MATCHED_BY_RAW_TOKEN
 from beam_rtbf.records import iso_ms
 
-__all__ = ["build_receipt", "receipt_status"]
+__all__ = ["build_receipt", "receipt_status", "verification_problem"]
 
 
 def _file_location(result: FileResult, request_id: str) -> dict:
-    return {
+    location = {
         "kind": "archive_partition" if result.task.kind == "archive" else result.task.kind,
         "path": result.task.path,
         "status": result.status,
@@ -28,6 +33,10 @@ def _file_location(result: FileResult, request_id: str) -> dict:
         "noncurrent_versions_deleted": result.versions_deleted,
         "at": result.at,
     }
+    if result.task.kind == "deadletter":
+        by = result.matched_by.get(request_id, {})
+        location["matched_by"] = {how: by.get(how, 0) for how in (MATCHED_BY_FIELD, MATCHED_BY_RAW_TOKEN)}
+    return location
 
 
 def _analytics_location(result: AnalyticsResult) -> dict:
@@ -47,13 +56,31 @@ def _analytics_location(result: AnalyticsResult) -> dict:
 
 
 def receipt_status(
-    files: Sequence[FileResult], api_failures: Sequence[dict], analytics: Sequence[AnalyticsResult] = ()
+    files: Sequence[FileResult],
+    api_failures: Sequence[dict],
+    analytics: Sequence[AnalyticsResult] = (),
+    verification: dict | None = None,
 ) -> str:
+    """``verified`` needs every location done and the independent scan passed (no scan: never verified)."""
     if any(r.status == "blocked" for r in files) or any(a.status == "blocked" for a in analytics):
         return "blocked"
     if any(not r.verified for r in files) or api_failures or any(not a.verified for a in analytics):
         return "incomplete"
+    if verification is None or not verification.get("passed"):
+        return "incomplete"
     return "verified"
+
+
+def verification_problem(verification: dict) -> str:
+    """Why the independent scan did not pass, in words for the registry timeline ("" if it passed)."""
+    if verification.get("passed"):
+        return ""
+    parts = []
+    if verification["found"]:
+        where = ", ".join(f"{f['path']} ({f['records']})" for f in verification["found_in"][:5])
+        parts.append(f"verification found {verification['found']} records of the subject in {where}")
+    parts += [f"unreadable: {u['reason']}" for u in verification["unreadable"][:5]]
+    return "; ".join(parts)
 
 
 def build_receipt(
@@ -65,7 +92,9 @@ def build_receipt(
     run_id: str,
     at: str,
     analytics: Sequence[AnalyticsResult] = (),
+    verification: dict | None = None,
 ) -> dict:
+    """The receipt; ``verification`` is the independent scan's section (``VerificationSummary.for_request``)."""
     locations = [
         _file_location(r, manifest.request_id) for r in sorted(files, key=lambda r: (r.task.kind, r.task.path))
     ]
@@ -84,7 +113,7 @@ def build_receipt(
     locations += [
         {"kind": "api", **{k: v for k, v in d.items() if k != "request_id"}} for d in (*api_done, *api_failed)
     ]
-    status = receipt_status(files, api_failed, analytics)
+    status = receipt_status(files, api_failed, analytics, verification)
     return {
         "request_id": manifest.request_id,
         "subject_hash": hasher.hash(manifest.subject_ids[0]),
@@ -98,5 +127,6 @@ def build_receipt(
             for kind in ("archive_partition", "index", "deadletter")
         },
         "locations": locations,
+        "verification": verification,
         "completed_at": at if status == "verified" else None,
     }
