@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from beam_rtbf.archive.index import archive_data_files, index_files, read_parquet
@@ -70,6 +71,7 @@ def plan_purge(
         data_paths.update(archive_data_files(archive_dir))
     unindexed, leftover_index = _unindexed_files(archive_dir, indexed)
     data_paths.update(unindexed)
+    archive_records += sum(_parquet_rows(p) for p in unindexed)  # the guard's denominator counts them too
     index_paths.update(leftover_index)
     dead_paths = [
         m.path for result in FileSystems.match([join(deadletter_dir, "*.jsonl")]) for m in result.metadata_list
@@ -98,6 +100,15 @@ def _unindexed_files(archive_dir: str, indexed: set[str]) -> tuple[list[str], li
             else:
                 data.append(m.path)
     return data, index
+
+
+def _parquet_rows(path: str) -> int:
+    """Rows of a Parquet file from its footer; 0 if unreadable (the rewrite and the verification report it)."""
+    try:
+        with FileSystems.open(path) as handle:
+            return pq.ParquetFile(handle).metadata.num_rows
+    except (pa.ArrowException, OSError):
+        return 0
 
 
 def _journaled_for(journal_dir: str | None, path: str, requests: set[str]) -> bool:

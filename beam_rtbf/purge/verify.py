@@ -51,6 +51,7 @@ __all__ = [
     "verify_file",
     "summarize",
     "canonical_candidates",
+    "VerifyIdentifiers",
     "METHOD",
 ]
 
@@ -150,7 +151,7 @@ def canonical_candidates(values: pa.Array | pa.ChunkedArray, lowered_ids: pa.Arr
     return (hit.to_numpy(zero_copy_only=False) | ~printable.to_numpy(zero_copy_only=False)).astype(bool)
 
 
-class _Identifiers:
+class VerifyIdentifiers:
     """The run's canonical identifiers, ready for vectorised matching."""
 
     def __init__(self, id_requests: Mapping[str, Sequence[str]]) -> None:
@@ -181,7 +182,7 @@ def _read_bytes(path: str) -> bytes:
         return handle.read()
 
 
-def _scan_parquet(file: StoredFile, ids: _Identifiers) -> tuple[int, dict[str, int]]:
+def _scan_parquet(file: StoredFile, ids: VerifyIdentifiers) -> tuple[int, dict[str, int]]:
     wanted = ("user_id",) if file.kind == "index" else INDEX_ID_COLUMNS
     if "://" in file.path:
         source = pa.BufferReader(_read_bytes(file.path))
@@ -196,7 +197,7 @@ def _scan_parquet(file: StoredFile, ids: _Identifiers) -> tuple[int, dict[str, i
     return rows, ids.table_found(table, columns)
 
 
-def _scan_lines(file: StoredFile, ids: _Identifiers) -> tuple[int, dict[str, int], dict[str, dict[str, int]]]:
+def _scan_lines(file: StoredFile, ids: VerifyIdentifiers) -> tuple[int, dict[str, int], dict[str, dict[str, int]]]:
     lines = [line for line in _read_bytes(file.path).split(b"\n") if line.strip()]
     found: dict[str, int] = {}
     matched_by: dict[str, dict[str, int]] = {}
@@ -212,7 +213,7 @@ def _scan_lines(file: StoredFile, ids: _Identifiers) -> tuple[int, dict[str, int
     return len(lines), found, matched_by
 
 
-def verify_file(file: StoredFile, ids: _Identifiers) -> FileVerification:
+def verify_file(file: StoredFile, ids: VerifyIdentifiers) -> FileVerification:
     """Read one stored file and count the subjects' records in it; never raises for a bad file."""
     started = time.perf_counter()
     try:
@@ -282,7 +283,7 @@ class _ScanStoredFileFn(beam.DoFn):
         self._unreadable = Metrics.counter(rtbf_metrics.NAMESPACE, "verify_files_unreadable")
 
     def setup(self) -> None:
-        self._ids = _Identifiers(self._id_requests)
+        self._ids = VerifyIdentifiers(self._id_requests)
 
     def process(self, element):
         listed_at, file = element
