@@ -87,7 +87,9 @@ class FileVerification:
 class VerificationSummary:
     """Every file's result folded into what the receipts need."""
 
-    scanned: dict[str, int]  # archive_files, index_files, deadletter_files, other_files, rows, bytes
+    # archive_files, index_files, deadletter_files, other_files; rows (Parquet rows, non-empty lines
+    # of dead-letter and other files) and bytes read
+    scanned: dict[str, int]
     found: dict[str, int]  # request id -> records (every request of the run has a key)
     found_in: dict[str, list[dict]]  # request id -> [{"path", "kind", "records", "matched_by"}]
     unreadable: list[dict]  # [{"path", "kind", "reason"}]
