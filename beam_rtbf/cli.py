@@ -445,6 +445,16 @@ def _main_purge(argv: list[str]) -> int:
         "elapsed_s",
     ):
         print(f"  {key:<24}  {summary.get(key)}")
+    checked = summary.get("verification")
+    if checked:
+        files = sum(v for k, v in checked["scanned"].items() if k.endswith("_files"))
+        print(
+            f"  {'verification_scan':<24}  {files} files, {checked['scanned']['rows']} rows, "
+            f"{checked['found']} subject records found, {len(checked['unreadable'])} unreadable, "
+            f"{checked['elapsed_s']} s"
+        )
+        for path in checked["unreadable"]:
+            print(f"  unreadable: {path}")
     for problem in summary["manifest_problems"]:
         print(f"  bad manifest {problem['path']}: {problem['reason']}")
     if summary.get("blocked"):

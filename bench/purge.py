@@ -10,6 +10,13 @@ then times ``beam-rtbf purge``:
 The baseline in the same run is the single-request cost: purging N requests one run
 at a time costs about N times that, so ``per_request_speedup`` says what batching buys.
 
+Verification (every stored file re-read after the rewrites, see purge/verify.py) is
+part of both timings and is also reported on its own, beside the purge cost:
+
+- ``verification_s``: listing to summary inside the purge pipeline (wall clock);
+- ``verification_scan_s``: the same scan of the purged archive run alone in this
+  process, one file after another (its pure cost on one core), and rows/s for both.
+
     python bench/purge.py            # 10M records, 1000 requests
     python bench/purge.py --quick    # 1M records, 100 requests, under a minute
 """
@@ -32,6 +39,7 @@ from _common import emit, timer  # noqa: I001 - sets sys.path for beam_rtbf
 from beam_rtbf.archive.write import INDEX_DIR, index_rows, partition_path
 from beam_rtbf.manifests.build import build_manifest
 from beam_rtbf.purge.pipeline import run_purge
+from beam_rtbf.purge.verify import VerifyIdentifiers, list_stored_files, summarize, verify_file
 from beam_rtbf.records import SESSION_SCHEMA, ErasureRequest
 from beam_rtbf.registry import open_registry
 
@@ -101,8 +109,20 @@ def run_once(workdir: str, label: str, records: int, partitions: int, users: int
     if summary.get("verified") != len(subjects):
         raise SystemExit(f"bench purge {label}: not all verified: {json.dumps(summary)[:2000]}")
     summary["elapsed_wall_s"] = t["s"]
+    summary["standalone_scan"] = standalone_scan(root, subjects)
     shutil.rmtree(root)
     return summary
+
+
+def standalone_scan(root: str, subjects: list[str]) -> dict:
+    """The verification scan alone, in this process, file after file: what it costs on one core."""
+    ids = VerifyIdentifiers({s: [f"req-{s}"] for s in subjects})
+    with timer() as t:
+        files = list_stored_files(os.path.join(root, "archive"), os.path.join(root, "deadletter"))
+        checked = summarize([verify_file(f, ids) for f in files], [f"req-{s}" for s in subjects], 0.0)
+    if any(checked.found.values()) or checked.unreadable:
+        raise SystemExit(f"bench purge: standalone verification found records: {checked.to_dict()}"[:2000])
+    return {"s": t["s"], "rows": checked.scanned["rows"], "bytes": checked.scanned["bytes"], "files": len(files)}
 
 
 def main() -> None:
@@ -171,6 +191,42 @@ def main() -> None:
         **params,
         requests=batch,
     )
+    for label, run, n in (("single", single, 1), ("batch", many, batch)):
+        checked = run["verification"]
+        scanned = checked["scanned"]
+        files = sum(v for k, v in scanned.items() if k.endswith("_files"))
+        common = {**params, "requests": n, "files_scanned": files, "rows_scanned": scanned["rows"]}
+        emit(
+            "purge",
+            f"{label}_verification_s",
+            checked["elapsed_s"],
+            "s",
+            **common,
+            purge_s=run["elapsed_wall_s"],
+            share_of_purge=round(checked["elapsed_s"] / run["elapsed_wall_s"], 3),
+            note="inside the purge pipeline: storage listed after the rewrites to summary (wall clock)",
+        )
+        emit(
+            "purge",
+            f"{label}_verification_rows_per_s",
+            scanned["rows"] / max(checked["elapsed_s"], 1e-9),
+            "rows/s",
+            **common,
+            bytes_scanned=scanned["bytes"],
+        )
+        alone = run["standalone_scan"]
+        emit(
+            "purge",
+            f"{label}_verification_scan_s",
+            alone["s"],
+            "s",
+            **params,
+            requests=n,
+            files_scanned=alone["files"],
+            rows_scanned=alone["rows"],
+            rows_per_s=round(alone["rows"] / max(alone["s"], 1e-9)),
+            note="the same scan alone in one process, file after file (one core)",
+        )
 
 
 if __name__ == "__main__":

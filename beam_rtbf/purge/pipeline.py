@@ -3,8 +3,10 @@
     manifests --(driver: check against the registry, plan files from the index)--> file tasks
     file tasks -> ScanFiles -> BlastRadius (one decision, a side input)
     file tasks -> RewriteFiles (guarded) -> per-request results
+    after every rewrite: VerifyErasure lists and re-reads every stored file (not the plan's list)
     requests   -> CallErasureApi (optional, downstream systems)
-    per request: receipts/, audit/, registry timeline (purged, verified), manifest redacted
+    per request: receipts/, audit/, registry timeline (purged, verified), manifest redacted;
+    ``verified`` only if that independent scan found none of the subject's records
 
 The same graph runs on the local runner and, as a bounded job, on Spark or Flink.
 """
@@ -30,9 +32,10 @@ from beam_rtbf.purge.analytics import recompute_windows
 from beam_rtbf.purge.hashing import SubjectHasher
 from beam_rtbf.purge.manifests import ManifestProblem, PendingManifest, load_pending_manifests, redact_manifest
 from beam_rtbf.purge.plan import GuardDecision, PurgePlan, judge_blast_radius, plan_purge
-from beam_rtbf.purge.receipts import build_receipt
+from beam_rtbf.purge.receipts import build_receipt, verification_problem
 from beam_rtbf.purge.receipts import receipt_path as receipt_path_for
 from beam_rtbf.purge.rewrite import FileResult, FileTask, PurgeFileError, rewrite_file, scan_file
+from beam_rtbf.purge.verify import VerificationSummary, VerifyErasure, summary_json
 from beam_rtbf.records import AcceptedRequest, iso_ms, now_ms
 from beam_rtbf.registry import open_registry
 from beam_rtbf.registry.base import RegistryUnavailable
@@ -164,11 +167,12 @@ class _FinishRequestFn(beam.DoFn):
     def setup(self) -> None:
         self._hasher = SubjectHasher(key_file=self._key_file)
 
-    def process(self, element):
+    def process(self, element, verification: VerificationSummary):
         request_id, groups = element
         manifest: PendingManifest = self._manifests[request_id]
         files = list(groups["files"])
         at = iso_ms(now_ms())
+        checked = verification.for_request(request_id)
         receipt = build_receipt(
             manifest,
             files,
@@ -179,28 +183,27 @@ class _FinishRequestFn(beam.DoFn):
             at,
             list(groups["analytics"]),
             self._roots,
+            checked,
         )
         receipt_path = receipt_path_for(self._receipts_dir, request_id)
         write_bytes_atomically(receipt_path, json.dumps(receipt, indent=2, sort_keys=True).encode())
         removed = receipt["records_removed"]
         detail = (
             f"archive {removed['archive_partition']} records, index {removed['index']}, "
-            f"dead letters {removed['deadletter']}; run {self._run_id}"
+            f"dead letters {removed['deadletter']}; verification scanned {checked['scanned']['rows']} rows in "
+            f"{sum(v for k, v in checked['scanned'].items() if k.endswith('_files'))} files; run {self._run_id}"
         )
         with open_registry(self._registry_url) as registry:
             if receipt["status"] == "verified":
                 registry.record_event(request_id, "purged", now_ms(), detail)
                 registry.record_event(request_id, "verified", now_ms(), f"receipt {receipt_path.rsplit('/', 1)[-1]}")
             else:
-                why = "; ".join(
-                    sorted(
-                        {
-                            loc.get("verification") or loc.get("reason") or ""
-                            for loc in receipt["locations"]
-                            if loc["kind"] != "stream" and not loc.get("verified", False)
-                        }
-                    )
-                )
+                reasons = {
+                    loc.get("verification") or loc.get("reason") or ""
+                    for loc in receipt["locations"]
+                    if loc["kind"] != "stream" and not loc.get("verified", False)
+                }
+                why = "; ".join([p for p in [verification_problem(checked)] if p] + sorted(reasons - {""}))
                 registry.record_event(request_id, f"purge_{receipt['status']}", now_ms(), why[:500])
         if receipt["status"] == "verified":
             redact_manifest(manifest.path, self._hasher, receipt_path.rsplit("/", 1)[-1], self._purge_versions)
@@ -278,6 +281,11 @@ def build_purge_pipeline(
         decision=beam.pvalue.AsSingleton(decision),
     )
     files_by_request = results | "ByRequest" >> beam.FlatMap(_route, all_requests, id_requests)
+    # Not the plan's file list: the storage is listed and re-read once every rewrite is done.
+    verification = results | "VerifyErasure" >> VerifyErasure(
+        plan.archive_dir or where.archive, where.deadletter, {m.request_id: m.subject_ids for m in manifests}
+    )
+    verification | "WriteVerificationReport" >> beam.Map(_write_verification_report, receipts_dir, run_id)
     # Analytics windows are recomputed from the archive once every rewrite is done (the side input waits).
     analytics = (
         p
@@ -334,7 +342,8 @@ def build_purge_pipeline(
                     "deadletter": where.deadletter,
                     "analytics": where.analytics,
                 },
-            )
+            ),
+            verification=beam.pvalue.AsSingleton(verification),
         )
     )
     audit | "WriteAudit" >> beam.ParDo(_WriteJsonLinesFn(where.audit, f"purge-{run_id}"))
@@ -377,6 +386,10 @@ def _build_manifests(missing: list[AcceptedRequest], options: PipelineOptions, w
         opts.stream_retention_s,
         replace=True,
     )
+
+
+def _write_verification_report(summary: VerificationSummary, receipts_dir: str, run_id: str) -> None:
+    write_bytes_atomically(join(receipts_dir, "_runs", f"{run_id}-verification.json"), summary_json(summary))
 
 
 def _read_json(path: str) -> dict:
@@ -433,6 +446,7 @@ def run_purge(argv: list[str] | None = None) -> dict[str, Any]:
             return summary
         result.wait_until_finish()
         guard = _read_json(join(where.receipts, "_runs", f"{run_id}-guard.json"))
+        checked = _read_json(join(where.receipts, "_runs", f"{run_id}-verification.json"))
         receipts = [_read_json(receipt_path_for(where.receipts, m.request_id)) for m in manifests]
         statuses = [r["status"] for r in receipts]
         removed = sum(r["records_removed"]["archive_partition"] for r in receipts if r["purge_run"] == run_id)
@@ -444,6 +458,13 @@ def run_purge(argv: list[str] | None = None) -> dict[str, Any]:
                 "incomplete": sorted(r["request_id"] for r in receipts if r["status"] == "incomplete"),
                 "blocked": sorted(r["request_id"] for r in receipts if r["status"] == "blocked"),
                 "archive_records_removed": removed,
+                "verification": {
+                    "scanned": checked["scanned"],
+                    "found": sum(checked["found"].values()),
+                    "unreadable": [u["path"] for u in checked["unreadable"]],
+                    "elapsed_s": checked["elapsed_s"],
+                    "scan_s": checked["scan_s"],
+                },
             }
         )
     elapsed = time.perf_counter() - started

@@ -2,8 +2,11 @@
 
 The subject index names the archive files (and index files) holding each
 identifier, so a purge reads only those, not the whole archive; ``full_scan``
-reads every file instead (for an archive whose index is suspect). Dead-letter
-files hold raw records that never parsed, so they are always scanned.
+reads every file instead (for an archive whose index is suspect). A listing of
+the archive root adds what the index cannot name: Parquet files no index file
+lists, and leftovers of crashed runs (``.tmp-*`` temporaries), which are
+rewritten like any other file. Dead-letter files (temporaries included) hold raw
+records that never parsed, so they are always scanned.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ from collections.abc import Iterable, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from beam_rtbf.archive.index import archive_data_files, index_files, read_parquet, resolve
+from beam_rtbf.archive.write import INDEX_DIR
 from beam_rtbf.purge.analytics import AnalyticsTask, analytics_tasks
 from beam_rtbf.purge.manifests import PendingManifest
 from beam_rtbf.purge.rewrite import FileScan, FileTask, partition_of, read_journal
@@ -51,9 +56,11 @@ def plan_purge(
     # works from any working directory and on a moved output folder.
     data_paths: set[str] = {resolve(archive_dir, p) for m in manifests for p in m.archive_paths}
     index_paths: set[str] = set()
+    indexed: set[str] = set()
     archive_records = 0
     for path in index_files(archive_dir):
         table = read_parquet(path, ["user_id", "id_kind", "path", "records"])
+        indexed.update(pc.unique(table.column("path")).to_pylist())
         is_user = pc.equal(table.column("id_kind"), "user_id")
         archive_records += pc.sum(pc.if_else(is_user, table.column("records"), 0)).as_py() or 0
         found = table.filter(pc.is_in(table.column("user_id"), value_set=ids))
@@ -64,11 +71,12 @@ def plan_purge(
             data_paths.update(resolve(archive_dir, p) for p in found.column("path").to_pylist())
     if full_scan:
         data_paths.update(archive_data_files(archive_dir))
+    unindexed, leftover_index = _unindexed_files(archive_dir, indexed)
+    data_paths.update(unindexed)
+    archive_records += sum(_parquet_rows(p) for p in unindexed)  # the guard's denominator counts them too
+    index_paths.update(leftover_index)
     dead_paths = [
-        m.path
-        for result in FileSystems.match([join(deadletter_dir, "*.jsonl")])
-        for m in result.metadata_list
-        if "/.tmp-" not in m.path
+        m.path for result in FileSystems.match([join(deadletter_dir, "*.jsonl")]) for m in result.metadata_list
     ]
     tasks = (
         [FileTask("archive", p) for p in sorted(data_paths)]
@@ -79,6 +87,30 @@ def plan_purge(
     return PurgePlan(
         tuple(tasks), {k: tuple(sorted(v)) for k, v in id_requests.items()}, archive_records, archive_dir, analytics
     )
+
+
+def _unindexed_files(archive_dir: str, indexed: set[str]) -> tuple[list[str], list[str]]:
+    """Parquet files under the archive root that no index file names: data files and index temporaries."""
+    data, index = [], []
+    for result in FileSystems.match([join(archive_dir, "**")]):
+        for m in result.metadata_list:
+            if not m.path.endswith(".parquet") or m.path in indexed:
+                continue
+            if f"/{INDEX_DIR}/" in m.path:
+                if "/.tmp-" in m.path:  # a crashed index write: finished index files are read above
+                    index.append(m.path)
+            else:
+                data.append(m.path)
+    return data, index
+
+
+def _parquet_rows(path: str) -> int:
+    """Rows of a Parquet file from its footer; 0 if unreadable (the rewrite and the verification report it)."""
+    try:
+        with FileSystems.open(path) as handle:
+            return pq.ParquetFile(handle).metadata.num_rows
+    except (pa.ArrowException, OSError):
+        return 0
 
 
 def _journaled_for(journal_dir: str | None, path: str, requests: set[str]) -> bool:

@@ -1,5 +1,9 @@
 """Receipts and audit records: per request and location, what was removed, when, and the re-scan result.
 
+A receipt says ``verified`` only when every location is done and the independent
+scan of every stored file (``verify.py``) found none of the subject's records and
+could read every file; its ``verification`` section says what was scanned.
+
 Neither holds a subject id: the subject appears as a keyed hash only.
 """
 
@@ -12,10 +16,11 @@ from beam_rtbf.purge.analytics import AnalyticsResult
 from beam_rtbf.purge.hashing import SubjectHasher
 from beam_rtbf.purge.manifests import PendingManifest
 from beam_rtbf.purge.rewrite import FileResult
+from beam_rtbf.purge.subjects import MATCHED_BY_FIELD, MATCHED_BY_RAW_TOKEN
 from beam_rtbf.records import iso_ms
 from beam_rtbf.sinks.files import join, safe_file_name
 
-__all__ = ["build_receipt", "receipt_status", "receipt_path"]
+__all__ = ["build_receipt", "receipt_status", "receipt_path", "verification_problem"]
 
 
 def receipt_path(receipts_dir: str, request_id: str) -> str:
@@ -25,7 +30,7 @@ def receipt_path(receipts_dir: str, request_id: str) -> str:
 
 def _file_location(result: FileResult, request_id: str, roots: Mapping[str, str]) -> dict:
     root = roots.get(result.task.kind, "")
-    return {
+    location = {
         "kind": "archive_partition" if result.task.kind == "archive" else result.task.kind,
         # Relative to the location's root (archive/ or deadletter/), or a full URI outside it.
         "path": relative_to(root, result.task.path) if root else result.task.path,
@@ -37,6 +42,10 @@ def _file_location(result: FileResult, request_id: str, roots: Mapping[str, str]
         "noncurrent_versions_deleted": result.versions_deleted,
         "at": result.at,
     }
+    if result.task.kind == "deadletter":
+        by = result.matched_by.get(request_id, {})
+        location["matched_by"] = {how: by.get(how, 0) for how in (MATCHED_BY_FIELD, MATCHED_BY_RAW_TOKEN)}
+    return location
 
 
 def _analytics_location(result: AnalyticsResult, root: str) -> dict:
@@ -56,13 +65,31 @@ def _analytics_location(result: AnalyticsResult, root: str) -> dict:
 
 
 def receipt_status(
-    files: Sequence[FileResult], api_failures: Sequence[dict], analytics: Sequence[AnalyticsResult] = ()
+    files: Sequence[FileResult],
+    api_failures: Sequence[dict],
+    analytics: Sequence[AnalyticsResult] = (),
+    verification: dict | None = None,
 ) -> str:
+    """``verified`` needs every location done and the independent scan passed (no scan: never verified)."""
     if any(r.status == "blocked" for r in files) or any(a.status == "blocked" for a in analytics):
         return "blocked"
     if any(not r.verified for r in files) or api_failures or any(not a.verified for a in analytics):
         return "incomplete"
+    if verification is None or not verification.get("passed"):
+        return "incomplete"
     return "verified"
+
+
+def verification_problem(verification: dict) -> str:
+    """Why the independent scan did not pass, in words for the registry timeline ("" if it passed)."""
+    if verification.get("passed"):
+        return ""
+    parts = []
+    if verification["found"]:
+        where = ", ".join(f"{f['path']} ({f['records']})" for f in verification["found_in"][:5])
+        parts.append(f"verification found {verification['found']} records of the subject in {where}")
+    parts += [f"unreadable: {u['reason']}" for u in verification["unreadable"][:5]]
+    return "; ".join(parts)
 
 
 def build_receipt(
@@ -75,8 +102,11 @@ def build_receipt(
     at: str,
     analytics: Sequence[AnalyticsResult] = (),
     roots: Mapping[str, str] | None = None,
+    verification: dict | None = None,
 ) -> dict:
-    """``roots`` maps a file kind (archive, index, deadletter) to the root its paths are stored relative to."""
+    """The receipt. ``roots`` maps a file kind (archive, index, deadletter, analytics) to the root its
+    paths are stored relative to; ``verification`` is the independent scan's section
+    (``VerificationSummary.for_request``)."""
     locations = [
         _file_location(r, manifest.request_id, roots or {})
         for r in sorted(files, key=lambda r: (r.task.kind, r.task.path))
@@ -99,7 +129,7 @@ def build_receipt(
     locations += [
         {"kind": "api", **{k: v for k, v in d.items() if k != "request_id"}} for d in (*api_done, *api_failed)
     ]
-    status = receipt_status(files, api_failed, analytics)
+    status = receipt_status(files, api_failed, analytics, verification)
     return {
         "request_id": manifest.request_id,
         "subject_hash": hasher.hash(manifest.subject_ids[0]),
@@ -113,5 +143,6 @@ def build_receipt(
             for kind in ("archive_partition", "index", "deadletter")
         },
         "locations": locations,
+        "verification": verification,
         "completed_at": at if status == "verified" else None,
     }

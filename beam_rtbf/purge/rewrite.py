@@ -5,7 +5,9 @@ Three kinds of file hold a subject's data after a run: archive partition files
 (JSON lines holding raw records that failed to parse). Each is rewritten the
 same way:
 
-1. read it and find the subjects' records (user id or any alias);
+1. read it and find the subjects' records (user id or any alias; a dead letter
+   by its record's id fields, or by raw tokens only if it does not parse: see
+   ``subjects.py``);
 2. journal the per-request counts (so a re-run after a crash still reports
    what this file lost, although the file then holds nothing more to remove);
 3. encode the kept records and verify them (row count, zero subject records);
@@ -13,7 +15,8 @@ same way:
    the new file, never both or neither): a verified temporary sibling renamed
    onto it on local/HDFS paths, one PUT on object stores, followed there by
    deleting the object's older versions, which would still hold the records;
-5. re-scan the final file: zero subject records is the receipt's verification.
+5. re-scan the final file (the file's own check; the receipt's ``verified`` also
+   needs the independent scan of every stored file in ``verify.py``).
 
 A re-run finds nothing left to remove and changes nothing, so a crash at any
 point followed by a re-run ends in the state of one clean run.
@@ -21,13 +24,12 @@ point followed by a re-run ends in the state of one clean run.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
 import io
 import json
 import os
-import re
+import time
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -37,6 +39,8 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from beam_rtbf.archive.write import INDEX_ID_COLUMNS
+from beam_rtbf.identifiers import canonical_array
+from beam_rtbf.purge.subjects import SubjectIdentifiers
 from beam_rtbf.records import iso_ms, now_ms
 from beam_rtbf.sinks.files import is_object_store, join, write_bytes_atomically
 
@@ -81,6 +85,7 @@ class FileResult:
     at: str
     detail: str = ""
     versions_deleted: int = 0
+    matched_by: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)  # dead letters, per request
 
 
 def partition_of(path: str) -> str:
@@ -113,37 +118,24 @@ def _read_table(path: str) -> pa.Table:
         raise PurgeFileError(f"{path}: not a readable Parquet file ({exc})") from exc
 
 
-def _id_pattern(ids: Sequence[str]) -> re.Pattern[str]:
-    """Whole-identifier matches in raw text: 'u1' must not match inside 'u10'."""
-    alternatives = "|".join(re.escape(i) for i in sorted(ids, key=len, reverse=True))
-    return re.compile(rf"(?<![\w@.+-])(?:{alternatives})(?![\w@.+-])")
-
-
-def _dead_letter_text(line: bytes) -> str:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError:
-        return line.decode("utf-8", "replace")
-    text = record.get("raw") or ""
-    if record.get("raw_base64"):
-        text += base64.b64decode(record["raw_base64"]).decode("utf-8", "replace")
-    return text + " " + str(record.get("position", ""))
-
-
 class _Matcher:
     """Finds the subjects' records in a table or in dead-letter lines, and which requests they belong to."""
 
     def __init__(self, id_requests: Mapping[str, Sequence[str]]) -> None:
         self.id_requests = id_requests
         self.ids = pa.array(sorted(id_requests), pa.string())
-        self.pattern = _id_pattern(list(id_requests)) if id_requests else None
+        self.subjects = SubjectIdentifiers(id_requests)
+        self.matched_by: dict[str, dict[str, int]] = {}  # request -> {"field"|"raw_token": lines}, last line_mask
 
     def table_mask(self, table: pa.Table, columns: Sequence[str]) -> tuple[np.ndarray, dict[str, int]]:
         mask = np.zeros(table.num_rows, dtype=bool)
         hits: list[np.ndarray] = []
         present = [c for c in columns if c in table.column_names]
+        # Stored values are compared in canonical form (written canonical since the parser made them so;
+        # older files may not be): the ids (from the registry) are canonical already.
+        canonical = {column: canonical_array(table.column(column)) for column in present}
         for column in present:
-            hit = pc.fill_null(pc.is_in(table.column(column), value_set=self.ids), False).to_numpy(zero_copy_only=False)
+            hit = pc.fill_null(pc.is_in(canonical[column], value_set=self.ids), False).to_numpy(zero_copy_only=False)
             hits.append(hit)
             mask |= hit
         per_request: dict[str, int] = {}
@@ -151,22 +143,26 @@ class _Matcher:
             requests: set[str] = set()
             for column, hit in zip(present, hits):
                 if hit[row]:
-                    requests.update(self.id_requests[table.column(column)[int(row)].as_py()])
+                    requests.update(self.id_requests[canonical[column][int(row)].as_py()])
             for request_id in requests:
                 per_request[request_id] = per_request.get(request_id, 0) + 1
         return mask, per_request
 
     def line_mask(self, lines: Sequence[bytes]) -> tuple[np.ndarray, dict[str, int]]:
+        """Dead letters of the subjects: by their record's id fields; raw tokens only if unparseable."""
         mask = np.zeros(len(lines), dtype=bool)
         per_request: dict[str, int] = {}
-        if self.pattern is None:
+        self.matched_by = {}
+        if not self.subjects:
             return mask, per_request
         for i, line in enumerate(lines):
-            found = set(self.pattern.findall(_dead_letter_text(line)))
+            found, how = self.subjects.in_dead_letter(line)
             if found:
                 mask[i] = True
-                for request_id in {r for f in found for r in self.id_requests[f]}:
+                for request_id in self.subjects.requests_for(found):
                     per_request[request_id] = per_request.get(request_id, 0) + 1
+                    by = self.matched_by.setdefault(request_id, {})
+                    by[how] = by.get(how, 0) + 1
         return mask, per_request
 
 
@@ -249,6 +245,20 @@ def _check(label: str, data, task: FileTask, expected_rows: int, matcher: _Match
         )
 
 
+STALE_TEMPORARY_S = 300  # a temporary this old has no live writer: write_atomically renames within seconds
+
+
+def _is_stale_temporary(path: str) -> bool:
+    if not path.rsplit("/", 1)[-1].startswith(".tmp-"):
+        return False
+    try:
+        (match,) = FileSystems.match([path])
+        updated = match.metadata_list[0].last_updated_in_seconds
+    except (OSError, ValueError, IndexError):
+        return False
+    return bool(updated) and time.time() - updated > STALE_TEMPORARY_S
+
+
 def rewrite_file(
     task: FileTask,
     id_requests: Mapping[str, Sequence[str]],
@@ -268,8 +278,14 @@ def rewrite_file(
     try:
         data = _load(task)
     except PurgeFileError as exc:
+        if _is_stale_temporary(task.path):
+            # A writer killed mid-write left it; it was never published and cannot be read: delete it.
+            FileSystems.delete([task.path])
+            detail = f"unreadable temporary file of a crashed writer (older than {STALE_TEMPORARY_S} s) deleted"
+            return FileResult(task, "purged", 0, 0, read_journal(journal_dir, task.path), True, at, detail)
         return FileResult(task, "error", 0, 0, {}, False, at, str(exc))
     mask, per_request = _mask(task, data, matcher)
+    matched_by = dict(matcher.matched_by)
     total, removing = len(mask), int(mask.sum())
     earlier = read_journal(journal_dir, task.path)
     if removing == 0:
@@ -302,7 +318,9 @@ def rewrite_file(
         _verify(task, task.path, remaining, matcher)
     elif FileSystems.exists(task.path):
         raise PurgeFileError(f"{task.path}: still exists after deleting it")
-    return FileResult(task, "purged", total, remaining, merged, True, at, versions_deleted=versions)
+    return FileResult(
+        task, "purged", total, remaining, merged, True, at, versions_deleted=versions, matched_by=matched_by
+    )
 
 
 def _purge_versions(path: str) -> int:

@@ -93,13 +93,25 @@ def archive_table(out: Path) -> pa.Table:
     return pa.concat_tables([pq.read_table(f) for f in files]) if files else pa.table({})
 
 
-def build(root: Path, registry: str, output: str | None = None, extra: Sequence[str] = ()) -> PurgeSetup:
-    """Two runs into ``output`` (default ROOT/out; s3:// is read back with ``fetch_local``)."""
+def build(
+    root: Path,
+    registry: str,
+    output: str | None = None,
+    extra: Sequence[str] = (),
+    forgotten: dict[str, tuple[str, ...]] | None = None,
+    bad_lines: Sequence[bytes] = BAD_LINES,
+) -> PurgeSetup:
+    """Two runs into ``output`` (default ROOT/out; s3:// is read back with ``fetch_local``).
+
+    ``forgotten`` (default FORGOTTEN): request id -> identifiers; ``bad_lines``: raw input lines
+    that become dead letters in run 1.
+    """
+    forgotten = FORGOTTEN if forgotten is None else forgotten
     out = output or root / "out"
     data = root / "data"
     data.mkdir(parents=True)
     sessions = data / "sessions.jsonl"
-    sessions.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in _sessions()) + b"\n".join(BAD_LINES) + b"\n")
+    sessions.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in _sessions()) + b"\n".join(bad_lines) + b"\n")
     empty = data / "empty.jsonl"
     empty.write_bytes(b"")
     requests = data / "requests.jsonl"
@@ -109,25 +121,29 @@ def build(root: Path, registry: str, output: str | None = None, extra: Sequence[
                 {"request_id": rid, "subject_id": ids[0], "aliases": list(ids[1:]), "requested_at": T0 + 4 * HOUR}
             )
             + "\n"
-            for rid, ids in FORGOTTEN.items()
+            for rid, ids in forgotten.items()
         )
     )
     common = [f"--output={out}", f"--registry={registry}", "--archive_partition_s=3600", "--dedupe=off", *extra]
     assert main(["run", *common, f"--sessions=file://{sessions}", f"--requests=file://{empty}"]) == 0
     assert main(["run", *common, f"--sessions=file://{empty}", f"--requests=file://{requests}"]) == 0
-    return PurgeSetup(root, out, registry, *expectations(out if output is None else fetch_local(out, root)), extra)
+    local = out if output is None else fetch_local(out, root)
+    return PurgeSetup(root, out, registry, *expectations(local, forgotten), extra)
 
 
-def expectations(local_out: Path) -> tuple[Counter, Counter, dict[str, int]]:
+def expectations(
+    local_out: Path, forgotten: dict[str, tuple[str, ...]] | None = None
+) -> tuple[Counter, Counter, dict[str, int]]:
     """From a run directory on disk: counts before, what must remain, and each subject's records."""
+    forgotten = FORGOTTEN if forgotten is None else forgotten
     table = archive_table(local_out)
     counts = Counter(table.column("user_id").to_pylist())
     rows = table.to_pylist()
     subject_records = {
         rid: sum(1 for r in rows if {r["user_id"], r["email"], r["device_id"]} & set(ids))
-        for rid, ids in FORGOTTEN.items()
+        for rid, ids in forgotten.items()
     }
-    every_id = {i for ids in FORGOTTEN.values() for i in ids}
+    every_id = {i for ids in forgotten.values() for i in ids}
     expected_after = Counter(r["user_id"] for r in rows if not {r["user_id"], r["email"], r["device_id"]} & every_id)
     return counts, expected_after, subject_records
 
