@@ -140,6 +140,8 @@ def cmd_run(argv: list[str]) -> int:
             "not waiting (--detach)"
         )
         return 0
+    if summary.get("already_committed"):
+        print(f"beam-rtbf run: {summary['message']}")
     _print_summary(summary)
     return 0 if summary.get("conservation_ok") else 1
 

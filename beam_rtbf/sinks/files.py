@@ -24,6 +24,8 @@ __all__ = [
     "write_bytes_atomically",
     "join",
     "unique_part",
+    "staging_dir",
+    "STAGING_DIR",
     "is_object_store",
     "WriteDeadLetters",
 ]
@@ -37,6 +39,14 @@ def join(base: str, *parts: str) -> str:
 
 def unique_part(prefix: str = "part", suffix: str = "") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:16]}{suffix}"
+
+
+STAGING_DIR = "_staging"
+
+
+def staging_dir(root: str, run_id: str) -> str:
+    """Where bounded run ``run_id`` writes what it publishes under ``root`` when it commits (``sinks/ledger.py``)."""
+    return join(root, STAGING_DIR, run_id)
 
 
 def _ensure_dir(path: str) -> None:
@@ -92,8 +102,10 @@ def json_lines(rows: Iterable[dict]) -> bytes:
 class _WriteDeadLettersFn(beam.DoFn):
     """Buffer a bundle's dead letters and write them as one JSON-lines file."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, run_id: str | None = None) -> None:
         self._directory = directory
+        self._write_dir = staging_dir(directory, run_id) if run_id else directory
+        self._prefix = f"deadletter-{run_id}" if run_id else "deadletter"
 
     def start_bundle(self) -> None:
         self._buffer: list[DeadLetter] = []
@@ -110,16 +122,17 @@ class _WriteDeadLettersFn(beam.DoFn):
         if not self._buffer:
             return
         data = b"".join(letter.to_json().encode() + b"\n" for letter in self._buffer)
-        write_bytes_atomically(join(self._directory, unique_part("deadletter", ".jsonl")), data)
+        write_bytes_atomically(join(self._write_dir, unique_part(self._prefix, ".jsonl")), data)
         self._buffer = []
 
 
 class WriteDeadLetters(beam.PTransform):
-    """DeadLetter records -> ``DIR/deadletter/*.jsonl`` (raw bytes, position, reason)."""
+    """DeadLetter records -> ``DIR/deadletter/*.jsonl`` (raw bytes, position, reason); staged under ``run_id``."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, run_id: str | None = None) -> None:
         super().__init__()
         self._directory = directory
+        self._run_id = run_id
 
     def expand(self, letters):
-        return letters | "WriteDeadLetterFiles" >> beam.ParDo(_WriteDeadLettersFn(self._directory))
+        return letters | "WriteDeadLetterFiles" >> beam.ParDo(_WriteDeadLettersFn(self._directory, self._run_id))
