@@ -360,6 +360,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     if ledger is not None and record is not None:
         summary["run_id"] = record["run_id"]
         summary["appended"] = bool(opts.append)
+        publishing = time.perf_counter()
         ledger.publish(record, summary)  # the run's files become visible here, then the ledger says committed
+        summary["publish_s"] = round(time.perf_counter() - publishing, 3)
     write_bytes_atomically(join(opts.output, "summary.json"), json.dumps(summary, indent=2).encode())
     return summary
