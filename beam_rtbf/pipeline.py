@@ -321,7 +321,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     ledger, record = None, None
     if committing:
         where = locations(opts)
-        ledger = RunLedger(opts.output, {kind: getattr(where, kind) for kind in STAGED_KINDS})
+        ledger = RunLedger(opts.output, {kind: getattr(where, kind) for kind in STAGED_KINDS}, where.manifests)
         try:
             ledger.recover()
         except RunInProgress as exc:

@@ -26,8 +26,10 @@ the published paths; leftovers of a dead run stay under their output root, where
 full scan of the archive or dead-letter root still sees them, until the next run on
 that output removes them. One bounded run per output at a time: a live run on this
 host is detected by its process id and refused; across hosts that is the operator's
-job. Streaming runs do not stage: their files appear as written (atomically per file),
-and re-reads are absorbed by dedupe on ``event_id``.
+job, as is not purging an output while a bounded run writes into it (recovery also
+removes temporaries a killed run left in the manifests folder). Streaming runs do
+not stage: their files appear as written (atomically per file), and re-reads are
+absorbed by dedupe on ``event_id``.
 """
 
 from __future__ import annotations
@@ -113,13 +115,14 @@ def _pid_alive(pid: int) -> bool:
 class RunLedger:
     """Run records under ``OUTPUT/_runs`` and the staged files of each output root."""
 
-    def __init__(self, output: str, roots: Mapping[str, str]) -> None:
+    def __init__(self, output: str, roots: Mapping[str, str], manifests: str | None = None) -> None:
         unknown = set(roots) - set(STAGED_KINDS)
         if unknown:
             raise ValueError(f"unknown staged output kinds {sorted(unknown)}; known: {STAGED_KINDS}")
         self.output = output
         self.roots = dict(roots)
         self.directory = join(output, RUNS_DIR)
+        self.manifests = manifests  # written in place (once per request); a killed run may leave a temporary
 
     # -- records -------------------------------------------------------------------------
 
@@ -188,8 +191,9 @@ class RunLedger:
             orphans = {p[len(prefix) :].split("/", 1)[0] for p in _list(prefix + "**") if p.startswith(prefix)}
             for run_id in sorted(orphans - live):
                 self._delete_tree(staging_dir(root, run_id))
-        for folder in (self.output, self.directory):
-            self._delete_tmp(folder)
+        for folder in (self.output, self.directory, self.manifests):
+            if folder:
+                self._delete_tmp(folder)
         if removed or resumed:
             _LOGGER.info("run ledger: removed dead runs %s, finished the publish of %s", removed, resumed)
         return {"removed": removed, "resumed": resumed}
@@ -271,7 +275,7 @@ class RunLedger:
 
     @staticmethod
     def _delete_tmp(folder: str) -> None:
-        """Temporaries of atomic writes a killed driver left (summary, run records)."""
+        """Temporaries of atomic writes a killed run left (summary, run records, manifests)."""
         leftovers = [p for p in _list(join(folder, ".tmp-*")) if "/.tmp-" in p]
         if leftovers:
             FileSystems.delete(leftovers)

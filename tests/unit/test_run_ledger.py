@@ -14,7 +14,8 @@ from beam_rtbf.sinks.ledger import RunInProgress, RunLedger, input_fingerprint
 
 def _ledger(tmp_path) -> RunLedger:
     out = tmp_path / "out"
-    return RunLedger(str(out), {kind: str(out / kind) for kind in ("archive", "analytics", "deadletter")})
+    roots = {kind: str(out / kind) for kind in ("archive", "analytics", "deadletter")}
+    return RunLedger(str(out), roots, str(out / "manifests"))
 
 
 def _stage(tmp_path, run_id: str) -> dict[str, str]:
@@ -52,6 +53,8 @@ def test_a_run_that_died_while_running_leaves_nothing_visible_and_its_staging_is
     record = ledger.begin([{"uri": "synthetic://sessions"}], append=False)
     _rewrite(tmp_path, record, pid=DEAD_PID)
     _stage(tmp_path, record["run_id"])
+    (tmp_path / "out" / "manifests").mkdir()
+    (tmp_path / "out" / "manifests" / ".tmp-0123456789ab-r-1.json").write_text("{")  # killed mid-write
 
     report = _ledger(tmp_path).recover()
 
