@@ -20,7 +20,7 @@ from apache_beam.transforms import window
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from beam_rtbf import metrics as rtbf_metrics
-from beam_rtbf.sinks.files import join, staging_dir, unique_part, write_bytes_atomically
+from beam_rtbf.sinks.files import join, run_write_dir, unique_part, write_bytes_atomically
 from beam_rtbf.sinks.jsonl import to_json_lines
 
 __all__ = ["WindowedAggregates", "WriteAnalytics", "partial_aggregates", "merge_partials"]
@@ -163,7 +163,7 @@ class _WriteAnalyticsFn(beam.DoFn):
 
     def __init__(self, directory: str, run_id: str | None = None) -> None:
         self._directory = directory
-        self._write_dir = staging_dir(directory, run_id) if run_id else directory
+        self._write_dir = run_write_dir(directory, run_id)
         self._prefix = f"pane-{run_id}" if run_id else "pane"
         self._rows = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.ANALYTICS_ROWS)
 

@@ -23,7 +23,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_rtbf import metrics as rtbf_metrics
-from beam_rtbf.sinks.files import join, staging_dir, unique_part, write_atomically
+from beam_rtbf.sinks.files import join, run_write_dir, unique_part, write_atomically
 
 __all__ = ["WriteArchive", "partition_path", "index_rows", "INDEX_DIR", "INDEX_SCHEMA", "INDEX_ID_COLUMNS"]
 
@@ -102,7 +102,7 @@ class _WriteArchiveFn(beam.DoFn):
     ) -> None:
         self._directory = directory
         # A bounded run writes under its staging folder; paths (and index rows) name where the driver publishes.
-        self._write_dir = staging_dir(directory, run_id) if run_id else directory
+        self._write_dir = run_write_dir(directory, run_id)
         self._prefix = f"part-{run_id}" if run_id else "part"
         self._partition_ms = partition_s * 1000
         self._partition_s = partition_s

@@ -25,6 +25,7 @@ __all__ = [
     "join",
     "unique_part",
     "staging_dir",
+    "run_write_dir",
     "STAGING_DIR",
     "is_object_store",
     "WriteDeadLetters",
@@ -47,6 +48,15 @@ STAGING_DIR = "_staging"
 def staging_dir(root: str, run_id: str) -> str:
     """Where bounded run ``run_id`` writes what it publishes under ``root`` when it commits (``sinks/ledger.py``)."""
     return join(root, STAGING_DIR, run_id)
+
+
+def run_write_dir(root: str, run_id: str | None) -> str:
+    """Where a writer of ``root`` puts its files: a bounded run's staging folder where a rename is atomic;
+    in place without a run, and on object stores (a PUT is atomic there, a rename is a copy that would
+    leave the data in the staging key's old versions; the ledger removes a dead run's files by name)."""
+    if run_id and not is_object_store(root):
+        return staging_dir(root, run_id)
+    return root
 
 
 def _ensure_dir(path: str) -> None:
@@ -104,7 +114,7 @@ class _WriteDeadLettersFn(beam.DoFn):
 
     def __init__(self, directory: str, run_id: str | None = None) -> None:
         self._directory = directory
-        self._write_dir = staging_dir(directory, run_id) if run_id else directory
+        self._write_dir = run_write_dir(directory, run_id)
         self._prefix = f"deadletter-{run_id}" if run_id else "deadletter"
 
     def start_bundle(self) -> None:

@@ -1,7 +1,7 @@
 """The run ledger: a bounded run's files become visible when the run commits, once per input.
 
     OUTPUT/_runs/<run_id>.json                         one record per run: inputs, fingerprint, state
-    ARCHIVE/_staging/<run_id>/dt=.../part-<run_id>-*.parquet
+    ARCHIVE/_staging/<run_id>/dt=.../part-<run_id>-*.parquet    (object stores: in place, see below)
     ARCHIVE/_staging/<run_id>/_index/part-<run_id>-*.parquet
     ANALYTICS/_staging/<run_id>/dt=.../hour=../pane-<run_id>-*.jsonl
     DEADLETTER/_staging/<run_id>/deadletter-<run_id>-*.jsonl
@@ -20,6 +20,11 @@ The protocol of a bounded run (the driver does every step but the writes):
    run's figures), each staged file is renamed to the same relative path under its
    root (archive data before the index, so an index entry never names a missing
    file), the staging folders are removed and the record says ``committed``.
+
+On object stores (s3://, gs://) a rename is a copy, and in a versioned bucket the
+staged key's old versions would keep the data: files are written in place (a PUT is
+atomic), named with the run id, and a dead run's files are deleted by that name (with
+their old versions). There a dead run's files are visible until the next run.
 
 Readers (the subject index, manifests, purge planning, analytics purge) list only
 the published paths; leftovers of a dead run stay under their output root, where a
@@ -46,6 +51,7 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
+from beam_rtbf.purge.versions import purge_noncurrent_versions
 from beam_rtbf.sinks.files import STAGING_DIR, is_object_store, join, staging_dir, write_bytes_atomically
 
 __all__ = [
@@ -260,8 +266,18 @@ class RunLedger:
         return moved
 
     def _drop_staging(self, record: RunRecord) -> None:
+        run_id = record["run_id"]
         for root in (record.get("roots") or self.roots).values():
-            self._delete_tree(staging_dir(root, record["run_id"]))
+            if not is_object_store(root):
+                self._delete_tree(staging_dir(root, run_id))
+                continue
+            # Object stores are written in place: the dead run's files are the ones named with its id.
+            marker = f"-{run_id}-"
+            doomed = [p for p in _list(join(root, "**")) if marker in p.rsplit("/", 1)[-1]]
+            if doomed:
+                FileSystems.delete(doomed)
+                for path in doomed:
+                    purge_noncurrent_versions(path)  # a versioned bucket keeps deleted data in old versions
 
     @staticmethod
     def _delete_tree(folder: str) -> None:
