@@ -227,15 +227,15 @@ def test_killed_while_running_then_rerun_archives_each_session_once(clean_run, t
         assert [r for r in records if r.get("resumed_publish")] and "already committed" in final.stdout
 
 
-def test_killed_after_publishing_began_then_rerun_is_a_no_op_and_append_adds(clean_run, tmp_path):
-    """A kill once the pipeline finished: the re-run completes the publish and changes nothing else."""
+def test_killed_right_after_the_commit_then_rerun_is_a_no_op_and_append_adds(clean_run, tmp_path):
+    """A kill right after the commit (before summary.json): the re-run changes nothing; --append adds."""
     data, reference = clean_run
     out, registry = tmp_path / "out", tmp_path / "registry.sqlite"
     command = _command(data, out, registry)
 
-    killed = _run_and_kill(command, lambda: bool({"publishing", "committed"} & set(_states(out))))
+    killed = _run_and_kill(command, committed(out))
     rerun = _run(command)
-    if killed:  # the pipeline had finished: the re-run settled the publish (if needed), then had nothing to do
+    if killed:  # the run had committed: the re-run has nothing to do
         assert "already committed" in rerun.stdout
     _assert_same_as_clean_run(out, reference)
 
