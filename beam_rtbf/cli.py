@@ -206,6 +206,8 @@ def cmd_run(argv: list[str]) -> int:
             "not waiting (--detach)"
         )
         return 0
+    if summary.get("already_committed"):
+        print(f"beam-rtbf run: {summary['message']}")
     _print_summary(summary)
     if summary.get("stopped_by"):
         print(f"  stopped by {summary['stopped_by']}: the reads ended, everything read was written")

@@ -179,6 +179,13 @@ class RtbfOptions(PipelineOptions):
             "until cancelled); the job's figures are then in the runner's metrics, not summary.json",
         )
         group.add_argument(
+            "--append",
+            action="store_true",
+            default=False,
+            help="Bounded runs: add this input's data to an output that already committed a run of the "
+            "same input (counts add up). Without it, re-running a committed input is a no-op",
+        )
+        group.add_argument(
             "--stream_retention_s",
             type=int,
             default=7 * 86_400,

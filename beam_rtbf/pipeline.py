@@ -45,6 +45,7 @@ from beam_rtbf.redact import mask_secrets
 from beam_rtbf.registry import RegistryUnavailable, open_registry
 from beam_rtbf.registry.record import CONFLICT_TAG, RecordRequests
 from beam_rtbf.sinks.files import WriteDeadLetters, join, write_bytes_atomically
+from beam_rtbf.sinks.ledger import STAGED_KINDS, RunInProgress, RunLedger, input_fingerprint
 from beam_rtbf.sources import Source, source_for
 
 if TYPE_CHECKING:
@@ -141,8 +142,13 @@ def build_pipeline(
     strategy: str,
     sessions: beam.PCollection | None = None,
     requests: beam.PCollection | None = None,
+    run_id: str | None = None,
 ) -> GraphOutputs:
-    """Build the graph on ``p``; ``sessions``/``requests`` replace the sources (tests use TestStream)."""
+    """Build the graph on ``p``; ``sessions``/``requests`` replace the sources (tests use TestStream).
+
+    With ``run_id`` archive, analytics and dead letters are staged for the run ledger to publish
+    (``run`` does that for bounded runs); without it every file appears where and when it is written.
+    """
     where = locations(opts)
     if sessions is None:
         sessions = p | "ReadSessions" >> read_source(source_for(opts.sessions, "sessions"))
@@ -200,8 +206,8 @@ def build_pipeline(
         raise ValueError(f"unknown filter strategy {strategy!r}")
 
     analytics = clean | "Analytics" >> WindowedAggregates(opts.window_s, opts.allowed_lateness_s, streaming)
-    analytics | "WriteAnalytics" >> WriteAnalytics(where.analytics)
-    archive_files = clean | "Archive" >> WriteArchive(where.archive, opts.archive_partition_s)
+    analytics | "WriteAnalytics" >> WriteAnalytics(where.analytics, run_id)
+    archive_files = clean | "Archive" >> WriteArchive(where.archive, opts.archive_partition_s, run_id)
     streams = [{"uri": mask_secrets(opts.sessions), "stream": "sessions"}]  # manifests and receipts keep it
     manifests = effective | "Manifests" >> WriteManifests(
         where.manifests,
@@ -217,7 +223,7 @@ def build_pipeline(
         parsed_requests.deadletter,
         recorded[CONFLICT_TAG],
     ) | "AllDeadLetters" >> beam.Flatten()
-    deadletter | "WriteDeadLetters" >> WriteDeadLetters(where.deadletter)
+    deadletter | "WriteDeadLetters" >> WriteDeadLetters(where.deadletter, run_id)
     return GraphOutputs(clean, suppressed, deadletter, accepted, effective, analytics, archive_files, manifests)
 
 
@@ -305,6 +311,20 @@ def check_registry(url: str, retry_s: float = 0.0) -> int:
         ) from exc
 
 
+def _already_committed(done: dict[str, Any], opts: RtbfOptions) -> dict[str, Any]:
+    """The summary of a re-run whose input a committed run already wrote: that run's figures, and why."""
+    summary = dict(done.get("summary") or {})
+    summary["already_committed"] = done["run_id"]
+    summary["message"] = (
+        f"this input was already committed into {opts.output} by run {done['run_id']} "
+        f"(at {done.get('committed_at')}): nothing was read or written again. Use --append to add the same "
+        "input a second time (its counts add up), or another --output"
+    )
+    write_bytes_atomically(join(opts.output, "summary.json"), json.dumps(summary, indent=2).encode())
+    _LOGGER.info("beam-rtbf: %s", summary["message"])
+    return summary
+
+
 def run(argv: list[str] | None = None, stop: StopRequest | None = None) -> dict[str, Any]:
     """Validate options, build and run the graph, write and return ``summary.json``'s figures.
 
@@ -332,6 +352,28 @@ def run(argv: list[str] | None = None, stop: StopRequest | None = None) -> dict[
         opts.filter_strategy, streaming, runner_name, registry_size, opts.broadcast_max_subjects
     )
     FileSystems.mkdirs(opts.output) if not FileSystems.exists(opts.output) else None
+    jar = options.view_as(PortableOptions).output_executable_path
+    # The run ledger needs a driver that sees the job end (it publishes then): bounded, waited for.
+    committing = not streaming and not jar and not (opts.detach and runner_name not in LOCAL_RUNNERS)
+    ledger, record = None, None
+    if committing:
+        where = locations(opts)
+        ledger = RunLedger(opts.output, {kind: getattr(where, kind) for kind in STAGED_KINDS}, where.manifests)
+        try:
+            ledger.recover()
+        except RunInProgress as exc:
+            raise SystemExit(f"beam-rtbf: {exc}") from exc
+        inputs = [sessions_source.identity(), requests_source.identity()]
+        done = None if opts.append else ledger.committed_with(input_fingerprint(inputs))
+        if done is not None:
+            return _already_committed(done, opts)
+        record = ledger.begin(inputs, opts.append)
+    elif not streaming:
+        _LOGGER.warning(
+            "beam-rtbf: bounded run without the run ledger (%s): files appear as written and a re-run "
+            "of the same input adds its data again",
+            "job jar" if jar else "detached",
+        )
     _LOGGER.info(
         "beam-rtbf: %s run on %s, filter strategy %s (%s)",
         "streaming" if streaming else "bounded",
@@ -341,9 +383,8 @@ def run(argv: list[str] | None = None, stop: StopRequest | None = None) -> dict[
     )
 
     pipeline = beam.Pipeline(runner=runner, options=options)
-    build_pipeline(pipeline, opts, streaming=streaming, strategy=strategy)
+    build_pipeline(pipeline, opts, streaming=streaming, strategy=strategy, run_id=record and record["run_id"])
     started = time.perf_counter()
-    jar = options.view_as(PortableOptions).output_executable_path
     result = pipeline.run()
     if jar:  # Flink/Spark: the job server wrote an executable jar instead of running (spark-submit runs it)
         return {"job_jar": jar, "runner": runner_name, "filter_strategy": strategy, "output": opts.output}
@@ -354,5 +395,11 @@ def run(argv: list[str] | None = None, stop: StopRequest | None = None) -> dict[
     elapsed = time.perf_counter() - started
     stopped_by = stop.reason if stop is not None and stop.requested else None
     summary = summarize(collect_counters(result), elapsed, runner_name, strategy, why, streaming, opts, stopped_by)
+    if ledger is not None and record is not None:
+        summary["run_id"] = record["run_id"]
+        summary["appended"] = bool(opts.append)
+        publishing = time.perf_counter()
+        ledger.publish(record, summary)  # the run's files become visible here, then the ledger says committed
+        summary["publish_s"] = round(time.perf_counter() - publishing, 3)
     write_bytes_atomically(join(opts.output, "summary.json"), json.dumps(summary, indent=2).encode())
     return summary

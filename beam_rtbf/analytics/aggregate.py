@@ -20,7 +20,7 @@ from apache_beam.transforms import window
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from beam_rtbf import metrics as rtbf_metrics
-from beam_rtbf.sinks.files import join, unique_part, write_bytes_atomically
+from beam_rtbf.sinks.files import join, run_write_dir, unique_part, write_bytes_atomically
 from beam_rtbf.sinks.jsonl import to_json_lines
 
 __all__ = ["WindowedAggregates", "WriteAnalytics", "partial_aggregates", "merge_partials"]
@@ -161,27 +161,29 @@ class WindowedAggregates(beam.PTransform):
 class _WriteAnalyticsFn(beam.DoFn):
     """One JSON-lines file per pane: ``analytics/dt=YYYY-MM-DD/hour=HH/pane-*.jsonl``."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, run_id: str | None = None) -> None:
         self._directory = directory
+        self._write_dir = run_write_dir(directory, run_id)
+        self._prefix = f"pane-{run_id}" if run_id else "pane"
         self._rows = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.ANALYTICS_ROWS)
 
     def process(self, pane: pa.Table):
         if pane.num_rows == 0:
             return
         first = pane.column("window_start")[0].as_py()  # e.g. 2026-01-01T13:05:00.000Z
-        folder = join(self._directory, f"dt={first[:10]}", f"hour={first[11:13]}")
-        path = join(folder, unique_part("pane", ".jsonl"))
-        write_bytes_atomically(path, to_json_lines(pane))
+        relative = join(f"dt={first[:10]}", f"hour={first[11:13]}", unique_part(self._prefix, ".jsonl"))
+        write_bytes_atomically(join(self._write_dir, relative), to_json_lines(pane))
         self._rows.inc(pane.num_rows)
-        yield path
+        yield join(self._directory, relative)
 
 
 class WriteAnalytics(beam.PTransform):
-    """Window panes of aggregate rows -> JSON-lines files, one per pane."""
+    """Window panes of aggregate rows -> JSON-lines files, one per pane (staged under a bounded run's ``run_id``)."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, run_id: str | None = None) -> None:
         super().__init__()
         self._directory = directory
+        self._run_id = run_id
 
     def expand(self, panes):
-        return panes | "WriteAnalyticsFiles" >> beam.ParDo(_WriteAnalyticsFn(self._directory))
+        return panes | "WriteAnalyticsFiles" >> beam.ParDo(_WriteAnalyticsFn(self._directory, self._run_id))

@@ -48,7 +48,12 @@ def index_files(archive_dir: str) -> list[str]:
 
 
 def archive_data_files(archive_dir: str) -> list[str]:
-    """Every archive partition file (not the index, not temporaries)."""
+    """Every archive partition file (not the index, not temporaries), published or not.
+
+    Files a bounded run staged under ``_staging/<run_id>/`` (a dead run's leftovers until
+    the next run removes them) are included: a full scan must see them. The index lists
+    published files only.
+    """
     return [p for p in _match(join(archive_dir, "**", "*.parquet")) if f"/{INDEX_DIR}/" not in p and "/.tmp-" not in p]
 
 

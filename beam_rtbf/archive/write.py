@@ -3,6 +3,7 @@
     archive/dt=2026-01-01/hour=13/part-<id>.parquet     the sessions
     archive/_index/part-<id>.parquet                    user_id -> file, records, time range
 
+(``part-<run_id>-<id>`` in bounded runs, staged until the run commits: ``sinks/ledger.py``.)
 Index rows name files relative to the archive root (``dt=.../hour=.../part-<id>.parquet``),
 so the archive can be read from any working directory and moved as a whole.
 
@@ -24,7 +25,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_rtbf import metrics as rtbf_metrics
-from beam_rtbf.sinks.files import join, unique_part, write_atomically
+from beam_rtbf.sinks.files import join, run_write_dir, unique_part, write_atomically
 
 __all__ = ["WriteArchive", "partition_path", "index_rows", "INDEX_DIR", "INDEX_SCHEMA", "INDEX_ID_COLUMNS"]
 
@@ -99,8 +100,13 @@ class _WriteArchiveFn(beam.DoFn):
     of the data. Buffers flush at ``max_buffer_rows``, bounding memory.
     """
 
-    def __init__(self, directory: str, partition_s: int, max_buffer_rows: int = 2_000_000) -> None:
+    def __init__(
+        self, directory: str, partition_s: int, max_buffer_rows: int = 2_000_000, run_id: str | None = None
+    ) -> None:
         self._directory = directory
+        # A bounded run writes under its staging folder; paths (and index rows) name where the driver publishes.
+        self._write_dir = run_write_dir(directory, run_id)
+        self._prefix = f"part-{run_id}" if run_id else "part"
         self._partition_ms = partition_s * 1000
         self._partition_s = partition_s
         self._max_buffer_rows = max_buffer_rows
@@ -137,9 +143,9 @@ class _WriteArchiveFn(beam.DoFn):
         paths, index_parts = [], []
         for start, pieces in sorted(self._pieces.items()):
             part = pa.concat_tables(pieces)
-            relative = f"{partition_path(start, self._partition_s)}/{unique_part('part', '.parquet')}"
+            relative = f"{partition_path(start, self._partition_s)}/{unique_part(self._prefix, '.parquet')}"
             path = join(self._directory, relative)
-            _write_parquet(path, part)
+            _write_parquet(join(self._write_dir, relative), part)
             self._files.inc()
             self._records.inc(part.num_rows)
             index_parts.append(index_rows(part, relative))
@@ -147,21 +153,29 @@ class _WriteArchiveFn(beam.DoFn):
         if index_parts:
             # The index is written after the data, so an index entry never names a missing file.
             _write_parquet(
-                join(self._directory, INDEX_DIR, unique_part("part", ".parquet")), pa.concat_tables(index_parts)
+                join(self._write_dir, INDEX_DIR, unique_part(self._prefix, ".parquet")), pa.concat_tables(index_parts)
             )
         self._pieces, self._rows = {}, 0
         return paths
 
 
 class WriteArchive(beam.PTransform):
-    """Clean batches -> Parquet partition files (emits their paths) and subject-index files."""
+    """Clean batches -> Parquet partition files (emits their paths) and subject-index files.
 
-    def __init__(self, directory: str, partition_s: int = 3600) -> None:
+    With ``run_id`` (a bounded run under the run ledger) files are written under
+    ``_staging/<run_id>/`` and named with the run id; the emitted paths and the index
+    name the published places the driver renames them to when the run commits.
+    """
+
+    def __init__(self, directory: str, partition_s: int = 3600, run_id: str | None = None) -> None:
         super().__init__()
         if partition_s < 1:
             raise ValueError("archive partition_s must be >= 1")
         self._directory = directory
         self._partition_s = partition_s
+        self._run_id = run_id
 
     def expand(self, clean):
-        return clean | "WritePartitions" >> beam.ParDo(_WriteArchiveFn(self._directory, self._partition_s))
+        return clean | "WritePartitions" >> beam.ParDo(
+            _WriteArchiveFn(self._directory, self._partition_s, run_id=self._run_id)
+        )

@@ -40,6 +40,7 @@ from beam_rtbf.records import AcceptedRequest, iso_ms, now_ms
 from beam_rtbf.registry import open_registry
 from beam_rtbf.registry.base import RegistryUnavailable
 from beam_rtbf.sinks.files import join, json_lines, unique_part, write_bytes_atomically
+from beam_rtbf.sinks.ledger import STAGED_KINDS, RunInProgress, RunLedger
 
 __all__ = ["PurgeOptions", "run_purge", "build_purge_pipeline"]
 
@@ -409,6 +410,14 @@ def run_purge(argv: list[str] | None = None) -> dict[str, Any]:
     standard = options.view_as(StandardOptions)
     standard.streaming = False
     where, registry_url = _locations_and_registry(options)
+    # A bounded run still writing into this output would publish files after this purge verified:
+    # refuse; a dead run's staged files are removed (a killed publish is finished) before planning.
+    rtbf = options.view_as(RtbfOptions)
+    ledger = RunLedger(rtbf.output, {kind: getattr(where, kind) for kind in STAGED_KINDS}, where.manifests)
+    try:
+        ledger.recover()
+    except RunInProgress as exc:
+        raise SystemExit(f"beam-rtbf purge: {exc}") from exc
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     request_ids = [r.strip() for r in opts.request_ids.split(",") if r.strip()]
     try:

@@ -36,6 +36,9 @@ __all__ = [
     "join",
     "unique_part",
     "safe_file_name",
+    "staging_dir",
+    "run_write_dir",
+    "STAGING_DIR",
     "is_object_store",
     "WriteDeadLetters",
     "OUTPUT_MODES",
@@ -87,6 +90,23 @@ def safe_file_name(key: str, suffix: str = ".json", readable_chars: int = 48) ->
     digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:20]
     readable = _UNSAFE.sub("_", key)[:readable_chars].strip("_") or "id"
     return f"{readable}-{digest}{suffix}"
+
+
+STAGING_DIR = "_staging"
+
+
+def staging_dir(root: str, run_id: str) -> str:
+    """Where bounded run ``run_id`` writes what it publishes under ``root`` when it commits (``sinks/ledger.py``)."""
+    return join(root, STAGING_DIR, run_id)
+
+
+def run_write_dir(root: str, run_id: str | None) -> str:
+    """Where a writer of ``root`` puts its files: a bounded run's staging folder where a rename is atomic;
+    in place without a run, and on object stores (a PUT is atomic there, a rename is a copy that would
+    leave the data in the staging key's old versions; the ledger removes a dead run's files by name)."""
+    if run_id and not is_object_store(root):
+        return staging_dir(root, run_id)
+    return root
 
 
 def _ensure_dir(path: str) -> None:
@@ -142,8 +162,10 @@ def json_lines(rows: Iterable[dict]) -> bytes:
 class _WriteDeadLettersFn(beam.DoFn):
     """Buffer a bundle's dead letters and write them as one JSON-lines file."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, run_id: str | None = None) -> None:
         self._directory = directory
+        self._write_dir = run_write_dir(directory, run_id)
+        self._prefix = f"deadletter-{run_id}" if run_id else "deadletter"
 
     def start_bundle(self) -> None:
         self._buffer: list[DeadLetter] = []
@@ -160,16 +182,17 @@ class _WriteDeadLettersFn(beam.DoFn):
         if not self._buffer:
             return
         data = b"".join(letter.to_json().encode() + b"\n" for letter in self._buffer)
-        write_bytes_atomically(join(self._directory, unique_part("deadletter", ".jsonl")), data)
+        write_bytes_atomically(join(self._write_dir, unique_part(self._prefix, ".jsonl")), data)
         self._buffer = []
 
 
 class WriteDeadLetters(beam.PTransform):
-    """DeadLetter records -> ``DIR/deadletter/*.jsonl`` (raw bytes, position, reason)."""
+    """DeadLetter records -> ``DIR/deadletter/*.jsonl`` (raw bytes, position, reason); staged under ``run_id``."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, run_id: str | None = None) -> None:
         super().__init__()
         self._directory = directory
+        self._run_id = run_id
 
     def expand(self, letters):
-        return letters | "WriteDeadLetterFiles" >> beam.ParDo(_WriteDeadLettersFn(self._directory))
+        return letters | "WriteDeadLetterFiles" >> beam.ParDo(_WriteDeadLettersFn(self._directory, self._run_id))

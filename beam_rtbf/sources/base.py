@@ -97,5 +97,10 @@ class Source(abc.ABC):
         if not self.bounded:
             self.poller().check()
 
+    def identity(self) -> dict[str, Any]:
+        """What a bounded run reads, for the run ledger's input fingerprint: the URI by default
+        (a generator's URI fixes its output); file sources add their files' sizes and mtimes."""
+        return {"stream": self.stream, "uri": self.spec.uri}
+
     def describe(self) -> dict[str, Any]:
         return {"uri": self.spec.uri, "bounded": self.bounded}

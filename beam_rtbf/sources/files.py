@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.io import fileio
@@ -177,6 +178,12 @@ class FileSource(Source):
             raise ValueError(f"source {self.spec.uri!r}: cannot list {self.pattern}: {exc}") from exc
         if not matched:
             raise ValueError(f"source {self.spec.uri!r}: no file matches {self.pattern}")
+
+    def identity(self) -> dict[str, Any]:
+        """The URI and every matched file's path, size and modification time."""
+        matched = FileSystems.match([self.pattern])[0].metadata_list
+        files = sorted([m.path, m.size_in_bytes, m.last_updated_in_seconds] for m in matched)
+        return {**super().identity(), "files": files}
 
     def read(self) -> beam.PTransform:
         return ReadFileChunks(self.pattern, self.fmt, self.chunk_bytes)

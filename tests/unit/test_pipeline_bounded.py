@@ -74,7 +74,9 @@ def test_same_request_twice_gives_one_registry_entry_and_one_manifest(tmp_path, 
     first = _run(tmp_path, registry_url, sessions, f"file://{requests}")
     assert (first["requests_in"], first["requests_accepted"], first["requests_duplicate"]) == (2, 1, 1)
     assert first["manifests_written"] == 1
-    second = _run(tmp_path, registry_url, sessions, f"file://{requests}")
+    # The same input again is a no-op (run ledger); --append really runs it, and the registry dedupes.
+    assert _run(tmp_path, registry_url, sessions, f"file://{requests}")["already_committed"] == first["run_id"]
+    second = _run(tmp_path, registry_url, sessions, f"file://{requests}", "--append")
     assert (second["requests_accepted"], second["requests_duplicate"], second["manifests_written"]) == (0, 2, 0)
     assert first["suppressed"] == second["suppressed"] > 0
     with open_registry(registry_url) as registry:
