@@ -36,8 +36,13 @@ def test_redis_outage_mid_stream_holds_sessions_and_completes(tmp_path, strategy
 
         outage = {}
 
+        out = tmp_path / "out"
+
         def stop_then_restart() -> None:
-            time.sleep(3.0)
+            # Mid-stream, whatever the machine's load: once the first archive file is written.
+            deadline = time.monotonic() + 120
+            while not list(out.glob("archive/dt=*/**/*.parquet")) and time.monotonic() < deadline:
+                time.sleep(0.1)
             server.stop()
             outage["stopped"] = time.monotonic()
             time.sleep(3.0)
@@ -52,7 +57,6 @@ def test_redis_outage_mid_stream_holds_sessions_and_completes(tmp_path, strategy
         )
         chaos = threading.Thread(target=stop_then_restart)
         chaos.start()
-        out = tmp_path / "out"
         summary = run(
             [
                 f"--output={out}",
@@ -61,7 +65,7 @@ def test_redis_outage_mid_stream_holds_sessions_and_completes(tmp_path, strategy
                 "--refresh_interval_s=0.3",
                 "--max_staleness_s=1",
                 "--window_s=1",
-                "--sessions=synthetic://sessions?users=60&rate=3000&duration_s=10&seed=11",
+                "--sessions=synthetic://sessions?users=60&rate=3000&duration_s=15&seed=11",
                 f"--requests=file://{requests}",
             ]
         )
