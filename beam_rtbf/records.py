@@ -21,6 +21,8 @@ __all__ = [
     "SESSION_SCHEMA",
     "SESSION_FIELDS",
     "AIRBNB_COLUMNS",
+    "CSV_COLUMNS",
+    "csv_header",
     "RawBatch",
     "DeadLetter",
     "ErasureRequest",
@@ -57,6 +59,27 @@ AIRBNB_COLUMNS = (
     "device_type",
     "secs_elapsed",
 )
+
+# Every column a CSV/TSV header may name (in any order): the Airbnb layout plus the optional fields.
+CSV_COLUMNS = (*AIRBNB_COLUMNS, "event_time", "event_id", "email", "device_id")
+
+
+def csv_header(line: bytes, delimiter: str) -> tuple[str, ...] | None:
+    """The column names if ``line`` is a header, else ``None``.
+
+    A header is a line whose fields (trimmed, unquoted, case-folded) are distinct
+    known column names including ``user_id``; anything else is a data row, so a
+    row whose user id merely starts with "user_id" is never taken for a header.
+    """
+    try:
+        text = line.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return None
+    names = tuple(field.strip().strip('"').strip().lower() for field in text.split(delimiter))
+    if "user_id" not in names or len(set(names)) != len(names) or not set(names) <= set(CSV_COLUMNS):
+        return None
+    return names
+
 
 REGULATIONS = ("gdpr", "ccpa")
 KINDS = ("erase",)
@@ -118,6 +141,9 @@ class RawBatch:
     ``positions`` gives one position per record for stream sources (shard and
     sequence number, partition and offset); file sources leave it ``None`` and
     positions are ``source@byte_offset`` computed from ``first_offset``.
+    ``has_header``: the chunk starts a file, whose first line is skipped if it is
+    a CSV header (``csv_header``). ``columns``: the CSV/TSV column order of the
+    file's header (``None``: the Airbnb layout), so every chunk maps by name.
     """
 
     source: str
@@ -127,6 +153,7 @@ class RawBatch:
     positions: tuple[str, ...] | None = None
     arrival_ms: int = 0
     has_header: bool = False
+    columns: tuple[str, ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,7 @@ line at a time, so exact dead letters cost nothing on clean data.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import re
@@ -21,12 +22,14 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 
+from beam_rtbf.parse.lines import line_bounds, load_json_object, native_json_safe, record_position
 from beam_rtbf.records import (
     AIRBNB_COLUMNS,
     MAX_TIME_MS,
     SESSION_SCHEMA,
     DeadLetter,
     RawBatch,
+    csv_header,
     parse_time_ms,
 )
 
@@ -50,23 +53,6 @@ class ParsedChunk:
         self.batch = batch
         self.dead_letters = dead_letters
         self.records_in = records_in
-
-
-def _line_bounds(data: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end (exclusive, without the newline) of every line in ``data``."""
-    buf = np.frombuffer(data, dtype=np.uint8)
-    newlines = np.flatnonzero(buf == 10)
-    ends = newlines
-    if len(data) and data[-1:] != b"\n":
-        ends = np.append(ends, len(data))
-    starts = np.concatenate(([0], newlines + 1))[: len(ends)]
-    return starts, ends
-
-
-def _position(raw: RawBatch, line_index: int, byte_start: int) -> str:
-    if raw.positions is not None:
-        return raw.positions[line_index]
-    return f"{raw.source}@{raw.first_offset + byte_start}"
 
 
 def _empty_batch() -> pa.RecordBatch:
@@ -192,12 +178,13 @@ def _fast_parse(raw: RawBatch, body: bytes, single_block: bool = False) -> pa.Ta
             table = table.drop_columns(["event_time_ms"])
         return table
     delimiter = "\t" if raw.fmt == "tsv" else ","
+    columns = raw.columns or AIRBNB_COLUMNS
     return pacsv.read_csv(
         io.BytesIO(body),
-        read_options=pacsv.ReadOptions(column_names=list(AIRBNB_COLUMNS), use_threads=False),
+        read_options=pacsv.ReadOptions(column_names=list(columns), use_threads=False),
         parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=False),
         convert_options=pacsv.ConvertOptions(
-            column_types={name: pa.string() for name in AIRBNB_COLUMNS[:-1]} | {"secs_elapsed": pa.float64()},
+            column_types={name: pa.float64() if name == "secs_elapsed" else pa.string() for name in columns},
             strings_can_be_null=True,
             null_values=[""],
         ),
@@ -206,18 +193,14 @@ def _fast_parse(raw: RawBatch, body: bytes, single_block: bool = False) -> pa.Ta
 
 def _parse_line(raw: RawBatch, line: bytes) -> dict[str, Any]:
     """One record by hand, for the slow path; ValueError with the reason on bad input."""
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"bad UTF-8 at byte {exc.start}") from exc
     if raw.fmt == "jsonl":
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"malformed JSON: {exc.msg} at column {exc.colno}") from exc
-        if not isinstance(obj, dict):
-            raise ValueError("malformed record: JSON value is not an object")
+        obj = load_json_object(line)
     else:
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"bad UTF-8 at byte {exc.start}") from exc
+        columns = raw.columns or AIRBNB_COLUMNS
         delimiter = "\t" if raw.fmt == "tsv" else ","
         text = text.rstrip("\r")
         if '"' in text:  # quoted fields: the csv module unquotes and keeps quoted delimiters
@@ -227,9 +210,9 @@ def _parse_line(raw: RawBatch, line: bytes) -> dict[str, Any]:
                 raise ValueError(f"malformed record: {exc}") from exc
         else:
             fields = text.split(delimiter)
-        if len(fields) != len(AIRBNB_COLUMNS):
-            raise ValueError(f"malformed record: {len(fields)} fields, expected {len(AIRBNB_COLUMNS)}")
-        obj = {name: (value if value != "" else None) for name, value in zip(AIRBNB_COLUMNS, fields)}
+        if len(fields) != len(columns):
+            raise ValueError(f"malformed record: {len(fields)} fields, expected {len(columns)}")
+        obj = {name: (value if value != "" else None) for name, value in zip(columns, fields)}
     row: dict[str, Any] = {}
     for name in _STRING_FIELDS:
         value = obj.get(name)
@@ -280,7 +263,7 @@ def _slow_parse(
                 DeadLetter(
                     "sessions",
                     raw.source,
-                    _position(raw, index, start),
+                    record_position(raw, index, start),
                     f"oversize record: {end - start} bytes > {max_record_bytes}",
                     line[:1024],
                 )
@@ -290,7 +273,7 @@ def _slow_parse(
             rows.append(_parse_line(raw, line))
             row_lines.append(index)
         except ValueError as exc:
-            dead.append(DeadLetter("sessions", raw.source, _position(raw, index, start), str(exc), line))
+            dead.append(DeadLetter("sessions", raw.source, record_position(raw, index, start), str(exc), line))
     if not rows:
         return ParsedChunk(_empty_batch(), dead, records_in)
     arrival = raw.arrival_ms
@@ -302,7 +285,7 @@ def _slow_parse(
     for row_index, reason in rejects:
         index = row_lines[row_index]
         start, end = int(starts[index]), int(ends[index])
-        dead.append(DeadLetter("sessions", raw.source, _position(raw, index, start), reason, data[start:end]))
+        dead.append(DeadLetter("sessions", raw.source, record_position(raw, index, start), reason, data[start:end]))
     return ParsedChunk(batch, dead, records_in)
 
 
@@ -353,7 +336,9 @@ def _fast_range(
             for row_index, reason in rejects:
                 index = lo + row_index
                 start, end = int(starts[index]), int(ends[index])
-                dead.append(DeadLetter("sessions", raw.source, _position(raw, index, start), reason, data[start:end]))
+                dead.append(
+                    DeadLetter("sessions", raw.source, record_position(raw, index, start), reason, data[start:end])
+                )
             out.append(ParsedChunk(batch, dead, hi - lo))
             return
         if not retry:
@@ -379,18 +364,26 @@ def parse_session_chunk(raw: RawBatch, max_record_bytes: int = DEFAULT_MAX_RECOR
     if raw.fmt not in ("jsonl", "csv", "tsv"):
         raise ValueError(f"unknown session format {raw.fmt!r}")
     data = raw.data
-    starts, ends = _line_bounds(data)
+    starts, ends = line_bounds(data)
     first_line = 0
-    if raw.has_header and len(starts) and data[: ends[0]].lstrip().startswith(b"user_id"):
-        first_line = 1
+    if raw.fmt != "jsonl" and raw.has_header and len(starts):
+        header = csv_header(data[: ends[0]], "\t" if raw.fmt == "tsv" else ",")
+        if header is not None:
+            first_line = 1
+            raw = dataclasses.replace(raw, columns=header)
     if first_line >= len(starts):
         return ParsedChunk(_empty_batch(), [], 0)
     # Runs of lines the vectorised reader can take: non-empty and not oversize. For
-    # CSV, a quote may hide a delimiter or newline, so quoted input goes line by line.
+    # CSV, a quote may hide a delimiter, so quoted lines go line by line (the rest of
+    # the chunk stays vectorised). For JSON, only lines the native reader cannot
+    # crash on (see native_json_safe).
     eligible = (ends - starts > 0) & (ends - starts <= max_record_bytes)
     eligible[:first_line] = False
-    if raw.fmt != "jsonl" and b'"' in data:
-        eligible[:] = False
+    if raw.fmt == "jsonl":
+        eligible &= native_json_safe(data, starts, ends)
+    elif b'"' in data:
+        quotes = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == ord('"'))
+        eligible[np.searchsorted(starts, quotes, side="right") - 1] = False
     pieces: list[ParsedChunk] = []
     edges = np.flatnonzero(np.diff(np.concatenate(([False], eligible, [False])).astype(np.int8)))
     cursor = first_line
@@ -415,7 +408,7 @@ def parse_session_chunk(raw: RawBatch, max_record_bytes: int = DEFAULT_MAX_RECOR
 
 def iter_lines(data: bytes) -> Iterator[tuple[int, bytes]]:
     """(byte offset, line) for each non-blank line."""
-    starts, ends = _line_bounds(data)
+    starts, ends = line_bounds(data)
     for start, end in zip(starts, ends):
         line = data[int(start) : int(end)]
         if line.strip():
