@@ -144,6 +144,9 @@ class RawBatch:
     ``has_header``: the chunk starts a file, whose first line is skipped if it is
     a CSV header (``csv_header``). ``columns``: the CSV/TSV column order of the
     file's header (``None``: the Airbnb layout), so every chunk maps by name.
+    ``error``: the source could not read on from here (a truncated or corrupt
+    compressed file): ``data`` is what was left unparsed (a cut-off line, maybe
+    empty) and the parsers make it one dead letter with this reason.
     """
 
     source: str
@@ -154,6 +157,7 @@ class RawBatch:
     arrival_ms: int = 0
     has_header: bool = False
     columns: tuple[str, ...] | None = None
+    error: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -47,6 +47,10 @@ def parse_request_chunk(
 ) -> ParsedRequests:
     """Parse a chunk of JSON-lines events; ``records_in = requests + ignored + dead letters``."""
     out = ParsedRequests([], [], 0, 0)
+    if raw.error is not None:
+        out.dead_letters.append(DeadLetter("requests", raw.source, record_position(raw, 0, 0), raw.error, raw.data))
+        out.records_in = 1
+        return out
     starts, ends = line_bounds(raw.data)
     for index, (start, end) in enumerate(zip(starts.tolist(), ends.tolist())):
         line = raw.data[start:end]

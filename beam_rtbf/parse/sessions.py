@@ -363,6 +363,10 @@ def parse_session_chunk(raw: RawBatch, max_record_bytes: int = DEFAULT_MAX_RECOR
     """Parse one chunk; ``records_in == batch.num_rows + len(dead_letters)`` always holds."""
     if raw.fmt not in ("jsonl", "csv", "tsv"):
         raise ValueError(f"unknown session format {raw.fmt!r}")
+    if raw.error is not None:
+        return ParsedChunk(
+            _empty_batch(), [DeadLetter("sessions", raw.source, record_position(raw, 0, 0), raw.error, raw.data)], 1
+        )
     data = raw.data
     starts, ends = line_bounds(data)
     first_line = 0
