@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import unicodedata
 from typing import Any
 
 import pyarrow as pa
@@ -27,6 +28,8 @@ __all__ = [
     "DeadLetter",
     "ErasureRequest",
     "AcceptedRequest",
+    "MAX_REQUEST_ID_CHARS",
+    "check_request_id",
     "deadline_ms",
     "parse_time_ms",
     "subject_hash",
@@ -188,6 +191,20 @@ class DeadLetter:
         )
 
 
+MAX_REQUEST_ID_CHARS = 128
+# Control, format (bidi overrides, zero-width), surrogate and line/paragraph separator characters.
+_FORBIDDEN_ID_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def check_request_id(request_id: str) -> None:
+    """ValueError unless ``request_id`` (already trimmed) is at most 128 printable characters."""
+    if len(request_id) > MAX_REQUEST_ID_CHARS:
+        raise ValueError(f"request_id longer than {MAX_REQUEST_ID_CHARS} characters ({len(request_id)})")
+    for index, char in enumerate(request_id):
+        if unicodedata.category(char) in _FORBIDDEN_ID_CATEGORIES:
+            raise ValueError(f"request_id has a control or invisible character U+{ord(char):04X} at index {index}")
+
+
 @dataclasses.dataclass(frozen=True)
 class ErasureRequest:
     """A data subject's request to be forgotten; ``request_id`` is the idempotency key."""
@@ -219,12 +236,18 @@ class ErasureRequest:
         }
 
     @classmethod
-    def from_dict(cls, obj: dict[str, Any]) -> ErasureRequest:
-        """Validate one decoded request; ValueError with a readable reason otherwise."""
+    def from_dict(cls, obj: dict[str, Any], arrival_ms: int | None = None) -> ErasureRequest:
+        """Validate one decoded request; ValueError with a readable reason otherwise.
+
+        ``requested_at`` absent (or null) means the time the record arrived:
+        ``arrival_ms`` (the source's arrival time), else now. Streams like the
+        second seed's carry no such field.
+        """
         request_id = obj.get("request_id")
         subject_id = obj.get("subject_id", obj.get("user_id"))
         if not isinstance(request_id, str) or not request_id.strip():
             raise ValueError("missing request_id")
+        check_request_id(request_id.strip())
         if not isinstance(subject_id, str) or not subject_id.strip():
             raise ValueError("missing subject_id")
         regulation = str(obj.get("regulation") or "gdpr").lower()
@@ -233,9 +256,10 @@ class ErasureRequest:
         kind = str(obj.get("kind") or "erase").lower()
         if kind not in KINDS:
             raise ValueError(f"unsupported kind {kind!r} (expected one of {KINDS})")
-        if "requested_at" not in obj or obj["requested_at"] is None:
-            raise ValueError("missing requested_at")
-        requested_at_ms = parse_time_ms(obj["requested_at"])
+        if obj.get("requested_at") is None:
+            requested_at_ms = arrival_ms if arrival_ms else now_ms()
+        else:
+            requested_at_ms = parse_time_ms(obj["requested_at"])
         aliases = obj.get("aliases") or []
         if isinstance(aliases, str):
             aliases = [aliases]
