@@ -225,3 +225,74 @@ def test_whole_gzip_reads_every_line(tmp_path):
 
     rows, dead, _ = _read_file(tmp_path, "w.jsonl.gz", gzip.compress(adv.jsonl_sessions(5000)) * 2)
     assert (len(rows), dead) == (10_000, [])  # two concatenated members
+
+
+# --- the whole run, through the command line -------------------------------------------------------------
+
+_CLI_SCRIPT = """
+import sys
+from beam_rtbf.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_every_hostile_input_through_the_cli_gives_exact_summary_counts(tmp_path):
+    """All hostile session and request inputs in one run (in a subprocess: a native crash fails the test)."""
+    import zlib
+
+    data = tmp_path / "in"
+    data.mkdir()
+    good = [_good(i) for i in range(300)]
+    (data / "sessions.jsonl").write_bytes(b"\n".join(good + [c.raw for c in adv.SESSION_JSONL]) + b"\n")
+    (data / "sessions-reordered.csv").write_bytes(adv.CSV_REORDERED)
+    (data / "sessions-headerless.csv").write_bytes(adv.CSV_HEADERLESS_USER_ID_PREFIX)
+    (data / "sessions-unknown-column.csv").write_bytes(adv.CSV_UNKNOWN_COLUMN)
+    packed, _ = adv.truncated_gzip()
+    (data / "sessions-truncated.jsonl.gz").write_bytes(packed)
+    recoverable = zlib.decompressobj(zlib.MAX_WBITS | 16).decompress(packed).count(b"\n")
+    forget_g1 = json.dumps({"request_id": "forget-g1", "subject_id": "g1", "requested_at": 1}).encode()
+    (data / "requests.jsonl").write_bytes(b"\n".join([forget_g1] + [c.raw for c in adv.REQUEST_JSONL]) + b"\n")
+    out = tmp_path / "out"
+    argv = [
+        "run",
+        "--sessions",
+        f"file://{data}/sessions*",
+        "--requests",
+        f"file://{data}/requests.jsonl",
+        f"--output={out}",
+        f"--registry=embedded://{tmp_path}/reg.sqlite",
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-c", _CLI_SCRIPT, *argv], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, (
+        f"exit {done.returncode} (139 = segfault)\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+    )
+    summary = json.loads((out / "summary.json").read_text())
+
+    jsonl_clean = 300 + sum(c.reason is None for c in adv.SESSION_JSONL)
+    jsonl_dead = sum(c.reason is not None for c in adv.SESSION_JSONL)
+    csv_clean = 2 + 2  # reordered header, headerless rows
+    csv_dead = 2  # the unknown-column file: its header line and its row
+    expected_in = jsonl_clean + jsonl_dead + csv_clean + csv_dead + recoverable + 1
+    assert {k: summary[k] for k in ("sessions_in", "clean", "suppressed", "dead_lettered", "conservation_ok")} == {
+        "sessions_in": expected_in,
+        "clean": jsonl_clean + csv_clean + recoverable - 1,  # g1 is forgotten
+        "suppressed": 1,
+        "dead_lettered": jsonl_dead + csv_dead + 1,
+        "conservation_ok": True,
+    }
+    assert (summary["requests_in"], summary["requests_accepted"], summary["requests_dead_lettered"]) == (
+        1 + len(adv.REQUEST_JSONL),
+        1 + sum(c.reason is None for c in adv.REQUEST_JSONL),
+        sum(c.reason is not None for c in adv.REQUEST_JSONL),
+    )
+    letters = [json.loads(line) for f in (out / "deadletter").rglob("*.jsonl") for line in f.read_text().splitlines()]
+    reasons = sorted(letter["reason"] for letter in letters)
+    for case in adv.SESSION_JSONL + adv.REQUEST_JSONL:
+        if case.reason is not None:
+            assert any(case.reason in r for r in reasons), case.name
+    assert sum(r.startswith(adv.TRUNCATED_REASON) for r in reasons) == 1
+    assert all(letter["position"] for letter in letters)
