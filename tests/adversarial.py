@@ -15,6 +15,7 @@ import dataclasses
 import gzip
 import hashlib
 import json
+import lzma
 
 from beam_rtbf.sources.kpl import KPL_MAGIC, aggregate
 
@@ -139,17 +140,32 @@ def jsonl_sessions(n: int, prefix: str = "gz") -> bytes:
     return b"".join(b'{"user_id":"%s%d","action":"show"}\n' % (prefix.encode(), i) for i in range(n))
 
 
-def truncated_gzip(n: int = 20_000) -> tuple[bytes, bytes]:
+def compress(kind: str, text: bytes) -> bytes:
+    if kind == "gz":
+        return gzip.compress(text)
+    if kind == "bz2":
+        return bz2.compress(text, compresslevel=1)  # 100 KB blocks: a cut file still has whole blocks
+    if kind == "xz":
+        return lzma.compress(text)
+    if kind == "zst":
+        import zstandard
+
+        return zstandard.ZstdCompressor().compress(text)
+    raise ValueError(kind)
+
+
+COMPRESSIONS = ("gz", "bz2", "xz", "zst")
+
+
+def truncated(kind: str, n: int = 20_000) -> tuple[bytes, bytes]:
     """(compressed bytes cut in half, the full decompressed text)."""
-    text = jsonl_sessions(n)
-    packed = gzip.compress(text)
+    text = jsonl_sessions(n, kind)
+    packed = compress(kind, text)
     return packed[: len(packed) // 2], text
 
 
-def truncated_bz2(n: int = 20_000) -> tuple[bytes, bytes]:
-    text = jsonl_sessions(n, "bz")
-    packed = bz2.compress(text, compresslevel=1)  # 100 KB blocks: a cut file still has whole blocks
-    return packed[: len(packed) // 2], text
+def truncated_gzip(n: int = 20_000) -> tuple[bytes, bytes]:
+    return truncated("gz", n)
 
 
 def gzip_then_garbage(n: int = 1_000) -> bytes:

@@ -55,7 +55,7 @@ def format_for_path(path: str, explicit: str | None = None) -> str:
             raise ValueError(f"unknown format {explicit!r}: use jsonl, csv or tsv")
         return explicit
     base = path
-    for ext in (".gz", ".bz2", ".zst", ".deflate"):
+    for ext in (".gz", ".bz2", ".zst", ".zstd", ".deflate", ".xz", ".lzma"):
         if base.endswith(ext):
             base = base[: -len(ext)]
     fmt = _FORMATS.get(os.path.splitext(base)[1].lower())
