@@ -200,3 +200,36 @@ KPL_CORRUPT: list[Hostile] = [
     Hostile("KPL aggregate naming a missing partition key", kpl_bad_key_index(), "names partition key 7 of 1"),
     Hostile("KPL magic alone", KPL_MAGIC, "shorter than magic and checksum"),
 ]
+
+# --- seeded mutations (a small fuzzer: what it finds gets a named case above) ------------------------------
+
+_ATOMS = [b"null", b"[", b"]", b"{", b"}", b'"', b",", b":", b"\\", b"\x00", b"\xff", b"\r", b"\t", b"1e999", b"NaN"]
+_ATOMS += [b"-", b"true", b" ", b"\xc3", b"\xed\xa0\x80", b'"user_id"', b"[" * 5_000, b"{" * 3_000]
+
+
+def mutated_chunks(seed: int, fmt: str, count: int):
+    """``count`` (data, has_header) chunks of good lines with a few lines mangled by byte-level edits."""
+    import random
+
+    rng = random.Random(seed)
+    if fmt == "jsonl":
+        base = b'{"user_id":"u%d","action":"show","secs_elapsed":%d,"event_time":1767225600000}'
+    else:
+        base = b"u%d,show,view,p3,iPhone,%d"
+    for _ in range(count):
+        lines = [base % (i, i) for i in range(rng.choice([10, 100, 300]))]
+        for _ in range(rng.randint(1, 5)):
+            i = rng.randrange(len(lines))
+            line = bytearray(lines[i])
+            for _ in range(rng.randint(1, 6)):
+                at, op = rng.randint(0, len(line)), rng.random()
+                if op < 0.5:
+                    line[at:at] = rng.choice(_ATOMS)
+                elif op < 0.8:
+                    del line[at : at + rng.randint(1, 10)]
+                else:
+                    line = bytearray(rng.choice(_ATOMS)) + line
+            lines[i] = bytes(line)
+        header = fmt != "jsonl" and rng.random() < 0.3
+        head = b"user_id,action,action_type,action_detail,device_type,secs_elapsed\n" if header else b""
+        yield head + b"\n".join(lines) + b"\n", header

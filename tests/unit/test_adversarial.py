@@ -90,6 +90,31 @@ def test_inputs_that_crashed_the_native_reader_are_dead_letters_in_a_subprocess(
     assert done.stdout.count("ok ") == 3 * len(CRASH_SESSION_CASES)
 
 
+_FUZZ_SCRIPT = """
+import sys
+from beam_rtbf.parse.sessions import parse_session_chunk
+from beam_rtbf.records import RawBatch
+from tests.adversarial import mutated_chunks
+for seed in (1, 2):
+    for fmt in ("jsonl", "csv"):
+        for data, header in mutated_chunks(seed, fmt, 100):
+            parsed = parse_session_chunk(RawBatch("fuzz", fmt, data, 0, None, 1, has_header=header))
+            assert parsed.records_in == parsed.batch.num_rows + len(parsed.dead_letters)
+            assert parsed.records_in == sum(1 for line in data.split(b"\\n") if line.strip()) - header
+print("fuzz ok")
+"""
+
+
+@pytest.mark.slow
+def test_seeded_mutations_never_crash_and_every_line_is_accounted_for():
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-c", _FUZZ_SCRIPT], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, f"exit {done.returncode} (139 = segfault)\n{done.stderr[-3000:]}"
+    assert "fuzz ok" in done.stdout
+
+
 def test_prescreen_keeps_nested_and_non_object_lines_from_the_native_reader():
     lines = [_good(0), b"null", b"[" * 65, b'{"a":' + b"[" * 70 + b"}", b' {"user_id":"x"}', b"", _good(1) + b"\r"]
     data = b"\n".join(lines) + b"\n"
