@@ -4,6 +4,12 @@ The fast path hands a whole chunk to pyarrow's JSON or CSV reader and validates
 columns with vectorised compute. Only when that fails (a malformed line, a type
 that changes mid-chunk, bad UTF-8, an oversize line) is the chunk re-read one
 line at a time, so exact dead letters cost nothing on clean data.
+
+Lines that could crash the native JSON reader (not a ``{...}`` object, or more
+than 64 brackets: see ``parse.lines.native_json_safe``) never reach it; they
+take the per-line parser, which refuses nesting deeper than 64 levels. CSV/TSV
+columns are mapped by the file's header names (``RawBatch.columns``, or the
+chunk's own first line when it is a header); without a header, the Airbnb layout.
 """
 
 from __future__ import annotations
