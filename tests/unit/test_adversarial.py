@@ -17,7 +17,7 @@ from beam_rtbf.parse.lines import MAX_NESTING_DEPTH, json_depth, native_json_saf
 from beam_rtbf.parse.requests import parse_request_chunk
 from beam_rtbf.parse.sessions import parse_session_chunk
 from beam_rtbf.records import RawBatch
-from beam_rtbf.sources.files import read_chunks
+from beam_rtbf.sources.files import read_chunks, read_range
 from tests import adversarial as adv
 
 ARRIVAL = 1_800_000_000_000
@@ -192,6 +192,16 @@ def test_csv_header_columns_reach_every_range_of_a_large_file(tmp_path):
     assert {(r["user_id"], r["action"], r["device_type"], r["secs_elapsed"]) for r in rows} == {
         ("u_big", "show", "iPhone", 1.5)
     }
+    # A byte range that starts mid-file (another worker's share) maps by the file's header too.
+    path = str(tmp_path / "big.csv")
+    size = os.path.getsize(path)
+    ranged = [
+        parse_session_chunk(raw)
+        for start, end in ((0, size // 2), (size // 2, size))
+        for raw in read_range(path, "csv", start, end, 4096)
+    ]
+    assert sum(p.batch.num_rows for p in ranged) == 3000 and not any(p.dead_letters for p in ranged)
+    assert {r["device_type"] for p in ranged for r in p.batch.to_pylist()} == {"iPhone"}
 
 
 def test_headerless_csv_whose_first_user_id_starts_with_user_id_is_all_data(tmp_path):
