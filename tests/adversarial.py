@@ -56,6 +56,8 @@ SESSION_JSONL: list[Hostile] = [
     Hostile("null before an object", b'null {"user_id":"x"}', "malformed JSON", native_crash=True),
     Hostile("object then null", b'{"user_id":"x"} null', "malformed JSON"),
     Hostile("two objects on one line", b'{"user_id":"x"} {"user_id":"y"}', "malformed JSON"),
+    # Parsers disagree in general; ours agree: the last one wins on both paths (Python's json and pyarrow).
+    Hostile("user_id named twice", b'{"user_id":"first","user_id":"dup_last"}', None),
     Hostile("number", b"42", "JSON value is not an object"),
     Hostile("string", b'"user_id"', "JSON value is not an object"),
     Hostile("array of sessions", b'[{"user_id":"x"}]', "JSON value is not an object"),

@@ -70,6 +70,14 @@ def test_hostile_session_line_alone_takes_the_per_line_path(case):
         assert [case.reason in d.reason for d in parsed.dead_letters] == [True]
 
 
+@pytest.mark.parametrize("n_good", [0, 200])
+def test_a_key_named_twice_means_the_last_value_on_both_paths(n_good):
+    [case] = [c for c in adv.SESSION_JSONL if c.name == "user_id named twice"]
+    data, _ = _chunk_around(case.raw, "middle", n_good)
+    parsed = parse_session_chunk(RawBatch("adv", "jsonl", data, 0, None, ARRIVAL))
+    assert [u for u in parsed.batch.column("user_id").to_pylist() if not u.startswith("g")] == ["dup_last"]
+
+
 _CRASH_SCRIPT = """
 import sys
 from tests import adversarial as adv
