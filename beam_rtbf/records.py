@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import unicodedata
 from typing import Any
 
 import pyarrow as pa
@@ -23,10 +24,14 @@ __all__ = [
     "SESSION_SCHEMA",
     "SESSION_FIELDS",
     "AIRBNB_COLUMNS",
+    "CSV_COLUMNS",
+    "csv_header",
     "RawBatch",
     "DeadLetter",
     "ErasureRequest",
     "AcceptedRequest",
+    "MAX_REQUEST_ID_CHARS",
+    "check_request_id",
     "deadline_ms",
     "parse_time_ms",
     "subject_hash",
@@ -60,6 +65,27 @@ AIRBNB_COLUMNS = (
     "device_type",
     "secs_elapsed",
 )
+
+# Every column a CSV/TSV header may name (in any order): the Airbnb layout plus the optional fields.
+CSV_COLUMNS = (*AIRBNB_COLUMNS, "event_time", "event_id", "email", "device_id")
+
+
+def csv_header(line: bytes, delimiter: str) -> tuple[str, ...] | None:
+    """The column names if ``line`` is a header, else ``None``.
+
+    A header is a line whose fields (trimmed, unquoted, case-folded) are distinct
+    known column names including ``user_id``; anything else is a data row, so a
+    row whose user id merely starts with "user_id" is never taken for a header.
+    """
+    try:
+        text = line.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return None
+    names = tuple(field.strip().strip('"').strip().lower() for field in text.split(delimiter))
+    if "user_id" not in names or len(set(names)) != len(names) or not set(names) <= set(CSV_COLUMNS):
+        return None
+    return names
+
 
 REGULATIONS = ("gdpr", "ccpa")
 KINDS = ("erase",)
@@ -121,6 +147,12 @@ class RawBatch:
     ``positions`` gives one position per record for stream sources (shard and
     sequence number, partition and offset); file sources leave it ``None`` and
     positions are ``source@byte_offset`` computed from ``first_offset``.
+    ``has_header``: the chunk starts a file, whose first line is skipped if it is
+    a CSV header (``csv_header``). ``columns``: the CSV/TSV column order of the
+    file's header (``None``: the Airbnb layout), so every chunk maps by name.
+    ``error``: the source could not read on from here (a truncated or corrupt
+    compressed file): ``data`` is what was left unparsed (a cut-off line, maybe
+    empty) and the parsers make it one dead letter with this reason.
     """
 
     source: str
@@ -130,6 +162,8 @@ class RawBatch:
     positions: tuple[str, ...] | None = None
     arrival_ms: int = 0
     has_header: bool = False
+    columns: tuple[str, ...] | None = None
+    error: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,6 +192,20 @@ class DeadLetter:
             },
             sort_keys=True,
         )
+
+
+MAX_REQUEST_ID_CHARS = 128
+# Control, format (bidi overrides, zero-width), surrogate and line/paragraph separator characters.
+_FORBIDDEN_ID_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def check_request_id(request_id: str) -> None:
+    """ValueError unless ``request_id`` (already trimmed) is at most 128 printable characters."""
+    if len(request_id) > MAX_REQUEST_ID_CHARS:
+        raise ValueError(f"request_id longer than {MAX_REQUEST_ID_CHARS} characters ({len(request_id)})")
+    for index, char in enumerate(request_id):
+        if unicodedata.category(char) in _FORBIDDEN_ID_CATEGORIES:
+            raise ValueError(f"request_id has a control or invisible character U+{ord(char):04X} at index {index}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,12 +245,18 @@ class ErasureRequest:
         }
 
     @classmethod
-    def from_dict(cls, obj: dict[str, Any]) -> ErasureRequest:
-        """Validate one decoded request; ValueError with a readable reason otherwise."""
+    def from_dict(cls, obj: dict[str, Any], arrival_ms: int | None = None) -> ErasureRequest:
+        """Validate one decoded request; ValueError with a readable reason otherwise.
+
+        ``requested_at`` absent (or null) means the time the record arrived:
+        ``arrival_ms`` (the source's arrival time), else now. Streams like the
+        second seed's carry no such field.
+        """
         request_id = obj.get("request_id")
         subject_id = obj.get("subject_id", obj.get("user_id"))
         if not isinstance(request_id, str) or not request_id.strip():
             raise ValueError("missing request_id")
+        check_request_id(request_id.strip())
         if not isinstance(subject_id, str) or not canonical_id(subject_id):
             raise ValueError("missing subject_id")
         regulation = str(obj.get("regulation") or "gdpr").lower()
@@ -211,9 +265,10 @@ class ErasureRequest:
         kind = str(obj.get("kind") or "erase").lower()
         if kind not in KINDS:
             raise ValueError(f"unsupported kind {kind!r} (expected one of {KINDS})")
-        if "requested_at" not in obj or obj["requested_at"] is None:
-            raise ValueError("missing requested_at")
-        requested_at_ms = parse_time_ms(obj["requested_at"])
+        if obj.get("requested_at") is None:
+            requested_at_ms = arrival_ms if arrival_ms else now_ms()
+        else:
+            requested_at_ms = parse_time_ms(obj["requested_at"])
         aliases = obj.get("aliases") or []
         if isinstance(aliases, str):
             aliases = [aliases]

@@ -1,6 +1,9 @@
 """Parse erasure requests from a dedicated stream or pick them out of a shared event stream.
 
-On a dedicated requests input every well-formed record is a request. On a
+On a dedicated requests input every well-formed record is a request. A request
+without ``requested_at`` is dated by its arrival (the chunk's ``arrival_ms``,
+else the parse time). ``request_id`` is trimmed and must be at most 128
+characters without control or invisible characters. On a
 shared stream (the second seed: one Kinesis stream carrying many event kinds)
 only records whose ``tag_field`` holds one of ``tag_values`` are requests;
 every other well-formed event is ignored and counted, not an error.
@@ -9,11 +12,11 @@ every other well-formed event is ignored and counted, not an error.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 
-from beam_rtbf.parse.sessions import DEFAULT_MAX_RECORD_BYTES, _line_bounds, _position
-from beam_rtbf.records import DeadLetter, ErasureRequest, RawBatch
+from beam_rtbf.parse.lines import line_bounds, load_json_object, record_position
+from beam_rtbf.parse.sessions import DEFAULT_MAX_RECORD_BYTES
+from beam_rtbf.records import DeadLetter, ErasureRequest, RawBatch, now_ms
 
 __all__ = ["RequestSelector", "ParsedRequests", "parse_request_chunk"]
 
@@ -47,7 +50,12 @@ def parse_request_chunk(
 ) -> ParsedRequests:
     """Parse a chunk of JSON-lines events; ``records_in = requests + ignored + dead letters``."""
     out = ParsedRequests([], [], 0, 0)
-    starts, ends = _line_bounds(raw.data)
+    arrival_ms = raw.arrival_ms or now_ms()  # requested_at of requests that carry none
+    if raw.error is not None:
+        out.dead_letters.append(DeadLetter("requests", raw.source, record_position(raw, 0, 0), raw.error, raw.data))
+        out.records_in = 1
+        return out
+    starts, ends = line_bounds(raw.data)
     for index, (start, end) in enumerate(zip(starts.tolist(), ends.tolist())):
         line = raw.data[start:end]
         if not line.strip():
@@ -55,21 +63,17 @@ def parse_request_chunk(
         out.records_in += 1
 
         def reject(reason: str, _line: bytes = line, _index: int = index, _start: int = start) -> None:
-            out.dead_letters.append(DeadLetter("requests", raw.source, _position(raw, _index, _start), reason, _line))
+            out.dead_letters.append(
+                DeadLetter("requests", raw.source, record_position(raw, _index, _start), reason, _line)
+            )
 
         if end - start > max_record_bytes:
             reject(f"oversize record: {end - start} bytes > {max_record_bytes}")
             continue
         try:
-            obj = json.loads(line.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            reject(f"bad UTF-8 at byte {exc.start}")
-            continue
-        except json.JSONDecodeError as exc:
-            reject(f"malformed JSON: {exc.msg} at column {exc.colno}")
-            continue
-        if not isinstance(obj, dict):
-            reject("malformed record: JSON value is not an object")
+            obj = load_json_object(line)
+        except ValueError as exc:
+            reject(str(exc))
             continue
         if selector.tag_field is not None:
             if obj.get(selector.tag_field) not in selector.tag_values:
@@ -82,7 +86,7 @@ def parse_request_chunk(
                     continue
                 obj = {**{k: v for k, v in obj.items() if k != selector.payload_field}, **payload}
         try:
-            out.requests.append(ErasureRequest.from_dict(obj))
+            out.requests.append(ErasureRequest.from_dict(obj, arrival_ms))
         except ValueError as exc:
             reject(str(exc))
     return out

@@ -4,11 +4,18 @@ The fast path hands a whole chunk to pyarrow's JSON or CSV reader and validates
 columns with vectorised compute. Only when that fails (a malformed line, a type
 that changes mid-chunk, bad UTF-8, an oversize line) is the chunk re-read one
 line at a time, so exact dead letters cost nothing on clean data.
+
+Lines that could crash the native JSON reader (not a ``{...}`` object, or more
+than 64 brackets: see ``parse.lines.native_json_safe``) never reach it; they
+take the per-line parser, which refuses nesting deeper than 64 levels. CSV/TSV
+columns are mapped by the file's header names (``RawBatch.columns``, or the
+chunk's own first line when it is a header); without a header, the Airbnb layout.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import re
@@ -22,6 +29,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 
 from beam_rtbf.identifiers import canonical_array
+from beam_rtbf.parse.lines import line_bounds, load_json_object, native_json_safe, record_position
 from beam_rtbf.records import (
     AIRBNB_COLUMNS,
     ID_COLUMNS,
@@ -29,6 +37,7 @@ from beam_rtbf.records import (
     SESSION_SCHEMA,
     DeadLetter,
     RawBatch,
+    csv_header,
     parse_time_ms,
 )
 
@@ -52,23 +61,6 @@ class ParsedChunk:
         self.batch = batch
         self.dead_letters = dead_letters
         self.records_in = records_in
-
-
-def _line_bounds(data: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end (exclusive, without the newline) of every line in ``data``."""
-    buf = np.frombuffer(data, dtype=np.uint8)
-    newlines = np.flatnonzero(buf == 10)
-    ends = newlines
-    if len(data) and data[-1:] != b"\n":
-        ends = np.append(ends, len(data))
-    starts = np.concatenate(([0], newlines + 1))[: len(ends)]
-    return starts, ends
-
-
-def _position(raw: RawBatch, line_index: int, byte_start: int) -> str:
-    if raw.positions is not None:
-        return raw.positions[line_index]
-    return f"{raw.source}@{raw.first_offset + byte_start}"
 
 
 def _empty_batch() -> pa.RecordBatch:
@@ -198,12 +190,13 @@ def _fast_parse(raw: RawBatch, body: bytes, single_block: bool = False) -> pa.Ta
             table = table.drop_columns(["event_time_ms"])
         return table
     delimiter = "\t" if raw.fmt == "tsv" else ","
+    columns = raw.columns or AIRBNB_COLUMNS
     return pacsv.read_csv(
         io.BytesIO(body),
-        read_options=pacsv.ReadOptions(column_names=list(AIRBNB_COLUMNS), use_threads=False),
+        read_options=pacsv.ReadOptions(column_names=list(columns), use_threads=False),
         parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=False),
         convert_options=pacsv.ConvertOptions(
-            column_types={name: pa.string() for name in AIRBNB_COLUMNS[:-1]} | {"secs_elapsed": pa.float64()},
+            column_types={name: pa.float64() if name == "secs_elapsed" else pa.string() for name in columns},
             strings_can_be_null=True,
             null_values=[""],
         ),
@@ -212,18 +205,14 @@ def _fast_parse(raw: RawBatch, body: bytes, single_block: bool = False) -> pa.Ta
 
 def _parse_line(raw: RawBatch, line: bytes) -> dict[str, Any]:
     """One record by hand, for the slow path; ValueError with the reason on bad input."""
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"bad UTF-8 at byte {exc.start}") from exc
     if raw.fmt == "jsonl":
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"malformed JSON: {exc.msg} at column {exc.colno}") from exc
-        if not isinstance(obj, dict):
-            raise ValueError("malformed record: JSON value is not an object")
+        obj = load_json_object(line)
     else:
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"bad UTF-8 at byte {exc.start}") from exc
+        columns = raw.columns or AIRBNB_COLUMNS
         delimiter = "\t" if raw.fmt == "tsv" else ","
         text = text.rstrip("\r")
         if '"' in text:  # quoted fields: the csv module unquotes and keeps quoted delimiters
@@ -233,9 +222,9 @@ def _parse_line(raw: RawBatch, line: bytes) -> dict[str, Any]:
                 raise ValueError(f"malformed record: {exc}") from exc
         else:
             fields = text.split(delimiter)
-        if len(fields) != len(AIRBNB_COLUMNS):
-            raise ValueError(f"malformed record: {len(fields)} fields, expected {len(AIRBNB_COLUMNS)}")
-        obj = {name: (value if value != "" else None) for name, value in zip(AIRBNB_COLUMNS, fields)}
+        if len(fields) != len(columns):
+            raise ValueError(f"malformed record: {len(fields)} fields, expected {len(columns)}")
+        obj = {name: (value if value != "" else None) for name, value in zip(columns, fields)}
     row: dict[str, Any] = {}
     for name in _STRING_FIELDS:
         value = obj.get(name)
@@ -286,7 +275,7 @@ def _slow_parse(
                 DeadLetter(
                     "sessions",
                     raw.source,
-                    _position(raw, index, start),
+                    record_position(raw, index, start),
                     f"oversize record: {end - start} bytes > {max_record_bytes}",
                     line[:1024],
                 )
@@ -296,7 +285,7 @@ def _slow_parse(
             rows.append(_parse_line(raw, line))
             row_lines.append(index)
         except ValueError as exc:
-            dead.append(DeadLetter("sessions", raw.source, _position(raw, index, start), str(exc), line))
+            dead.append(DeadLetter("sessions", raw.source, record_position(raw, index, start), str(exc), line))
     if not rows:
         return ParsedChunk(_empty_batch(), dead, records_in)
     arrival = raw.arrival_ms
@@ -308,7 +297,7 @@ def _slow_parse(
     for row_index, reason in rejects:
         index = row_lines[row_index]
         start, end = int(starts[index]), int(ends[index])
-        dead.append(DeadLetter("sessions", raw.source, _position(raw, index, start), reason, data[start:end]))
+        dead.append(DeadLetter("sessions", raw.source, record_position(raw, index, start), reason, data[start:end]))
     return ParsedChunk(batch, dead, records_in)
 
 
@@ -359,8 +348,16 @@ def _fast_range(
             for row_index, reason in rejects:
                 index = lo + row_index
                 start, end = int(starts[index]), int(ends[index])
-                dead.append(DeadLetter("sessions", raw.source, _position(raw, index, start), reason, data[start:end]))
+                dead.append(
+                    DeadLetter("sessions", raw.source, record_position(raw, index, start), reason, data[start:end])
+                )
             out.append(ParsedChunk(batch, dead, hi - lo))
+            return
+        if (
+            not retry
+            and raw.fmt != "jsonl"
+            and _split_off_bad_field_counts(raw, data, starts, ends, lo, hi, max_record_bytes, out)
+        ):
             return
         if not retry:
             # Retry in pieces, so each bad line costs a re-read of its piece only.
@@ -380,23 +377,67 @@ def _fast_range(
         lo = mid
 
 
+def _split_off_bad_field_counts(
+    raw: RawBatch,
+    data: bytes,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    lo: int,
+    hi: int,
+    max_record_bytes: int,
+    out: list[ParsedChunk],
+) -> bool:
+    """After a CSV run failed: send lines with the wrong number of delimiters to the per-line
+    parser and re-read the runs between them vectorised (the CSV reader's errors name no row,
+    so without this each such line costs a bisection). False if every line has the right count."""
+    delimiter = ord("\t" if raw.fmt == "tsv" else ",")
+    expected = len(raw.columns or AIRBNB_COLUMNS) - 1
+    first, last = int(starts[lo]), int(ends[hi - 1])
+    marks = np.frombuffer(data, dtype=np.uint8, count=last - first, offset=first) == delimiter
+    counts = np.add.reduceat(marks, starts[lo:hi] - first, dtype=np.int64)
+    bad = counts != expected
+    if not bad.any():
+        return False
+    cursor = lo
+    for index in (np.flatnonzero(bad) + lo).tolist():
+        if cursor < index:
+            _fast_range(raw, data, starts, ends, cursor, index, max_record_bytes, out, retry=True)
+        out.append(_slow_parse(raw, data, starts[: index + 1], ends[: index + 1], index, max_record_bytes))
+        cursor = index + 1
+    if cursor < hi:
+        _fast_range(raw, data, starts, ends, cursor, hi, max_record_bytes, out, retry=True)
+    return True
+
+
 def parse_session_chunk(raw: RawBatch, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> ParsedChunk:
     """Parse one chunk; ``records_in == batch.num_rows + len(dead_letters)`` always holds."""
     if raw.fmt not in ("jsonl", "csv", "tsv"):
         raise ValueError(f"unknown session format {raw.fmt!r}")
+    if raw.error is not None:
+        return ParsedChunk(
+            _empty_batch(), [DeadLetter("sessions", raw.source, record_position(raw, 0, 0), raw.error, raw.data)], 1
+        )
     data = raw.data
-    starts, ends = _line_bounds(data)
+    starts, ends = line_bounds(data)
     first_line = 0
-    if raw.has_header and len(starts) and data[: ends[0]].lstrip().startswith(b"user_id"):
-        first_line = 1
+    if raw.fmt != "jsonl" and raw.has_header and len(starts):
+        header = csv_header(data[: ends[0]], "\t" if raw.fmt == "tsv" else ",")
+        if header is not None:
+            first_line = 1
+            raw = dataclasses.replace(raw, columns=header)
     if first_line >= len(starts):
         return ParsedChunk(_empty_batch(), [], 0)
     # Runs of lines the vectorised reader can take: non-empty and not oversize. For
-    # CSV, a quote may hide a delimiter or newline, so quoted input goes line by line.
+    # CSV, a quote may hide a delimiter, so quoted lines go line by line (the rest of
+    # the chunk stays vectorised). For JSON, only lines the native reader cannot
+    # crash on (see native_json_safe).
     eligible = (ends - starts > 0) & (ends - starts <= max_record_bytes)
     eligible[:first_line] = False
-    if raw.fmt != "jsonl" and b'"' in data:
-        eligible[:] = False
+    if raw.fmt == "jsonl":
+        eligible &= native_json_safe(data, starts, ends)
+    elif b'"' in data:
+        quotes = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == ord('"'))
+        eligible[np.searchsorted(starts, quotes, side="right") - 1] = False
     pieces: list[ParsedChunk] = []
     edges = np.flatnonzero(np.diff(np.concatenate(([False], eligible, [False])).astype(np.int8)))
     cursor = first_line
@@ -421,7 +462,7 @@ def parse_session_chunk(raw: RawBatch, max_record_bytes: int = DEFAULT_MAX_RECOR
 
 def iter_lines(data: bytes) -> Iterator[tuple[int, bytes]]:
     """(byte offset, line) for each non-blank line."""
-    starts, ends = _line_bounds(data)
+    starts, ends = line_bounds(data)
     for start, end in zip(starts, ends):
         line = data[int(start) : int(end)]
         if line.strip():

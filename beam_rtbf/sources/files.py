@@ -8,11 +8,28 @@
 
 Files are read in chunks of about ``chunk_bytes`` cut at line ends, so one
 large file still spreads over all workers after the reshuffle.
+
+CSV/TSV columns are mapped by the header's names when the file's first line is
+a header (only known column names, ``user_id`` among them, in any order; see
+``records.csv_header``); otherwise the Airbnb layout is assumed and the first
+line is data. Every range of a file is given the file's header columns.
+
+A compressed file (gzip, bzip2, deflate, lzma, zstd) is decompressed here, not
+by Beam's ``CompressedFile``, which ends a truncated file early without an error.
+When the compressed stream ends before its end-of-stream marker, or its data is
+corrupt, the lines decompressed before that point are parsed as usual, and what
+follows becomes one dead letter: the cut-off last line as raw bytes, position
+``path@offset``, reason ``truncated compressed file: PATH ends at decompressed
+offset N`` (or ``corrupt compressed file: ...``). The lines lost after the cut
+cannot be counted; the dead letter says where the file stopped making sense.
 """
 
 from __future__ import annotations
 
+import bz2
+import lzma
 import os
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,13 +38,15 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from beam_rtbf.records import RawBatch, now_ms
+from beam_rtbf.records import RawBatch, csv_header, now_ms
 from beam_rtbf.sources.base import Source
 from beam_rtbf.sources.spec import SourceSpec
 
 __all__ = ["FileSource", "ReadFileChunks", "format_for_path"]
 
 DEFAULT_CHUNK_BYTES = 16 << 20
+_RAW_READ_BYTES = 256 << 10
+_HEADER_PROBE_BYTES = 64 << 10
 _FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv", ".txt": "tsv"}
 
 
@@ -37,7 +56,7 @@ def format_for_path(path: str, explicit: str | None = None) -> str:
             raise ValueError(f"unknown format {explicit!r}: use jsonl, csv or tsv")
         return explicit
     base = path
-    for ext in (".gz", ".bz2", ".zst", ".deflate"):
+    for ext in (".gz", ".bz2", ".zst", ".zstd", ".deflate", ".xz", ".lzma"):
         if base.endswith(ext):
             base = base[: -len(ext)]
     fmt = _FORMATS.get(os.path.splitext(base)[1].lower())
@@ -48,6 +67,104 @@ def format_for_path(path: str, explicit: str | None = None) -> str:
 
 def _compressed(path: str) -> bool:
     return CompressionTypes.detect_compression_type(path) != CompressionTypes.UNCOMPRESSED
+
+
+class CompressedInputError(Exception):
+    """A compressed file ends early or holds corrupt data; the message is the dead letter's reason."""
+
+
+def _decompressor(kind: str):
+    if kind == CompressionTypes.GZIP:
+        return zlib.decompressobj(zlib.MAX_WBITS | 16)
+    if kind == CompressionTypes.DEFLATE:
+        return zlib.decompressobj()
+    if kind == CompressionTypes.BZIP2:
+        return bz2.BZ2Decompressor()
+    if kind == CompressionTypes.LZMA:
+        return lzma.LZMADecompressor()
+    if kind == CompressionTypes.ZSTD:
+        import zstandard
+
+        return zstandard.ZstdDecompressor(max_window_size=2**31).decompressobj()
+    raise ValueError(f"unsupported compression {kind!r}")
+
+
+class CheckedDecompressor:
+    """``read(n)`` over a compressed byte stream that notices a premature end.
+
+    Concatenated members (gzip, bzip2) are read one after the other, as Beam does.
+    Data decompressed before a problem is returned first; the next ``read``
+    raises ``CompressedInputError``.
+    """
+
+    def __init__(self, raw, kind: str, path: str) -> None:
+        self._raw = raw
+        self._kind = kind
+        self._path = path
+        self._decompressor = _decompressor(kind)
+        self._buffer = bytearray()
+        self._offset = 0  # decompressed bytes handed out
+        self._error: str | None = None
+        self._eof = False
+
+    def _fill(self, n: int) -> None:
+        while len(self._buffer) < n and not self._eof and self._error is None:
+            if self._decompressor.eof:
+                pending = self._decompressor.unused_data or self._raw.read(_RAW_READ_BYTES)
+                if not pending:
+                    self._eof = True  # a clean end, after a whole member
+                    return
+                self._decompressor = _decompressor(self._kind)
+            else:
+                pending = self._raw.read(_RAW_READ_BYTES)
+                if not pending:
+                    at = self._offset + len(self._buffer)
+                    self._error = f"truncated compressed file: {self._path} ends at decompressed offset {at}"
+                    return
+            try:
+                self._buffer += self._decompressor.decompress(pending)
+            except Exception as exc:  # zlib.error, OSError (bz2), LZMAError, ZstdError: the data is bad
+                at = self._offset + len(self._buffer)
+                self._error = f"corrupt compressed file: {self._path} at decompressed offset {at}: {exc}"
+
+    def read(self, n: int) -> bytes:
+        self._fill(n)
+        if not self._buffer and self._error is not None:
+            raise CompressedInputError(self._error)
+        out = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        self._offset += len(out)
+        return out
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> CheckedDecompressor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_checked(path: str):
+    """The file's bytes, decompressed through ``CheckedDecompressor`` when the name says compressed."""
+    kind = CompressionTypes.detect_compression_type(path)
+    raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    if kind == CompressionTypes.UNCOMPRESSED:
+        return raw
+    return CheckedDecompressor(raw, kind, path)
+
+
+def file_columns(path: str, fmt: str) -> tuple[str, ...] | None:
+    """The CSV/TSV header columns of the file at ``path``, or ``None`` (no header, or JSON lines)."""
+    if fmt == "jsonl":
+        return None
+    try:
+        with open_checked(path) as handle:
+            head = handle.read(_HEADER_PROBE_BYTES)
+    except CompressedInputError:
+        return None
+    return csv_header(head.split(b"\n", 1)[0], "\t" if fmt == "tsv" else ",")
 
 
 def split_ranges(path: str, size: int, chunk_bytes: int) -> list[tuple[str, int, int]]:
@@ -61,9 +178,12 @@ def read_range(path: str, fmt: str, start: int, end: int, chunk_bytes: int = DEF
     """The lines that *start* in ``[start, end)`` (``end=-1``: to the end of the file), as chunks.
 
     As in Beam's text source, a line belongs to the range its first byte is in,
-    so adjacent ranges read every line exactly once.
+    so adjacent ranges read every line exactly once. A compressed file that ends
+    early or is corrupt ends with one ``RawBatch`` carrying ``error`` (see the
+    module docstring).
     """
-    with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as handle:
+    columns = file_columns(path, fmt)
+    with open_checked(path) as handle:
         offset = start
         if start > 0:
             handle.seek(start - 1)
@@ -73,7 +193,11 @@ def read_range(path: str, fmt: str, start: int, end: int, chunk_bytes: int = DEF
         carry = b""
         while end < 0 or offset + len(carry) < end:
             want = chunk_bytes if end < 0 else min(chunk_bytes, end - offset - len(carry))
-            block = handle.read(want)
+            try:
+                block = handle.read(want)
+            except CompressedInputError as exc:
+                yield RawBatch(path, fmt, carry, offset, None, now_ms(), columns=columns, error=str(exc))
+                return
             if not block:
                 break
             data = carry + block
@@ -81,13 +205,13 @@ def read_range(path: str, fmt: str, start: int, end: int, chunk_bytes: int = DEF
             if cut < 0:
                 carry = data
                 continue
-            yield RawBatch(path, fmt, data[: cut + 1], offset, None, now_ms(), has_header=offset == 0)
+            yield RawBatch(path, fmt, data[: cut + 1], offset, None, now_ms(), offset == 0, columns)
             offset += cut + 1
             carry = data[cut + 1 :]
         if carry:
             # The last line starting inside the range may end beyond it.
             tail = carry + (_read_to_newline(handle) if end >= 0 else b"")
-            yield RawBatch(path, fmt, tail, offset, None, now_ms(), has_header=offset == 0)
+            yield RawBatch(path, fmt, tail, offset, None, now_ms(), offset == 0, columns)
 
 
 def _read_to_newline(handle) -> bytes:

@@ -19,7 +19,10 @@ knowing what was already processed):
 - holds the watermark at the oldest unread arrival time; idle, caught-up shards
   advance it to now;
 - with ``idle_stop_s=N`` ends once every shard is caught up and idle for N
-  seconds (a replay that finishes; tests and backfills).
+  seconds (a replay that finishes; tests and backfills);
+- de-aggregates KPL aggregated records (``kpl.py``): each user record is one
+  record at position ``kinesis://STREAM/SHARD@SEQUENCE:SUBSEQUENCE``; a corrupt
+  aggregate (bad MD5 or protobuf) is one dead letter with its raw bytes.
 
 One reader core (``KinesisPoller``) serves both streaming forms through
 ``ReadFromPoller``.
@@ -38,6 +41,7 @@ from typing import Any
 import apache_beam as beam
 
 from beam_rtbf.records import RawBatch, now_ms, parse_time_ms
+from beam_rtbf.sources import kpl
 from beam_rtbf.sources.base import Poller, PollResult, Source
 from beam_rtbf.sources.spec import SourceSpec
 
@@ -217,7 +221,7 @@ class KinesisPoller(Poller):
             shard.failures = 0
             records = reply.get("Records", [])
             if records:
-                elements.append(self._batch(shard, records))
+                elements.extend(self._batch(shard, records))
             shard.caught_up = not records and reply.get("MillisBehindLatest", 1) == 0
             shard.iterator = reply.get("NextShardIterator")
             if shard.iterator is None:
@@ -242,25 +246,37 @@ class KinesisPoller(Poller):
         shard.retry_at = time.monotonic() + delay
         _LOGGER.warning("kinesis %s/%s: %s; backing off %.2fs", self.stream, shard.shard_id, why, delay)
 
-    def _batch(self, shard: _Shard, records: list[dict]) -> tuple[RawBatch, int]:
-        lines, positions, arrivals = [], [], []
+    def _batch(self, shard: _Shard, records: list[dict]) -> list[tuple[RawBatch, int]]:
+        """One RawBatch of the shard's records (KPL aggregates de-aggregated, one user record
+        per line, position ``...@SEQUENCE:SUBSEQUENCE``), plus one per corrupt aggregate,
+        whose ``error`` makes it a dead letter."""
+        source = f"kinesis://{self.stream}/{shard.shard_id}"
+        lines, positions, arrivals, corrupt = [], [], [], []
         for record in records:
-            data = record["Data"].replace(b"\r", b" ").replace(b"\n", b" ")  # one record per line
-            lines.append(data)
-            positions.append(f"kinesis://{self.stream}/{shard.shard_id}@{record['SequenceNumber']}")
             stamp = record.get("ApproximateArrivalTimestamp")
-            arrivals.append(int(stamp.timestamp() * 1000) if stamp is not None else now_ms())
+            arrival = int(stamp.timestamp() * 1000) if stamp is not None else now_ms()
+            arrivals.append(arrival)
+            position = f"{source}@{record['SequenceNumber']}"
+            data = record["Data"]
+            if not kpl.is_aggregated(data):
+                lines.append(data.replace(b"\r", b" ").replace(b"\n", b" "))  # one record per line
+                positions.append(position)
+                continue
+            try:
+                user_records = kpl.deaggregate(data)
+            except kpl.KplError as exc:
+                corrupt.append((RawBatch(source, "jsonl", data, 0, (position,), arrival, error=str(exc)), arrival))
+                continue
+            for sub, user_record in enumerate(user_records):
+                lines.append(user_record.data.replace(b"\r", b" ").replace(b"\n", b" "))
+                positions.append(f"{position}:{sub}")
         shard.last_seq = records[-1]["SequenceNumber"]
         shard.last_arrival_ms = max(arrivals)
-        raw = RawBatch(
-            f"kinesis://{self.stream}/{shard.shard_id}",
-            "jsonl",
-            b"\n".join(lines) + b"\n",
-            0,
-            tuple(positions),
-            max(arrivals),
-        )
-        return raw, min(arrivals)
+        out = corrupt
+        if lines:
+            raw = RawBatch(source, "jsonl", b"\n".join(lines) + b"\n", 0, tuple(positions), max(arrivals))
+            out = [(raw, min(arrivals)), *corrupt]
+        return out
 
     def _watermark(self) -> int:
         active = [s for s in self._shards.values() if self._readable(s)]

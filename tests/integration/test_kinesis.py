@@ -224,3 +224,34 @@ def test_splittable_dofn_form_reads_everything_on_the_fn_api_runner(kinesis):
             | beam.FlatMap(lambda raw: [json.loads(line)["event_id"] for line in raw.data.splitlines()])
         )
         assert_that(ids, equal_to([f"e{i}" for i in range(150)]))
+
+
+def test_kpl_aggregated_record_becomes_one_session_per_user_record(kinesis):
+    """100 user records put as one KPL aggregate, then a corrupt aggregate: 100 sessions and one dead letter."""
+    from beam_rtbf.parse.sessions import parse_session_chunk
+    from beam_rtbf.sources.kpl import aggregate
+    from tests.adversarial import kpl_bad_md5
+
+    _create(kinesis.endpoint, "kpl", 1)
+    client = kinesis_client("us-east-1", kinesis.endpoint)
+    users = [(f"k{i}", json.dumps({"user_id": f"u{i}", "event_id": f"e{i}"}).encode()) for i in range(100)]
+    good = client.put_record(StreamName="kpl", Data=aggregate(users), PartitionKey="agg")
+    bad = client.put_record(StreamName="kpl", Data=kpl_bad_md5(), PartitionKey="agg")
+    poller = KinesisPoller("kpl", "us-east-1", kinesis.endpoint)
+    poller.open()
+    raws = []
+    deadline = time.monotonic() + 20
+    while len(raws) < 2 and time.monotonic() < deadline:
+        raws += [raw for raw, _ in poller.poll().elements]
+        time.sleep(0.02)
+    poller.close()
+    parsed = [parse_session_chunk(raw) for raw in raws]
+    sessions = [row for p in parsed for row in p.batch.to_pylist()]
+    dead = [d for p in parsed for d in p.dead_letters]
+    source = f"kinesis://kpl/{good['ShardId']}"
+    assert [s["event_id"] for s in sessions] == [f"e{i}" for i in range(100)]
+    assert list(raws[0].positions) == [f"{source}@{good['SequenceNumber']}:{i}" for i in range(100)]
+    assert [(d.reason, d.position) for d in dead] == [
+        ("bad KPL aggregate: MD5 checksum mismatch", f"{source}@{bad['SequenceNumber']}")
+    ]
+    assert sum(p.records_in for p in parsed) == 101

@@ -19,7 +19,7 @@ from beam_rtbf.cli import main
 from beam_rtbf.manifests.build import manifest_path
 from beam_rtbf.purge.receipts import receipt_path
 from beam_rtbf.registry import open_registry
-from tests.adversarial_ids import HOSTILE_REQUEST_IDS, SPELLINGS
+from tests.adversarial import HOSTILE_REQUEST_IDS, SPELLINGS
 
 pytestmark = [pytest.mark.slow]
 

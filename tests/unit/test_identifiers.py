@@ -10,7 +10,7 @@ import pytest
 from beam_rtbf.identifiers import canonical_array, canonical_id, canonical_ids
 from beam_rtbf.records import ErasureRequest
 from beam_rtbf.sinks.files import safe_file_name
-from tests.adversarial_ids import HOSTILE_REQUEST_IDS, SPELLINGS
+from tests.adversarial import HOSTILE_REQUEST_IDS, SPELLINGS
 
 TRICKY = [
     "u1",

@@ -10,6 +10,7 @@ from beam_rtbf.parse.requests import ParsedRequests, RequestSelector, parse_requ
 from beam_rtbf.records import ErasureRequest, RawBatch
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+ARRIVAL = T0 + 5_000  # the chunk's arrival time: requested_at of requests that carry none
 SHARED = RequestSelector(tag_field="type", tag_values=("gdpr.delete_user",))
 SHARED_NESTED = RequestSelector(tag_field="type", tag_values=("gdpr.delete_user",), payload_field="data")
 
@@ -27,7 +28,8 @@ def _offsets(lines: list[bytes], first_offset: int = 0) -> list[int]:
 
 
 def _parse(lines: list[bytes], selector=RequestSelector(), first_offset=0, **kw) -> ParsedRequests:
-    raw = RawBatch("req", "jsonl", b"".join(line + b"\n" for line in lines), first_offset, kw.pop("positions", None))
+    data = b"".join(line + b"\n" for line in lines)
+    raw = RawBatch("req", "jsonl", data, first_offset, kw.pop("positions", None), kw.pop("arrival_ms", ARRIVAL))
     parsed = parse_request_chunk(raw, selector, **kw)
     assert parsed.records_in == len(parsed.requests) + parsed.ignored + len(parsed.dead_letters)
     assert all(d.stream == "requests" and d.source == "req" for d in parsed.dead_letters)
@@ -67,7 +69,7 @@ def test_dedicated_stream_bad_records_are_dead_lettered_with_reasons():
     lines.insert(5, b"   ")
     parsed = _parse(lines, first_offset=50)
     off = _offsets(lines, 50)
-    assert parsed.requests == [ErasureRequest("ok", "u", 1)]
+    assert parsed.requests == [ErasureRequest("ok", "u", 1), ErasureRequest("r6", "u", ARRIVAL)]
     assert (parsed.records_in, parsed.ignored) == (11, 0)
     assert [(d.position, d.reason, d.raw) for d in parsed.dead_letters] == [
         (f"req@{off[1]}", "missing subject_id", lines[1]),
@@ -77,7 +79,6 @@ def test_dedicated_stream_bad_records_are_dead_lettered_with_reasons():
         (f"req@{off[7]}", "unsupported kind 'export' (expected one of ('erase',))", lines[7]),
         (f"req@{off[8]}", "missing request_id", lines[8]),
         (f"req@{off[9]}", "bad UTF-8 at byte 16", lines[9]),
-        (f"req@{off[10]}", "missing requested_at", lines[10]),
         (f"req@{off[11]}", "bad time 'last week': not RFC 3339 or epoch millis", lines[11]),
         (f"req@{off[12]}", "aliases must be non-empty strings", lines[12]),
     ]
@@ -96,10 +97,9 @@ def test_shared_stream_other_event_types_are_ignored_not_dead_lettered():
     )
     parsed = _parse(lines, SHARED)
     off = _offsets(lines)
-    assert parsed.requests == [ErasureRequest("r1", "u1", 1000)]
+    assert parsed.requests == [ErasureRequest("r1", "u1", 1000), ErasureRequest("r2", "u2", ARRIVAL)]
     assert parsed.ignored == 5
     assert [(d.position, d.reason) for d in parsed.dead_letters] == [
-        (f"req@{off[6]}", "missing requested_at"),
         (f"req@{off[7]}", "malformed JSON: Expecting value at column 1"),
     ]
     assert parsed.records_in == 8
@@ -196,8 +196,8 @@ def test_requests_from_lines_raises_on_any_bad_line():
     assert requests_from_lines(['{"request_id":"a","subject_id":"s","requested_at":1}']) == [
         ErasureRequest("a", "s", 1)
     ]
-    with pytest.raises(ValueError, match="^missing requested_at; malformed JSON"):
-        requests_from_lines(['{"request_id":"a","subject_id":"s"}', "{x"])
+    with pytest.raises(ValueError, match="^missing subject_id; malformed JSON"):
+        requests_from_lines(['{"request_id":"a"}', "{x"])
 
 
 def test_infinite_requested_at_is_a_dead_letter_not_a_crash():

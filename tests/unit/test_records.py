@@ -159,8 +159,6 @@ def test_from_dict_ignores_empty_email_and_device_id():
             {"request_id": "r1", "subject_id": "u1", "requested_at": 0, "kind": "rectify"},
             "unsupported kind 'rectify' (expected one of ('erase',))",
         ),
-        ({"request_id": "r1", "subject_id": "u1"}, "missing requested_at"),
-        ({"request_id": "r1", "subject_id": "u1", "requested_at": None}, "missing requested_at"),
         (
             {"request_id": "r1", "subject_id": "u1", "requested_at": "soon"},
             "bad time 'soon': not RFC 3339 or epoch millis",
