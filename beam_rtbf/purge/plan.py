@@ -60,7 +60,7 @@ def plan_purge(
     archive_records = 0
     for path in index_files(archive_dir):
         table = read_parquet(path, ["user_id", "id_kind", "path", "records"])
-        indexed.update(pc.unique(table.column("path")).to_pylist())
+        indexed.update(resolve(archive_dir, p) for p in pc.unique(table.column("path")).to_pylist())
         is_user = pc.equal(table.column("id_kind"), "user_id")
         archive_records += pc.sum(pc.if_else(is_user, table.column("records"), 0)).as_py() or 0
         found = table.filter(pc.is_in(table.column("user_id"), value_set=ids))

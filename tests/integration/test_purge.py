@@ -192,7 +192,8 @@ def test_unreadable_archive_file_is_an_error_and_keeps_the_request_open(setup, c
     assert target.read_bytes() == b"this is not parquet"  # left alone
     receipt = read_receipt(setup.out, "req-a")
     assert receipt["status"] == "incomplete"
-    bad = [loc for loc in receipt["locations"] if loc.get("path") == str(target)]
+    stored = str(target.relative_to(setup.out / "archive"))  # receipts name files relative to their root
+    bad = [loc for loc in receipt["locations"] if loc.get("path") == stored]
     assert bad and "not a readable Parquet file" in bad[0]["verification"]
     assert _timeline(setup.registry, "req-a")[-1] == "purge_incomplete"
     assert main(["status", f"--registry={setup.registry}"]) == 0

@@ -19,7 +19,7 @@ import pytest
 
 from beam_rtbf.purge import pipeline as purge_pipeline
 from beam_rtbf.registry import open_registry
-from tests.helpers.purge_setup import FORGOTTEN, build, files_mentioning, read_receipt
+from tests.helpers.purge_setup import FORGOTTEN, build, files_mentioning, manifest, read_receipt
 
 pytestmark = [pytest.mark.slow]
 
@@ -122,7 +122,7 @@ def test_verification_does_not_trust_the_plan(setup, monkeypatch, capsys):
         {"path": str(unindexed), "kind": "archive", "records": 4, "matched_by": {"field": 4}}
     ]
     assert _last_status(setup.registry, "req-b") == "purge_incomplete"
-    assert json.loads((setup.out / "manifests" / "req-b.json").read_text())["subject_ids"] == ["bob"]
+    assert manifest(setup.out, "req-b")["subject_ids"] == ["bob"]
     for request_id in ("req-a", "req-c"):
         assert read_receipt(setup.out, request_id)["status"] == "verified"
 

@@ -8,12 +8,13 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import apache_beam as beam
 import pytest
 
 from beam_rtbf.cli import main
-from beam_rtbf.manifests.build import WriteManifests
+from beam_rtbf.manifests.build import WriteManifests, manifest_path
 from beam_rtbf.pipeline import run
 from beam_rtbf.records import ErasureRequest, parse_time_ms
 from beam_rtbf.registry import open_registry
@@ -217,12 +218,12 @@ def test_a_manifest_written_while_redis_is_down_still_records_its_suppressed_ste
         restart.start()
         _write_manifest(out, server.url, first, retry_s=60)
         restart.join()
-        assert (out / "manifests" / "req-1.json").exists()
+        assert Path(manifest_path(str(out / "manifests"), "req-1")).exists()
         # Down longer than the bound: the bundle fails before its manifest is written...
         server.stop(kill=True)
         with pytest.raises(Exception, match="unreachable"):
             _write_manifest(out, server.url, second, retry_s=1)
-        assert not (out / "manifests" / "req-2.json").exists()
+        assert not Path(manifest_path(str(out / "manifests"), "req-2")).exists()
         # ...and its retry, once Redis is back, writes it and records the step.
         server.start()
         _write_manifest(out, server.url, second, retry_s=60)
@@ -230,6 +231,6 @@ def test_a_manifest_written_while_redis_is_down_still_records_its_suppressed_ste
         with open_registry(server.url) as registry:
             timelines = {rid: [e.status for e in registry.timeline(rid)] for rid in ("req-1", "req-2")}
         assert timelines == {"req-1": ["received", "suppressed"], "req-2": ["received", "suppressed"]}
-        assert (out / "manifests" / "req-2.json").exists()
+        assert Path(manifest_path(str(out / "manifests"), "req-2")).exists()
     finally:
         server.stop()

@@ -143,7 +143,8 @@ def _read_output(out: Path) -> dict:
         "archive_records": sum(events.values()),
         "events": events,
         "index_records": index_records,
-        "index_paths_missing": sorted(p for p in index_paths if not os.path.exists(p)),
+        # Index rows name files relative to the archive root.
+        "index_paths_missing": sorted(p for p in index_paths if not (out / "archive" / p).is_file()),
         "analytics_sessions": analytics_sessions,
         "dead_letters": dead,
         "summary": summary,
