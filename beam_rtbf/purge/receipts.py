@@ -80,6 +80,20 @@ def receipt_status(
     return "verified"
 
 
+def _relative_paths(verification: dict | None, roots: Mapping[str, str]) -> dict | None:
+    """The scan's findings with paths relative to their root (dead letters: deadletter/, else archive/)."""
+    if not verification:
+        return verification
+    out = dict(verification)
+    for key in ("found_in", "unreadable"):
+        entries = []
+        for entry in verification.get(key) or []:
+            root = roots.get("deadletter" if entry.get("kind") == "deadletter" else "archive", "")
+            entries.append({**entry, "path": relative_to(root, entry["path"])} if root and "path" in entry else entry)
+        out[key] = entries
+    return out
+
+
 def verification_problem(verification: dict) -> str:
     """Why the independent scan did not pass, in words for the registry timeline ("" if it passed)."""
     if verification.get("passed"):
@@ -143,6 +157,6 @@ def build_receipt(
             for kind in ("archive_partition", "index", "deadletter")
         },
         "locations": locations,
-        "verification": verification,
+        "verification": _relative_paths(verification, roots or {}),
         "completed_at": at if status == "verified" else None,
     }
