@@ -414,9 +414,9 @@ def parse_session_chunk(raw: RawBatch, max_record_bytes: int = DEFAULT_MAX_RECOR
     if raw.fmt not in ("jsonl", "csv", "tsv"):
         raise ValueError(f"unknown session format {raw.fmt!r}")
     if raw.error is not None:
-        return ParsedChunk(
-            _empty_batch(), [DeadLetter("sessions", raw.source, record_position(raw, 0, 0), raw.error, raw.data)], 1
-        )
+        columns = raw.columns if raw.fmt != "jsonl" else None
+        letter = DeadLetter("sessions", raw.source, record_position(raw, 0, 0), raw.error, raw.data, columns)
+        return ParsedChunk(_empty_batch(), [letter], 1)
     data = raw.data
     starts, ends = line_bounds(data)
     first_line = 0
@@ -457,6 +457,8 @@ def parse_session_chunk(raw: RawBatch, max_record_bytes: int = DEFAULT_MAX_RECOR
         else _empty_batch()
     )
     dead = [letter for p in pieces for letter in p.dead_letters]
+    if raw.fmt != "jsonl" and raw.columns is not None:  # the purge must read the line by its header's names
+        dead = [dataclasses.replace(letter, columns=raw.columns) for letter in dead]
     return ParsedChunk(batch, dead, sum(p.records_in for p in pieces))
 
 
