@@ -125,3 +125,33 @@ def test_run_killed_while_publishing_then_moved_publishes_into_the_new_place(tmp
     assert summary["clean"] == 40
     assert _archived_users(moved) == sorted(f"u{k % 7}" for k in range(40))
     assert not first.exists()
+
+
+def test_erasure_api_url_credentials_reach_no_file_and_no_output(tmp_path, monkeypatch, capsys):
+    """A password in the URL's user part and a token in its query were written verbatim into the
+    receipt, the audit log and the API dead letter (the location ``api:<url>``)."""
+    monkeypatch.setenv("RTBF_ERASURE_API_TOKEN", "bearer-not-in-files")
+    sessions = tmp_path / "s.jsonl"
+    sessions.write_text(json.dumps({"user_id": "u1", "event_time": T0, "action": "a"}) + "\n")
+    out = tmp_path / "out"
+    assert _run(sessions, out) == 0
+    assert main(["forget", "u1", "--output", str(out), "--request-id", "r1"]) == 0
+    url = "http://apiuser:hunter8pw@127.0.0.1:9/erase?token=hunter9tok&api_key=hunter10"  # port 9: refused
+    code = main(["purge", f"--output={out}", *GUARD, f"--erasure_api_url={url}", "--erasure_api_max_attempts=1"])
+    assert code == 1  # the API call failed: the request stays open
+    printed = capsys.readouterr()
+    texts = [printed.out, printed.err] + [
+        p.read_bytes().decode("utf-8", "replace") for p in out.rglob("*") if p.is_file() and p.suffix != ".parquet"
+    ]
+    leaks = [
+        secret for secret in ("hunter8pw", "hunter9tok", "hunter10", "bearer-not-in-files") if secret in "".join(texts)
+    ]
+    assert leaks == []
+    letters = [
+        json.loads(line)
+        for p in (out / "deadletter" / "erasure_api").glob("*.jsonl")
+        for line in p.read_text().splitlines()
+    ]
+    assert [letter["location"] for letter in letters] == [
+        "api:http://apiuser:***@127.0.0.1:9/erase?token=***&api_key=***"
+    ]
