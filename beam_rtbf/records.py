@@ -224,6 +224,13 @@ class ErasureRequest:
 
     def __post_init__(self) -> None:
         # Every request, however it arrives (stream, forget, registry), names its subjects canonically.
+        for identifier in (self.subject_id, *self.aliases):
+            try:
+                identifier.encode("utf-8")
+            except UnicodeEncodeError as exc:  # a lone surrogate (a \ud800 escape, undecodable argv bytes)
+                raise ValueError(
+                    f"subject id or alias is not valid text (lone surrogate at index {exc.start})"
+                ) from exc
         subject_id = canonical_id(self.subject_id)
         object.__setattr__(self, "subject_id", subject_id)
         object.__setattr__(self, "aliases", tuple(a for a in canonical_ids(self.aliases) if a != subject_id))

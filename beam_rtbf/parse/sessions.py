@@ -233,6 +233,11 @@ def _parse_line(raw: RawBatch, line: bytes) -> dict[str, Any]:
                 value = str(value)
             else:
                 raise ValueError(f"{name} is not a string")
+        if value is not None and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:  # a lone surrogate escape (\ud800): not text, and Arrow refuses it
+                raise ValueError(f"{name} has a lone surrogate at index {exc.start}") from exc
         row[name] = value
     secs = obj.get("secs_elapsed")
     if secs is not None:

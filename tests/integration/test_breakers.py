@@ -155,3 +155,37 @@ def test_erasure_api_url_credentials_reach_no_file_and_no_output(tmp_path, monke
     assert [letter["location"] for letter in letters] == [
         "api:http://apiuser:***@127.0.0.1:9/erase?token=***&api_key=***"
     ]
+
+
+def test_lone_surrogate_escapes_are_dead_letters_not_a_crashed_run(tmp_path, capsys):
+    """``"\\ud800"`` is valid JSON but not text: one such user id, subject id or alias crashed the
+    whole run (Arrow and the registry refuse to encode it) instead of becoming a dead letter."""
+    sessions = tmp_path / "s.jsonl"
+    sessions.write_text(
+        '{"user_id":"\\ud800","event_time":1767225600000}\n'
+        '{"user_id":"ok","event_time":1767225600000,"email":"a\\udc00@ex.com"}\n'
+        '{"user_id":"fine","event_time":1767225600000}\n'
+    )
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(
+        '{"request_id":"q1","subject_id":"\\ud800"}\n'
+        '{"request_id":"q2","subject_id":"someone","aliases":["\\udc00"]}\n'
+        '{"request_id":"q3","subject_id":"other"}\n'
+    )
+    out = tmp_path / "out"
+    assert main(["run", f"--sessions=file://{sessions}", f"--requests=file://{requests}", f"--output={out}"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    got = {
+        k: summary[k] for k in ("sessions_in", "clean", "dead_lettered", "requests_accepted", "requests_dead_lettered")
+    }
+    assert got == {
+        "sessions_in": 3,
+        "clean": 1,
+        "dead_lettered": 2,
+        "requests_accepted": 1,
+        "requests_dead_lettered": 2,
+    }
+    assert _archived_users(out) == ["fine"]
+    capsys.readouterr()
+    assert main(["forget", "ab\udcff", "--output", str(out)]) == 2  # undecodable argv bytes
+    assert "lone surrogate" in capsys.readouterr().err
