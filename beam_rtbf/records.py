@@ -175,23 +175,26 @@ class DeadLetter:
     position: str
     reason: str
     raw: bytes
+    # The CSV/TSV column names of the file's header, when it had one: the purge then finds
+    # the record's identifier fields by name (without it, a CSV line is read in the Airbnb layout).
+    columns: tuple[str, ...] | None = None
 
     def to_json(self) -> str:
         try:
             raw_text, raw_b64 = self.raw.decode("utf-8"), None
         except UnicodeDecodeError:
             raw_text, raw_b64 = None, base64.b64encode(self.raw).decode("ascii")
-        return json.dumps(
-            {
-                "stream": self.stream,
-                "source": self.source,
-                "position": self.position,
-                "reason": self.reason,
-                "raw": raw_text,
-                "raw_base64": raw_b64,
-            },
-            sort_keys=True,
-        )
+        envelope = {
+            "stream": self.stream,
+            "source": self.source,
+            "position": self.position,
+            "reason": self.reason,
+            "raw": raw_text,
+            "raw_base64": raw_b64,
+        }
+        if self.columns is not None:
+            envelope["columns"] = list(self.columns)
+        return json.dumps(envelope, sort_keys=True)
 
 
 MAX_REQUEST_ID_CHARS = 128
@@ -221,6 +224,13 @@ class ErasureRequest:
 
     def __post_init__(self) -> None:
         # Every request, however it arrives (stream, forget, registry), names its subjects canonically.
+        for identifier in (self.subject_id, *self.aliases):
+            try:
+                identifier.encode("utf-8")
+            except UnicodeEncodeError as exc:  # a lone surrogate (a \ud800 escape, undecodable argv bytes)
+                raise ValueError(
+                    f"subject id or alias is not valid text (lone surrogate at index {exc.start})"
+                ) from exc
         subject_id = canonical_id(self.subject_id)
         object.__setattr__(self, "subject_id", subject_id)
         object.__setattr__(self, "aliases", tuple(a for a in canonical_ids(self.aliases) if a != subject_id))

@@ -233,6 +233,11 @@ def _parse_line(raw: RawBatch, line: bytes) -> dict[str, Any]:
                 value = str(value)
             else:
                 raise ValueError(f"{name} is not a string")
+        if value is not None and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:  # a lone surrogate escape (\ud800): not text, and Arrow refuses it
+                raise ValueError(f"{name} has a lone surrogate at index {exc.start}") from exc
         row[name] = value
     secs = obj.get("secs_elapsed")
     if secs is not None:
@@ -414,9 +419,9 @@ def parse_session_chunk(raw: RawBatch, max_record_bytes: int = DEFAULT_MAX_RECOR
     if raw.fmt not in ("jsonl", "csv", "tsv"):
         raise ValueError(f"unknown session format {raw.fmt!r}")
     if raw.error is not None:
-        return ParsedChunk(
-            _empty_batch(), [DeadLetter("sessions", raw.source, record_position(raw, 0, 0), raw.error, raw.data)], 1
-        )
+        columns = raw.columns if raw.fmt != "jsonl" else None
+        letter = DeadLetter("sessions", raw.source, record_position(raw, 0, 0), raw.error, raw.data, columns)
+        return ParsedChunk(_empty_batch(), [letter], 1)
     data = raw.data
     starts, ends = line_bounds(data)
     first_line = 0
@@ -457,6 +462,8 @@ def parse_session_chunk(raw: RawBatch, max_record_bytes: int = DEFAULT_MAX_RECOR
         else _empty_batch()
     )
     dead = [letter for p in pieces for letter in p.dead_letters]
+    if raw.fmt != "jsonl" and raw.columns is not None:  # the purge must read the line by its header's names
+        dead = [dataclasses.replace(letter, columns=raw.columns) for letter in dead]
     return ParsedChunk(batch, dead, sum(p.records_in for p in pieces))
 
 

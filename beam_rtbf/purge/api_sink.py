@@ -36,7 +36,7 @@ from apache_beam.metrics import Metrics
 
 from beam_rtbf import metrics as rtbf_metrics
 from beam_rtbf.records import iso_ms, now_ms
-from beam_rtbf.redact import redact_literals
+from beam_rtbf.redact import mask_secrets, redact_literals
 
 __all__ = ["ApiOutcome", "CallErasureApi", "ErasureApiClient", "RateLimiter", "check_api_url", "idempotency_key"]
 
@@ -234,7 +234,7 @@ class _CallApiFn(beam.DoFn):
         self._rate = rate_per_s
         self._attempts = max_attempts
         self._client_kwargs = client_kwargs
-        self._location = f"api:{url}"
+        self._location = f"api:{mask_secrets(url)}"  # receipts, audit and dead letters: no credentials
         self._done = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.API_DONE)
         self._failed = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.API_FAILED)
         self._retries = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.API_RETRIES)

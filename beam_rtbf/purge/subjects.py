@@ -62,11 +62,20 @@ def dead_letter_record(line: bytes) -> tuple[list[str] | None, str]:
             raw_text = raw.decode("utf-8")
         except UnicodeDecodeError:
             return None, raw.decode("utf-8", "replace")
-    return _record_identifiers(str(raw_text or "")), str(raw_text or "")
+    columns = envelope.get("columns")
+    if not (isinstance(columns, list) and columns and all(isinstance(c, str) for c in columns)):
+        columns = None
+    return _record_identifiers(str(raw_text or ""), columns), str(raw_text or "")
 
 
-def _record_identifiers(text: str) -> list[str] | None:
-    """Identifier values of a raw record, or None if it is neither a JSON object nor an Airbnb line."""
+_CSV_ID_COLUMNS = ("user_id", "email", "device_id")
+
+
+def _record_identifiers(text: str, columns: Sequence[str] | None = None) -> list[str] | None:
+    """Identifier values of a raw record, or None if it is neither a JSON object nor a CSV/TSV line.
+
+    A CSV/TSV line is read by ``columns`` (its file's header, kept in the dead letter)
+    or, without them, in the Airbnb layout (user id first)."""
     stripped = text.strip()
     if not stripped:
         return None
@@ -86,9 +95,10 @@ def _record_identifiers(text: str) -> list[str] | None:
         fields = next(csv.reader([stripped], delimiter=delimiter, strict=True))
     except (csv.Error, StopIteration):
         return None
-    if len(fields) != len(AIRBNB_COLUMNS):  # not the layout: the parser called it malformed too
+    layout = tuple(columns) if columns is not None else AIRBNB_COLUMNS
+    if len(fields) != len(layout):  # not the layout: the parser called it malformed too
         return None
-    return [fields[0]]
+    return [value for name, value in zip(layout, fields) if name in _CSV_ID_COLUMNS]
 
 
 def _field_values(value: object) -> list[str]:
@@ -130,13 +140,17 @@ class SubjectIdentifiers:
         return found
 
     def in_text(self, text: str) -> set[str]:
-        """Whole-identifier tokens in raw text ('u1' does not match inside 'u10')."""
-        normal = unicodedata.normalize("NFC", ZERO_WIDTH_RE.sub("", text))
+        """Whole-identifier tokens in raw text ('u1' does not match inside 'u10').
+
+        The text is searched as it is and with JSON ``\\uXXXX`` escapes decoded: a cut-off
+        JSON line from an ASCII-only encoder spells ``josé`` as ``jos\\u00e9``."""
         found: set[str] = set()
-        if self._plain is not None:
-            found.update(self._plain.findall(normal))
-        if self._emails is not None:
-            found.update(self._emails.findall(normal.casefold()))
+        for variant in dict.fromkeys((text, _json_unescaped(text))):
+            normal = unicodedata.normalize("NFC", ZERO_WIDTH_RE.sub("", variant))
+            if self._plain is not None:
+                found.update(self._plain.findall(normal))
+            if self._emails is not None:
+                found.update(self._emails.findall(normal.casefold()))
         return found
 
     def in_dead_letter(self, line: bytes) -> tuple[set[str], str]:
@@ -148,6 +162,23 @@ class SubjectIdentifiers:
 
     def requests_for(self, identifiers: Iterable[str]) -> set[str]:
         return {r for i in identifiers for r in self.requests_of.get(i, ())}
+
+
+_JSON_ESCAPES_RE = re.compile(r"(?:\\u[0-9a-fA-F]{4})+")
+
+
+def _json_unescaped(text: str) -> str:
+    """``text`` with runs of JSON ``\\uXXXX`` escapes decoded (surrogate pairs joined)."""
+    if "\\u" not in text:
+        return text
+
+    def decode(match: re.Match[str]) -> str:
+        units = match.group(0)
+        return (
+            units.encode("ascii").decode("unicode_escape").encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        )
+
+    return _JSON_ESCAPES_RE.sub(decode, text)
 
 
 def _token_pattern(ids: Sequence[str]) -> re.Pattern[str] | None:

@@ -159,6 +159,19 @@ class RunLedger:
                 return record
         return None
 
+    def _stored_root(self, root: str) -> str:
+        """A root as a run record keeps it: relative to the output when inside it (the output may move)."""
+        prefix = self.output.rstrip("/") + "/"
+        return root[len(prefix) :] if root.startswith(prefix) else root
+
+    def _record_roots(self, record: RunRecord) -> dict[str, str]:
+        """A record's roots, resolved against the output as it is now (older records hold full paths)."""
+        roots = record.get("roots") or self.roots
+        return {
+            kind: root if root.startswith("/") or "://" in root else join(self.output, root)
+            for kind, root in roots.items()
+        }
+
     # -- the protocol ----------------------------------------------------------------------
 
     def recover(self) -> dict[str, list[str]]:
@@ -213,7 +226,7 @@ class RunLedger:
             "fingerprint": input_fingerprint(inputs),
             "inputs": list(inputs),
             "append": append,
-            "roots": self.roots,
+            "roots": {kind: self._stored_root(root) for kind, root in self.roots.items()},
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "started_at": _now_iso(),
@@ -238,7 +251,7 @@ class RunLedger:
         """Rename every staged file to its place; a file already moved is skipped. Returns files moved."""
         moved = 0
         for kind in STAGED_KINDS:
-            root = record.get("roots", {}).get(kind)
+            root = self._record_roots(record).get(kind)
             if not root:
                 continue
             staging = staging_dir(root, record["run_id"])
@@ -267,7 +280,7 @@ class RunLedger:
 
     def _drop_staging(self, record: RunRecord) -> None:
         run_id = record["run_id"]
-        for root in (record.get("roots") or self.roots).values():
+        for root in self._record_roots(record).values():
             if not is_object_store(root):
                 self._delete_tree(staging_dir(root, run_id))
                 continue
