@@ -47,6 +47,7 @@ def locations(options: PipelineOptions) -> Locations:
 
 DEFAULT_SESSIONS = "synthetic://sessions?users=100000&sessions=1000000&seed=1&bad_rate=0.0001"
 DEFAULT_REQUESTS = "synthetic://requests?users=100000&requests=1000&seed=1"
+NO_REQUESTS = "synthetic://requests?users=1&requests=0"  # an empty bounded requests input
 
 
 class RtbfOptions(PipelineOptions):
@@ -61,8 +62,10 @@ class RtbfOptions(PipelineOptions):
         )
         group.add_argument(
             "--requests",
-            default=DEFAULT_REQUESTS,
-            help="Erasure-requests source URI (a dedicated stream, or a shared event stream with --request_tag_field)",
+            default=None,
+            help="Erasure-requests source URI (a dedicated stream, or a shared event stream with --request_tag_field); "
+            "default: generated requests with the generated default sessions, none with any other --sessions "
+            "(made-up requests must never reach a real registry)",
         )
         group.add_argument(
             "--output",
@@ -205,13 +208,15 @@ def _absolute(path: str) -> str:
 
 
 def resolve_paths(options: PipelineOptions) -> None:
-    """Make every local location absolute and fill in the state dir and default registry, in place.
+    """Make every local location absolute, fill in the state dir, default registry and requests, in place.
 
     Nothing then depends on the working directory: not the workers', not a later purge's.
     Stored paths (index, manifests, receipts) are relative to these roots, so the output
     folder can also be moved.
     """
     opts = options.view_as(RtbfOptions)
+    if opts.requests is None:
+        opts.requests = DEFAULT_REQUESTS if opts.sessions == DEFAULT_SESSIONS else NO_REQUESTS
     if _is_local(opts.output):
         opts.output = _absolute(opts.output)
     for kind in LOCATION_KINDS:

@@ -212,3 +212,14 @@ def test_one_canonical_identifier_form_at_filter_index_and_purge(tmp_path, spell
     text = _every_file_text(out / "archive")
     assert f'"{canonical}"' not in text
     assert unicodedata.normalize("NFC", canonical) == canonical
+
+
+def test_real_sessions_without_requests_accept_no_made_up_requests(tmp_path):
+    """Generated requests come only with the generated default sessions, never into a real registry."""
+    sessions, _ = _history(tmp_path, ["u0000001", "u0000002"])
+    out = tmp_path / "out"
+    assert main(["run", f"--output={out}", f"--sessions={sessions}"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["requests_in"], summary["requests_accepted"], summary["clean"]) == (0, 0, 6)
+    with open_registry(f"embedded://{out / '_state' / 'registry.sqlite'}") as registry:
+        assert registry.size() == 0 and registry.requests() == []

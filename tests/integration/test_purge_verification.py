@@ -119,7 +119,12 @@ def test_verification_does_not_trust_the_plan(setup, monkeypatch, capsys):
     assert receipt["status"] == "incomplete" and receipt["completed_at"] is None
     assert receipt["verification"]["found"] == 4
     assert receipt["verification"]["found_in"] == [
-        {"path": str(unindexed), "kind": "archive", "records": 4, "matched_by": {"field": 4}}
+        {
+            "path": str(unindexed.relative_to(setup.out / "archive")),
+            "kind": "archive",
+            "records": 4,
+            "matched_by": {"field": 4},
+        }
     ]
     assert _last_status(setup.registry, "req-b") == "purge_incomplete"
     assert manifest(setup.out, "req-b")["subject_ids"] == ["bob"]
@@ -136,7 +141,14 @@ def test_a_file_the_purge_cannot_rewrite_keeps_the_request_open(setup, capsys):
     assert export.read_text() == "hand export\nsessions of bob, 2026-01-01\n"  # left alone, and said so
     checked = read_receipt(setup.out, "req-b")["verification"]
     assert (read_receipt(setup.out, "req-b")["status"], checked["found"]) == ("incomplete", 1)
-    assert checked["found_in"] == [{"path": str(export), "kind": "other", "records": 1, "matched_by": {"raw_token": 1}}]
+    assert checked["found_in"] == [
+        {
+            "path": str(export.relative_to(setup.out / "archive")),
+            "kind": "other",
+            "records": 1,
+            "matched_by": {"raw_token": 1},
+        }
+    ]
     assert checked["scanned"] == _on_disk(setup.out) and checked["scanned"]["other_files"] == 1
     assert [read_receipt(setup.out, r)["status"] for r in ("req-a", "req-c")] == ["verified", "verified"]
 
@@ -153,7 +165,10 @@ def test_corrupt_parquet_anywhere_under_the_archive_leaves_every_request_incompl
         receipt = read_receipt(setup.out, request_id)
         assert receipt["status"] == "incomplete"
         [bad] = receipt["verification"]["unreadable"]
-        assert (bad["path"], bad["kind"]) == (str(corrupt), "archive")
+        assert (bad["path"], bad["kind"]) == (
+            str(corrupt.relative_to(setup.out / "archive")),
+            "archive",
+        )  # relative to its root
         assert bad["reason"].startswith(f"{corrupt}: not a readable Parquet file")
         assert receipt["verification"]["found"] == 0 and receipt["verification"]["passed"] is False
         assert _last_status(setup.registry, request_id) == "purge_incomplete"
