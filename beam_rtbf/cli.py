@@ -392,11 +392,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         rows = sorted(registry.requests(), key=lambda a: a.request.deadline_ms)
         shown = 0
         for accepted in rows:
-            status = registry.timeline(accepted.request.request_id)[-1].status
+            steps = [e.status for e in registry.timeline(accepted.request.request_id)]
+            status = "verified" if "verified" in steps else steps[-1]  # a late step does not reopen it
             if status == "verified" and not args.all:
                 continue
             days_left = (accepted.request.deadline_ms - now) / 86_400_000
-            flag = f"OVERDUE by {-days_left:.1f} days" if days_left < 0 else f"{days_left:.1f} days left"
+            if status == "verified":
+                flag = "done"
+            else:
+                flag = f"OVERDUE by {-days_left:.1f} days" if days_left < 0 else f"{days_left:.1f} days left"
             print(
                 f"{accepted.request.request_id}\t{accepted.request.regulation}\t{status}\t"
                 f"deadline {iso_ms(accepted.request.deadline_ms)}\t{flag}"
