@@ -45,7 +45,7 @@ from beam_rtbf.redact import mask_secrets
 from beam_rtbf.registry import RegistryUnavailable, open_registry
 from beam_rtbf.registry.record import CONFLICT_TAG, RecordRequests
 from beam_rtbf.sinks.files import WriteDeadLetters, join, write_bytes_atomically
-from beam_rtbf.sinks.ledger import STAGED_KINDS, RunInProgress, RunLedger, input_fingerprint
+from beam_rtbf.sinks.ledger import RunInProgress, RunLedger, input_fingerprint
 from beam_rtbf.sources import Source, source_for
 
 if TYPE_CHECKING:
@@ -358,7 +358,7 @@ def run(argv: list[str] | None = None, stop: StopRequest | None = None) -> dict[
     ledger, record = None, None
     if committing:
         where = locations(opts)
-        ledger = RunLedger(opts.output, {kind: getattr(where, kind) for kind in STAGED_KINDS}, where.manifests)
+        ledger = RunLedger.for_locations(opts.output, where)
         try:
             ledger.recover()
         except RunInProgress as exc:

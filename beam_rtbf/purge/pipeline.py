@@ -40,7 +40,7 @@ from beam_rtbf.records import AcceptedRequest, iso_ms, now_ms
 from beam_rtbf.registry import open_registry
 from beam_rtbf.registry.base import RegistryUnavailable
 from beam_rtbf.sinks.files import join, json_lines, unique_part, write_bytes_atomically
-from beam_rtbf.sinks.ledger import STAGED_KINDS, RunInProgress, RunLedger
+from beam_rtbf.sinks.ledger import RunInProgress, RunLedger
 
 __all__ = ["PurgeOptions", "run_purge", "build_purge_pipeline"]
 
@@ -187,6 +187,7 @@ class _FinishRequestFn(beam.DoFn):
             checked,
         )
         receipt_path = receipt_path_for(self._receipts_dir, request_id)
+        receipt_name = receipt_path.rsplit("/", 1)[-1]  # stored relative to the receipts root
         write_bytes_atomically(receipt_path, json.dumps(receipt, indent=2, sort_keys=True).encode())
         removed = receipt["records_removed"]
         detail = (
@@ -197,7 +198,7 @@ class _FinishRequestFn(beam.DoFn):
         with open_registry(self._registry_url) as registry:
             if receipt["status"] == "verified":
                 registry.record_event(request_id, "purged", now_ms(), detail)
-                registry.record_event(request_id, "verified", now_ms(), f"receipt {receipt_path.rsplit('/', 1)[-1]}")
+                registry.record_event(request_id, "verified", now_ms(), f"receipt {receipt_name}")
             else:
                 reasons = {
                     loc.get("verification") or loc.get("reason") or ""
@@ -207,7 +208,7 @@ class _FinishRequestFn(beam.DoFn):
                 why = "; ".join([p for p in [verification_problem(checked)] if p] + sorted(reasons - {""}))
                 registry.record_event(request_id, f"purge_{receipt['status']}", now_ms(), why[:500])
         if receipt["status"] == "verified":
-            redact_manifest(manifest.path, self._hasher, receipt_path.rsplit("/", 1)[-1], self._purge_versions)
+            redact_manifest(manifest.path, self._hasher, receipt_name, self._purge_versions)
         for location in receipt["locations"]:
             yield {
                 "at": at,
@@ -229,7 +230,7 @@ class _FinishRequestFn(beam.DoFn):
             "subject_hash": receipt["subject_hash"],
             "event": "receipt",
             "status": receipt["status"],
-            "receipt": receipt_path.rsplit("/", 1)[-1],  # relative to the receipts root
+            "receipt": receipt_name,
         }
 
 
@@ -412,8 +413,7 @@ def run_purge(argv: list[str] | None = None) -> dict[str, Any]:
     where, registry_url = _locations_and_registry(options)
     # A bounded run still writing into this output would publish files after this purge verified:
     # refuse; a dead run's staged files are removed (a killed publish is finished) before planning.
-    rtbf = options.view_as(RtbfOptions)
-    ledger = RunLedger(rtbf.output, {kind: getattr(where, kind) for kind in STAGED_KINDS}, where.manifests)
+    ledger = RunLedger.for_locations(options.view_as(RtbfOptions).output, where)
     try:
         ledger.recover()
     except RunInProgress as exc:

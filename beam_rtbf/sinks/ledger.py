@@ -130,6 +130,11 @@ class RunLedger:
         self.directory = join(output, RUNS_DIR)
         self.manifests = manifests  # written in place (once per request); a killed run may leave a temporary
 
+    @classmethod
+    def for_locations(cls, output: str, where: Any) -> RunLedger:
+        """The ledger of ``output`` whose staged roots and manifests are ``where``'s (``options.Locations``)."""
+        return cls(output, {kind: getattr(where, kind) for kind in STAGED_KINDS}, where.manifests)
+
     # -- records -------------------------------------------------------------------------
 
     def _record_path(self, run_id: str) -> str:
