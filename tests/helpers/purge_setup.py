@@ -30,6 +30,7 @@ FORGOTTEN = {
     "req-b": ("bob",),
     "req-c": ("carol", "dev-carol-1"),  # a device id alias
 }
+ALL_IDS = sorted({i for ids in FORGOTTEN.values() for i in ids})  # every identifier of every request
 # A guest session that carries only Alice's email: the alias must find it.
 GUEST_WITH_ALIAS = "guest-77"
 

@@ -17,6 +17,7 @@ from beam_rtbf.purge.hashing import SubjectHasher
 from beam_rtbf.registry import open_registry
 from beam_rtbf.testing.erasure_api import ErasureApiServer
 from tests.helpers.purge_setup import (
+    ALL_IDS,
     FORGOTTEN,
     GUEST_WITH_ALIAS,
     aggregate_archive,
@@ -32,15 +33,6 @@ from tests.helpers.purge_setup import (
 )
 
 pytestmark = [pytest.mark.slow]
-
-ALL_IDS = sorted({i for ids in FORGOTTEN.values() for i in ids})
-
-
-@pytest.fixture
-def setup(tmp_path, registry_url, monkeypatch):
-    monkeypatch.setenv("RTBF_SUBJECT_HASH_KEY", "test-key")
-    monkeypatch.chdir(tmp_path)
-    return build(tmp_path / "a", registry_url)
 
 
 def _timeline(registry_url: str, request_id: str) -> list[str]:

@@ -13,11 +13,9 @@ import pytest
 
 from beam_rtbf.purge.receipts import receipt_path
 from beam_rtbf.testing.s3_server import ACCESS_KEY, REGION, SECRET_KEY, S3Server
-from tests.helpers.purge_setup import FORGOTTEN, archive_counts, build, fetch_local, files_mentioning
+from tests.helpers.purge_setup import ALL_IDS, FORGOTTEN, archive_counts, build, fetch_local, files_mentioning
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-
-ALL_IDS = sorted({i for ids in FORGOTTEN.values() for i in ids})
 
 
 @pytest.fixture(scope="module")

@@ -19,18 +19,9 @@ import pytest
 
 from beam_rtbf.purge import pipeline as purge_pipeline
 from beam_rtbf.registry import open_registry
-from tests.helpers.purge_setup import FORGOTTEN, build, files_mentioning, manifest, read_receipt
+from tests.helpers.purge_setup import ALL_IDS, FORGOTTEN, build, files_mentioning, manifest, read_receipt
 
 pytestmark = [pytest.mark.slow]
-
-ALL_IDS = sorted({i for ids in FORGOTTEN.values() for i in ids})
-
-
-@pytest.fixture
-def setup(tmp_path, registry_url, monkeypatch):
-    monkeypatch.setenv("RTBF_SUBJECT_HASH_KEY", "test-key")
-    monkeypatch.chdir(tmp_path)
-    return build(tmp_path / "a", registry_url)
 
 
 def _last_status(registry_url: str, request_id: str) -> str:
