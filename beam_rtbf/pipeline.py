@@ -44,6 +44,7 @@ from beam_rtbf.parse.sessions import ParseSessions
 from beam_rtbf.redact import mask_secrets
 from beam_rtbf.registry import RegistryUnavailable, open_registry
 from beam_rtbf.registry.record import CONFLICT_TAG, RecordRequests
+from beam_rtbf.runner_names import EMBEDDED_PORTABLE, LOCAL_RUNNERS, LOCAL_STREAMING_RUNNERS
 from beam_rtbf.sinks.files import WriteDeadLetters, join, write_bytes_atomically
 from beam_rtbf.sinks.ledger import RunInProgress, RunLedger, input_fingerprint
 from beam_rtbf.sources import Source, source_for
@@ -73,15 +74,6 @@ class GraphOutputs:
 def read_source(source: Source) -> beam.PTransform:
     """The bounded read of a bounded source, else the streaming read over its poller."""
     return source.read() if source.bounded else source.streaming_read()
-
-
-LOCAL_STREAMING_RUNNERS = ("LocalStreamingRunner", "BundleBasedDirectRunner")
-
-
-EMBEDDED_PORTABLE = "PortableRunner[embed]"  # the in-process job service (FnApiRunner behind the Job API)
-
-# Runners that run inside this process: --detach does not apply (the job would die with it).
-LOCAL_RUNNERS = ("FnApiRunner", EMBEDDED_PORTABLE, *LOCAL_STREAMING_RUNNERS)
 
 
 def choose_strategy(
