@@ -108,30 +108,6 @@ def _log_to_stderr(verbose: bool) -> None:
             handler.addFilter(MaskSecretsFilter())
 
 
-def _print_summary(summary: dict) -> None:
-    keys = [
-        "sessions_in",
-        "clean",
-        "suppressed",
-        "dead_lettered",
-        "requests_accepted",
-        "manifests_written",
-        "elapsed_s",
-        "sessions_per_s",
-        "runner",
-        "filter_strategy",
-    ]
-    width = max(len(k) for k in keys)
-    print("beam-rtbf run summary")
-    for key in keys:
-        print(f"  {key:<{width}}  {summary.get(key)}")
-    print(
-        f"  conservation (in = clean + suppressed + dead-lettered): "
-        f"{'holds' if summary.get('conservation_ok') else 'VIOLATED'}"
-    )
-    print(f"  outputs in {summary.get('output')} (summary.json has every figure)")
-
-
 def _with_profile(command: str, argv: list[str]) -> list[str] | None:
     """Apply ``--runner PROFILE`` / ``--profile``; None when ``--dry-run`` printed instead."""
     from beam_rtbf.profiles import expand, render_dry_run
@@ -178,40 +154,16 @@ def _stop_on_signals() -> Iterator[StopRequest]:
             signal.signal(sig, handler)
 
 
-def _output_mode_of(argv: Sequence[str]) -> str:
-    """``--output_mode`` as the pipeline will see it (the last one wins; default owner)."""
-    from beam_rtbf.sinks.files import OUTPUT_MODES
-
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    parser.add_argument("--output_mode", choices=sorted(OUTPUT_MODES), default="owner")
-    known, _ = parser.parse_known_args(list(argv))
-    return known.output_mode
-
-
 def cmd_run(argv: list[str]) -> int:
-    from beam_rtbf.pipeline import run
-    from beam_rtbf.sinks.files import output_mode
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from beam_rtbf.driver import execute
 
     final = _with_profile("run", argv)
     if final is None:
         return 0
-    with output_mode(_output_mode_of(final)), _stop_on_signals() as stop:
-        summary = run(final, stop=stop)
-    if "job_jar" in summary:
-        print(f"beam-rtbf run: job jar written to {summary['job_jar']} (not run); submit it, e.g. with spark-submit")
-        return 0
-    if summary.get("detached"):
-        print(
-            f"beam-rtbf run: job {summary['job_id']} submitted to {summary['runner']} ({summary['state']}); "
-            "not waiting (--detach)"
-        )
-        return 0
-    if summary.get("already_committed"):
-        print(f"beam-rtbf run: {summary['message']}")
-    _print_summary(summary)
-    if summary.get("stopped_by"):
-        print(f"  stopped by {summary['stopped_by']}: the reads ended, everything read was written")
-    return 0 if summary.get("conservation_ok") else 1
+    with _stop_on_signals() as stop:
+        return execute("run", PipelineOptions(final), stop)
 
 
 def cmd_generate_to(args: argparse.Namespace) -> int:
@@ -412,8 +364,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _main_purge(argv: list[str]) -> int:
-    from beam_rtbf.purge.pipeline import PurgeOptions, purge_exit_code, run_purge
-    from beam_rtbf.sinks.files import output_mode
+    from beam_rtbf.purge.pipeline import PurgeOptions
 
     verbose = "-v" in argv or "--verbose" in argv
     rest = [a for a in argv if a not in ("-v", "--verbose")]
@@ -425,51 +376,18 @@ def _main_purge(argv: list[str]) -> int:
         PurgeOptions._add_argparse_args(help_parser)
         help_parser.print_help()
         return 0
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from beam_rtbf.driver import execute
+
     try:
         final = _with_profile("purge", rest)
         if final is None:
             return 0
-        with output_mode(_output_mode_of(final)):
-            summary = run_purge(final)
+        return execute("purge", PipelineOptions(final))
     except ValueError as exc:
         print(f"beam-rtbf: {mask_secrets(str(exc))}", file=sys.stderr)
         return 2
-    if "job_jar" in summary:
-        print(
-            f"beam-rtbf purge: job jar written to {summary['job_jar']} for {summary['requests_pending']} requests, "
-            f"{summary['files_planned']} files (not run); submit it, e.g. with spark-submit"
-        )
-        return 0
-    guard = summary.get("guard") or {}
-    print("beam-rtbf purge summary")
-    for key in (
-        "run",
-        "requests_pending",
-        "manifests_already_done",
-        "verified",
-        "archive_records_removed",
-        "elapsed_s",
-    ):
-        print(f"  {key:<24}  {summary.get(key)}")
-    checked = summary.get("verification")
-    if checked:
-        files = sum(v for k, v in checked["scanned"].items() if k.endswith("_files"))
-        print(
-            f"  {'verification_scan':<24}  {files} files, {checked['scanned']['rows']} rows, "
-            f"{checked['found']} subject records found, {len(checked['unreadable'])} unreadable, "
-            f"{checked['elapsed_s']} s"
-        )
-        for path in checked["unreadable"]:
-            print(f"  unreadable: {path}")
-    for problem in summary["manifest_problems"]:
-        print(f"  bad manifest {problem['path']}: {problem['reason']}")
-    if summary.get("blocked"):
-        print("  STOPPED by the blast-radius guard (nothing was deleted); re-run with --confirm if intended:")
-        for reason in guard.get("reasons", []):
-            print(f"    {reason}")
-    for request_id in summary.get("incomplete", []):
-        print(f"  incomplete: {request_id} (see beam-rtbf status {request_id})")
-    return purge_exit_code(summary)
 
 
 def _add_registry_flags(parser: argparse.ArgumentParser) -> None:

@@ -317,13 +317,13 @@ def _already_committed(done: dict[str, Any], opts: RtbfOptions) -> dict[str, Any
     return summary
 
 
-def run(argv: list[str] | None = None, stop: StopRequest | None = None) -> dict[str, Any]:
+def run(argv: list[str] | PipelineOptions | None = None, stop: StopRequest | None = None) -> dict[str, Any]:
     """Validate options, build and run the graph, write and return ``summary.json``'s figures.
 
     ``stop``: on the local streaming runner, setting it ends the reads; the run drains, writes
     every output and the summary (``stopped_by``: the reason given) and returns normally.
     """
-    options = PipelineOptions(argv)
+    options = argv if isinstance(argv, PipelineOptions) else PipelineOptions(argv)
     FileSystems.set_options(options)  # the driver's own file calls (s3:// needs --s3_* options) before the pipeline
     opts = options.view_as(RtbfOptions)
     resolve_paths(options)

@@ -399,11 +399,11 @@ def _read_json(path: str) -> dict:
         return json.loads(handle.read())
 
 
-def run_purge(argv: list[str] | None = None) -> dict[str, Any]:
+def run_purge(argv: list[str] | PipelineOptions | None = None) -> dict[str, Any]:
     """Plan, run and summarise one purge; returns (and writes) the run's summary."""
     from beam_rtbf.pipeline import resolve_runner
 
-    options = PipelineOptions(argv)
+    options = argv if isinstance(argv, PipelineOptions) else PipelineOptions(argv)
     FileSystems.set_options(options)  # the driver reads manifests and the index itself (s3:// needs --s3_*)
     opts = options.view_as(PurgeOptions)
     resolve_paths(options)
