@@ -18,7 +18,7 @@ import logging
 import os
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -43,7 +43,10 @@ from beam_rtbf.registry.base import RegistryUnavailable
 from beam_rtbf.sinks.files import join, json_lines, unique_part, write_bytes_atomically
 from beam_rtbf.sinks.ledger import RunLedger
 
-__all__ = ["PurgeOptions", "run_purge", "build_purge_pipeline"]
+if TYPE_CHECKING:
+    from apache_beam.runners.runner import PipelineResult
+
+__all__ = ["PurgeOptions", "PurgeJob", "run_purge", "build_purge_pipeline", "ManifestProblem"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -418,7 +421,7 @@ class PurgeJob:
         self.run_id = ""
         self.manifests: list[PendingManifest] = []
         self.plan: PurgePlan | None = None
-        self.summary: dict[str, Any] = {}
+        self.summary: dict[str, Any] = {}  # the fields known once planned; ``finish`` adds the outcome
         self._started = 0.0
 
     def prepare(self, runner_name: str) -> dict[str, Any] | None:
@@ -475,7 +478,7 @@ class PurgeJob:
         assert self.plan is not None
         return {**self.summary, "job_jar": jar, "files_planned": len(self.plan.tasks)}
 
-    def finish(self, result: Any, elapsed_s: float, stopped_by: str | None) -> dict[str, Any]:
+    def finish(self, result: PipelineResult, elapsed_s: float, stopped_by: str | None) -> dict[str, Any]:
         """The purge's figures, read back from the guard report, the verification report and the receipts."""
         del result, elapsed_s, stopped_by  # the receipts hold the outcome; elapsed_s includes planning
         assert self.plan is not None
@@ -513,6 +516,3 @@ class PurgeJob:
 def run_purge(argv: list[str] | PipelineOptions | None = None) -> dict[str, Any]:
     """Plan, run and summarise one purge; returns (and writes) the run's summary."""
     return run_job(PurgeJob(job_options(argv)))
-
-
-__all__ += ["PurgeJob", "ManifestProblem"]
