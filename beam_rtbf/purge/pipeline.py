@@ -467,7 +467,7 @@ class PurgeJob:
     def describe(self) -> str:
         assert self.plan is not None
         scope = "every archive file (--full_scan)" if self.opts.full_scan else "the files the index names"
-        return f"purge {self.run_id}: {len(self.manifests)} requests, {len(self.plan.tasks)} files planned from {scope}"
+        return f"run {self.run_id}: {len(self.manifests)} requests, {len(self.plan.tasks)} files planned from {scope}"
 
     def build(self, pipeline: beam.Pipeline) -> None:
         assert self.plan is not None
