@@ -1,4 +1,5 @@
-"""The one beam-rtbf graph: ``build_pipeline`` builds it, ``run`` validates, runs and summarises.
+"""The one beam-rtbf graph: ``build_pipeline`` builds it; ``RunJob`` is what ``beam-rtbf run`` adds to the
+shared driver steps (``job.run_job``); ``run`` runs it from flags or options and returns the summary.
 
     sessions  -> ParseSessions -> FilterSessions -> Analytics -> WriteAnalytics
                                                 \\-> WriteArchive
@@ -14,17 +15,14 @@ Run it with the embedded defaults (generated data, SQLite registry, local files)
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
 
-from beam_rtbf import metrics as rtbf_metrics
 from beam_rtbf.analytics.aggregate import WindowedAggregates, WriteAnalytics
 from beam_rtbf.archive.write import WriteArchive
 from beam_rtbf.filter.bloom import FilterSessionsByBloom, ToBloom
@@ -36,23 +34,27 @@ from beam_rtbf.filter.broadcast import (
 )
 from beam_rtbf.filter.keyed_state import EFFECTIVE_TAG, FilterSessionsInKeyedState
 from beam_rtbf.filter.lookup import FilterSessionsByLookup
+from beam_rtbf.job import detached, job_options, recover_ledger, run_job
 from beam_rtbf.manifests.build import WriteManifests
-from beam_rtbf.options import RtbfOptions, locations, resolve_paths, validate_options
+from beam_rtbf.options import RtbfOptions, locations, validate_options
 from beam_rtbf.parse.dedupe import DedupeSessions
 from beam_rtbf.parse.requests import ParseRequests, RequestSelector
 from beam_rtbf.parse.sessions import ParseSessions
 from beam_rtbf.redact import mask_secrets
 from beam_rtbf.registry import RegistryUnavailable, open_registry
 from beam_rtbf.registry.record import CONFLICT_TAG, RecordRequests
-from beam_rtbf.runner_names import EMBEDDED_PORTABLE, LOCAL_RUNNERS, LOCAL_STREAMING_RUNNERS
-from beam_rtbf.sinks.files import WriteDeadLetters, join, write_bytes_atomically
-from beam_rtbf.sinks.ledger import RunInProgress, RunLedger, input_fingerprint
+from beam_rtbf.runner_names import EMBEDDED_PORTABLE, LOCAL_STREAMING_RUNNERS
+from beam_rtbf.sinks.files import WriteDeadLetters, join
+from beam_rtbf.sinks.ledger import RunLedger, input_fingerprint
 from beam_rtbf.sources import Source, source_for
+from beam_rtbf.summary import collect_counters, summarize
 
 if TYPE_CHECKING:
+    from apache_beam.runners.runner import PipelineResult
+
     from beam_rtbf.local_runner import StopRequest
 
-__all__ = ["GraphOutputs", "build_pipeline", "run", "choose_strategy", "resolve_runner", "read_source"]
+__all__ = ["GraphOutputs", "build_pipeline", "run", "RunJob", "check_registry", "choose_strategy", "read_source"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -108,22 +110,6 @@ def choose_strategy(
     if big:
         return "lookup", f"streaming, {size} > --broadcast_max_subjects: one registry query per batch"
     return "broadcast", f"streaming on a portable runner, {size}: slowly updating side input refreshed by deltas"
-
-
-def resolve_runner(name: str | None, streaming: bool, stop: StopRequest | None = None):
-    """Map a runner name to a runner; the local ones never try to download anything.
-
-    ``stop`` reaches the local streaming runner, which ends its reads and drains when it is set.
-    """
-    if name in (None, "", "direct", "DirectRunner", "SwitchingDirectRunner"):
-        if streaming:
-            from beam_rtbf.local_runner import LocalStreamingRunner
-
-            return LocalStreamingRunner(stop)
-        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-
-        return FnApiRunner()
-    return name
 
 
 def build_pipeline(
@@ -219,70 +205,6 @@ def build_pipeline(
     return GraphOutputs(clean, suppressed, deadletter, accepted, effective, analytics, archive_files, manifests)
 
 
-def collect_counters(result) -> dict[str, int]:
-    """The run's ``rtbf`` counters (committed values where the runner has them)."""
-    counters: dict[str, int] = {}
-    query = result.metrics().query(MetricsFilter().with_namespace(rtbf_metrics.NAMESPACE))
-    for counter in query["counters"]:
-        value = counter.committed if counter.committed is not None else counter.attempted
-        counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + int(value or 0)
-    for dist in query["distributions"]:
-        value = dist.committed if dist.committed is not None else dist.attempted
-        if value is not None and value.count:
-            counters[f"{dist.key.metric.name}_max"] = int(value.max)
-            counters[f"{dist.key.metric.name}_mean"] = int(value.mean)
-    return counters
-
-
-def summarize(
-    counters: dict[str, int],
-    elapsed_s: float,
-    runner: str,
-    strategy: str,
-    why: str,
-    streaming: bool,
-    opts: RtbfOptions,
-    stopped_by: str | None = None,
-) -> dict[str, Any]:
-    c = counters.get
-    sessions_in = c(rtbf_metrics.SESSIONS_IN, 0)
-    summary = {
-        "sessions_in": sessions_in,
-        "clean": c(rtbf_metrics.SESSIONS_CLEAN, 0),
-        "suppressed": c(rtbf_metrics.SESSIONS_SUPPRESSED, 0),
-        "dead_lettered": c(rtbf_metrics.SESSIONS_DEAD_LETTERED, 0),
-        "duplicates": c(rtbf_metrics.SESSIONS_DUPLICATE, 0),
-        "requests_in": c(rtbf_metrics.REQUESTS_IN, 0),
-        "requests_accepted": c(rtbf_metrics.REQUESTS_ACCEPTED, 0),
-        "requests_duplicate": c(rtbf_metrics.REQUESTS_DUPLICATE, 0),
-        "requests_ignored": c(rtbf_metrics.REQUESTS_IGNORED, 0),
-        "requests_dead_lettered": c(rtbf_metrics.REQUESTS_DEAD_LETTERED, 0),
-        "manifests_written": c(rtbf_metrics.MANIFESTS_WRITTEN, 0),
-        "archive_files": c(rtbf_metrics.ARCHIVE_FILES, 0),
-        "archive_records": c(rtbf_metrics.ARCHIVE_RECORDS, 0),
-        "analytics_rows": c(rtbf_metrics.ANALYTICS_ROWS, 0),
-        "registry_errors": c(rtbf_metrics.REGISTRY_ERRORS, 0),
-        "sessions_held": c(rtbf_metrics.SESSIONS_HELD, 0),
-        "elapsed_s": round(elapsed_s, 3),
-        "sessions_per_s": round(sessions_in / elapsed_s, 1) if elapsed_s > 0 else 0.0,
-        "runner": runner,
-        "mode": "streaming" if streaming else "bounded",
-        "filter_strategy": strategy,
-        "filter_strategy_reason": why,
-        "sessions": mask_secrets(opts.sessions),
-        "requests": mask_secrets(opts.requests),
-        "registry": mask_secrets(opts.registry),
-        "output": mask_secrets(opts.output),
-        "stopped_by": stopped_by,  # SIGTERM / SIGINT when a streaming run was stopped and drained
-    }
-    if rtbf_metrics.EFFECTIVENESS_MS + "_max" in counters:
-        summary["effectiveness_latency_ms_max"] = counters[rtbf_metrics.EFFECTIVENESS_MS + "_max"]
-    summary["conservation_ok"] = sessions_in == (
-        summary["clean"] + summary["suppressed"] + summary["dead_lettered"] + summary["duplicates"]
-    )
-    return summary
-
-
 def check_registry(url: str, retry_s: float = 0.0) -> int:
     """The registry's size, waiting (retrying with backoff) up to ``retry_s`` for it to answer.
 
@@ -312,9 +234,88 @@ def _already_committed(done: dict[str, Any], opts: RtbfOptions) -> dict[str, Any
         f"(at {done.get('committed_at')}): nothing was read or written again. Use --append to add the same "
         "input a second time (its counts add up), or another --output"
     )
-    write_bytes_atomically(join(opts.output, "summary.json"), json.dumps(summary, indent=2).encode())
     _LOGGER.info("beam-rtbf: %s", summary["message"])
     return summary
+
+
+class RunJob:
+    """``beam-rtbf run`` for ``run_job``: checks the sources and registry, picks the filter strategy,
+    stages a bounded run's files in the run ledger and publishes them once the job has finished."""
+
+    command = "run"
+    detachable = True
+
+    def __init__(self, options: PipelineOptions) -> None:
+        """``options`` as ``job_options`` returns them; validated here, before anything is read."""
+        self.options = options
+        self.opts = options.view_as(RtbfOptions)
+        validate_options(self.opts)
+        self.sources = (source_for(self.opts.sessions, "sessions"), source_for(self.opts.requests, "requests"))
+        standard = options.view_as(StandardOptions)
+        self.streaming = bool(standard.streaming) or not all(source.bounded for source in self.sources)
+        standard.streaming = self.streaming
+        self.runner = ""
+        self.strategy, self.why = "", ""
+        self.ledger: RunLedger | None = None
+        self.record: dict[str, Any] | None = None
+
+    def prepare(self, runner_name: str) -> dict[str, Any] | None:
+        """Sources and registry answer, strategy chosen, ledger settled; the summary if already committed."""
+        opts = self.opts
+        self.runner = runner_name
+        for source in self.sources:
+            source.check()
+        registry_size = check_registry(opts.registry, opts.registry_retry_s)
+        self.strategy, self.why = choose_strategy(
+            opts.filter_strategy, self.streaming, runner_name, registry_size, opts.broadcast_max_subjects
+        )
+        FileSystems.mkdirs(opts.output) if not FileSystems.exists(opts.output) else None
+        jar = self.options.view_as(PortableOptions).output_executable_path
+        # The run ledger needs a driver that sees the job end (it publishes then): bounded, waited for.
+        if self.streaming:
+            return None
+        if jar or detached(self.options, runner_name):
+            _LOGGER.warning(
+                "beam-rtbf: bounded run without the run ledger (%s): files appear as written and a re-run "
+                "of the same input adds its data again",
+                "job jar" if jar else "detached",
+            )
+            return None
+        self.ledger = RunLedger.for_locations(opts.output, locations(opts))
+        recover_ledger(self.ledger)
+        inputs = [source.identity() for source in self.sources]
+        done = None if opts.append else self.ledger.committed_with(input_fingerprint(inputs))
+        if done is not None:
+            return _already_committed(done, opts)
+        self.record = self.ledger.begin(inputs, opts.append)
+        return None
+
+    def describe(self) -> str:
+        return f"filter strategy {self.strategy} ({self.why})"
+
+    def build(self, pipeline: beam.Pipeline) -> None:
+        run_id = self.record["run_id"] if self.record is not None else None
+        build_pipeline(pipeline, self.opts, streaming=self.streaming, strategy=self.strategy, run_id=run_id)
+
+    def jar_summary(self, jar: str) -> dict[str, Any]:
+        return {"job_jar": jar, "runner": self.runner, "filter_strategy": self.strategy, "output": self.opts.output}
+
+    def finish(self, result: PipelineResult, elapsed_s: float, stopped_by: str | None) -> dict[str, Any]:
+        """The run's figures; a bounded run's staged files are published (made visible) here."""
+        counters = collect_counters(result)
+        summary = summarize(
+            counters, elapsed_s, self.runner, self.strategy, self.why, self.streaming, self.opts, stopped_by
+        )
+        if self.ledger is not None and self.record is not None:
+            summary["run_id"] = self.record["run_id"]
+            summary["appended"] = bool(self.opts.append)
+            publishing = time.perf_counter()
+            self.ledger.publish(self.record, summary)  # the files become visible here, then "committed"
+            summary["publish_s"] = round(time.perf_counter() - publishing, 3)
+        return summary
+
+    def summary_path(self) -> str:
+        return join(self.opts.output, "summary.json")
 
 
 def run(argv: list[str] | PipelineOptions | None = None, stop: StopRequest | None = None) -> dict[str, Any]:
@@ -323,75 +324,4 @@ def run(argv: list[str] | PipelineOptions | None = None, stop: StopRequest | Non
     ``stop``: on the local streaming runner, setting it ends the reads; the run drains, writes
     every output and the summary (``stopped_by``: the reason given) and returns normally.
     """
-    options = argv if isinstance(argv, PipelineOptions) else PipelineOptions(argv)
-    FileSystems.set_options(options)  # the driver's own file calls (s3:// needs --s3_* options) before the pipeline
-    opts = options.view_as(RtbfOptions)
-    resolve_paths(options)
-    validate_options(opts)
-    sessions_source = source_for(opts.sessions, "sessions")
-    requests_source = source_for(opts.requests, "requests")
-    standard = options.view_as(StandardOptions)
-    streaming = bool(standard.streaming) or not (sessions_source.bounded and requests_source.bounded)
-    standard.streaming = streaming
-    runner = resolve_runner(standard.runner, streaming, stop)
-    runner_name = runner if isinstance(runner, str) else type(runner).__name__
-    if runner_name == "PortableRunner" and options.view_as(PortableOptions).job_endpoint == "embed":
-        runner_name = EMBEDDED_PORTABLE
-    for source in (sessions_source, requests_source):
-        source.check()
-    registry_size = check_registry(opts.registry, opts.registry_retry_s)
-    strategy, why = choose_strategy(
-        opts.filter_strategy, streaming, runner_name, registry_size, opts.broadcast_max_subjects
-    )
-    FileSystems.mkdirs(opts.output) if not FileSystems.exists(opts.output) else None
-    jar = options.view_as(PortableOptions).output_executable_path
-    # The run ledger needs a driver that sees the job end (it publishes then): bounded, waited for.
-    committing = not streaming and not jar and not (opts.detach and runner_name not in LOCAL_RUNNERS)
-    ledger, record = None, None
-    if committing:
-        where = locations(opts)
-        ledger = RunLedger.for_locations(opts.output, where)
-        try:
-            ledger.recover()
-        except RunInProgress as exc:
-            raise SystemExit(f"beam-rtbf: {exc}") from exc
-        inputs = [sessions_source.identity(), requests_source.identity()]
-        done = None if opts.append else ledger.committed_with(input_fingerprint(inputs))
-        if done is not None:
-            return _already_committed(done, opts)
-        record = ledger.begin(inputs, opts.append)
-    elif not streaming:
-        _LOGGER.warning(
-            "beam-rtbf: bounded run without the run ledger (%s): files appear as written and a re-run "
-            "of the same input adds its data again",
-            "job jar" if jar else "detached",
-        )
-    _LOGGER.info(
-        "beam-rtbf: %s run on %s, filter strategy %s (%s)",
-        "streaming" if streaming else "bounded",
-        runner_name,
-        strategy,
-        why,
-    )
-
-    pipeline = beam.Pipeline(runner=runner, options=options)
-    build_pipeline(pipeline, opts, streaming=streaming, strategy=strategy, run_id=record and record["run_id"])
-    started = time.perf_counter()
-    result = pipeline.run()
-    if jar:  # Flink/Spark: the job server wrote an executable jar instead of running (spark-submit runs it)
-        return {"job_jar": jar, "runner": runner_name, "filter_strategy": strategy, "output": opts.output}
-    if opts.detach and runner_name not in LOCAL_RUNNERS:  # a cluster streaming job never finishes
-        job_id = getattr(result, "_job_id", None)  # the Job API's id: cancel, savepoint, state by it
-        return {"detached": True, "runner": runner_name, "job_id": job_id, "state": str(result.state)}
-    result.wait_until_finish()
-    elapsed = time.perf_counter() - started
-    stopped_by = stop.reason if stop is not None and stop.requested else None
-    summary = summarize(collect_counters(result), elapsed, runner_name, strategy, why, streaming, opts, stopped_by)
-    if ledger is not None and record is not None:
-        summary["run_id"] = record["run_id"]
-        summary["appended"] = bool(opts.append)
-        publishing = time.perf_counter()
-        ledger.publish(record, summary)  # the run's files become visible here, then the ledger says committed
-        summary["publish_s"] = round(time.perf_counter() - publishing, 3)
-    write_bytes_atomically(join(opts.output, "summary.json"), json.dumps(summary, indent=2).encode())
-    return summary
+    return run_job(RunJob(job_options(argv)), stop)

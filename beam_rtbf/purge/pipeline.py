@@ -18,16 +18,17 @@ import logging
 import os
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from beam_rtbf import metrics as rtbf_metrics
+from beam_rtbf.job import job_options, recover_ledger, run_job
 from beam_rtbf.manifests.build import write_manifests
-from beam_rtbf.options import Locations, RtbfOptions, locations, resolve_paths, subject_key_file
+from beam_rtbf.options import Locations, RtbfOptions, locations, subject_key_file
 from beam_rtbf.purge.analytics import recompute_windows
 from beam_rtbf.purge.hashing import SubjectHasher
 from beam_rtbf.purge.manifests import ManifestProblem, PendingManifest, load_pending_manifests, redact_manifest
@@ -40,9 +41,12 @@ from beam_rtbf.records import AcceptedRequest, iso_ms, now_ms
 from beam_rtbf.registry import open_registry
 from beam_rtbf.registry.base import RegistryUnavailable
 from beam_rtbf.sinks.files import join, json_lines, unique_part, write_bytes_atomically
-from beam_rtbf.sinks.ledger import RunInProgress, RunLedger
+from beam_rtbf.sinks.ledger import RunLedger
 
-__all__ = ["PurgeOptions", "run_purge", "build_purge_pipeline"]
+if TYPE_CHECKING:
+    from apache_beam.runners.runner import PipelineResult
+
+__all__ = ["PurgeOptions", "PurgeJob", "run_purge", "build_purge_pipeline", "ManifestProblem"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -399,98 +403,116 @@ def _read_json(path: str) -> dict:
         return json.loads(handle.read())
 
 
-def run_purge(argv: list[str] | PipelineOptions | None = None) -> dict[str, Any]:
-    """Plan, run and summarise one purge; returns (and writes) the run's summary."""
-    from beam_rtbf.pipeline import resolve_runner
+class PurgeJob:
+    """``beam-rtbf purge`` for ``run_job``: loads the pending manifests (building missing ones), plans the
+    files from the archive index, and summarises from the receipts the graph wrote."""
 
-    options = argv if isinstance(argv, PipelineOptions) else PipelineOptions(argv)
-    FileSystems.set_options(options)  # the driver reads manifests and the index itself (s3:// needs --s3_*)
-    opts = options.view_as(PurgeOptions)
-    resolve_paths(options)
-    _validate(opts)
-    standard = options.view_as(StandardOptions)
-    standard.streaming = False
-    where, registry_url = _locations_and_registry(options)
-    # A bounded run still writing into this output would publish files after this purge verified:
-    # refuse; a dead run's staged files are removed (a killed publish is finished) before planning.
-    ledger = RunLedger.for_locations(options.view_as(RtbfOptions).output, where)
-    try:
-        ledger.recover()
-    except RunInProgress as exc:
-        raise SystemExit(f"beam-rtbf purge: {exc}") from exc
-    run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
-    request_ids = [r.strip() for r in opts.request_ids.split(",") if r.strip()]
-    try:
-        with open_registry(registry_url) as registry:
-            manifests, problems, done = load_pending_manifests(
-                where.manifests, registry, request_ids, lambda missing: _build_manifests(missing, options, where)
-            )
-    except RegistryUnavailable as exc:
-        raise SystemExit(f"beam-rtbf purge: deletion registry unavailable: {exc}") from exc
-    for problem in problems:
-        _LOGGER.error("skipping %s: %s", problem.path, problem.reason)
-    summary: dict[str, Any] = {
-        "run": run_id,
-        "requests_pending": len(manifests),
-        "manifests_already_done": done,
-        "manifest_problems": [{"path": p.path, "reason": p.reason} for p in problems],
-    }
-    started = time.perf_counter()
-    if manifests:
-        plan = plan_purge(
-            manifests,
+    command = "purge"
+    streaming = False
+    detachable = False  # its summary is read from the receipts: the driver waits for them
+
+    def __init__(self, options: PipelineOptions) -> None:
+        """``options`` as ``job_options`` returns them; validated here, before anything is read."""
+        self.options = options
+        self.opts = options.view_as(PurgeOptions)
+        _validate(self.opts)
+        options.view_as(StandardOptions).streaming = False
+        self.where, self.registry_url = _locations_and_registry(options)
+        self.run_id = ""
+        self.manifests: list[PendingManifest] = []
+        self.plan: PurgePlan | None = None
+        self.summary: dict[str, Any] = {}  # the fields known once planned; ``finish`` adds the outcome
+        self._started = 0.0
+
+    def prepare(self, runner_name: str) -> dict[str, Any] | None:
+        """Ledger settled, pending manifests loaded and planned; the summary if there is nothing to purge."""
+        del runner_name  # the same plan on every runner
+        where = self.where
+        # A bounded run still writing into this output would publish files after this purge verified:
+        # refuse; a dead run's staged files are removed (a killed publish is finished) before planning.
+        recover_ledger(RunLedger.for_locations(self.options.view_as(RtbfOptions).output, where))
+        self.run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+        request_ids = [r.strip() for r in self.opts.request_ids.split(",") if r.strip()]
+        try:
+            with open_registry(self.registry_url) as registry:
+                self.manifests, problems, done = load_pending_manifests(
+                    where.manifests,
+                    registry,
+                    request_ids,
+                    lambda missing: _build_manifests(missing, self.options, where),
+                )
+        except RegistryUnavailable as exc:
+            raise RegistryUnavailable(f"deletion registry unavailable: {exc}") from exc
+        for problem in problems:
+            _LOGGER.error("skipping %s: %s", problem.path, problem.reason)
+        self.summary = {
+            "run": self.run_id,
+            "requests_pending": len(self.manifests),
+            "manifests_already_done": done,
+            "manifest_problems": [{"path": p.path, "reason": p.reason} for p in problems],
+        }
+        self._started = time.perf_counter()  # the purge's elapsed_s counts its planning too
+        if not self.manifests:
+            return self._with_elapsed(self.summary)
+        self.plan = plan_purge(
+            self.manifests,
             where.archive,
             where.deadletter,
-            opts.full_scan,
+            self.opts.full_scan,
             analytics_dir=where.analytics,
             journal_dir=join(where.receipts, "_journal"),
         )
-        runner = resolve_runner(standard.runner, streaming=False)
-        pipeline = beam.Pipeline(runner=runner, options=options)
-        build_purge_pipeline(pipeline, opts, manifests, plan, run_id)
-        result = pipeline.run()
-        jar = options.view_as(PortableOptions).output_executable_path
-        if jar:  # the plan is baked into the jar; spark-submit runs it and writes the receipts
-            summary.update({"job_jar": jar, "files_planned": len(plan.tasks)})
-            return summary
-        result.wait_until_finish()
+        return None
+
+    def describe(self) -> str:
+        assert self.plan is not None
+        scope = "every archive file (--full_scan)" if self.opts.full_scan else "the files the index names"
+        return f"run {self.run_id}: {len(self.manifests)} requests, {len(self.plan.tasks)} files planned from {scope}"
+
+    def build(self, pipeline: beam.Pipeline) -> None:
+        assert self.plan is not None
+        build_purge_pipeline(pipeline, self.opts, self.manifests, self.plan, self.run_id)
+
+    def jar_summary(self, jar: str) -> dict[str, Any]:
+        """The plan is baked into the jar; spark-submit runs it and writes the receipts."""
+        assert self.plan is not None
+        return {**self.summary, "job_jar": jar, "files_planned": len(self.plan.tasks)}
+
+    def finish(self, result: PipelineResult, elapsed_s: float, stopped_by: str | None) -> dict[str, Any]:
+        """The purge's figures, read back from the guard report, the verification report and the receipts."""
+        del result, elapsed_s, stopped_by  # the receipts hold the outcome; elapsed_s includes planning
+        assert self.plan is not None
+        where, run_id = self.where, self.run_id
         guard = _read_json(join(where.receipts, "_runs", f"{run_id}-guard.json"))
         checked = _read_json(join(where.receipts, "_runs", f"{run_id}-verification.json"))
-        receipts = [_read_json(receipt_path_for(where.receipts, m.request_id)) for m in manifests]
+        receipts = [_read_json(receipt_path_for(where.receipts, m.request_id)) for m in self.manifests]
         statuses = [r["status"] for r in receipts]
         removed = sum(r["records_removed"]["archive_partition"] for r in receipts if r["purge_run"] == run_id)
-        summary.update(
-            {
-                "files_planned": len(plan.tasks),
-                "guard": guard,
-                "verified": statuses.count("verified"),
-                "incomplete": sorted(r["request_id"] for r in receipts if r["status"] == "incomplete"),
-                "blocked": sorted(r["request_id"] for r in receipts if r["status"] == "blocked"),
-                "archive_records_removed": removed,
-                "verification": {
-                    "scanned": checked["scanned"],
-                    "found": sum(checked["found"].values()),
-                    "unreadable": [u["path"] for u in checked["unreadable"]],
-                    "elapsed_s": checked["elapsed_s"],
-                    "scan_s": checked["scan_s"],
-                },
-            }
-        )
-    elapsed = time.perf_counter() - started
-    summary["elapsed_s"] = round(elapsed, 3)
-    write_bytes_atomically(
-        join(where.receipts, "_runs", f"{run_id}-summary.json"), json.dumps(summary, indent=2).encode()
-    )
-    return summary
+        summary = {
+            **self.summary,
+            "files_planned": len(self.plan.tasks),
+            "guard": guard,
+            "verified": statuses.count("verified"),
+            "incomplete": sorted(r["request_id"] for r in receipts if r["status"] == "incomplete"),
+            "blocked": sorted(r["request_id"] for r in receipts if r["status"] == "blocked"),
+            "archive_records_removed": removed,
+            "verification": {
+                "scanned": checked["scanned"],
+                "found": sum(checked["found"].values()),
+                "unreadable": [u["path"] for u in checked["unreadable"]],
+                "elapsed_s": checked["elapsed_s"],
+                "scan_s": checked["scan_s"],
+            },
+        }
+        return self._with_elapsed(summary)
+
+    def summary_path(self) -> str:
+        return join(self.where.receipts, "_runs", f"{self.run_id}-summary.json")
+
+    def _with_elapsed(self, summary: dict[str, Any]) -> dict[str, Any]:
+        return {**summary, "elapsed_s": round(time.perf_counter() - self._started, 3)}
 
 
-def purge_exit_code(summary: dict[str, Any]) -> int:
-    """0 all verified; 3 stopped by the blast-radius guard; 1 anything left open or a bad manifest."""
-    if summary.get("blocked"):
-        return 3
-    if summary.get("incomplete") or summary.get("manifest_problems"):
-        return 1
-    return 0
-
-
-__all__ += ["purge_exit_code", "ManifestProblem"]
+def run_purge(argv: list[str] | PipelineOptions | None = None) -> dict[str, Any]:
+    """Plan, run and summarise one purge; returns (and writes) the run's summary."""
+    return run_job(PurgeJob(job_options(argv)))

@@ -1,0 +1,180 @@
+"""The steps every beam-rtbf job shares around its graph: options, runner, ledger, run, wait, summary.
+
+A job kind (``pipeline.RunJob``, ``purge.pipeline.PurgeJob``) says only what is its own: the
+checks and planning before the graph, the graph, the summary. ``run_job`` does the rest, the
+same way for ``run`` and ``purge``:
+
+    options = job_options(argv)      # FileSystems set up for the driver's own reads, paths absolute
+    summary = run_job(RunJob(options), stop)
+
+It resolves the runner, lets the job prepare (a job may finish there: nothing to purge, input
+already committed), logs one start line, runs the graph, returns at once for a job jar or a
+detached cluster job, else waits and writes the job's summary. Printing and exit codes are the
+CLI driver's (``driver.py``); the figures are ``summary.py``'s.
+
+This module imports no job kind: both job modules import it, never each other.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
+
+from beam_rtbf.options import RtbfOptions, resolve_paths
+from beam_rtbf.runner_names import EMBEDDED_PORTABLE, LOCAL_RUNNERS
+from beam_rtbf.sinks.ledger import RunInProgress, RunLedger
+from beam_rtbf.summary import write_summary
+
+if TYPE_CHECKING:
+    from apache_beam.runners.runner import PipelineResult, PipelineRunner
+
+    from beam_rtbf.local_runner import StopRequest
+
+__all__ = [
+    "Job",
+    "OutputInUse",
+    "job_options",
+    "resolve_runner",
+    "runner_name",
+    "recover_ledger",
+    "detached",
+    "run_job",
+]
+
+_LOGGER = logging.getLogger(__name__)
+
+_DIRECT_NAMES = (None, "", "direct", "DirectRunner", "SwitchingDirectRunner")
+
+
+class OutputInUse(ValueError):
+    """A live run on this host writes into the same output: a user error (the CLI prints it, exits 2)."""
+
+
+class Job(Protocol):
+    """What one kind of job (``run``, ``purge``) adds to the shared steps of ``run_job``."""
+
+    command: str  # "run" / "purge": named in the start line
+    options: PipelineOptions
+    streaming: bool
+    detachable: bool  # may --detach leave it running on a cluster (run: yes; purge waits for its receipts)
+
+    def prepare(self, runner_name: str) -> dict[str, Any] | None:
+        """Checks and planning before the graph; a summary if the job is already done (written as is)."""
+        ...
+
+    def describe(self) -> str:
+        """What the start line says after the runner: the strategy and why, or the plan."""
+        ...
+
+    def build(self, pipeline: beam.Pipeline) -> None:
+        """Build the job's graph on ``pipeline``."""
+        ...
+
+    def jar_summary(self, jar: str) -> dict[str, Any]:
+        """The summary when the job server wrote an executable jar instead of running."""
+        ...
+
+    def finish(self, result: PipelineResult, elapsed_s: float, stopped_by: str | None) -> dict[str, Any]:
+        """The summary of the finished job (and whatever must follow it, e.g. publishing the run's files)."""
+        ...
+
+    def summary_path(self) -> str:
+        """Where the summary is written."""
+        ...
+
+
+def job_options(argv: list[str] | PipelineOptions | None) -> PipelineOptions:
+    """The job's PipelineOptions, ready for the driver: file systems configured, local paths absolute.
+
+    ``FileSystems.set_options`` comes first: the driver reads and writes files itself before the
+    pipeline starts (s3:// needs the --s3_* options then).
+    """
+    options = argv if isinstance(argv, PipelineOptions) else PipelineOptions(argv)
+    FileSystems.set_options(options)
+    resolve_paths(options)
+    return options
+
+
+def resolve_runner(name: str | None, streaming: bool, stop: StopRequest | None = None) -> PipelineRunner | str:
+    """Map a runner name to a runner; the local ones never try to download anything.
+
+    The direct runner names mean FnApiRunner (bounded) or the local streaming runner, which gets
+    ``stop`` (it ends its reads and drains when that is set); any other name goes to Beam as is.
+    """
+    if name in _DIRECT_NAMES:
+        if streaming:
+            from beam_rtbf.local_runner import LocalStreamingRunner
+
+            return LocalStreamingRunner(stop)
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+        return FnApiRunner()
+    return name
+
+
+def runner_name(runner: PipelineRunner | str, options: PipelineOptions) -> str:
+    """The name summaries, strategy choice and --detach go by (the embedded job service has its own)."""
+    name = runner if isinstance(runner, str) else type(runner).__name__
+    if name == "PortableRunner" and options.view_as(PortableOptions).job_endpoint == "embed":
+        return EMBEDDED_PORTABLE
+    return name
+
+
+def recover_ledger(ledger: RunLedger) -> None:
+    """Settle the output's unfinished runs before this job touches it; a live one is a user error.
+
+    A dead run's staged files are removed and a killed publish is finished; a run still writing
+    (on this host) would publish files under this job's feet, so the job refuses to start.
+    """
+    try:
+        ledger.recover()
+    except RunInProgress as exc:
+        raise OutputInUse(str(exc)) from exc
+
+
+def run_job(job: Job, stop: StopRequest | None = None) -> dict[str, Any]:
+    """Run ``job`` to its summary (returned; written unless a jar or a detached job stands for it).
+
+    ``stop``: on the local streaming runner, setting it ends the reads; the job drains, writes
+    every output and its summary (``stopped_by``: the reason given) and returns normally.
+    """
+    options = job.options
+    runner = resolve_runner(options.view_as(StandardOptions).runner, job.streaming, stop)
+    name = runner_name(runner, options)
+    done = job.prepare(name)
+    if done is not None:
+        write_summary(job.summary_path(), done)
+        return done
+    _LOGGER.info(
+        "beam-rtbf: %s %s on %s, %s",
+        "streaming" if job.streaming else "bounded",
+        job.command,
+        name,
+        job.describe(),
+    )
+    pipeline = beam.Pipeline(runner=runner, options=options)
+    job.build(pipeline)
+    started = time.perf_counter()
+    result = pipeline.run()
+    jar = options.view_as(PortableOptions).output_executable_path
+    if jar:  # Flink/Spark: the job server wrote an executable jar instead of running (spark-submit runs it)
+        return job.jar_summary(jar)
+    if job.detachable and detached(options, name):  # a cluster streaming job never finishes
+        job_id = getattr(result, "_job_id", None)  # the Job API's id: cancel, savepoint, state by it
+        return {"detached": True, "runner": name, "job_id": job_id, "state": str(result.state)}
+    result.wait_until_finish()
+    elapsed = time.perf_counter() - started
+    stopped_by = stop.reason if stop is not None and stop.requested else None
+    summary = job.finish(result, elapsed, stopped_by)
+    write_summary(job.summary_path(), summary)
+    return summary
+
+
+def detached(options: PipelineOptions, runner: str) -> bool:
+    """--detach on a cluster runner: submit and return (a local runner's job would die with this process)."""
+    return bool(options.view_as(RtbfOptions).detach) and runner not in LOCAL_RUNNERS
