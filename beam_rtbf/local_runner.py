@@ -16,6 +16,13 @@ polling read then closes its poller (which checkpoints the source), emits
 nothing more and moves its watermark to +inf, so every window closes, keyed
 state flushes and the pipeline finishes as if the streams had ended: the
 outputs are complete for what was read and the summary is written.
+
+Isolation: the runner changes nothing in Beam for anyone else. It uses its own
+subclasses of Beam's executor (a state sampler per bundle, so user counters
+count every bundle) and evaluator registry (the polling read), and keeps the
+open pollers per run. Those subclasses lean on Beam internals of the pinned
+version (see setup.py); tests/unit/test_local_runner_isolation.py checks their
+shape and that a run leaves Beam's classes as they were.
 """
 
 from __future__ import annotations
@@ -25,9 +32,23 @@ import time
 import weakref
 
 from apache_beam import pvalue
-from apache_beam.pipeline import PTransformOverride
-from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
-from apache_beam.runners.direct.executor import TransformExecutor
+from apache_beam.options.pipeline_options import DirectOptions
+from apache_beam.options.value_provider import RuntimeValueProvider
+from apache_beam.pipeline import PipelineVisitor, PTransformOverride
+from apache_beam.runners.direct.bundle_factory import BundleFactory
+from apache_beam.runners.direct.clock import RealClock, TestClock
+from apache_beam.runners.direct.consumer_tracking_pipeline_visitor import ConsumerTrackingPipelineVisitor
+from apache_beam.runners.direct.direct_runner import (
+    BundleBasedDirectRunner,
+    DirectPipelineResult,
+    _get_transform_overrides,
+)
+from apache_beam.runners.direct.evaluation_context import EvaluationContext
+from apache_beam.runners.direct.executor import (
+    Executor,
+    TransformExecutor,
+    _ExecutorServiceParallelExecutor,
+)
 from apache_beam.runners.direct.transform_evaluator import (
     TransformEvaluatorRegistry,
     TransformResult,
@@ -35,7 +56,9 @@ from apache_beam.runners.direct.transform_evaluator import (
 )
 from apache_beam.runners.direct.watermark_manager import WatermarkManager
 from apache_beam.runners.worker import statesampler
+from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms import PTransform
+from apache_beam.transforms.external import ExternalTransform
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils import counters
 from apache_beam.utils.timestamp import Timestamp
@@ -89,32 +112,42 @@ class _PollerState:
         self.done = False
 
 
-_POLLERS: weakref.WeakKeyDictionary[object, _PollerState] = weakref.WeakKeyDictionary()
-_POLLERS_LOCK = threading.Lock()
+class _RunPollers:
+    """The open pollers of one run, by applied transform: state of that run only, never shared."""
+
+    def __init__(self) -> None:
+        self._states: weakref.WeakKeyDictionary[object, _PollerState] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def state_for(self, applied_ptransform) -> _PollerState:
+        """The poller of ``applied_ptransform``, opened at its first evaluation."""
+        with self._lock:
+            state = self._states.get(applied_ptransform)
+            if state is None:
+                poller = applied_ptransform.transform.read.make_poller()
+                poller.open()
+                state = self._states[applied_ptransform] = _PollerState(poller)
+                weakref.finalize(applied_ptransform, poller.close)
+        return state
 
 
 class _PollingReadEvaluator(_TransformEvaluator):
+    """One evaluation of a polling read: poll once, emit, hold the watermark, schedule itself again."""
+
+    def __init__(self, evaluation_context, applied_ptransform, input_committed_bundle, side_inputs, pollers):
+        super().__init__(evaluation_context, applied_ptransform, input_committed_bundle, side_inputs)
+        self._pollers: _RunPollers = pollers
+
     def start_bundle(self) -> None:
         pass
 
     def process_element(self, element) -> None:
         pass
 
-    def _state(self) -> _PollerState:
-        key = self._applied_ptransform
-        with _POLLERS_LOCK:
-            state = _POLLERS.get(key)
-            if state is None:
-                poller = self._applied_ptransform.transform.read.make_poller()
-                poller.open()
-                state = _POLLERS[key] = _PollerState(poller)
-                weakref.finalize(key, poller.close)
-        return state
-
     def finish_bundle(self) -> TransformResult:
         read: ReadFromPoller = self._applied_ptransform.transform.read
         stop: StopRequest | None = self._applied_ptransform.transform.stop
-        state = self._state()
+        state = self._pollers.state_for(self._applied_ptransform)
         with state.lock:
             if state.done:  # already ended (a stop request): nothing more, watermark at +inf
                 result = PollResult([], None, done=True)
@@ -157,34 +190,105 @@ class _PollingReadOverride(PTransformOverride):
         return _DirectPollingRead(applied_ptransform.transform, self._stop)
 
 
-def _fresh_sampler_per_bundle() -> None:
-    """Make user metrics count every bundle, not only the first one per step and thread.
+class _StreamingEvaluatorRegistry(TransformEvaluatorRegistry):
+    """Beam's evaluators, plus the polling read's with this run's pollers.
 
-    The BundleBasedDirectRunner gives each bundle a new MetricsContainer but hands
-    it to a per-thread StateSampler that caches its scoped states by step name,
-    so every later bundle of a step updates the first bundle's (already
-    committed) container and its counts are lost. A sampler per bundle fixes it.
-    """
-    if getattr(TransformExecutor.call, "_rtbf_patched", False):
-        return
-    original = TransformExecutor.call
+    Beam's registry offers a class-level ``_test_evaluators_overrides`` dict; writing
+    to it would change every later DirectRunner in the process, so this run's
+    registry answers for ``_DirectPollingRead`` itself instead."""
+
+    def __init__(self, evaluation_context, pollers: _RunPollers) -> None:
+        super().__init__(evaluation_context)
+        self._pollers = pollers
+
+    def get_evaluator(self, applied_ptransform, input_committed_bundle, side_inputs):
+        if isinstance(applied_ptransform.transform, _DirectPollingRead):
+            return _PollingReadEvaluator(
+                self._evaluation_context, applied_ptransform, input_committed_bundle, side_inputs, self._pollers
+            )
+        return super().get_evaluator(applied_ptransform, input_committed_bundle, side_inputs)
+
+
+class _PerBundleMetricsTransformExecutor(TransformExecutor):
+    """Evaluates one bundle with a state sampler of its own, so user metrics count every bundle.
+
+    Beam's executor gives each bundle a new MetricsContainer but hands it to a
+    per-thread StateSampler that caches its scoped states by step name, so every
+    later bundle of a step updates the first bundle's (already committed) container
+    and its counts are lost. A sampler per bundle, current only while the bundle
+    runs, keeps each bundle's counts in its own container."""
 
     def call(self, state_sampler):
         fresh = statesampler.StateSampler("", counters.CounterFactory())
         statesampler.set_current_tracker(fresh)
         try:
-            return original(self, fresh)
+            return super().call(fresh)
         finally:
             statesampler.set_current_tracker(state_sampler)
 
-    call._rtbf_patched = True
-    TransformExecutor.call = call
+
+class _PerBundleMetricsParallelExecutor(_ExecutorServiceParallelExecutor):
+    """Beam's parallel executor, scheduling ``_PerBundleMetricsTransformExecutor``s."""
+
+    def schedule_consumption(self, consumer_applied_ptransform, committed_bundle, fired_timers, on_complete):
+        # Beam 2.77's schedule_consumption, with the TransformExecutor class swapped:
+        # keep in step with it (tests/unit/test_local_runner_isolation.py pins its source).
+        assert consumer_applied_ptransform
+        assert committed_bundle
+        assert on_complete
+        if self.transform_evaluator_registry.should_execute_serially(consumer_applied_ptransform):
+            evaluation_state = self.transform_executor_services.serial(consumer_applied_ptransform)
+        else:
+            evaluation_state = self.transform_executor_services.parallel()
+        transform_executor = _PerBundleMetricsTransformExecutor(
+            self.transform_evaluator_registry,
+            self.evaluation_context,
+            committed_bundle,
+            fired_timers,
+            consumer_applied_ptransform,
+            on_complete,
+            evaluation_state,
+        )
+        evaluation_state.schedule(transform_executor)
+
+
+class _PerBundleMetricsExecutor(Executor):
+    """Beam's ``Executor`` facade over ``_PerBundleMetricsParallelExecutor``."""
+
+    def __init__(self, value_to_consumers, transform_evaluator_registry, evaluation_context) -> None:
+        # Not super().__init__: it would build (and start threads for) Beam's own parallel executor.
+        self._executor = _PerBundleMetricsParallelExecutor(
+            value_to_consumers, transform_evaluator_registry, evaluation_context
+        )
+
+
+class _CrossLanguageCheck(PipelineVisitor):
+    def visit_transform(self, applied_ptransform) -> None:
+        if isinstance(applied_ptransform.transform, ExternalTransform):
+            raise RuntimeError(
+                "the local streaming runner does not run cross-language transforms "
+                "(kafka impl=xlang): use the Flink, Dataflow or Prism runner"
+            )
+
+
+class _TestStreamUse(PipelineVisitor):
+    def __init__(self) -> None:
+        self.found = False
+
+    def visit_transform(self, applied_ptransform) -> None:
+        if isinstance(applied_ptransform.transform, TestStream):
+            self.found = True
 
 
 class LocalStreamingRunner(BundleBasedDirectRunner):
     """BundleBasedDirectRunner whose ``ReadFromPoller`` sources stream while the pipeline runs.
 
     ``stop``: when it is set, the reads end and the run drains and finishes normally.
+
+    Nothing in Beam is patched: ``run_pipeline`` is Beam 2.77's
+    ``BundleBasedDirectRunner.run_pipeline`` with this runner's executor (a state
+    sampler per bundle) and evaluator registry (the polling read, with this run's
+    pollers) in place of Beam's, so other runners in the process are unaffected.
     """
 
     def __init__(self, stop: StopRequest | None = None) -> None:
@@ -194,7 +298,29 @@ class LocalStreamingRunner(BundleBasedDirectRunner):
     def run_pipeline(self, pipeline, options):
         if self.stop is not None:
             self.stop.armed = True
-        _fresh_sampler_per_bundle()
-        TransformEvaluatorRegistry._test_evaluators_overrides[_DirectPollingRead] = _PollingReadEvaluator
         pipeline.replace_all([_PollingReadOverride(self.stop)])
-        return super().run_pipeline(pipeline, options)
+        pipeline.visit(_CrossLanguageCheck())
+        test_stream = _TestStreamUse()
+        pipeline.visit(test_stream)
+        clock = TestClock() if test_stream.found else RealClock()
+        pipeline.replace_all(_get_transform_overrides(options))
+
+        self.consumer_tracking_visitor = ConsumerTrackingPipelineVisitor()
+        pipeline.visit(self.consumer_tracking_visitor)
+        evaluation_context = EvaluationContext(
+            options,
+            BundleFactory(stacked=options.view_as(DirectOptions).direct_runner_use_stacked_bundle),
+            self.consumer_tracking_visitor.root_transforms,
+            self.consumer_tracking_visitor.value_to_consumers,
+            self.consumer_tracking_visitor.step_names,
+            self.consumer_tracking_visitor.views,
+            clock,
+        )
+        executor = _PerBundleMetricsExecutor(
+            self.consumer_tracking_visitor.value_to_consumers,
+            _StreamingEvaluatorRegistry(evaluation_context, _RunPollers()),
+            evaluation_context,
+        )
+        RuntimeValueProvider.set_runtime_options({})  # as Beam's: the direct runner injects no runtime values
+        executor.start(self.consumer_tracking_visitor.root_transforms)
+        return DirectPipelineResult(executor, evaluation_context)

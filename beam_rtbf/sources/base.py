@@ -13,7 +13,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from beam_rtbf.sources.spec import SourceSpec
+from beam_rtbf.sources.spec import SourceSpec, check_params
 
 __all__ = ["Source", "Poller", "PollResult", "STREAM_KINDS"]
 
@@ -63,13 +63,20 @@ class Poller(abc.ABC):
 
 
 class Source(abc.ABC):
-    """A configured source for one stream kind (sessions or requests)."""
+    """A configured source for one stream kind (sessions or requests).
+
+    ``PARAMS`` lists every URI parameter the source reads, once; ``PARAM_PREFIXES``
+    the pass-through families (``kafka.``). Any other parameter is refused here,
+    before the subclass reads its configuration."""
 
     scheme: str = ""
+    PARAMS: tuple[str, ...] = ()
+    PARAM_PREFIXES: tuple[str, ...] = ()
 
     def __init__(self, spec: SourceSpec, stream: str) -> None:
         if stream not in STREAM_KINDS:
             raise ValueError(f"stream must be one of {STREAM_KINDS}, not {stream!r}")
+        check_params(spec, self.PARAMS, self.PARAM_PREFIXES)
         self.spec = spec
         self.stream = stream
 

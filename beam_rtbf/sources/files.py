@@ -278,6 +278,7 @@ class ReadFileChunks(beam.PTransform):
 
 class FileSource(Source):
     scheme = "file"
+    PARAMS = ("format", "chunk_bytes")
 
     def __init__(self, spec: SourceSpec, stream: str) -> None:
         super().__init__(spec, stream)

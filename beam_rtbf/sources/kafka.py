@@ -256,6 +256,18 @@ def parse_kafka_uri(spec: SourceSpec) -> tuple[str, str]:
 
 class KafkaSource(Source):
     scheme = "kafka"
+    PARAMS = (
+        "group",
+        "start",
+        "at",
+        "idle_stop_s",
+        "max_records",
+        "discovery_interval_s",
+        "metadata_timeout_s",
+        "impl",
+        "expansion_service",
+    )
+    PARAM_PREFIXES = ("kafka.",)  # librdkafka options, passed through
 
     def __init__(self, spec: SourceSpec, stream: str) -> None:
         super().__init__(spec, stream)

@@ -354,6 +354,7 @@ class KinesisWriter:
 
 class KinesisSource(Source):
     scheme = "kinesis"
+    PARAMS = ("region", "endpoint", "start", "at", "checkpoint", "idle_stop_s", "max_records", "discovery_interval_s")
 
     def __init__(self, spec: SourceSpec, stream: str) -> None:
         super().__init__(spec, stream)

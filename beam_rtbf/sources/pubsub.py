@@ -132,6 +132,7 @@ class PubSubWriter:
 
 class PubSubSource(Source):
     scheme = "pubsub"
+    PARAMS = ("topic", "idle_stop_s", "max_messages", "ack_deadline_s")
 
     def __init__(self, spec: SourceSpec, stream: str) -> None:
         super().__init__(spec, stream)

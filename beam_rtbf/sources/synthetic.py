@@ -66,10 +66,7 @@ class SyntheticConfig:
 
     @classmethod
     def from_spec(cls, spec: SourceSpec) -> SyntheticConfig:
-        known = {f.name for f in dataclasses.fields(cls)} | {"start"}
-        unknown = set(spec.params) - known
-        if unknown:
-            raise ValueError(f"source {spec.uri!r}: unknown parameters {sorted(unknown)}; known: {sorted(known)}")
+        """The generator a ``synthetic://`` URI describes (``SyntheticSource`` has refused unknown names)."""
         start = spec.get_str("start", DEFAULT_START)
         cfg = cls(
             users=spec.get_int("users", cls.users),
@@ -317,6 +314,22 @@ class SyntheticRequestPoller(Poller):
 
 class SyntheticSource(Source):
     scheme = "synthetic"
+    PARAMS = (
+        "users",
+        "sessions",
+        "requests",
+        "seed",
+        "rate",
+        "request_rate",
+        "duration_s",
+        "active_users",
+        "start",
+        "span_s",
+        "bad_rate",
+        "shards",
+        "batch_rows",
+        "max_delay_ms",
+    )
 
     def __init__(self, spec: SourceSpec, stream: str) -> None:
         super().__init__(spec, stream)

@@ -1,0 +1,173 @@
+"""The local streaming runner changes nothing in Beam for anyone else, and the Beam internals
+it builds on still have the shape it was written against (the pinned apache-beam)."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.direct import direct_runner, executor, transform_evaluator
+from apache_beam.runners.direct.evaluation_context import EvaluationContext
+from apache_beam.runners.direct.watermark_manager import WatermarkManager
+
+from beam_rtbf.local_runner import LocalStreamingRunner
+from beam_rtbf.sources.base import Poller, PollResult
+from beam_rtbf.sources.polling import ReadFromPoller
+
+T0_MS = 1_767_225_600_000
+CHUNKS = [[f"a{i}" for i in range(5)], [], [f"b{i}" for i in range(7)], [f"c{i}" for i in range(3)]]
+EVENTS: list[str] = []  # what the pollers did, in order (module level: the poller is pickled by reference)
+
+# sha256 of the Beam methods local_runner re-states, as in apache-beam 2.77.0. A change
+# means Beam moved: re-sync LocalStreamingRunner.run_pipeline and
+# _PerBundleMetricsParallelExecutor.schedule_consumption with the new source, then update.
+PINNED_SOURCES = {
+    "BundleBasedDirectRunner.run_pipeline": "1948c09b5b5903b94f580266f28fb22d26036ce88e8a6fe4046571c7f74bfd35",
+    "_ExecutorServiceParallelExecutor.schedule_consumption": (
+        "4ce07e42bfe6b9e6701ac3571afdcb4e1c5ccd2c0640ec541041bf22d35f8377"
+    ),
+}
+
+
+class ChunkPoller(Poller):
+    """Emits ``CHUNKS`` one per poll (an empty one in between), then ends."""
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def open(self) -> None:
+        EVENTS.append("open")
+
+    def poll(self) -> PollResult:
+        if self._next >= len(CHUNKS):
+            return PollResult([], None, done=True)
+        chunk = CHUNKS[self._next]
+        self._next += 1
+        stamp = T0_MS + 1000 * self._next
+        return PollResult([(element, stamp) for element in chunk], stamp)
+
+    def close(self) -> None:
+        EVENTS.append("close")
+
+
+class CountSeen(beam.DoFn):
+    def __init__(self) -> None:
+        self.seen = beam.metrics.Metrics.counter("test", "seen")
+
+    def process(self, element):
+        self.seen.inc()
+        yield element
+
+
+def _run_counting_pipeline() -> int:
+    """Reads every chunk on a LocalStreamingRunner and returns the committed ``seen`` counter."""
+    pipeline = beam.Pipeline(runner=LocalStreamingRunner(), options=PipelineOptions(["--streaming"]))
+    _ = pipeline | "Read" >> ReadFromPoller(ChunkPoller, poll_interval_s=0.01) | "Count" >> beam.ParDo(CountSeen())
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = result.metrics().query(MetricsFilter().with_name("seen"))["counters"]
+    return sum(counter.committed for counter in counters)
+
+
+def _params(function) -> list[str]:
+    return list(inspect.signature(function).parameters)
+
+
+def test_a_run_leaves_beams_classes_as_they_were():
+    call = executor.TransformExecutor.call
+    schedule = executor._ExecutorServiceParallelExecutor.schedule_consumption
+    get_evaluator = transform_evaluator.TransformEvaluatorRegistry.get_evaluator
+    overrides = transform_evaluator.TransformEvaluatorRegistry._test_evaluators_overrides
+    overrides_before = dict(overrides)
+
+    assert _run_counting_pipeline() == 15
+
+    assert executor.TransformExecutor.call is call
+    assert not hasattr(executor.TransformExecutor.call, "_rtbf_patched")
+    assert executor._ExecutorServiceParallelExecutor.schedule_consumption is schedule
+    assert transform_evaluator.TransformEvaluatorRegistry.get_evaluator is get_evaluator
+    assert transform_evaluator.TransformEvaluatorRegistry._test_evaluators_overrides is overrides
+    assert overrides == overrides_before == {}
+
+
+def test_user_counters_count_every_bundle_and_each_run_has_its_own_pollers():
+    EVENTS.clear()
+    assert _run_counting_pipeline() == 15  # 5 + 7 + 3 elements over four polls: no bundle's counts lost
+    assert EVENTS == ["open", "close"]
+    assert _run_counting_pipeline() == 15  # a second run opens its own poller and reads everything again
+    assert EVENTS == ["open", "close", "open", "close"]
+
+
+def test_the_beam_internals_the_runner_builds_on_keep_their_shape():
+    assert beam.__version__.startswith("2.77."), "local_runner re-states Beam 2.77 internals; see setup.py"
+    sources = {
+        "BundleBasedDirectRunner.run_pipeline": direct_runner.BundleBasedDirectRunner.run_pipeline,
+        "_ExecutorServiceParallelExecutor.schedule_consumption": (
+            executor._ExecutorServiceParallelExecutor.schedule_consumption
+        ),
+    }
+    digests = {name: hashlib.sha256(inspect.getsource(fn).encode()).hexdigest() for name, fn in sources.items()}
+    assert digests == PINNED_SOURCES
+
+    assert _params(executor.TransformExecutor.__init__) == [
+        "self",
+        "transform_evaluator_registry",
+        "evaluation_context",
+        "input_bundle",
+        "fired_timers",
+        "applied_ptransform",
+        "completion_callback",
+        "transform_evaluation_state",
+    ]
+    assert _params(executor.TransformExecutor.call) == ["self", "state_sampler"]
+    assert _params(executor._ExecutorServiceParallelExecutor.__init__) == [
+        "self",
+        "value_to_consumers",
+        "transform_evaluator_registry",
+        "evaluation_context",
+    ]
+    assert _params(executor._ExecutorServiceParallelExecutor.schedule_consumption) == [
+        "self",
+        "consumer_applied_ptransform",
+        "committed_bundle",
+        "fired_timers",
+        "on_complete",
+    ]
+    for method in ("start", "await_completion", "shutdown"):  # the facade delegates to self._executor
+        assert "self._executor." in inspect.getsource(getattr(executor.Executor, method))
+    registry = transform_evaluator.TransformEvaluatorRegistry
+    assert _params(registry.__init__) == ["self", "evaluation_context"]
+    assert _params(registry.get_evaluator) == ["self", "applied_ptransform", "input_committed_bundle", "side_inputs"]
+    assert "self._evaluation_context = evaluation_context" in inspect.getsource(registry.__init__)
+    assert _params(transform_evaluator._TransformEvaluator.__init__) == [
+        "self",
+        "evaluation_context",
+        "applied_ptransform",
+        "input_committed_bundle",
+        "side_inputs",
+    ]
+    assert _params(transform_evaluator.TransformResult.__init__) == [
+        "self",
+        "transform_evaluator",
+        "uncommitted_output_bundles",
+        "unprocessed_bundles",
+        "counters",
+        "keyed_watermark_holds",
+        "undeclared_tag_values",
+    ]
+    assert _params(EvaluationContext.__init__) == [
+        "self",
+        "pipeline_options",
+        "bundle_factory",
+        "root_transforms",
+        "value_to_consumers",
+        "step_names",
+        "views",
+        "clock",
+    ]
+    assert _params(direct_runner.DirectPipelineResult.__init__) == ["self", "executor", "evaluation_context"]
+    assert _params(direct_runner._get_transform_overrides) == ["pipeline_options"]
+    assert WatermarkManager.WATERMARK_POS_INF > WatermarkManager.WATERMARK_NEG_INF
