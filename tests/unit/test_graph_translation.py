@@ -5,8 +5,9 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_rtbf.filter.strategies import choose_strategy
 from beam_rtbf.options import RtbfOptions
-from beam_rtbf.pipeline import build_pipeline, choose_strategy
+from beam_rtbf.pipeline import build_pipeline
 
 
 def _transform_names(proto) -> list[str]:
@@ -26,8 +27,8 @@ def test_streaming_broadcast_graph_translates_with_a_periodic_side_input(tmp_pat
     p = beam.Pipeline(options=options)
     build_pipeline(p, options.view_as(RtbfOptions), streaming=True, strategy="broadcast")
     names = _transform_names(p.to_runner_api())
-    assert any(name.startswith("DeletionSet/RefreshTicks") for name in names)
-    assert any(name.startswith("DeletionSet/FetchRegistryDelta") for name in names)
+    assert any(name.startswith("FilterSessions/DeletionSet/RefreshTicks") for name in names)
+    assert any(name.startswith("FilterSessions/DeletionSet/FetchRegistryDelta") for name in names)
     assert any(name.startswith("FilterSessions/DropForgotten") for name in names)
     # The polling sources expand to splittable DoFns for portable runners.
     assert any(name.startswith("ReadSessions/Poll") for name in names)
