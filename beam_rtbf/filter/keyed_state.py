@@ -108,9 +108,10 @@ class DropForgottenInStateFn(beam.DoFn):
         self._shard_sets: _ShardSets = self._shared_sets.acquire(_ShardSets)
 
     def _shard_set(self, shard: int, count: int, requests_state) -> DeletionSet:
-        return self._shard_sets.get(
-            shard, count, lambda: DeletionSet.of([subject for subjects in requests_state.read() for subject in subjects])
-        )
+        def build() -> DeletionSet:
+            return DeletionSet.of([subject for subjects in requests_state.read() for subject in subjects])
+
+        return self._shard_sets.get(shard, count, build)
 
     def _filter(
         self, batch: pa.RecordBatch, registry_set: DeletionSet, shard_set: DeletionSet, timestamp: Timestamp | None
