@@ -110,6 +110,7 @@ class BloomStrategy(FilterStrategy):
     """Drop forgotten sessions: Bloom side input for candidates, registry confirms them."""
 
     name = "bloom"
+    refreshes_side_input = True
 
     def apply(self, sessions: beam.PCollection, accepted: beam.PCollection) -> FilteredSessions:
         view, lag_ms = build_deletion_set(accepted, self.config, self.streaming)

@@ -205,6 +205,7 @@ class BroadcastStrategy(FilterStrategy):
     """
 
     name = "broadcast"
+    refreshes_side_input = True
 
     def apply(self, sessions: beam.PCollection, accepted: beam.PCollection) -> FilteredSessions:
         view, lag_ms = build_deletion_set(accepted, self.config, self.streaming)

@@ -13,16 +13,13 @@ from beam_rtbf.filter.lookup import LookupStrategy
 from beam_rtbf.filter.strategy import FilterStrategy
 from beam_rtbf.runner_names import EMBEDDED_PORTABLE, LOCAL_STREAMING_RUNNERS
 
-__all__ = ["FILTER_STRATEGIES", "AUTO", "SIDE_INPUT_STRATEGIES", "choose_strategy"]
+__all__ = ["FILTER_STRATEGIES", "AUTO", "choose_strategy"]
 
 FILTER_STRATEGIES: dict[str, type[FilterStrategy]] = {
     strategy.name: strategy for strategy in (BroadcastStrategy, LookupStrategy, BloomStrategy, KeyedStateStrategy)
 }
 
 AUTO = "auto"
-
-# Their streaming form refreshes a side input from a PeriodicImpulse: a real streaming runner only.
-SIDE_INPUT_STRATEGIES = (BroadcastStrategy.name, BloomStrategy.name)
 
 
 def choose_strategy(
@@ -37,12 +34,13 @@ def choose_strategy(
             raise ValueError(
                 f"unknown --filter_strategy={requested!r}; expected one of {', '.join([*FILTER_STRATEGIES, AUTO])}"
             )
-        if local_streaming and requested in SIDE_INPUT_STRATEGIES:
+        refreshes_side_input = FILTER_STRATEGIES[requested].refreshes_side_input
+        if local_streaming and refreshes_side_input:
             raise ValueError(
                 f"--filter_strategy={requested} needs a stream-fed side input, which blocks the local "
                 "streaming runner; use state or lookup locally, or run on Flink"
             )
-        if embedded_streaming and requested in SIDE_INPUT_STRATEGIES:
+        if embedded_streaming and refreshes_side_input:
             raise ValueError(
                 f"--filter_strategy={requested} refreshes its side input from a PeriodicImpulse, which never "
                 "ends on the embedded job service (FnApiRunner): the run would never finish nor write a window; "

@@ -45,6 +45,9 @@ class FilterStrategy(abc.ABC):
     """
 
     name: ClassVar[str]
+    # True if its streaming form reads a side input refreshed from a PeriodicImpulse: that blocks
+    # the local streaming runner and never ends on the embedded job service (``choose_strategy``).
+    refreshes_side_input: ClassVar[bool] = False
 
     def __init__(self, config: FilterConfig, streaming: bool) -> None:
         self.config = config

@@ -42,6 +42,19 @@ def test_auto_strategy_choice_says_why():
     assert choose_strategy("state", False, "FnApiRunner") == ("state", "chosen by --filter_strategy")
 
 
+def test_a_named_strategy_the_runner_cannot_run_is_refused_with_what_to_use():
+    import pytest
+
+    with pytest.raises(ValueError, match="--filter_strategy=bloom needs a stream-fed side input.*use state or lookup"):
+        choose_strategy("bloom", True, "LocalStreamingRunner")
+    with pytest.raises(ValueError, match="--filter_strategy=broadcast refreshes its side input from a PeriodicImpulse"):
+        choose_strategy("broadcast", True, "PortableRunner[embed]")
+    assert choose_strategy("broadcast", False, "LocalStreamingRunner")[0] == "broadcast"  # bounded: no refresh
+    assert choose_strategy("lookup", True, "LocalStreamingRunner")[0] == "lookup"
+    with pytest.raises(ValueError, match="unknown --filter_strategy='brodcast'; expected one of broadcast, lookup"):
+        choose_strategy("brodcast", False, "FnApiRunner")
+
+
 def test_kafka_cross_language_read_goes_to_the_given_expansion_service():
     """ReadFromKafka (Java) expands through an expansion service; with none listening there, the
     pipeline cannot be built, which is as far as this machine (no Java jars) can check it."""
