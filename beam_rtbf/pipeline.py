@@ -25,15 +25,9 @@ from apache_beam.options.pipeline_options import PipelineOptions, PortableOption
 
 from beam_rtbf.analytics.aggregate import WindowedAggregates, WriteAnalytics
 from beam_rtbf.archive.write import WriteArchive
-from beam_rtbf.filter.bloom import FilterSessionsByBloom, ToBloom
-from beam_rtbf.filter.broadcast import (
-    SUPPRESSED_TAG,
-    BuildBoundedDeletionSet,
-    BuildStreamingDeletionSet,
-    FilterSessionsBySideInput,
-)
-from beam_rtbf.filter.keyed_state import EFFECTIVE_TAG, FilterSessionsInKeyedState
-from beam_rtbf.filter.lookup import FilterSessionsByLookup
+from beam_rtbf.filter.filter_sessions import FilterSessions
+from beam_rtbf.filter.strategies import choose_strategy
+from beam_rtbf.filter.strategy import FilterConfig
 from beam_rtbf.job import detached, job_options, recover_ledger, run_job
 from beam_rtbf.manifests.build import WriteManifests
 from beam_rtbf.options import RtbfOptions, locations, validate_options
@@ -43,7 +37,6 @@ from beam_rtbf.parse.sessions import ParseSessions
 from beam_rtbf.redact import mask_secrets
 from beam_rtbf.registry import RegistryUnavailable, open_registry
 from beam_rtbf.registry.record import CONFLICT_TAG, RecordRequests
-from beam_rtbf.runner_names import EMBEDDED_PORTABLE, LOCAL_STREAMING_RUNNERS
 from beam_rtbf.sinks.files import WriteDeadLetters, join
 from beam_rtbf.sinks.ledger import RunLedger, input_fingerprint
 from beam_rtbf.sources import Source, source_for
@@ -54,7 +47,7 @@ if TYPE_CHECKING:
 
     from beam_rtbf.local_runner import StopRequest
 
-__all__ = ["GraphOutputs", "build_pipeline", "run", "RunJob", "check_registry", "choose_strategy", "read_source"]
+__all__ = ["GraphOutputs", "build_pipeline", "run", "RunJob", "check_registry", "read_source"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -76,40 +69,6 @@ class GraphOutputs:
 def read_source(source: Source) -> beam.PTransform:
     """The bounded read of a bounded source, else the streaming read over its poller."""
     return source.read() if source.bounded else source.streaming_read()
-
-
-def choose_strategy(
-    requested: str, streaming: bool, runner_name: str, registry_size: int = 0, broadcast_max: int = 20_000_000
-) -> tuple[str, str]:
-    """(strategy, why). ``auto`` picks by runner and deletion-set size."""
-    local_streaming = streaming and runner_name in LOCAL_STREAMING_RUNNERS
-    embedded_streaming = streaming and runner_name == EMBEDDED_PORTABLE
-    if requested != "auto":
-        if local_streaming and requested in ("broadcast", "bloom"):
-            raise ValueError(
-                f"--filter_strategy={requested} needs a stream-fed side input, which blocks the local "
-                "streaming runner; use state or lookup locally, or run on Flink"
-            )
-        if embedded_streaming and requested in ("broadcast", "bloom"):
-            raise ValueError(
-                f"--filter_strategy={requested} refreshes its side input from a PeriodicImpulse, which never "
-                "ends on the embedded job service (FnApiRunner): the run would never finish nor write a window; "
-                "use state or lookup there, or a real job service (--job_endpoint=HOST:PORT)"
-            )
-        return requested, "chosen by --filter_strategy"
-    big = registry_size > broadcast_max
-    size = f"{registry_size:,} forgotten ids ({registry_size * 8 / 1e6:.0f} MB as an exact set)"
-    if local_streaming:
-        return "state", "local streaming: stream-fed side inputs block the BundleBasedDirectRunner; keyed state streams"
-    if embedded_streaming:
-        return "state", "streaming on the embedded job service: a PeriodicImpulse side input never ends there"
-    if not streaming:
-        if big:
-            return "bloom", f"bounded run, {size} > --broadcast_max_subjects: Bloom side input, registry confirms"
-        return "broadcast", f"bounded run, {size}: the whole deletion set as of the run is one side input"
-    if big:
-        return "lookup", f"streaming, {size} > --broadcast_max_subjects: one registry query per batch"
-    return "broadcast", f"streaming on a portable runner, {size}: slowly updating side input refreshed by deltas"
 
 
 def build_pipeline(
@@ -146,42 +105,10 @@ def build_pipeline(
     recorded = parsed_requests.requests | "RecordRequests" >> RecordRequests(opts.registry, opts.registry_retry_s)
     accepted = recorded.accepted
 
-    if strategy == "state":
-        filtered = session_batches | "FilterSessions" >> FilterSessionsInKeyedState(
-            accepted, opts.registry, opts.state_shards, opts.refresh_interval_s, opts.max_staleness_s
-        )
-        clean, suppressed, effective = filtered["clean"], filtered[SUPPRESSED_TAG], filtered[EFFECTIVE_TAG]
-    elif strategy in ("broadcast", "bloom"):
-        if streaming:
-            view = p | "DeletionSet" >> BuildStreamingDeletionSet(
-                opts.registry, opts.refresh_interval_s, opts.max_staleness_s
-            )
-            # Effective once the next refresh has picked it up: the bound is one interval.
-            lag_ms = int(opts.refresh_interval_s * 1000)
-        else:
-            view = accepted | "DeletionSet" >> BuildBoundedDeletionSet(opts.registry)
-            lag_ms = 0
-        if strategy == "broadcast":
-            filtered = session_batches | "FilterSessions" >> FilterSessionsBySideInput(
-                view, opts.max_staleness_s if streaming else None
-            )
-        else:
-            bloom = view | "ToBloom" >> ToBloom()
-            filtered = session_batches | "FilterSessions" >> FilterSessionsByBloom(
-                bloom, opts.registry, opts.registry_retry_s
-            )
-        clean, suppressed = filtered.clean, filtered[SUPPRESSED_TAG]
-        effective = accepted | "EffectiveAt" >> beam.Map(lambda a, lag=lag_ms: (a, a.accepted_at_ms + lag))
-    elif strategy == "lookup":
-        # Bounded: no batch is looked up before this run's requests are all recorded.
-        barrier = None if streaming else accepted | "AllRecorded" >> beam.combiners.Count.Globally()
-        filtered = session_batches | "FilterSessions" >> FilterSessionsByLookup(
-            opts.registry, opts.registry_retry_s, barrier
-        )
-        clean, suppressed = filtered.clean, filtered[SUPPRESSED_TAG]
-        effective = accepted | "EffectiveAt" >> beam.Map(lambda a: (a, a.accepted_at_ms))
-    else:
-        raise ValueError(f"unknown filter strategy {strategy!r}")
+    filtered = session_batches | "FilterSessions" >> FilterSessions(
+        strategy, accepted, FilterConfig.from_options(opts), streaming=streaming
+    )
+    clean, suppressed, effective = filtered
 
     analytics = clean | "Analytics" >> WindowedAggregates(opts.window_s, opts.allowed_lateness_s, streaming)
     analytics | "WriteAnalytics" >> WriteAnalytics(where.analytics, run_id)

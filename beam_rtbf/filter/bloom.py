@@ -18,14 +18,15 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 
 from beam_rtbf import metrics as rtbf_metrics
+from beam_rtbf.filter.broadcast import build_deletion_set
 from beam_rtbf.filter.deletion_set import hash_ids
 from beam_rtbf.filter.lookup import RegistryConfirmer, distinct_ids
+from beam_rtbf.filter.outputs import CLEAN_TAG, SUPPRESSED_TAG, FilteredSessions, SplitCounters
+from beam_rtbf.filter.strategy import FilterStrategy, effective_after
 from beam_rtbf.filter.suppress import split_batch
 from beam_rtbf.records import ALIAS_COLUMNS
 
-__all__ = ["BloomFilter", "BloomView", "ToBloom", "FilterSessionsByBloom"]
-
-SUPPRESSED_TAG = "suppressed"
+__all__ = ["BloomFilter", "BloomView", "ToBloom", "BloomStrategy"]
 
 
 class BloomFilter:
@@ -79,8 +80,7 @@ class _BloomFilterFn(beam.DoFn):
     def __init__(self, registry_url: str, retry_budget_s: float) -> None:
         self._registry_url = registry_url
         self._retry_budget_s = retry_budget_s
-        self._clean = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.SESSIONS_CLEAN)
-        self._suppressed = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.SESSIONS_SUPPRESSED)
+        self._counters = SplitCounters()
         self._confirmations = Metrics.counter(rtbf_metrics.NAMESPACE, "bloom_candidates")
 
     def setup(self) -> None:
@@ -98,30 +98,24 @@ class _BloomFilterFn(beam.DoFn):
         if rows.size:
             ids = distinct_ids(batch, pa.array(rows))
             self._confirmations.inc(len(ids))
-            clean, suppressed = split_batch(batch, self._confirmer.forgotten_among(ids))
+            yield from self._counters.emit(*split_batch(batch, self._confirmer.forgotten_among(ids)))
         else:
-            clean, suppressed = batch, 0
-        if suppressed:
-            self._suppressed.inc(suppressed)
-            yield beam.pvalue.TaggedOutput(SUPPRESSED_TAG, suppressed)
-        if clean.num_rows:
-            self._clean.inc(clean.num_rows)
-            yield clean
+            yield from self._counters.emit(batch, 0)
 
     def teardown(self) -> None:
         self._confirmer.close()
 
 
-class FilterSessionsByBloom(beam.PTransform):
+class BloomStrategy(FilterStrategy):
     """Drop forgotten sessions: Bloom side input for candidates, registry confirms them."""
 
-    def __init__(self, bloom_view, registry_url: str, retry_budget_s: float = 120.0) -> None:
-        super().__init__()
-        self._view = bloom_view
-        self._registry_url = registry_url
-        self._retry_budget_s = retry_budget_s
+    name = "bloom"
+    refreshes_side_input = True
 
-    def expand(self, sessions):
-        return sessions | "BloomThenConfirm" >> beam.ParDo(
-            _BloomFilterFn(self._registry_url, self._retry_budget_s), beam.pvalue.AsSingleton(self._view)
-        ).with_outputs(SUPPRESSED_TAG, main="clean")
+    def apply(self, sessions: beam.PCollection, accepted: beam.PCollection) -> FilteredSessions:
+        view, lag_ms = build_deletion_set(accepted, self.config, self.streaming)
+        bloom = view | "ToBloom" >> ToBloom()
+        filtered = sessions | "BloomThenConfirm" >> beam.ParDo(
+            _BloomFilterFn(self.config.registry_url, self.config.registry_retry_s), beam.pvalue.AsSingleton(bloom)
+        ).with_outputs(SUPPRESSED_TAG, main=CLEAN_TAG)
+        return FilteredSessions(filtered[CLEAN_TAG], filtered[SUPPRESSED_TAG], effective_after(accepted, lag_ms))

@@ -26,9 +26,10 @@ from apache_beam.utils import shared
 
 from beam_rtbf import metrics as rtbf_metrics
 from beam_rtbf.filter.deletion_set import DeletionSet, hash_ids
-from beam_rtbf.filter.follower import RegistryFollower
+from beam_rtbf.filter.follower import SharedFollower
+from beam_rtbf.filter.outputs import CLEAN_TAG, SUPPRESSED_TAG, FilteredSessions, SplitCounters
+from beam_rtbf.filter.strategy import FilterConfig, FilterStrategy, effective_after
 from beam_rtbf.filter.suppress import split_batch
-from beam_rtbf.records import AcceptedRequest
 from beam_rtbf.registry import open_registry
 from beam_rtbf.registry.record import with_retries
 
@@ -36,11 +37,11 @@ __all__ = [
     "DeletionSetView",
     "BuildBoundedDeletionSet",
     "BuildStreamingDeletionSet",
-    "FilterSessionsBySideInput",
+    "build_deletion_set",
+    "DropForgottenFn",
+    "BroadcastStrategy",
     "StaleDeletionSet",
 ]
-
-SUPPRESSED_TAG = "suppressed"
 
 
 class StaleDeletionSet(RuntimeError):
@@ -123,22 +124,13 @@ class _FetchDelta(beam.DoFn):
         self._shared = shared.Shared()
 
     def setup(self) -> None:
-        self._follower = self._shared.acquire(
-            lambda: _SharedFollower(RegistryFollower(self._registry_url, 0.0, self._max_staleness_s)),
-            tag=f"follow:{self._registry_url}",
-        ).follower
+        self._holder = SharedFollower.acquire(self._shared, self._registry_url, 0.0, self._max_staleness_s)
+        self._follower = self._holder.follower
 
     def process(self, _tick) -> Iterator[DeletionSetView]:
         current = self._follower.current(force=True)
         if current is not None:
             yield DeletionSetView(current, current.version, time.time() - self._follower.age_s())
-
-
-class _SharedFollower:
-    """Weak-referenceable holder so ``shared.Shared`` can cache a follower per process."""
-
-    def __init__(self, follower: RegistryFollower) -> None:
-        self.follower = follower
 
 
 class BuildStreamingDeletionSet(beam.PTransform):
@@ -166,11 +158,31 @@ class BuildStreamingDeletionSet(beam.PTransform):
         )
 
 
-class _FilterFn(beam.DoFn):
+def build_deletion_set(
+    accepted: beam.PCollection, config: FilterConfig, streaming: bool
+) -> tuple[beam.PCollection, int]:
+    """The ``DeletionSet`` side input of the broadcast and bloom strategies, and its lag in ms.
+
+    Bounded: the snapshot at start plus this run's requests, so no lag. Streaming: a
+    request is seen at the next refresh, so the lag bound is one refresh interval.
+    """
+    if streaming:
+        view = accepted.pipeline | "DeletionSet" >> BuildStreamingDeletionSet(
+            config.registry_url, config.refresh_interval_s, config.max_staleness_s
+        )
+        return view, int(config.refresh_interval_s * 1000)
+    return accepted | "DeletionSet" >> BuildBoundedDeletionSet(config.registry_url), 0
+
+
+class DropForgottenFn(beam.DoFn):
+    """Split each batch by the DeletionSetView side input; fail the bundle if the view is too old.
+
+    ``max_staleness_s=None`` (bounded runs) never checks the age: the view is built once for the run.
+    """
+
     def __init__(self, max_staleness_s: float | None) -> None:
         self._max_staleness_s = max_staleness_s
-        self._clean = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.SESSIONS_CLEAN)
-        self._suppressed = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.SESSIONS_SUPPRESSED)
+        self._counters = SplitCounters()
         self._age = Metrics.distribution(rtbf_metrics.NAMESPACE, rtbf_metrics.SIDE_INPUT_AGE_MS)
 
     def process(self, batch: pa.RecordBatch, view: DeletionSetView) -> Iterable:
@@ -182,32 +194,23 @@ class _FilterFn(beam.DoFn):
                     f"deletion set version {view.version} is {age_s:.1f}s old "
                     f"(bound {self._max_staleness_s}s); holding sessions until it refreshes"
                 )
-        clean, suppressed = split_batch(batch, view.deletion_set)
-        if suppressed:
-            self._suppressed.inc(suppressed)
-            yield beam.pvalue.TaggedOutput(SUPPRESSED_TAG, suppressed)
-        if clean.num_rows:
-            self._clean.inc(clean.num_rows)
-            yield clean
+        yield from self._counters.emit(*split_batch(batch, view.deletion_set))
 
 
-class FilterSessionsBySideInput(beam.PTransform):
-    """Drop sessions of forgotten subjects using a DeletionSetView side input.
+class BroadcastStrategy(FilterStrategy):
+    """The whole deletion set as a side input of the session filter.
 
     Main output: clean batches. ``suppressed`` output: counts only (forgotten
     data is never emitted anywhere).
     """
 
-    def __init__(self, deletion_set_view, max_staleness_s: float | None = None) -> None:
-        super().__init__()
-        self._view = deletion_set_view
-        self._max_staleness_s = max_staleness_s
+    name = "broadcast"
+    refreshes_side_input = True
 
-    def expand(self, sessions):
-        return sessions | "DropForgotten" >> beam.ParDo(
-            _FilterFn(self._max_staleness_s), beam.pvalue.AsSingleton(self._view)
-        ).with_outputs(SUPPRESSED_TAG, main="clean")
-
-
-def accepted_subjects(accepted: AcceptedRequest) -> tuple[str, ...]:
-    return accepted.request.subject_ids
+    def apply(self, sessions: beam.PCollection, accepted: beam.PCollection) -> FilteredSessions:
+        view, lag_ms = build_deletion_set(accepted, self.config, self.streaming)
+        max_staleness_s = self.config.max_staleness_s if self.streaming else None
+        filtered = sessions | "DropForgotten" >> beam.ParDo(
+            DropForgottenFn(max_staleness_s), beam.pvalue.AsSingleton(view)
+        ).with_outputs(SUPPRESSED_TAG, main=CLEAN_TAG)
+        return FilteredSessions(filtered[CLEAN_TAG], filtered[SUPPRESSED_TAG], effective_after(accepted, lag_ms))

@@ -1,8 +1,8 @@
 """Follow the registry: a deletion set refreshed by deltas, with a staleness bound.
 
 One follower per worker process and registry (shared across DoFn instances and
-bundles through ``apache_beam.utils.shared``), so a refresh costs one delta
-query per interval, not one full read per bundle.
+bundles through ``apache_beam.utils.shared``, see ``SharedFollower``), so a
+refresh costs one delta query per interval, not one full read per bundle.
 
 Fail closed: ``current()`` returns ``None`` when the set is older than
 ``max_staleness_s`` (registry unreachable for too long); callers then hold
@@ -16,12 +16,13 @@ import threading
 import time
 
 from apache_beam.metrics import Metrics
+from apache_beam.utils import shared
 
 from beam_rtbf import metrics as rtbf_metrics
 from beam_rtbf.filter.deletion_set import DeletionSet
 from beam_rtbf.registry import RegistryUnavailable, open_registry
 
-__all__ = ["RegistryFollower"]
+__all__ = ["RegistryFollower", "SharedFollower"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -80,3 +81,26 @@ class RegistryFollower:
 
     def age_s(self) -> float:
         return time.time() - self._fresh_at if self._fresh_at else float("inf")
+
+
+class SharedFollower:
+    """Holds a ``RegistryFollower`` so that ``apache_beam.utils.shared.Shared`` can cache it.
+
+    ``Shared`` keeps weak references, which a follower's lock rules out; this
+    holder is weak-referenceable. A DoFn creates a ``Shared()`` handle in
+    ``__init__`` and calls ``SharedFollower.acquire`` in ``setup``: every
+    instance of that DoFn in a worker process then uses one follower.
+    """
+
+    def __init__(self, follower: RegistryFollower) -> None:
+        self.follower = follower
+
+    @classmethod
+    def acquire(
+        cls, handle: shared.Shared, registry_url: str, refresh_interval_s: float, max_staleness_s: float
+    ) -> SharedFollower:
+        """The process's holder for ``handle``; keep a reference to it while the follower is in use."""
+        return handle.acquire(
+            lambda: cls(RegistryFollower(registry_url, refresh_interval_s, max_staleness_s)),
+            tag=f"follow:{registry_url}:{refresh_interval_s}:{max_staleness_s}",
+        )

@@ -11,39 +11,35 @@ runner, local ones included, and it also follows the registry by deltas (so a
 Fail closed: when the registry cannot be read for longer than
 ``max_staleness_s``, session batches are held in state and a processing-time
 timer retries; nothing passes unfiltered.
+
+Each shard's request set is rebuilt only when its bag grows: the built sets are
+cached per worker process through ``apache_beam.utils.shared`` (``_ShardSets``).
 """
 
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 from apache_beam.coders import PickleCoder, VarIntCoder
 from apache_beam.metrics import Metrics
-from apache_beam.transforms import window
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils import shared
 from apache_beam.utils.timestamp import Timestamp
 
 from beam_rtbf import metrics as rtbf_metrics
-from beam_rtbf.filter.broadcast import SUPPRESSED_TAG, _SharedFollower
 from beam_rtbf.filter.deletion_set import DeletionSet, hash_ids
-from beam_rtbf.filter.follower import RegistryFollower
+from beam_rtbf.filter.follower import SharedFollower
+from beam_rtbf.filter.outputs import CLEAN_TAG, EFFECTIVE_TAG, SUPPRESSED_TAG, FilteredSessions, SplitCounters
+from beam_rtbf.filter.strategy import FilterConfig, FilterStrategy
 from beam_rtbf.filter.suppress import split_batch
 from beam_rtbf.records import AcceptedRequest, now_ms
 
-__all__ = ["FilterSessionsInKeyedState", "EFFECTIVE_TAG"]
-
-EFFECTIVE_TAG = "effective"
-
-# Per-process cache of each shard's request set, rebuilt only when its bag grows.
-_SHARD_SETS: dict[tuple[str, int], tuple[int, DeletionSet]] = {}
-_SHARD_LOCK = threading.Lock()
+__all__ = ["KeyedStateStrategy", "DropForgottenInStateFn"]
 
 
 class _ShardSessions(beam.DoFn):
@@ -61,7 +57,34 @@ class _ShardSessions(beam.DoFn):
                 yield shard, batch.take(pa.array(rows))
 
 
-class _StateFilterFn(beam.DoFn):
+class _ShardSets:
+    """Each shard's request set with the request count it was built from (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sets: dict[int, tuple[int, DeletionSet]] = {}
+
+    def get(self, shard: int, count: int, build: Callable[[], DeletionSet]) -> DeletionSet:
+        """The cached set if it was built from ``count`` requests, else ``build()`` (then cached)."""
+        with self._lock:
+            cached = self._sets.get(shard)
+        if cached is not None and cached[0] == count:
+            return cached[1]
+        built = build()
+        with self._lock:
+            self._sets[shard] = (count, built)
+        return built
+
+
+class DropForgottenInStateFn(beam.DoFn):
+    """Keyed by shard: requests go into the shard's bag, session batches are split by
+    the registry set (followed by deltas) and the shard's request set.
+
+    Outputs clean batches, ``suppressed`` counts, and ``effective``
+    (request_id, shard, applied_at_ms, AcceptedRequest) when a shard applies a request.
+    While the registry is too stale, batches are held in state and a timer retries.
+    """
+
     REQUESTS = BagStateSpec("requests", PickleCoder())
     REQUEST_COUNT = ReadModifyWriteStateSpec("request_count", VarIntCoder())
     HELD = BagStateSpec("held", PickleCoder())
@@ -71,41 +94,31 @@ class _StateFilterFn(beam.DoFn):
         self._registry_url = registry_url
         self._refresh_interval_s = refresh_interval_s
         self._max_staleness_s = max_staleness_s
-        self._step_id = uuid.uuid4().hex
-        self._shared = shared.Shared()
-        self._clean = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.SESSIONS_CLEAN)
-        self._suppressed = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.SESSIONS_SUPPRESSED)
+        self._shared_follower = shared.Shared()
+        self._shared_sets = shared.Shared()
+        self._counters = SplitCounters()
         self._held = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.SESSIONS_HELD)
         self._effective_ms = Metrics.distribution(rtbf_metrics.NAMESPACE, rtbf_metrics.EFFECTIVENESS_MS)
 
     def setup(self) -> None:
-        url, interval, staleness = self._registry_url, self._refresh_interval_s, self._max_staleness_s
-        self._follower = self._shared.acquire(
-            lambda: _SharedFollower(RegistryFollower(url, interval, staleness)),
-            tag=f"follow:{url}:{interval}:{staleness}",
-        ).follower
+        self._follower_holder = SharedFollower.acquire(
+            self._shared_follower, self._registry_url, self._refresh_interval_s, self._max_staleness_s
+        )
+        self._follower = self._follower_holder.follower
+        self._shard_sets: _ShardSets = self._shared_sets.acquire(_ShardSets)
 
     def _shard_set(self, shard: int, count: int, requests_state) -> DeletionSet:
-        key = (self._step_id, shard)
-        with _SHARD_LOCK:
-            cached = _SHARD_SETS.get(key)
-        if cached is not None and cached[0] == count:
-            return cached[1]
-        ids = [subject for subjects in requests_state.read() for subject in subjects]
-        built = DeletionSet.of(ids)
-        with _SHARD_LOCK:
-            _SHARD_SETS[key] = (count, built)
-        return built
+        def build() -> DeletionSet:
+            return DeletionSet.of([subject for subjects in requests_state.read() for subject in subjects])
 
-    def _filter(self, batch: pa.RecordBatch, registry_set: DeletionSet, shard_set: DeletionSet):
+        return self._shard_sets.get(shard, count, build)
+
+    def _filter(
+        self, batch: pa.RecordBatch, registry_set: DeletionSet, shard_set: DeletionSet, timestamp: Timestamp | None
+    ) -> Iterator:
         clean, suppressed_registry = split_batch(batch, registry_set)
         clean, suppressed_state = split_batch(clean, shard_set)
-        suppressed = suppressed_registry + suppressed_state
-        if suppressed:
-            self._suppressed.inc(suppressed)
-        if clean.num_rows:
-            self._clean.inc(clean.num_rows)
-        return clean, suppressed
+        yield from self._counters.emit(clean, suppressed_registry + suppressed_state, timestamp)
 
     def process(
         self,
@@ -133,13 +146,8 @@ class _StateFilterFn(beam.DoFn):
             retry.set(Timestamp.now() + self._refresh_interval_s)
             return
         yield from self._release_held(registry_set, shard, requests_state, count_state, held_state)
-        clean, suppressed = self._filter(
-            batch, registry_set, self._shard_set(shard, count_state.read() or 0, requests_state)
-        )
-        if suppressed:
-            yield beam.pvalue.TaggedOutput(SUPPRESSED_TAG, suppressed)
-        if clean.num_rows:
-            yield clean
+        shard_set = self._shard_set(shard, count_state.read() or 0, requests_state)
+        yield from self._filter(batch, registry_set, shard_set, None)
 
     def _release_held(self, registry_set, shard, requests_state, count_state, held_state) -> Iterator:
         held = list(held_state.read())
@@ -148,11 +156,7 @@ class _StateFilterFn(beam.DoFn):
         held_state.clear()
         shard_set = self._shard_set(shard, count_state.read() or 0, requests_state)
         for batch, micros in held:
-            clean, suppressed = self._filter(batch, registry_set, shard_set)
-            if suppressed:
-                yield beam.pvalue.TaggedOutput(SUPPRESSED_TAG, suppressed)
-            if clean.num_rows:
-                yield window.TimestampedValue(clean, Timestamp(micros=micros))
+            yield from self._filter(batch, registry_set, shard_set, Timestamp(micros=micros))
 
     @on_timer(RETRY)
     def on_retry(
@@ -187,31 +191,21 @@ class _CollectEffective(beam.DoFn):
             yield accepted, max(at for _, at in entries)
 
 
-class FilterSessionsInKeyedState(beam.PTransform):
-    """(sessions, accepted requests) -> clean batches; outputs ``suppressed`` counts and
-    ``effective`` (AcceptedRequest, effective_at_ms) once all shards apply a request."""
+class KeyedStateStrategy(FilterStrategy):
+    """(sessions, accepted requests) joined in keyed state; a request is effective once
+    every shard has applied it (``effective_at_ms``: when the last one did)."""
 
-    def __init__(
-        self,
-        accepted,
-        registry_url: str,
-        shards: int = 4,
-        refresh_interval_s: float = 1.0,
-        max_staleness_s: float = 30.0,
-    ) -> None:
-        super().__init__()
-        if shards < 1:
-            raise ValueError("shards must be >= 1")
-        self._accepted = accepted
-        self._registry_url = registry_url
-        self._shards = shards
-        self._refresh_interval_s = refresh_interval_s
-        self._max_staleness_s = max_staleness_s
+    name = "state"
 
-    def expand(self, sessions):
-        shards = self._shards
+    def __init__(self, config: FilterConfig, streaming: bool) -> None:
+        super().__init__(config, streaming)
+        if config.state_shards < 1:
+            raise ValueError("state_shards must be >= 1")
+
+    def apply(self, sessions: beam.PCollection, accepted: beam.PCollection) -> FilteredSessions:
+        config, shards = self.config, self.config.state_shards
         keyed_sessions = sessions | "ShardBySubject" >> beam.ParDo(_ShardSessions(shards))
-        keyed_requests = self._accepted | "SendToEveryShard" >> beam.FlatMap(
+        keyed_requests = accepted | "SendToEveryShard" >> beam.FlatMap(
             lambda accepted: [(shard, accepted) for shard in range(shards)]
         )
         results = (
@@ -219,12 +213,12 @@ class FilterSessionsInKeyedState(beam.PTransform):
             | "JoinStreams" >> beam.Flatten()
             | "DropForgottenInState"
             >> beam.ParDo(
-                _StateFilterFn(self._registry_url, self._refresh_interval_s, self._max_staleness_s)
-            ).with_outputs(SUPPRESSED_TAG, EFFECTIVE_TAG, main="clean")
+                DropForgottenInStateFn(config.registry_url, config.refresh_interval_s, config.max_staleness_s)
+            ).with_outputs(SUPPRESSED_TAG, EFFECTIVE_TAG, main=CLEAN_TAG)
         )
         effective = (
             results[EFFECTIVE_TAG]
             | "KeyByRequest" >> beam.Map(lambda e: (e[0], e))
             | "WaitForAllShards" >> beam.ParDo(_CollectEffective(shards))
         )
-        return {"clean": results.clean, SUPPRESSED_TAG: results[SUPPRESSED_TAG], EFFECTIVE_TAG: effective}
+        return FilteredSessions(results[CLEAN_TAG], results[SUPPRESSED_TAG], effective)

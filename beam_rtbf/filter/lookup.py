@@ -19,14 +19,14 @@ from apache_beam.metrics import Metrics
 
 from beam_rtbf import metrics as rtbf_metrics
 from beam_rtbf.filter.deletion_set import DeletionSet
+from beam_rtbf.filter.outputs import CLEAN_TAG, SUPPRESSED_TAG, FilteredSessions, SplitCounters
+from beam_rtbf.filter.strategy import FilterStrategy, effective_after
 from beam_rtbf.filter.suppress import split_batch
 from beam_rtbf.records import ALIAS_COLUMNS
 from beam_rtbf.registry import open_registry
 from beam_rtbf.registry.record import with_retries
 
-__all__ = ["FilterSessionsByLookup", "distinct_ids", "RegistryConfirmer"]
-
-SUPPRESSED_TAG = "suppressed"
+__all__ = ["LookupStrategy", "distinct_ids", "RegistryConfirmer"]
 
 
 def distinct_ids(batch: pa.RecordBatch, rows: pa.Array | None = None) -> list[str]:
@@ -76,40 +76,34 @@ class _LookupFn(beam.DoFn):
     def __init__(self, registry_url: str, retry_budget_s: float) -> None:
         self._registry_url = registry_url
         self._retry_budget_s = retry_budget_s
-        self._clean = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.SESSIONS_CLEAN)
-        self._suppressed = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.SESSIONS_SUPPRESSED)
+        self._counters = SplitCounters()
 
     def setup(self) -> None:
         self._confirmer = RegistryConfirmer(self._registry_url, self._retry_budget_s)
 
     def process(self, batch: pa.RecordBatch, *unused_barrier) -> Iterable:
-        clean, suppressed = split_batch(batch, self._confirmer.forgotten_among(distinct_ids(batch)))
-        if suppressed:
-            self._suppressed.inc(suppressed)
-            yield beam.pvalue.TaggedOutput(SUPPRESSED_TAG, suppressed)
-        if clean.num_rows:
-            self._clean.inc(clean.num_rows)
-            yield clean
+        yield from self._counters.emit(*split_batch(batch, self._confirmer.forgotten_among(distinct_ids(batch))))
 
     def teardown(self) -> None:
         self._confirmer.close()
 
 
-class FilterSessionsByLookup(beam.PTransform):
+class LookupStrategy(FilterStrategy):
     """Drop forgotten sessions by one registry membership query per batch.
 
-    ``barrier`` (bounded runs): a singleton side input computed from this run's
-    accepted requests, so no batch is looked up before they are all recorded.
+    Bounded runs wait for a barrier (a singleton side input counted from this run's
+    accepted requests), so no batch is looked up before they are all recorded. A
+    request is effective once recorded: the next batch's query sees it.
     """
 
-    def __init__(self, registry_url: str, retry_budget_s: float = 120.0, barrier=None) -> None:
-        super().__init__()
-        self._registry_url = registry_url
-        self._retry_budget_s = retry_budget_s
-        self._barrier = barrier
+    name = "lookup"
 
-    def expand(self, sessions):
-        side = [beam.pvalue.AsSingleton(self._barrier)] if self._barrier is not None else []
-        return sessions | "LookUpForgotten" >> beam.ParDo(
-            _LookupFn(self._registry_url, self._retry_budget_s), *side
-        ).with_outputs(SUPPRESSED_TAG, main="clean")
+    def apply(self, sessions: beam.PCollection, accepted: beam.PCollection) -> FilteredSessions:
+        side = []
+        if not self.streaming:
+            barrier = accepted | "AllRecorded" >> beam.combiners.Count.Globally()
+            side = [beam.pvalue.AsSingleton(barrier)]
+        filtered = sessions | "LookUpForgotten" >> beam.ParDo(
+            _LookupFn(self.config.registry_url, self.config.registry_retry_s), *side
+        ).with_outputs(SUPPRESSED_TAG, main=CLEAN_TAG)
+        return FilteredSessions(filtered[CLEAN_TAG], filtered[SUPPRESSED_TAG], effective_after(accepted, 0))

@@ -15,10 +15,10 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from beam_rtbf.filter import follower as follower_module
-from beam_rtbf.filter.broadcast import DeletionSetView, StaleDeletionSet, _FilterFn
+from beam_rtbf.filter.broadcast import DeletionSetView, DropForgottenFn, StaleDeletionSet
 from beam_rtbf.filter.deletion_set import DeletionSet
 from beam_rtbf.filter.follower import RegistryFollower
-from beam_rtbf.filter.keyed_state import _StateFilterFn
+from beam_rtbf.filter.keyed_state import DropForgottenInStateFn
 from beam_rtbf.records import AcceptedRequest, ErasureRequest
 from beam_rtbf.registry import RegistryDelta, RegistryUnavailable
 from tests.helpers.data import T0, sessions
@@ -34,7 +34,7 @@ def _clean_users(outputs) -> list[str]:
 
 
 def test_side_input_older_than_its_bound_fails_the_bundle():
-    fn = _FilterFn(max_staleness_s=5.0)
+    fn = DropForgottenFn(max_staleness_s=5.0)
     batch = sessions([("gone", T0), ("kept", T0)])
     view = DeletionSetView(DeletionSet.of(["gone"]), version=3, fresh_at_s=time.time() - 60)
     with pytest.raises(StaleDeletionSet, match="version 3 is 6[0-9].[0-9]s old"):
@@ -129,7 +129,8 @@ class _StubFollower:
 
 
 def test_state_filter_holds_batches_while_registry_is_stale_and_releases_them_filtered():
-    fn = _StateFilterFn("unused://", refresh_interval_s=0.5, max_staleness_s=1.0)
+    fn = DropForgottenInStateFn("unused://", refresh_interval_s=0.5, max_staleness_s=1.0)
+    fn.setup()  # its per-process caches; the follower (not yet connected) is replaced by a stub
     fn._follower = _StubFollower()
     requests, count, held, retry = _Bag(), _Value(), _Bag(), _Timer()
     state = dict(requests_state=requests, count_state=count, held_state=held, retry=retry)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_rtbf.filter.strategies import choose_strategy
 from beam_rtbf.options import RtbfOptions
-from beam_rtbf.pipeline import build_pipeline, choose_strategy
+from beam_rtbf.pipeline import build_pipeline
 
 
 def _transform_names(proto) -> list[str]:
@@ -26,8 +27,8 @@ def test_streaming_broadcast_graph_translates_with_a_periodic_side_input(tmp_pat
     p = beam.Pipeline(options=options)
     build_pipeline(p, options.view_as(RtbfOptions), streaming=True, strategy="broadcast")
     names = _transform_names(p.to_runner_api())
-    assert any(name.startswith("DeletionSet/RefreshTicks") for name in names)
-    assert any(name.startswith("DeletionSet/FetchRegistryDelta") for name in names)
+    assert any(name.startswith("FilterSessions/DeletionSet/RefreshTicks") for name in names)
+    assert any(name.startswith("FilterSessions/DeletionSet/FetchRegistryDelta") for name in names)
     assert any(name.startswith("FilterSessions/DropForgotten") for name in names)
     # The polling sources expand to splittable DoFns for portable runners.
     assert any(name.startswith("ReadSessions/Poll") for name in names)
@@ -39,6 +40,19 @@ def test_auto_strategy_choice_says_why():
     assert strategy == "state" and "keyed state" in why
     assert choose_strategy("auto", True, "FlinkRunner")[0] == "broadcast"
     assert choose_strategy("state", False, "FnApiRunner") == ("state", "chosen by --filter_strategy")
+
+
+def test_a_named_strategy_the_runner_cannot_run_is_refused_with_what_to_use():
+    import pytest
+
+    with pytest.raises(ValueError, match="--filter_strategy=bloom needs a stream-fed side input.*use state or lookup"):
+        choose_strategy("bloom", True, "LocalStreamingRunner")
+    with pytest.raises(ValueError, match="--filter_strategy=broadcast refreshes its side input from a PeriodicImpulse"):
+        choose_strategy("broadcast", True, "PortableRunner[embed]")
+    assert choose_strategy("broadcast", False, "LocalStreamingRunner")[0] == "broadcast"  # bounded: no refresh
+    assert choose_strategy("lookup", True, "LocalStreamingRunner")[0] == "lookup"
+    with pytest.raises(ValueError, match="unknown --filter_strategy='brodcast'; expected one of broadcast, lookup"):
+        choose_strategy("brodcast", False, "FnApiRunner")
 
 
 def test_kafka_cross_language_read_goes_to_the_given_expansion_service():
