@@ -110,6 +110,13 @@ class _PollerState:
         self.poller = poller
         self.lock = threading.Lock()
         self.done = False
+        self._closed = False
+
+    def close(self) -> None:
+        """Close the poller once: at the end of its read, or when the run is gone if it never ended."""
+        if not self._closed:
+            self._closed = True
+            self.poller.close()
 
 
 class _RunPollers:
@@ -127,7 +134,7 @@ class _RunPollers:
                 poller = applied_ptransform.transform.read.make_poller()
                 poller.open()
                 state = self._states[applied_ptransform] = _PollerState(poller)
-                weakref.finalize(applied_ptransform, poller.close)
+                weakref.finalize(applied_ptransform, state.close)
         return state
 
 
@@ -153,13 +160,13 @@ class _PollingReadEvaluator(_TransformEvaluator):
                 result = PollResult([], None, done=True)
             elif stop is not None and stop.requested:
                 state.done = True
-                state.poller.close()  # checkpoints the source where it stands
+                state.close()  # checkpoints the source where it stands
                 result = PollResult([], None, done=True)
             else:
                 result = state.poller.poll()
                 if result.done:
                     state.done = True
-                    state.poller.close()
+                    state.close()
         bundles = []
         if result.elements:
             bundle = self._evaluation_context.create_bundle(list(self._outputs)[0])

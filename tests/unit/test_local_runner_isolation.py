@@ -3,6 +3,7 @@ it builds on still have the shape it was written against (the pinned apache-beam
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import inspect
 
@@ -98,6 +99,8 @@ def test_user_counters_count_every_bundle_and_each_run_has_its_own_pollers():
     assert _run_counting_pipeline() == 15  # 5 + 7 + 3 elements over four polls: no bundle's counts lost
     assert EVENTS == ["open", "close"]
     assert _run_counting_pipeline() == 15  # a second run opens its own poller and reads everything again
+    assert EVENTS == ["open", "close", "open", "close"]
+    gc.collect()  # the runs' transforms are gone: a poller that ended is not closed a second time
     assert EVENTS == ["open", "close", "open", "close"]
 
 
