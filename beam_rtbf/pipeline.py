@@ -39,7 +39,8 @@ from beam_rtbf.filter.lookup import FilterSessionsByLookup
 from beam_rtbf.manifests.build import WriteManifests
 from beam_rtbf.options import RtbfOptions, locations, resolve_paths, validate_options
 from beam_rtbf.parse.dedupe import DedupeSessions
-from beam_rtbf.parse.requests import ParseRequests, RequestSelector
+from beam_rtbf.parse.request_events import RequestSelector
+from beam_rtbf.parse.requests import ParseRequests
 from beam_rtbf.parse.sessions import ParseSessions
 from beam_rtbf.redact import mask_secrets
 from beam_rtbf.registry import RegistryUnavailable, open_registry

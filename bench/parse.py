@@ -17,7 +17,7 @@ import time
 
 from _common import emit
 from beam_rtbf.generate import generate_files
-from beam_rtbf.parse.sessions import parse_session_chunk
+from beam_rtbf.parse.session_batch import parse_session_chunk
 from beam_rtbf.records import RawBatch
 from beam_rtbf.sources.files import read_chunks
 from beam_rtbf.sources.synthetic import SyntheticConfig

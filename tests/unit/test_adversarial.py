@@ -14,8 +14,8 @@ import sys
 import pytest
 
 from beam_rtbf.parse.lines import MAX_NESTING_DEPTH, json_depth, native_json_safe
-from beam_rtbf.parse.requests import parse_request_chunk
-from beam_rtbf.parse.sessions import parse_session_chunk
+from beam_rtbf.parse.request_events import parse_request_chunk
+from beam_rtbf.parse.session_batch import parse_session_chunk
 from beam_rtbf.records import RawBatch
 from beam_rtbf.sources.files import read_chunks, read_range
 from tests import adversarial as adv
@@ -100,7 +100,7 @@ def test_inputs_that_crashed_the_native_reader_are_dead_letters_in_a_subprocess(
 
 _FUZZ_SCRIPT = """
 import sys
-from beam_rtbf.parse.sessions import parse_session_chunk
+from beam_rtbf.parse.session_batch import parse_session_chunk
 from beam_rtbf.records import RawBatch
 from tests.adversarial import mutated_chunks
 for seed in (1, 2):
