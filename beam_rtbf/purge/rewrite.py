@@ -329,7 +329,7 @@ def _purge_versions(path: str) -> int:
     """Older object versions would keep the erased records in a versioned bucket: delete them."""
     if not is_object_store(path):
         return 0
-    from beam_rtbf.purge.versions import OldVersionsError, purge_noncurrent_versions
+    from beam_rtbf.sinks.versions import OldVersionsError, purge_noncurrent_versions
 
     try:
         return purge_noncurrent_versions(path)
