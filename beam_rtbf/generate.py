@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from beam_rtbf.records import AIRBNB_COLUMNS, RawBatch
-from beam_rtbf.sinks.jsonl import _concat, to_json_lines
+from beam_rtbf.sinks.jsonl import concat_strings, to_json_lines
 from beam_rtbf.sources.synthetic import SyntheticConfig, planned_requests, request_lines, session_batches
 
 __all__ = ["GenerateResult", "generate_files", "batch_to_jsonl", "batch_to_delimited"]
@@ -41,7 +41,7 @@ def batch_to_delimited(batch: pa.RecordBatch, delimiter: str) -> bytes:
         column = batch.column(name)
         columns.append(pc.fill_null(pc.cast(column, pa.string()), ""))
     lines = pc.binary_join_element_wise(*columns, delimiter)
-    return _concat(pc.binary_join_element_wise(lines, "\n", ""))
+    return concat_strings(pc.binary_join_element_wise(lines, "\n", ""))
 
 
 def generate_files(cfg: SyntheticConfig, out_dir: str, fmt: str = "jsonl", files: int = 1) -> GenerateResult:

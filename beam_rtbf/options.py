@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_rtbf.filter import STRATEGIES
-from beam_rtbf.parse.sessions import DEFAULT_MAX_RECORD_BYTES
+from beam_rtbf.parse.lines import DEFAULT_MAX_RECORD_BYTES
 from beam_rtbf.sinks.files import OUTPUT_MODE_HELP, OUTPUT_MODES
 
 __all__ = [

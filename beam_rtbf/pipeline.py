@@ -32,7 +32,8 @@ from beam_rtbf.job import detached, job_options, recover_ledger, run_job
 from beam_rtbf.manifests.build import WriteManifests
 from beam_rtbf.options import RtbfOptions, locations, validate_options
 from beam_rtbf.parse.dedupe import DedupeSessions
-from beam_rtbf.parse.requests import ParseRequests, RequestSelector
+from beam_rtbf.parse.request_events import RequestSelector
+from beam_rtbf.parse.requests import ParseRequests
 from beam_rtbf.parse.sessions import ParseSessions
 from beam_rtbf.redact import mask_secrets
 from beam_rtbf.registry import RegistryUnavailable, open_registry

@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as dt
-import hashlib
-import hmac
 import json
 import unicodedata
 from typing import Any
@@ -34,7 +32,6 @@ __all__ = [
     "check_request_id",
     "deadline_ms",
     "parse_time_ms",
-    "subject_hash",
     "now_ms",
 ]
 
@@ -133,11 +130,6 @@ def iso_ms(ms: int) -> str:
 
 def deadline_ms(regulation: str, requested_at_ms: int) -> int:
     return requested_at_ms + DEADLINE_DAYS[regulation] * 86_400_000
-
-
-def subject_hash(subject_id: str, key: bytes) -> str:
-    """Keyed hash of a subject id, for receipts and audit logs that must not hold the id."""
-    return hmac.new(key, subject_id.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,9 +17,9 @@ import time
 
 from _common import emit
 from beam_rtbf.generate import generate_files
-from beam_rtbf.parse.sessions import parse_session_chunk
+from beam_rtbf.parse.session_batch import parse_session_chunk
 from beam_rtbf.records import RawBatch
-from beam_rtbf.sources.files import read_chunks
+from beam_rtbf.sources.files import read_range
 from beam_rtbf.sources.synthetic import SyntheticConfig
 
 BENCH = "parse"
@@ -56,7 +56,7 @@ def main() -> None:
         for fmt in ("jsonl", "csv"):
             cfg = SyntheticConfig(users=100_000, sessions=sessions, requests=0, seed=1)
             result = generate_files(cfg, f"{work}/{fmt}", fmt=fmt)
-            chunks = list(read_chunks(result.session_files[0], fmt))
+            chunks = list(read_range(result.session_files[0], fmt, 0, -1))
             rate, rows = _sessions_per_s(chunks, reps)
             emit(BENCH, f"{fmt}_sessions_per_s", rate, "sessions/s", sessions=rows, chunks=len(chunks))
             hostile = [_with_hostile_lines(chunk, 10_000) for chunk in chunks]

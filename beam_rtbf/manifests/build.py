@@ -20,7 +20,6 @@ step is recorded.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 
 import apache_beam as beam
@@ -44,7 +43,6 @@ __all__ = [
     "write_manifests",
 ]
 
-_LOGGER = logging.getLogger(__name__)
 MANIFEST_VERSION = 1
 
 

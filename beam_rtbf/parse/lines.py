@@ -20,6 +20,7 @@ import numpy as np
 from beam_rtbf.records import RawBatch
 
 __all__ = [
+    "DEFAULT_MAX_RECORD_BYTES",
     "MAX_NESTING_DEPTH",
     "NESTING_TOO_DEEP",
     "NOT_AN_OBJECT",
@@ -30,6 +31,8 @@ __all__ = [
     "native_json_safe",
 ]
 
+# A longer line is a dead letter ("oversize record"), in the session and the request parser alike.
+DEFAULT_MAX_RECORD_BYTES = 64 * 1024
 MAX_NESTING_DEPTH = 64
 NESTING_TOO_DEEP = f"nesting too deep: more than {MAX_NESTING_DEPTH} levels of arrays/objects"
 NOT_AN_OBJECT = "malformed record: JSON value is not an object"

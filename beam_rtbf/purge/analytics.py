@@ -30,8 +30,9 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from beam_rtbf.analytics.aggregate import merge_partials, partial_aggregates, with_iso_windows
+from beam_rtbf.purge import faults as fault_points
+from beam_rtbf.purge.faults import FaultPoints
 from beam_rtbf.purge.manifests import PendingManifest
-from beam_rtbf.purge.rewrite import crash_point
 from beam_rtbf.records import iso_ms, now_ms
 from beam_rtbf.sinks.files import join, unique_part, write_bytes_atomically
 from beam_rtbf.sinks.jsonl import to_json_lines
@@ -133,8 +134,13 @@ def _read_rows(path: str) -> list[dict]:
         return [json.loads(line) for line in handle.read().splitlines() if line.strip()]
 
 
-def recompute_windows(task: AnalyticsTask, archive_dir: str, run_id: str, allowed: bool = True) -> AnalyticsResult:
-    """Steps 1-3 of the module docstring for one hour folder (nothing if the guard stopped the purge)."""
+def recompute_windows(
+    task: AnalyticsTask, archive_dir: str, run_id: str, allowed: bool = True, faults: FaultPoints | None = None
+) -> AnalyticsResult:
+    """Steps 1-3 of the module docstring for one hour folder (nothing if the guard stopped the purge).
+
+    ``faults`` (tests): called at ``analytics_written``, between steps 2 and 3; default the installed ones.
+    """
     at = iso_ms(now_ms())
     if not allowed:
         return AnalyticsResult(task, "blocked", 0, 0, 0, at, "the archive was not purged (blast-radius guard)")
@@ -148,7 +154,7 @@ def recompute_windows(task: AnalyticsTask, archive_dir: str, run_id: str, allowe
         if fresh.num_rows:
             target = join(task.folder, unique_part(f"recomputed-{run_id}", ".jsonl"))
             write_bytes_atomically(target, to_json_lines(fresh))
-        crash_point("analytics_written")
+        fault_points.reached("analytics_written", faults)
         for path, rows in contents.items():
             kept = [r for r in rows if r["window_start"] not in affected]
             if len(kept) == len(rows):

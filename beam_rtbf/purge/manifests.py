@@ -169,6 +169,6 @@ def redact_manifest(path: str, hasher: SubjectHasher, receipt_path: str, purge_v
     body["receipt"] = receipt_path
     write_bytes_atomically(path, json.dumps(body, indent=2, sort_keys=True).encode())
     if purge_versions:
-        from beam_rtbf.purge.versions import purge_noncurrent_versions
+        from beam_rtbf.sinks.versions import purge_noncurrent_versions
 
         purge_noncurrent_versions(path)

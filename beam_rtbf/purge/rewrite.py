@@ -28,7 +28,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
 import time
 from collections.abc import Mapping, Sequence
 
@@ -40,15 +39,24 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_rtbf.archive.write import INDEX_ID_COLUMNS
 from beam_rtbf.identifiers import canonical_array
+from beam_rtbf.purge import faults as fault_points
+from beam_rtbf.purge.faults import FaultPoints
 from beam_rtbf.purge.subjects import SubjectIdentifiers
 from beam_rtbf.records import iso_ms, now_ms
 from beam_rtbf.sinks.files import is_object_store, join, write_bytes_atomically
 
-__all__ = ["FileTask", "FileScan", "FileResult", "scan_file", "rewrite_file", "partition_of", "CRASH_ENV"]
+__all__ = [
+    "FileTask",
+    "FileScan",
+    "FileResult",
+    "PurgeFileError",
+    "scan_file",
+    "rewrite_file",
+    "read_journal",
+    "partition_of",
+]
 
 KINDS = ("archive", "index", "deadletter")
-CRASH_ENV = "RTBF_PURGE_CRASH_AT"  # tests: "before_replace:N", "after_replace:N", "analytics_written:N"
-_crash_counts: dict[str, int] = {}
 
 
 class PurgeFileError(RuntimeError):
@@ -91,16 +99,6 @@ class FileResult:
 def partition_of(path: str) -> str:
     """The archive partition (its folder) a file belongs to."""
     return path.rsplit("/", 1)[0]
-
-
-def crash_point(name: str) -> None:
-    """Kill the process at the N-th pass through ``name`` when tests ask for it (a real crash: no cleanup)."""
-    spec = os.environ.get(CRASH_ENV, "")
-    if not spec.startswith(name + ":"):
-        return
-    _crash_counts[name] = _crash_counts.get(name, 0) + 1
-    if _crash_counts[name] >= int(spec.split(":", 1)[1]):
-        os._exit(86)
 
 
 # -- reading and matching -----------------------------------------------------------------
@@ -266,8 +264,12 @@ def rewrite_file(
     allowed: bool = True,
     blocked_reason: str = "",
     purge_versions: bool = True,
+    faults: FaultPoints | None = None,
 ) -> FileResult:
-    """Remove the subjects' records from one file, verified; see the module docstring for the steps."""
+    """Remove the subjects' records from one file, verified; see the module docstring for the steps.
+
+    ``faults`` (tests): called at ``before_replace`` and ``after_replace``; default the installed ones.
+    """
     matcher = _Matcher(id_requests)
     at = iso_ms(now_ms())
     if not FileSystems.exists(task.path):
@@ -303,7 +305,7 @@ def rewrite_file(
         kept = data.filter(pa.array(keep))
     remaining = total - removing
     versions = 0
-    crash_point("before_replace")
+    fault_points.reached("before_replace", faults)
     if remaining == 0:
         FileSystems.delete([task.path])
     else:
@@ -311,7 +313,7 @@ def rewrite_file(
         if is_object_store(task.path):  # one PUT, no temporary object: check the new content first
             _verify_bytes(task, payload, remaining, matcher)
         write_bytes_atomically(task.path, payload, lambda tmp: _verify(task, tmp, remaining, matcher))
-    crash_point("after_replace")
+    fault_points.reached("after_replace", faults)
     if purge_versions:
         versions += _purge_versions(task.path)
     if remaining:
@@ -327,7 +329,7 @@ def _purge_versions(path: str) -> int:
     """Older object versions would keep the erased records in a versioned bucket: delete them."""
     if not is_object_store(path):
         return 0
-    from beam_rtbf.purge.versions import OldVersionsError, purge_noncurrent_versions
+    from beam_rtbf.sinks.versions import OldVersionsError, purge_noncurrent_versions
 
     try:
         return purge_noncurrent_versions(path)

@@ -9,11 +9,47 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import json
 from collections.abc import Sequence
 
 from beam_rtbf.records import AcceptedRequest, ErasureRequest
 
-__all__ = ["DeletionRegistry", "RegistryDelta", "RequestEvent", "RegistryUnavailable"]
+__all__ = [
+    "DeletionRegistry",
+    "RegistryDelta",
+    "RequestEvent",
+    "RegistryUnavailable",
+    "request_to_json",
+    "request_from_json",
+]
+
+
+def request_to_json(request: ErasureRequest) -> str:
+    """A request as every backend stores it: one JSON object, keys sorted (the stored format: keep it stable)."""
+    return json.dumps(
+        {
+            "request_id": request.request_id,
+            "subject_id": request.subject_id,
+            "aliases": list(request.aliases),
+            "requested_at_ms": request.requested_at_ms,
+            "regulation": request.regulation,
+            "kind": request.kind,
+        },
+        sort_keys=True,
+    )
+
+
+def request_from_json(body: str) -> ErasureRequest:
+    """The request a backend stored with ``request_to_json``."""
+    obj = json.loads(body)
+    return ErasureRequest(
+        request_id=obj["request_id"],
+        subject_id=obj["subject_id"],
+        requested_at_ms=obj["requested_at_ms"],
+        regulation=obj["regulation"],
+        kind=obj["kind"],
+        aliases=tuple(obj["aliases"]),
+    )
 
 
 class RegistryUnavailable(RuntimeError):

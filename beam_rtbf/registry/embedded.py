@@ -7,7 +7,6 @@ wait for each other instead of failing.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
@@ -19,6 +18,8 @@ from beam_rtbf.registry.base import (
     RegistryDelta,
     RegistryUnavailable,
     RequestEvent,
+    request_from_json,
+    request_to_json,
 )
 
 __all__ = ["EmbeddedRegistry"]
@@ -47,32 +48,6 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_request ON events (request_id, seq);
 """
-
-
-def _request_to_json(request: ErasureRequest) -> str:
-    return json.dumps(
-        {
-            "request_id": request.request_id,
-            "subject_id": request.subject_id,
-            "aliases": list(request.aliases),
-            "requested_at_ms": request.requested_at_ms,
-            "regulation": request.regulation,
-            "kind": request.kind,
-        },
-        sort_keys=True,
-    )
-
-
-def _request_from_json(body: str) -> ErasureRequest:
-    obj = json.loads(body)
-    return ErasureRequest(
-        request_id=obj["request_id"],
-        subject_id=obj["subject_id"],
-        requested_at_ms=obj["requested_at_ms"],
-        regulation=obj["regulation"],
-        kind=obj["kind"],
-        aliases=tuple(obj["aliases"]),
-    )
 
 
 class EmbeddedRegistry(DeletionRegistry):
@@ -115,7 +90,7 @@ class EmbeddedRegistry(DeletionRegistry):
                         (request.request_id,),
                     ).fetchone()
                     if row is not None:
-                        results.append(AcceptedRequest(_request_from_json(row[0]), row[1], row[2], True))
+                        results.append(AcceptedRequest(request_from_json(row[0]), row[1], row[2], True))
                         continue
                     if request.request_id in seen_in_call:
                         first = seen_in_call[request.request_id]
@@ -123,7 +98,7 @@ class EmbeddedRegistry(DeletionRegistry):
                         continue
                     self._conn.execute(
                         "INSERT INTO requests (request_id, body, accepted_at_ms, version) VALUES (?,?,?,?)",
-                        (request.request_id, _request_to_json(request), at_ms, new_version),
+                        (request.request_id, request_to_json(request), at_ms, new_version),
                     )
                     self._conn.executemany(
                         "INSERT OR IGNORE INTO members (subject_id, version, request_id) VALUES (?,?,?)",
@@ -173,7 +148,7 @@ class EmbeddedRegistry(DeletionRegistry):
         if not rows:
             return None
         body, at_ms, version = rows[0]
-        return AcceptedRequest(_request_from_json(body), at_ms, version, False)
+        return AcceptedRequest(request_from_json(body), at_ms, version, False)
 
     def record_event(self, request_id: str, status: str, at_ms: int, detail: str = "") -> None:
         try:
@@ -210,7 +185,7 @@ class EmbeddedRegistry(DeletionRegistry):
 
     def requests(self) -> list[AcceptedRequest]:
         rows = self._query("SELECT body, accepted_at_ms, version FROM requests ORDER BY version, request_id")
-        return [AcceptedRequest(_request_from_json(b), a, v, False) for b, a, v in rows]
+        return [AcceptedRequest(request_from_json(b), a, v, False) for b, a, v in rows]
 
     def size(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM members")[0][0])

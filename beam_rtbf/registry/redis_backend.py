@@ -24,8 +24,14 @@ from collections.abc import Sequence
 from urllib.parse import parse_qs, urlparse
 
 from beam_rtbf.records import AcceptedRequest, ErasureRequest, now_ms
-from beam_rtbf.registry.base import DeletionRegistry, RegistryDelta, RegistryUnavailable, RequestEvent
-from beam_rtbf.registry.embedded import _request_from_json, _request_to_json
+from beam_rtbf.registry.base import (
+    DeletionRegistry,
+    RegistryDelta,
+    RegistryUnavailable,
+    RequestEvent,
+    request_from_json,
+    request_to_json,
+)
 
 __all__ = ["RedisRegistry", "PASSWORD_ENV"]
 
@@ -139,10 +145,10 @@ class RedisRegistry(DeletionRegistry):
             return []
         argv: list[str] = [self.prefix, str(now_ms())]
         for request in requests:
-            argv += [request.request_id, _request_to_json(request), json.dumps(list(request.subject_ids))]
+            argv += [request.request_id, request_to_json(request), json.dumps(list(request.subject_ids))]
         rows = self._call(self._add, keys=list(self._keys), args=argv)
         return [
-            AcceptedRequest(_request_from_json(body), int(at_ms), int(version), bool(int(duplicate)))
+            AcceptedRequest(request_from_json(body), int(at_ms), int(version), bool(int(duplicate)))
             for body, at_ms, version, duplicate in rows
         ]
 
@@ -167,7 +173,7 @@ class RedisRegistry(DeletionRegistry):
         )
         if body is None:
             return None
-        return AcceptedRequest(_request_from_json(body), int(at_ms), int(version), False)
+        return AcceptedRequest(request_from_json(body), int(at_ms), int(version), False)
 
     def record_event(self, request_id: str, status: str, at_ms: int, detail: str = "") -> None:
         event = json.dumps({"status": status, "at_ms": at_ms, "detail": detail})

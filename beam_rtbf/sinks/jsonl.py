@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["to_json_lines"]
+__all__ = ["to_json_lines", "concat_strings"]
 
 
 def _json_string(column: pa.Array) -> pa.Array:
@@ -37,8 +37,8 @@ def _json_value(column: pa.Array) -> pa.Array:
     raise TypeError(f"no JSON encoding for Arrow type {column.type}")
 
 
-def _concat(lines: pa.Array) -> bytes:
-    """All strings of an Arrow string array back to back, straight from its data buffer."""
+def concat_strings(lines: pa.Array) -> bytes:
+    """All strings of an Arrow string array back to back, straight from its data buffer (no copy per value)."""
     if len(lines) == 0:
         return b""
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32, count=len(lines) + 1, offset=lines.offset * 4)
@@ -68,4 +68,4 @@ def to_json_lines(
         parts.append(("{" if not parts else ",") + f'"{key}":')
         parts.append(_json_value(column))
     parts.append("}\n")
-    return _concat(pc.binary_join_element_wise(*parts, ""))
+    return concat_strings(pc.binary_join_element_wise(*parts, ""))

@@ -51,8 +51,8 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
-from beam_rtbf.purge.versions import purge_noncurrent_versions
 from beam_rtbf.sinks.files import STAGING_DIR, is_object_store, join, staging_dir, write_bytes_atomically
+from beam_rtbf.sinks.versions import purge_noncurrent_versions
 
 __all__ = [
     "RUNS_DIR",

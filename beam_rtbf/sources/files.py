@@ -229,11 +229,6 @@ def _read_to_newline(handle) -> bytes:
     return b"".join(parts)
 
 
-def read_chunks(path: str, fmt: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[RawBatch]:
-    """A whole file as chunks of whole lines."""
-    yield from read_range(path, fmt, 0, -1, chunk_bytes)
-
-
 class _SplitFile(beam.DoFn):
     def __init__(self, chunk_bytes: int) -> None:
         self._chunk_bytes = chunk_bytes

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import glob
 import json
-import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,7 +48,8 @@ class PurgeSetup:
         return main(["purge", f"--output={self.out}", f"--registry={self.registry}", *self.extra, *extra])
 
 
-def _sessions() -> list[dict]:
+def sample_sessions() -> list[dict]:
+    """The purge setup's session records (40 other users and the forgotten subjects, over three hours)."""
     rows = []
     others = [f"user-{i:02d}" for i in range(40)]
     for hour in range(3):
@@ -112,7 +112,9 @@ def build(
     data = root / "data"
     data.mkdir(parents=True)
     sessions = data / "sessions.jsonl"
-    sessions.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in _sessions()) + b"\n".join(bad_lines) + b"\n")
+    sessions.write_bytes(
+        b"".join(json.dumps(r).encode() + b"\n" for r in sample_sessions()) + b"\n".join(bad_lines) + b"\n"
+    )
     empty = data / "empty.jsonl"
     empty.write_bytes(b"")
     requests = data / "requests.jsonl"
@@ -206,10 +208,6 @@ def manifest_file(out: Path, request_id: str) -> Path:
 
 def manifest(out: Path, request_id: str) -> dict:
     return json.loads(manifest_file(out, request_id).read_text())
-
-
-def list_dir(path: Path) -> list[str]:
-    return sorted(os.path.relpath(p, path) for p in glob.glob(str(path / "**" / "*"), recursive=True))
 
 
 def analytics_rows(out: Path) -> dict[tuple[str, str, str], tuple[int, int, float]]:

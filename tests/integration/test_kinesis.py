@@ -228,7 +228,7 @@ def test_splittable_dofn_form_reads_everything_on_the_fn_api_runner(kinesis):
 
 def test_kpl_aggregated_record_becomes_one_session_per_user_record(kinesis):
     """100 user records put as one KPL aggregate, then a corrupt aggregate: 100 sessions and one dead letter."""
-    from beam_rtbf.parse.sessions import parse_session_chunk
+    from beam_rtbf.parse.session_batch import parse_session_chunk
     from beam_rtbf.sources.kpl import aggregate
     from tests.adversarial import kpl_bad_md5
 

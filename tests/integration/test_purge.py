@@ -6,7 +6,6 @@ import json
 import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -16,6 +15,7 @@ from beam_rtbf.cli import main
 from beam_rtbf.purge.hashing import SubjectHasher
 from beam_rtbf.registry import open_registry
 from beam_rtbf.testing.erasure_api import ErasureApiServer
+from tests.helpers.crash_purge import crash_purge_command
 from tests.helpers.purge_setup import (
     ALL_IDS,
     FORGOTTEN,
@@ -98,13 +98,12 @@ def test_purge_erases_every_identifier_everywhere_and_keeps_everyone_else(setup,
 @pytest.mark.parametrize("point", ["before_replace:2", "after_replace:2", "analytics_written:1"])
 def test_crash_mid_purge_then_rerun_ends_as_one_clean_run(setup, tmp_path, registry_url, point):
     mentioning_before = files_mentioning(setup.out, ALL_IDS)
-    env = {**os.environ, "RTBF_PURGE_CRASH_AT": point, "RTBF_SUBJECT_HASH_KEY": "test-key"}
-    crashed = subprocess.run(
-        [sys.executable, "-m", "beam_rtbf.cli", "purge", f"--output={setup.out}", f"--registry={setup.registry}"],
-        env=env,
-        capture_output=True,
-        timeout=300,
+    argv, env = crash_purge_command(
+        point,
+        ["purge", f"--output={setup.out}", f"--registry={setup.registry}"],
+        {**os.environ, "RTBF_SUBJECT_HASH_KEY": "test-key"},
     )
+    crashed = subprocess.run(argv, env=env, capture_output=True, timeout=300)
     assert crashed.returncode == 86, crashed.stderr[-2000:]
     # Killed part way: some files are purged, some not, no receipt yet.
     mentioning_crashed = files_mentioning(setup.out, ALL_IDS)

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from beam_rtbf.purge.receipts import receipt_path
 from beam_rtbf.testing.s3_server import ACCESS_KEY, REGION, SECRET_KEY, S3Server
+from tests.helpers.crash_purge import crash_purge_command
 from tests.helpers.purge_setup import ALL_IDS, FORGOTTEN, archive_counts, build, fetch_local, files_mentioning
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -77,12 +77,12 @@ def test_keep_old_versions_leaves_them_to_the_lifecycle_rule(s3_setup):
 
 
 def test_crash_between_put_and_version_purge_then_rerun_purges_the_versions(s3_setup):
-    env = {**os.environ, "RTBF_PURGE_CRASH_AT": "after_replace:1"}
-    crashed = subprocess.run(
-        [sys.executable, "-m", "beam_rtbf.cli", "purge", f"--output={s3_setup.out}",
-         f"--registry={s3_setup.registry}", *s3_setup.extra],
-        env=env, capture_output=True, timeout=300,
-    )  # fmt: skip
+    argv, env = crash_purge_command(
+        "after_replace:1",
+        ["purge", f"--output={s3_setup.out}", f"--registry={s3_setup.registry}", *s3_setup.extra],
+        dict(os.environ),
+    )
+    crashed = subprocess.run(argv, env=env, capture_output=True, timeout=300)
     assert crashed.returncode == 86, crashed.stderr[-2000:]
     left = files_mentioning(fetch_local(s3_setup.out, s3_setup.root, all_versions=True), ALL_IDS)
     assert any("@" in path for path in left), sorted(left)  # the rewritten object's old version still holds them
@@ -95,11 +95,11 @@ def test_crash_between_put_and_version_purge_then_rerun_purges_the_versions(s3_s
 def test_run_reads_sessions_and_requests_from_s3_globs(s3_server, tmp_path):
     """s3:// sources are the same files as file:// ones, read through Beam's S3 filesystem."""
     from beam_rtbf.pipeline import run
-    from tests.helpers.purge_setup import BAD_LINES, T0, _sessions
+    from tests.helpers.purge_setup import BAD_LINES, T0, sample_sessions
 
     data = tmp_path / "in"
     data.mkdir()
-    lines = [json.dumps(r).encode() for r in _sessions()]
+    lines = [json.dumps(r).encode() for r in sample_sessions()]
     (data / "sessions-1.jsonl").write_bytes(b"\n".join(lines[:200] + BAD_LINES) + b"\n")
     (data / "sessions-2.jsonl").write_bytes(b"\n".join(lines[200:]) + b"\n")
     requests = [{"request_id": f"r-{u}", "subject_id": u, "requested_at": T0} for u in ("alice", "bob")]

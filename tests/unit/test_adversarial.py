@@ -14,10 +14,10 @@ import sys
 import pytest
 
 from beam_rtbf.parse.lines import MAX_NESTING_DEPTH, json_depth, native_json_safe
-from beam_rtbf.parse.requests import parse_request_chunk
-from beam_rtbf.parse.sessions import parse_session_chunk
+from beam_rtbf.parse.request_events import parse_request_chunk
+from beam_rtbf.parse.session_batch import parse_session_chunk
 from beam_rtbf.records import RawBatch
-from beam_rtbf.sources.files import read_chunks, read_range
+from beam_rtbf.sources.files import read_range
 from tests import adversarial as adv
 
 ARRIVAL = 1_800_000_000_000
@@ -100,7 +100,7 @@ def test_inputs_that_crashed_the_native_reader_are_dead_letters_in_a_subprocess(
 
 _FUZZ_SCRIPT = """
 import sys
-from beam_rtbf.parse.sessions import parse_session_chunk
+from beam_rtbf.parse.session_batch import parse_session_chunk
 from beam_rtbf.records import RawBatch
 from tests.adversarial import mutated_chunks
 for seed in (1, 2):
@@ -172,7 +172,7 @@ def _read_file(tmp_path, name: str, content: bytes, chunk_bytes: int = 1 << 20):
     path = tmp_path / name
     path.write_bytes(content)
     fmt = "tsv" if ".tsv" in name else "csv" if ".csv" in name else "jsonl"
-    parsed = [parse_session_chunk(raw) for raw in read_chunks(str(path), fmt, chunk_bytes)]
+    parsed = [parse_session_chunk(raw) for raw in read_range(str(path), fmt, 0, -1, chunk_bytes)]
     rows = [row for p in parsed for row in p.batch.to_pylist()]
     dead = [d for p in parsed for d in p.dead_letters]
     assert sum(p.records_in for p in parsed) == len(rows) + len(dead)

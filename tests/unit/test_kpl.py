@@ -9,7 +9,7 @@ import json
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from beam_rtbf.parse.sessions import parse_session_chunk
+from beam_rtbf.parse.session_batch import parse_session_chunk
 from beam_rtbf.sources import kpl
 from beam_rtbf.sources.kinesis import KinesisPoller
 from tests import adversarial as adv

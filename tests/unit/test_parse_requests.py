@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from beam_rtbf.parse.requests import ParsedRequests, RequestSelector, parse_request_chunk, requests_from_lines
+from beam_rtbf.parse.request_events import ParsedRequests, RequestSelector, parse_request_chunk, requests_from_lines
 from beam_rtbf.records import ErasureRequest, RawBatch
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z

@@ -1,4 +1,4 @@
-"""parse/sessions.py: raw chunks -> valid Arrow sessions + exact dead letters.
+"""parse/session_batch.py: raw chunks -> valid Arrow sessions + exact dead letters.
 
 Every test checks conservation: ``records_in == batch.num_rows + len(dead_letters)``.
 "Small" chunks (< 64 lines) take the per-line path; "large" chunks take the
@@ -12,8 +12,9 @@ import random
 import pyarrow as pa
 import pytest
 
-import beam_rtbf.parse.sessions as sessions_mod
-from beam_rtbf.parse.sessions import BAD_EVENT_TIME, ParsedChunk, parse_session_chunk, validate_session_batch
+import beam_rtbf.parse.session_batch as session_batch
+from beam_rtbf.parse.lines import DEFAULT_MAX_RECORD_BYTES
+from beam_rtbf.parse.session_batch import BAD_EVENT_TIME, ParsedChunk, parse_session_chunk, validate_session_batch
 from beam_rtbf.records import AIRBNB_COLUMNS, SESSION_SCHEMA, RawBatch
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -40,7 +41,7 @@ def _offsets(lines: list[bytes], first_offset: int = 0) -> list[int]:
 
 
 def _parse(lines: list[bytes], fmt: str = "jsonl", source: str = "src", first_offset: int = 0, **kw) -> ParsedChunk:
-    max_record_bytes = kw.pop("max_record_bytes", sessions_mod.DEFAULT_MAX_RECORD_BYTES)
+    max_record_bytes = kw.pop("max_record_bytes", DEFAULT_MAX_RECORD_BYTES)
     raw = RawBatch(source, fmt, _data(lines), first_offset, arrival_ms=kw.pop("arrival_ms", ARRIVAL), **kw)
     parsed = parse_session_chunk(raw, max_record_bytes)
     _assert_conserved(parsed)
@@ -260,13 +261,13 @@ def test_line_exactly_max_record_bytes_is_accepted():
 
 def test_large_chunk_with_few_bad_lines(monkeypatch):
     per_line_calls = []
-    real_parse_line = sessions_mod._parse_line
+    real_parse_line = session_batch.parse_session_line
 
     def counting_parse_line(raw, line):
         per_line_calls.append(line)
         return real_parse_line(raw, line)
 
-    monkeypatch.setattr(sessions_mod, "_parse_line", counting_parse_line)
+    monkeypatch.setattr(session_batch, "parse_session_line", counting_parse_line)
     n = 20_000
     lines = [_good(i) for i in range(n)]
     bad = {

@@ -1,15 +1,13 @@
-"""records.py: time parsing, erasure-request validation, deadlines, subject hashes, dead letters."""
+"""records.py: time parsing, erasure-request validation, deadlines, dead letters."""
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 
 import pytest
 
-from beam_rtbf.records import DeadLetter, ErasureRequest, deadline_ms, parse_time_ms, subject_hash
+from beam_rtbf.records import DeadLetter, ErasureRequest, deadline_ms, parse_time_ms
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 DAY_MS = 86_400_000
@@ -202,27 +200,6 @@ def test_deadlines_gdpr_30_days_ccpa_45_days():
     assert deadline_ms("ccpa", T0) == T0 + 45 * DAY_MS
     assert ErasureRequest("r", "u", 1000).deadline_ms == 1000 + 2_592_000_000
     assert ErasureRequest("r", "u", 1000, regulation="ccpa").deadline_ms == 1000 + 3_888_000_000
-
-
-# --- subject_hash ----------------------------------------------------------------------------
-
-
-def test_subject_hash_is_keyed_deterministic_and_hides_the_id():
-    key = b"k" * 32
-    first = subject_hash("user-12345", key)
-    assert first == subject_hash("user-12345", key)
-    assert first == hmac.new(key, b"user-12345", hashlib.sha256).hexdigest()[:32]
-    assert len(first) == 32 and all(c in "0123456789abcdef" for c in first)
-    assert "user-12345" not in first and "12345" not in first
-    assert subject_hash("user-12345", b"other-key") != first
-    assert subject_hash("user-12346", key) != first
-    # A plain (unkeyed) hash of the id is not what is stored.
-    assert first != hashlib.sha256(b"user-12345").hexdigest()[:32]
-
-
-def test_subject_hash_non_ascii():
-    key = b"secret"
-    assert subject_hash("zoë@例え.jp", key) == hmac.new(key, "zoë@例え.jp".encode(), hashlib.sha256).hexdigest()[:32]
 
 
 # --- DeadLetter.to_json ----------------------------------------------------------------------

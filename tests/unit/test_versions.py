@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from beam_rtbf.purge.versions import OldVersionsError, purge_noncurrent_versions
+from beam_rtbf.sinks.versions import OldVersionsError, purge_noncurrent_versions
 
 
 class FakeS3:

@@ -7,6 +7,9 @@ version of that exact key except the current one is deleted, and so are its dele
 
 ``--keep_old_versions`` skips this and leaves it to the bucket's lifecycle rule
 (terraform/modules/storage expires noncurrent versions well inside the erasure deadline).
+
+A storage concern, so it lives with the sinks: the purge's rewrites and manifests
+and the run ledger's publishing all call it.
 """
 
 from __future__ import annotations
