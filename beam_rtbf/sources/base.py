@@ -8,58 +8,17 @@ accepts both, so every source shares one validation and dead-letter path.
 from __future__ import annotations
 
 import abc
-import dataclasses
 from typing import Any
 
 import apache_beam as beam
 
+from beam_rtbf.sources.poller import Poller, PollResult
+from beam_rtbf.sources.polling import ReadFromPoller
 from beam_rtbf.sources.spec import SourceSpec, check_params
 
 __all__ = ["Source", "Poller", "PollResult", "STREAM_KINDS"]
 
 STREAM_KINDS = ("sessions", "requests")
-
-
-@dataclasses.dataclass
-class PollResult:
-    """Elements with their event timestamps (millis), the new watermark, and whether the source ended."""
-
-    elements: list[tuple[Any, int]]
-    watermark_ms: int | None
-    done: bool = False
-
-
-class Poller(abc.ABC):
-    """One reader core: open, poll, close. Both streaming forms (the splittable DoFn and the
-    local streaming runner's polling root) drive the same poller."""
-
-    def open(self) -> None:  # noqa: B027 - optional hook
-        """Connect; raise a clear error for a missing stream or bad credentials."""
-
-    @abc.abstractmethod
-    def poll(self) -> PollResult:
-        """Return what is available now (possibly nothing); never block for long."""
-
-    def checkpoint(self) -> dict:
-        """Where the reader stands (shard sequence numbers, partition offsets), JSON-able.
-
-        The splittable-DoFn form keeps it in its restriction, so a residual resumed on
-        another worker continues exactly after what was emitted."""
-        return {}
-
-    def restore(self, state: dict) -> None:  # noqa: B027 - optional hook
-        """Resume from a ``checkpoint()``; called before ``open()``."""
-
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """Release connections."""
-
-    def check(self) -> None:
-        """Fail fast, before a pipeline starts, on an unreachable system or a missing stream.
-
-        Must not move positions (no commit, no checkpoint write); pollers whose ``close``
-        does so override this."""
-        self.open()
-        self.close()
 
 
 class Source(abc.ABC):
@@ -95,8 +54,6 @@ class Source(abc.ABC):
 
     def streaming_read(self) -> beam.PTransform:
         """The unbounded read: beam-rtbf's own reader over ``poller()`` unless a source overrides it."""
-        from beam_rtbf.sources.polling import ReadFromPoller
-
         return ReadFromPoller(self.poller)
 
     def check(self) -> None:

@@ -23,7 +23,7 @@ from apache_beam.transforms import window
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from beam_rtbf.sources.base import Poller
+from beam_rtbf.sources.poller import Poller
 
 __all__ = ["ReadFromPoller"]
 
