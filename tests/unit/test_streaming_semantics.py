@@ -15,8 +15,9 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from beam_rtbf.local_runner import LocalStreamingRunner
 from beam_rtbf.options import RtbfOptions
-from beam_rtbf.pipeline import build_pipeline, collect_counters
+from beam_rtbf.pipeline import build_pipeline
 from beam_rtbf.records import ErasureRequest
+from beam_rtbf.summary import collect_counters
 from tests.helpers.data import T0, analytics_rows, archive_rows, manifests, request_batch, sessions
 
 pytestmark = pytest.mark.slow
