@@ -42,7 +42,7 @@ from beam_rtbf.registry.base import RegistryUnavailable
 from beam_rtbf.sinks.files import join, json_lines, unique_part, write_bytes_atomically
 from beam_rtbf.sinks.ledger import RunInProgress, RunLedger
 
-__all__ = ["PurgeOptions", "run_purge", "build_purge_pipeline"]
+__all__ = ["PurgeOptions", "run_purge", "build_purge_pipeline", "validate_purge_options"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -84,7 +84,8 @@ class PurgeOptions(PipelineOptions):
         group.add_argument("--erasure_api_max_attempts", type=int, default=6)
 
 
-def _validate(opts: PurgeOptions) -> None:
+def validate_purge_options(opts: PurgeOptions) -> None:
+    """Fail before planning anything, with a message that says how to fix it."""
     problems = []
     for name in ("max_partition_share", "max_total_share"):
         if not 0 < getattr(opts, name) <= 1:
@@ -407,7 +408,7 @@ def run_purge(argv: list[str] | PipelineOptions | None = None) -> dict[str, Any]
     FileSystems.set_options(options)  # the driver reads manifests and the index itself (s3:// needs --s3_*)
     opts = options.view_as(PurgeOptions)
     resolve_paths(options)
-    _validate(opts)
+    validate_purge_options(opts)
     standard = options.view_as(StandardOptions)
     standard.streaming = False
     where, registry_url = _locations_and_registry(options)
