@@ -25,18 +25,27 @@ import signal
 import sys
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from beam_rtbf.flags import JOB_GROUP, Parser, PipelineFlag, UsageError, add_pipeline_flags, pipeline_options_classes
+from beam_rtbf.flags import (
+    JOB_GROUP,
+    Parser,
+    PipelineFlag,
+    UsageError,
+    add_pipeline_flags,
+    flag_key,
+    pipeline_options_classes,
+)
 from beam_rtbf.records import ErasureRequest, iso_ms, now_ms
 from beam_rtbf.redact import MaskSecretsFilter, mask_secrets
 from beam_rtbf.registry.base import RegistryUnavailable
 
 if TYPE_CHECKING:
+    from beam_rtbf.jobspec import JobSpec
     from beam_rtbf.local_runner import StopRequest
 
-__all__ = ["main"]
+__all__ = ["main", "job_spec"]
 
 _LOGGER = logging.getLogger("beam_rtbf")
 JOB_COMMANDS = ("run", "purge")
@@ -425,29 +434,50 @@ def _parser() -> tuple[Parser, dict[str, argparse.ArgumentParser], dict[str, _Jo
 # -- run and purge -------------------------------------------------------------------------------
 
 
-def cmd_job(command: str, args: argparse.Namespace, job: _JobParser, other: _JobParser) -> int:
-    """run/purge: the job spec from flags, --config and the profile; printed (--dry-run) or executed."""
-    from beam_rtbf.driver import execute
-    from beam_rtbf.flags import flag_key
+def _spec(args: argparse.Namespace, jobs: dict[str, _JobParser], env: Mapping[str, str] | None = None) -> JobSpec:
+    """The validated job spec of a parsed run/purge command line."""
     from beam_rtbf.jobspec import build_spec
 
-    given = {dest: getattr(args, dest) for dest in job.flags if hasattr(args, dest)}
-    spec = build_spec(
-        command,
+    job = jobs[args.command]
+    other = jobs["purge" if args.command == "run" else "run"]
+    return build_spec(
+        args.command,
         job.parser,
         job.flags,
-        given,
+        {dest: getattr(args, dest) for dest in job.flags if hasattr(args, dest)},
         config=args.config,
         profile=args.profile,
         tf_outputs=args.tf_outputs,
         dry_run=args.dry_run,
         ignorable=[flag_key(f.flag) for d, f in other.flags.items() if d not in job.flags],
+        env=env,
     )
+
+
+def job_spec(argv: Sequence[str], env: Mapping[str, str] | None = None) -> JobSpec:
+    """The spec ``beam-rtbf run|purge ARGV...`` would run (``env`` fills ``${env.NAME}``); runs nothing.
+
+    Raises UsageError (or ValueError) for what ``main`` reports as a user error.
+    """
+    parser, commands, jobs = _parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        raise commands[args.command].unknown(extras)
+    if args.command not in JOB_COMMANDS:
+        raise UsageError(f"{args.command} has no job spec (only {', '.join(JOB_COMMANDS)})")
+    return _spec(args, jobs, env)
+
+
+def cmd_job(args: argparse.Namespace, jobs: dict[str, _JobParser]) -> int:
+    """run/purge: the job spec from flags, --config and the profile; printed (--dry-run) or executed."""
+    from beam_rtbf.driver import execute
+
+    spec = _spec(args, jobs)
     if spec.dry_run:
         print(spec.render_dry_run())
         return 0
     options = spec.pipeline_options()
-    if command == "run":
+    if args.command == "run":
         with _stop_on_signals() as stop:
             return execute("run", options, stop)
     return execute("purge", options)
@@ -469,8 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             _LOGGER.setLevel(logging.INFO)
         if args.command in JOB_COMMANDS:
-            other = jobs["purge" if args.command == "run" else "run"]
-            return cmd_job(args.command, args, jobs[args.command], other)
+            return cmd_job(args, jobs)
         if args.command == "generate" and hasattr(args, "registry"):
             raise UsageError("--registry does not apply to generate")
         return {"generate": cmd_generate, "forget": cmd_forget, "status": cmd_status}[args.command](args)

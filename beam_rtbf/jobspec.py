@@ -100,7 +100,9 @@ def load_job_file(path: str, kind: str = "config", name: str | None = None) -> J
     for key in body:
         if key not in FILE_KEYS:
             close = difflib.get_close_matches(str(key), FILE_KEYS, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"options go under 'options:', e.g. options: {{{key}: ...}}"
+            hint = (
+                f"did you mean {close[0]!r}?" if close else f"options go under 'options:', e.g. options: {{{key}: ...}}"
+            )
             raise UsageError(f"{where}: unknown key {key!r} ({hint}; known: {', '.join(FILE_KEYS)})")
     options = body.get("options") or {}
     if not isinstance(options, dict):
@@ -183,7 +185,7 @@ def _typed(parser: Parser, flag: PipelineFlag, value: Any) -> Any:
     tokens = []
     for item in items:
         if isinstance(item, float) and flag.action.type in (None, str):
-            raise UsageError(f"{item!r} is a number and the option takes text: quote it (\"{item}\")")
+            raise UsageError(f'{item!r} is a number and the option takes text: quote it ("{item}")')
         if isinstance(item, (list, bool)):
             raise UsageError(f"unexpected {item!r} in a list")
         tokens.append(f"{flag.flag}={json.dumps(item) if isinstance(item, dict) else item}")
@@ -317,7 +319,9 @@ class JobSpec:
         template = (self.config and self.config.then) or (self.profile and self.profile.then)
         if not template:
             return None
-        values = {dest: " ".join(_tokens(f, self.value(dest), True)).partition("=")[2] for dest, f in self.flags.items()}
+        values = {
+            dest: " ".join(_tokens(f, self.value(dest), True)).partition("=")[2] for dest, f in self.flags.items()
+        }
         return template.format_map(_KeepMissing({k: v for k, v in values.items() if v}))
 
     def render_dry_run(self) -> str:
@@ -328,13 +332,15 @@ class JobSpec:
         lines = [head]
         if self.profile:
             lines.append(f"  {self.profile.runner}: {self.profile.description}")
+        if self.config and self.config.description:
+            lines.append(f"  config: {self.config.description}")
         lines.append("final options (each under where it came from; every other option is at its default):")
         if not self.settings:
             lines.append("  (defaults)")
         sources = {COMMAND_LINE: COMMAND_LINE}
         for file in (self.config, self.profile):
             if file is not None:
-                sources[file.source] = f"{file.source} ({file.path})"
+                sources[file.source] = file.source + (f" ({file.path})" if file.path != file.name else "")
         for source, title in sources.items():
             given = [d for d, s in self.settings.items() if s.source == source]
             if given:
