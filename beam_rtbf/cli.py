@@ -357,7 +357,7 @@ def _add_job_parser(sub: Any, command: str, help_text: str) -> _JobParser:
         help="print every option with its source, the submission command and the next step; run nothing",
     )
     groups: dict[str, Any] = {JOB_GROUP: job}
-    order = ["sources", "outputs", "registry", "filter", "analytics and manifests", "streaming", _PURGE_GROUP]
+    order = ["sources", "outputs", "registry", "filter", "analytics and manifests", "streaming"]
     for title in order if command == "run" else ["outputs", "registry", _PURGE_GROUP, "analytics and manifests"]:
         groups[title] = parser.add_argument_group(title)
 
@@ -373,6 +373,7 @@ def _add_job_parser(sub: Any, command: str, help_text: str) -> _JobParser:
         group_titles={"beam-rtbf purge": _PURGE_GROUP},
         groups=groups,
         help_overrides={"runner": _RUNNER_HELP},
+        hidden=() if command == "run" else ("streaming",),
     )
     return _JobParser(parser, flags)
 

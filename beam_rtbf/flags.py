@@ -20,8 +20,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import logging
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
 __all__ = [
@@ -34,6 +35,8 @@ __all__ = [
     "pipeline_options_classes",
     "flag_key",
 ]
+
+_LOGGER = logging.getLogger(__name__)
 
 # Beam options users of beam-rtbf need, shown in --help under these groups; every other Beam
 # option is accepted too but not listed.
@@ -200,13 +203,14 @@ def _help_with_default(text: str | None, default: Any, switch: bool) -> str:
 
 
 def add_pipeline_flags(
-    parser: argparse.ArgumentParser,
+    parser: Parser,
     classes: Iterable[type],
     *,
     accept: Callable[[str, type], bool] = lambda dest, cls: True,
     group_titles: Mapping[str, str] | None = None,
     groups: dict[str, Any] | None = None,
     help_overrides: Mapping[str, str] | None = None,
+    hidden: Collection[str] = (),
 ) -> dict[str, PipelineFlag]:
     """Add the options of ``classes`` to ``parser``; return them by dest.
 
@@ -214,16 +218,21 @@ def add_pipeline_flags(
     group (renamed through ``group_titles``), Beam's only if they are in ``RUNNER_FLAGS``. An
     option whose spelling the parser already has (the CLI's own ``--dry-run``...) is skipped.
     ``groups`` (title -> argument group) holds the groups made so far, in the order ``--help``
-    lists them; ``help_overrides`` replaces an option's help text (``--runner`` names the profiles).
+    lists them; ``help_overrides`` replaces an option's help text (``--runner`` names the profiles);
+    ``hidden`` options are accepted but not listed (``--streaming`` for a purge, always bounded).
     """
     group_titles = group_titles or {}
     groups = {} if groups is None else groups
     help_overrides = help_overrides or {}
-    taken = {flag_key(s) for s in getattr(parser, "_option_string_actions", {})}
+    taken = set(parser.spellings())
     flags: dict[str, PipelineFlag] = {}
     for cls in classes:
         calls: list[_Recorded] = []
-        cls._add_argparse_args(_Recorder(calls))  # noqa: SLF001 - the hook Beam itself calls
+        try:
+            cls._add_argparse_args(_Recorder(calls))  # noqa: SLF001 - the hook Beam itself calls
+        except AttributeError:  # a parser method the recorder does not stand in for
+            _LOGGER.debug("options of %s not offered on the command line", cls.__name__, exc_info=True)
+            continue
         ours = cls.__module__.startswith("beam_rtbf")
         for call in calls:
             kwargs = dict(call.kwargs)
@@ -231,6 +240,7 @@ def add_pipeline_flags(
             if not accept(dest, cls) or any(flag_key(n) in taken for n in call.names):
                 continue
             title = group_titles.get(call.group or "", call.group) if ours else RUNNER_FLAGS.get(dest)
+            title = None if dest in hidden else title
             switch = kwargs.get("action") in ("store_true", "store_false", "store_const")
             default = kwargs.get("default", {"store_true": False, "store_false": True}.get(kwargs.get("action")))
             kwargs["default"] = argparse.SUPPRESS

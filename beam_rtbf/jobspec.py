@@ -373,10 +373,11 @@ def _file_settings(
     """The options of a config file or profile, typed; those a higher source gives are skipped."""
     table = {flag_key(s): f for f in flags.values() for s in f.action.option_strings if s.startswith("--")}
     out: dict[str, Setting] = {}
+    seen: set[str] = set()
     for key, raw in file.options.items():
-        flag = table.get(flag_key(key))
         if flag_key(key) == "runner":
             raise UsageError(f"{file.source}: give the runner at the top level (runner: {raw}), not under options")
+        flag = table.get(flag_key(key))
         if flag is None:
             if flag_key(key) in ignorable:
                 ignored.append(f"--{flag_key(key)} ({file.source})")
@@ -384,11 +385,11 @@ def _file_settings(
             close = difflib.get_close_matches(flag_key(key), list(table), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise UsageError(f"{file.source}: unknown option {key!r} for {parser.prog}{hint}")
-        if flag.dest in out:
+        if flag.dest in seen:
             raise UsageError(f"{file.source}: option {key!r} given twice")
+        seen.add(flag.dest)
         if flag.dest in higher:
-            out[flag.dest] = Setting(None, "")  # placeholder: dropped below, the higher source wins
-            continue
+            continue  # the higher source wins; its placeholders need no value
         missing: list[str] = []
         filled = fill(raw, missing)
         if missing:
@@ -398,7 +399,7 @@ def _file_settings(
             out[flag.dest] = Setting(_typed(parser, flag, filled), file.source)
         except UsageError as exc:
             raise UsageError(f"{file.source}: options.{key}: {exc}") from None
-    return {dest: s for dest, s in out.items() if s.source}
+    return out
 
 
 def build_spec(
