@@ -347,7 +347,8 @@ class JobSpec:
                 lines.append(f"  # {title}")
             for dest in given:
                 shown = _tokens(self.flags[dest], self.settings[dest].value, masked=True)
-                lines += [f"  {t}" for t in shown] or [f"  ({self.flags[dest].flag} off)"]
+                unset = "off" if self.flags[dest].is_switch else "at its default"
+                lines += [f"  {t}" for t in shown] or [f"  ({self.flags[dest].flag} {unset})"]
         lines += ["submission command:", "  " + self.submission_command()]
         then = self.then()
         if then:
@@ -443,10 +444,11 @@ def build_spec(
         if file is None:
             continue
         layer = _file_settings(file, parser, flags, frozenset(ignorable), set(settings), fill, ignored)
-        runner = file.runner
-        if runner and "runner" not in settings and (file is profile_file or runner not in PROFILES):
-            if runner != "direct":  # direct: Beam's default local runners
-                settings["runner"] = Setting(runner, file.source)
+        # A config's runner counts when the command line named none (a profile name chose the profile);
+        # a profile's is its Beam runner, direct meaning Beam's default local runners.
+        runner = file.runner if file is profile_file or (runner_flag is None and file.runner not in PROFILES) else None
+        if runner and runner != "direct" and "runner" not in settings:
+            settings["runner"] = Setting(runner, file.source)
         settings.update({dest: s for dest, s in layer.items() if dest not in settings})
     spec = JobSpec(command, flags, settings, profile_file, config_file, ignored, dry_run)
     if spec.unresolved and not dry_run:

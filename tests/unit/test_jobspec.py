@@ -54,6 +54,11 @@ def test_command_line_beats_config_beats_profile_beats_default(tmp_path):
     # A runner on the command line beats the config's: no profile then.
     spec = job_spec(["run", "--config", config, "--runner", "FlinkRunner"], env={})
     assert spec.profile is None and spec.value("runner") == "FlinkRunner" and spec.value("environment_type") is None
+    flink = write(tmp_path, "runner: FlinkRunner\noptions:\n  registry:\n", "flink.yaml")
+    spec = job_spec(["run", "--config", flink, "--runner", "direct", "--dry-run"], env={})
+    assert spec.profile.name == "direct" and spec.value("runner") is None and spec.source("runner") == "default"
+    assert spec.source("registry") == f"config {flink}" and "  (--registry at its default)" in spec.render_dry_run()
+    assert job_spec(["run", "--config", flink], env={}).settings["runner"].value == "FlinkRunner"
 
 
 def test_the_spec_is_what_the_pipeline_parses(tmp_path):
@@ -179,3 +184,13 @@ def test_load_job_file_keeps_values_as_written(tmp_path):
     assert job.source == f"config {path}"
     with pytest.raises(UsageError, match="No such file or directory"):
         load_job_file(str(tmp_path / "missing.yaml"))
+
+
+def test_a_file_error_on_a_path_the_user_gave_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert (
+        main(["generate", "--out", str(blocker / "data"), "--sessions", "10", "--users", "5", "--requests", "1"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert err.startswith("beam-rtbf generate: ") and err.count("\n") == 1 and "Traceback" not in err, err
