@@ -339,10 +339,12 @@ def _add_global_flags(parser: argparse.ArgumentParser, registry: bool = True) ->
 
 
 def _add_job_parser(sub: Any, command: str, help_text: str) -> _JobParser:
-    from beam_rtbf.options import PURGE_READS
+    """run/purge: the job-spec flags, then every PipelineOptions option the command reads."""
+    from beam_rtbf.options import PURGE_READS, RtbfOptions
+    from beam_rtbf.purge.pipeline import PurgeOptions
 
     parser = sub.add_parser(command, help=help_text, description=help_text, usage=f"beam-rtbf {command} [options]")
-    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log progress (INFO)")
+    _add_global_flags(parser, registry=False)  # --registry is RtbfOptions'
     job = parser.add_argument_group(JOB_GROUP)
     job.add_argument(
         "--config", metavar="FILE", help="options from YAML (runner, options: {name: value}); the command line wins"
@@ -362,9 +364,9 @@ def _add_job_parser(sub: Any, command: str, help_text: str) -> _JobParser:
         groups[title] = parser.add_argument_group(title)
 
     def accept(dest: str, cls: type) -> bool:
-        if cls.__name__ == "RtbfOptions":
+        if cls is RtbfOptions:
             return command == "run" or dest in PURGE_READS
-        return cls.__name__ != "PurgeOptions" or command == "purge"
+        return cls is not PurgeOptions or command == "purge"
 
     flags = add_pipeline_flags(
         parser,
@@ -387,8 +389,6 @@ def _add_registry_flags(parser: argparse.ArgumentParser) -> None:
 
 def _parser() -> tuple[Parser, dict[str, argparse.ArgumentParser], dict[str, _JobParser]]:
     """The beam-rtbf parser, its subcommand parsers, and the run/purge ones with their options."""
-    import beam_rtbf.options  # noqa: F401 - registers RtbfOptions
-    import beam_rtbf.purge.pipeline  # noqa: F401 - registers PurgeOptions
     from beam_rtbf.sinks.files import OUTPUT_MODE_HELP, OUTPUT_MODES
 
     parser = Parser(prog="beam-rtbf", description=__doc__)
