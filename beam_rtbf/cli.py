@@ -3,16 +3,21 @@
 beam-rtbf run                                   # embedded default: generated data, SQLite registry
 beam-rtbf run --sessions 'file:///d/*.jsonl' --requests file:///d/requests.jsonl --output out
 beam-rtbf run --config job.yaml                 # options from YAML; flags on the command line win
+beam-rtbf run --runner flink --tf_outputs tf.json --dry-run   # a runner profile: final options + submit command
+beam-rtbf purge --output out                    # erase what the manifests name, write receipts
 beam-rtbf generate --out data --sessions 1000000 --users 100000 --requests 1000
 beam-rtbf forget u0000042 --regulation ccpa     # submit an erasure request to the registry
 beam-rtbf status [REQUEST_ID]                   # a request's timeline, or all requests by deadline
-beam-rtbf run --runner flink --tf_outputs tf.json --dry-run   # a runner profile: final options + submit command
+
+-v/--verbose and --registry may come before or after the command. Options are spelled with
+- or _ alike; an unknown one is refused (exit 2) before anything runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -20,20 +25,30 @@ import signal
 import sys
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-import yaml
-
+from beam_rtbf.flags import (
+    JOB_GROUP,
+    Parser,
+    PipelineFlag,
+    UsageError,
+    add_pipeline_flags,
+    flag_key,
+    pipeline_options_classes,
+)
 from beam_rtbf.records import ErasureRequest, iso_ms, now_ms
 from beam_rtbf.redact import MaskSecretsFilter, mask_secrets
+from beam_rtbf.registry.base import RegistryUnavailable
 
 if TYPE_CHECKING:
+    from beam_rtbf.jobspec import JobSpec
     from beam_rtbf.local_runner import StopRequest
 
-__all__ = ["main", "config_to_argv"]
+__all__ = ["main", "job_spec"]
 
 _LOGGER = logging.getLogger("beam_rtbf")
+JOB_COMMANDS = ("run", "purge")
 
 
 class _UnusedCloudClients(logging.Filter):
@@ -45,78 +60,21 @@ class _UnusedCloudClients(logging.Filter):
         return not str(record.msg).startswith(self._NOISE)
 
 
-for _name in ("", "apache_beam.io.filesystems"):  # the loggers those two warnings are made on
-    logging.getLogger(_name).addFilter(_UnusedCloudClients())
+def _configure_logging(verbose: bool) -> None:
+    """Log to stderr, every record's secrets masked; Beam's unused-client warnings silenced.
 
-
-def config_to_argv(path: str) -> list[str]:
-    """A YAML mapping of option -> value as command-line flags (``true`` -> bare flag)."""
-    with open(path, encoding="utf-8") as handle:
-        config = yaml.safe_load(handle) or {}
-    if not isinstance(config, dict):
-        raise SystemExit(f"beam-rtbf: {path}: expected a mapping of option: value")
-    argv: list[str] = []
-    for key, value in config.items():
-        flag = "--" + str(key).replace("-", "_")
-        if value is True:
-            argv.append(flag)
-        elif value is False or value is None:
-            continue
-        else:
-            argv.append(f"{flag}={value}")
-    return argv
-
-
-def _split_config(argv: list[str]) -> list[str]:
-    """Expand ``--config FILE`` in place, before the other flags so those override it."""
-    out: list[str] = []
-    config_args: list[str] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "--config" and i + 1 < len(argv):
-            config_args += config_to_argv(argv[i + 1])
-            i += 2
-            continue
-        if arg.startswith("--config="):
-            config_args += config_to_argv(arg.split("=", 1)[1])
-            i += 1
-            continue
-        out.append(arg)
-        i += 1
-    return config_args + out
-
-
-def _normalise_flags(argv: list[str]) -> list[str]:
-    """Accept ``--filter-strategy`` as well as Beam's ``--filter_strategy``."""
-    out = []
-    for arg in argv:
-        if arg.startswith("--"):
-            name, eq, value = arg[2:].partition("=")
-            arg = "--" + name.replace("-", "_") + eq + value
-        out.append(arg)
-    return out
-
-
-def _log_to_stderr(verbose: bool) -> None:
-    """Log to stderr with every record's secrets masked (passwords in URLs, tokens...)."""
+    Called by ``main`` (never at import), as often as it likes: nothing is added twice.
+    """
+    for name in ("", "apache_beam.io.filesystems"):  # the loggers those two warnings are made on
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _UnusedCloudClients) for f in logger.filters):
+            logger.addFilter(_UnusedCloudClients())
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, MaskSecretsFilter) for f in handler.filters):
             handler.addFilter(MaskSecretsFilter())
-
-
-def _with_profile(command: str, argv: list[str]) -> list[str] | None:
-    """Apply ``--runner PROFILE`` / ``--profile``; None when ``--dry-run`` printed instead."""
-    from beam_rtbf.profiles import expand, render_dry_run
-
-    expanded = expand(command, _normalise_flags(_split_config(argv)))
-    if expanded.dry_run:
-        print(mask_secrets(render_dry_run(command, expanded)))
-        return None
-    return expanded.argv
 
 
 @contextlib.contextmanager
@@ -152,18 +110,6 @@ def _stop_on_signals() -> Iterator[StopRequest]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def cmd_run(argv: list[str]) -> int:
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    from beam_rtbf.driver import execute
-
-    final = _with_profile("run", argv)
-    if final is None:
-        return 0
-    with _stop_on_signals() as stop:
-        return execute("run", PipelineOptions(final), stop)
 
 
 def cmd_generate_to(args: argparse.Namespace) -> int:
@@ -247,7 +193,7 @@ def _state_options(args: argparse.Namespace):
 
     flags = [f"--output={args.output}"]
     flags += [f"--state_dir={args.state_dir}"] if args.state_dir else []
-    flags += [f"--registry={args.registry}"] if args.registry else []
+    flags += [f"--registry={args.registry}"] if getattr(args, "registry", None) else []
     options = PipelineOptions(flags)
     resolve_paths(options)
     return options
@@ -260,7 +206,7 @@ def _registry_url(args: argparse.Namespace) -> str:
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
-    from beam_rtbf.registry import RegistryUnavailable, open_registry
+    from beam_rtbf.registry import open_registry
     from beam_rtbf.registry.record import is_conflict
     from beam_rtbf.sinks.files import output_mode
 
@@ -363,121 +309,223 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _main_purge(argv: list[str]) -> int:
-    from beam_rtbf.purge.pipeline import PurgeOptions
+# -- parsers -------------------------------------------------------------------------------------
 
-    verbose = "-v" in argv or "--verbose" in argv
-    rest = [a for a in argv if a not in ("-v", "--verbose")]
-    _log_to_stderr(verbose)
-    if "--help" in rest or "-h" in rest:
-        help_parser = argparse.ArgumentParser(
-            prog="beam-rtbf purge", description="Beam pipeline options (e.g. --runner) also apply."
+_RUNNER_HELP = (
+    "direct|flink|spark|portable: a runner profile (beam_rtbf/profiles/NAME.yaml: the runner and its "
+    "options); any other value is a Beam runner (FlinkRunner, SparkRunner, PortableRunner...). "
+    "Without it: the local runners"
+)
+_PURGE_GROUP = "purge: which requests, blast-radius guard, erasure API"
+
+
+@dataclasses.dataclass(frozen=True)
+class _JobParser:
+    """A run/purge parser and the pipeline options it knows (dest -> flag)."""
+
+    parser: Parser
+    flags: dict[str, PipelineFlag]
+
+
+def _add_global_flags(parser: argparse.ArgumentParser, registry: bool = True) -> None:
+    """-v and --registry after the command; SUPPRESS keeps a value given before it."""
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log progress (INFO)")
+    if registry:
+        parser.add_argument(
+            "--registry",
+            default=argparse.SUPPRESS,
+            help="deletion registry URL (default: embedded://STATE_DIR/registry.sqlite)",
         )
-        PurgeOptions._add_argparse_args(help_parser)
-        help_parser.print_help()
-        return 0
-    from apache_beam.options.pipeline_options import PipelineOptions
 
-    from beam_rtbf.driver import execute
 
-    try:
-        final = _with_profile("purge", rest)
-        if final is None:
-            return 0
-        return execute("purge", PipelineOptions(final))
-    except ValueError as exc:
-        print(f"beam-rtbf: {mask_secrets(str(exc))}", file=sys.stderr)
-        return 2
+def _add_job_parser(sub: Any, command: str, help_text: str) -> _JobParser:
+    """run/purge: the job-spec flags, then every PipelineOptions option the command reads."""
+    from beam_rtbf.options import PURGE_READS, PurgeOptions, RtbfOptions
+
+    parser = sub.add_parser(command, help=help_text, description=help_text, usage=f"beam-rtbf {command} [options]")
+    _add_global_flags(parser, registry=False)  # --registry is RtbfOptions'
+    job = parser.add_argument_group(JOB_GROUP)
+    job.add_argument(
+        "--config", metavar="FILE", help="options from YAML (runner, options: {name: value}); the command line wins"
+    )
+    job.add_argument("--profile", metavar="FILE", help="a runner profile file of one's own (same YAML as --config)")
+    job.add_argument(
+        "--tf_outputs", metavar="FILE", help="`terraform output -json` for the ${tf.NAME} placeholders of the YAML"
+    )
+    job.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print every option with its source, the submission command and the next step; run nothing",
+    )
+    groups: dict[str, Any] = {JOB_GROUP: job}
+    order = ["sources", "outputs", "registry", "filter", "analytics and manifests", "streaming"]
+    for title in order if command == "run" else ["outputs", "registry", _PURGE_GROUP, "analytics and manifests"]:
+        groups[title] = parser.add_argument_group(title)
+
+    def accept(dest: str, cls: type) -> bool:
+        if cls is RtbfOptions:
+            return command == "run" or dest in PURGE_READS
+        return cls is not PurgeOptions or command == "purge"
+
+    flags = add_pipeline_flags(
+        parser,
+        pipeline_options_classes(),
+        accept=accept,
+        group_titles={"beam-rtbf purge": _PURGE_GROUP},
+        groups=groups,
+        help_overrides={"runner": _RUNNER_HELP},
+        hidden=() if command == "run" else ("streaming",),
+    )
+    return _JobParser(parser, flags)
 
 
 def _add_registry_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output", default="./rtbf-out", help="the run's output folder (its _state/ holds the registry)"
     )
-    parser.add_argument("--state_dir", "--state-dir", default=None, help="local state folder (default OUTPUT/_state)")
-    parser.add_argument("--registry", default=None, help="registry URL (default: embedded://STATE_DIR/registry.sqlite)")
+    parser.add_argument("--state_dir", default=None, help="local state folder (default OUTPUT/_state)")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> tuple[Parser, dict[str, argparse.ArgumentParser], dict[str, _JobParser]]:
+    """The beam-rtbf parser, its subcommand parsers, and the run/purge ones with their options."""
     from beam_rtbf.sinks.files import OUTPUT_MODE_HELP, OUTPUT_MODES
 
-    parser = argparse.ArgumentParser(
-        prog="beam-rtbf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log Beam's own progress too")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser(
-        "run", help="run the pipeline (all other flags are pipeline options; see run --help)", add_help=False
-    )
+    parser = Parser(prog="beam-rtbf", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", default=False, help="log progress (INFO)")
+    parser.add_argument("--registry", default=argparse.SUPPRESS, help="deletion registry URL, for any command")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+    jobs = {
+        "run": _add_job_parser(sub, "run", "run the pipeline: sources -> filter -> analytics, archive, manifests"),
+        "purge": _add_job_parser(sub, "purge", "erase history from pending manifests and write receipts"),
+    }
 
-    sub.add_parser(
-        "purge",
-        help="erase history from pending manifests and write receipts (flags: see purge --help)",
-        add_help=False,
-    )
-
-    gen = sub.add_parser("generate", help="write generated sessions and requests to files")
+    gen = sub.add_parser("generate", help="write generated sessions and requests to files or a stream")
+    _add_global_flags(gen, registry=False)
     gen.add_argument("--out", help="output folder for files")
     gen.add_argument("--to", help="write sessions to a stream: kinesis://..., kafka://..., pubsub://...")
     gen.add_argument("--requests-to", help="write the requests to a stream")
     gen.add_argument("--rate", type=float, default=None, help="sessions per second when writing to a stream")
-    gen.add_argument("--sessions", type=int, default=1_000_000)
-    gen.add_argument("--users", type=int, default=100_000)
-    gen.add_argument("--requests", type=int, default=1_000)
-    gen.add_argument("--seed", type=int, default=1)
+    gen.add_argument("--sessions", type=int, default=1_000_000, help="sessions to generate")
+    gen.add_argument("--users", type=int, default=100_000, help="distinct users")
+    gen.add_argument("--requests", type=int, default=1_000, help="erasure requests")
+    gen.add_argument("--seed", type=int, default=1, help="random seed")
     gen.add_argument("--bad-rate", type=float, default=0.0, help="share of extra malformed records")
     gen.add_argument("--span-s", type=int, default=86_400, help="event times spread over this many seconds")
-    gen.add_argument("--format", choices=["jsonl", "csv", "tsv"], default="jsonl")
+    gen.add_argument("--format", choices=["jsonl", "csv", "tsv"], default="jsonl", help="file format")
     gen.add_argument("--files", type=int, default=1, help="number of session files")
 
     forget = sub.add_parser("forget", help="submit an erasure request for SUBJECT")
-    forget.add_argument("subject")
+    _add_global_flags(forget)
+    forget.add_argument("subject", help="the subject's id")
     forget.add_argument("--alias", action="append", default=[], help="another id of the subject (email...)")
-    forget.add_argument("--regulation", choices=["gdpr", "ccpa"], default="gdpr")
+    forget.add_argument("--regulation", choices=["gdpr", "ccpa"], default="gdpr", help="the deadline's law")
     forget.add_argument("--request-id", default=None, help="idempotency key (default: generated)")
     _add_registry_flags(forget)
     forget.add_argument("--output-mode", choices=sorted(OUTPUT_MODES), default="owner", help=OUTPUT_MODE_HELP)
 
     status = sub.add_parser("status", help="one request's timeline, or open requests by deadline")
-    status.add_argument("request_id", nargs="?")
+    _add_global_flags(status)
+    status.add_argument("request_id", nargs="?", help="a request id (default: list the open requests)")
     status.add_argument("--all", action="store_true", help="also list requests already verified")
     _add_registry_flags(status)
-    return parser
+    return parser, dict(sub.choices), jobs
+
+
+# -- run and purge -------------------------------------------------------------------------------
+
+
+def _spec(args: argparse.Namespace, jobs: dict[str, _JobParser], env: Mapping[str, str] | None = None) -> JobSpec:
+    """The validated job spec of a parsed run/purge command line."""
+    from beam_rtbf.jobspec import build_spec
+
+    job = jobs[args.command]
+    other = jobs["purge" if args.command == "run" else "run"]
+    return build_spec(
+        args.command,
+        job.parser,
+        job.flags,
+        {dest: getattr(args, dest) for dest in job.flags if hasattr(args, dest)},
+        config=args.config,
+        profile=args.profile,
+        tf_outputs=args.tf_outputs,
+        dry_run=args.dry_run,
+        ignorable=[flag_key(f.flag) for d, f in other.flags.items() if d not in job.flags],
+        env=env,
+    )
+
+
+def job_spec(argv: Sequence[str], env: Mapping[str, str] | None = None) -> JobSpec:
+    """The spec ``beam-rtbf run|purge ARGV...`` would run (``env`` fills ``${env.NAME}``); runs nothing.
+
+    Raises UsageError (or ValueError) for what ``main`` reports as a user error.
+    """
+    parser, commands, jobs = _parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        raise commands[args.command].unknown(extras)
+    if args.command not in JOB_COMMANDS:
+        raise UsageError(f"{args.command} has no job spec (only {', '.join(JOB_COMMANDS)})")
+    return _spec(args, jobs, env)
+
+
+def cmd_job(args: argparse.Namespace, jobs: dict[str, _JobParser]) -> int:
+    """run/purge: the job spec from flags, --config and the profile; printed (--dry-run) or executed."""
+    from beam_rtbf.driver import execute
+
+    spec = _spec(args, jobs)
+    if spec.dry_run:
+        print(spec.render_dry_run())
+        return 0
+    options = spec.pipeline_options()
+    if args.command == "run":
+        with _stop_on_signals() as stop:
+            return execute("run", options, stop)
+    return execute("purge", options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``beam-rtbf``; returns the exit status: 0 done, 1 a job's own failure, 2 a user error."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _parser()
-    if argv and argv[0] == "purge":
-        return _main_purge(argv[1:])
-    if argv and argv[0] == "run":
-        verbose = "-v" in argv[1:] or "--verbose" in argv[1:]
-        rest = [a for a in argv[1:] if a not in ("-v", "--verbose")]
-        _log_to_stderr(verbose)
-        logging.getLogger("beam_rtbf").setLevel(logging.INFO)
-        if "--help" in rest or "-h" in rest:
-            from beam_rtbf.options import RtbfOptions
-
-            help_parser = argparse.ArgumentParser(
-                prog="beam-rtbf run", description="Beam pipeline options (e.g. --runner, --streaming) also apply."
-            )
-            RtbfOptions._add_argparse_args(help_parser)
-            help_parser.print_help()
-            return 0
-        from beam_rtbf.registry import RegistryUnavailable
-
-        try:
-            return cmd_run(rest)
-        except (ValueError, RegistryUnavailable) as exc:
-            print(f"beam-rtbf: {mask_secrets(str(exc))}", file=sys.stderr)
-            return 2
-    args = parser.parse_args(argv)
-    _log_to_stderr(args.verbose)
+    _configure_logging("-v" in argv or "--verbose" in argv)
+    prog = "beam-rtbf"
     try:
+        parser, commands, jobs = _parser()
+        args, extras = parser.parse_known_args(argv)
+        prog = f"beam-rtbf {args.command}"
+        if extras:
+            raise commands[args.command].unknown(extras)
+        if args.verbose:
+            logging.getLogger().setLevel(logging.INFO)
+        if args.command == "run":
+            _LOGGER.setLevel(logging.INFO)
+        if args.command in JOB_COMMANDS:
+            return cmd_job(args, jobs)
+        if args.command == "generate" and hasattr(args, "registry"):
+            raise UsageError("--registry does not apply to generate")
         return {"generate": cmd_generate, "forget": cmd_forget, "status": cmd_status}[args.command](args)
-    except ValueError as exc:
-        print(f"beam-rtbf: {mask_secrets(str(exc))}", file=sys.stderr)
+    except SystemExit as exc:  # --help, or a job's own refusal with its message
+        if isinstance(exc.code, str):
+            print(mask_secrets(exc.code), file=sys.stderr)
+            return 2
+        return exc.code or 0
+    except UsageError as exc:
+        print(f"{exc.prog or prog}: {mask_secrets(_one_line(exc))}", file=sys.stderr)
         return 2
+    except RegistryUnavailable as exc:
+        print(f"{prog}: deletion registry unavailable: {mask_secrets(_one_line(exc))}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as exc:
+        print(f"{prog}: {mask_secrets(_one_line(exc))}", file=sys.stderr)
+        return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error's message on one line (OSError: its text and the file it names)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from beam_rtbf.parse.lines import DEFAULT_MAX_RECORD_BYTES
 from beam_rtbf.sinks.files import OUTPUT_MODE_HELP, OUTPUT_MODES
 
 __all__ = [
+    "PurgeOptions",
+    "validate_purge_options",
     "RtbfOptions",
     "Locations",
     "locations",
@@ -21,6 +23,7 @@ __all__ = [
     "validate_options",
     "resolve_paths",
     "subject_key_file",
+    "PURGE_READS",
 ]
 
 # Where each kind of output goes: OUTPUT/<kind> unless --<kind>_dir says otherwise (separate
@@ -49,46 +52,58 @@ DEFAULT_SESSIONS = "synthetic://sessions?users=100000&sessions=1000000&seed=1&ba
 DEFAULT_REQUESTS = "synthetic://requests?users=100000&requests=1000&seed=1"
 NO_REQUESTS = "synthetic://requests?users=1&requests=0"  # an empty bounded requests input
 
+# The RtbfOptions a purge reads (where the outputs and the registry are; window and stream
+# retention for the manifests it builds itself): ``beam-rtbf purge`` accepts these and no others.
+PURGE_READS = frozenset(
+    {"output", "output_mode", "registry", "state_dir", "window_s", "stream_retention_s"}
+    | {f"{kind}_dir" for kind in LOCATION_KINDS}
+)
+
 
 class RtbfOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        group = parser.add_argument_group("beam-rtbf")
-        group.add_argument(
+        sources = parser.add_argument_group("sources")
+        outputs = parser.add_argument_group("outputs")
+        registry = parser.add_argument_group("registry")
+        filtering = parser.add_argument_group("filter")
+        analytics = parser.add_argument_group("analytics and manifests")
+        streaming = parser.add_argument_group("streaming")
+        sources.add_argument(
             "--sessions",
             default=DEFAULT_SESSIONS,
             help="Sessions source URI: file://GLOB (jsonl/csv/tsv) or synthetic://sessions?... "
             "(default: a generated bounded run)",
         )
-        group.add_argument(
+        sources.add_argument(
             "--requests",
             default=None,
             help="Erasure-requests source URI (a dedicated stream, or a shared event stream with --request_tag_field); "
             "default: generated requests with the generated default sessions, none with any other --sessions "
             "(made-up requests must never reach a real registry)",
         )
-        group.add_argument(
+        outputs.add_argument(
             "--output",
             default="./rtbf-out",
             help="Output directory on any Beam filesystem: analytics/, archive/, manifests/, "
             "deadletter/ and summary.json",
         )
         for kind in LOCATION_KINDS:
-            group.add_argument(f"--{kind}_dir", default=None, help=f"{kind}/ elsewhere than OUTPUT/{kind}")
-        group.add_argument("--output_mode", default="owner", choices=sorted(OUTPUT_MODES), help=OUTPUT_MODE_HELP)
-        group.add_argument(
+            outputs.add_argument(f"--{kind}_dir", default=None, help=f"{kind}/ elsewhere than OUTPUT/{kind}")
+        outputs.add_argument("--output_mode", default="owner", choices=sorted(OUTPUT_MODES), help=OUTPUT_MODE_HELP)
+        registry.add_argument(
             "--registry",
             default=None,
             help="Deletion registry URL: embedded://PATH (SQLite file, no server) or redis[s]://HOST:PORT/DB "
             "(default: embedded://STATE_DIR/registry.sqlite)",
         )
-        group.add_argument(
+        registry.add_argument(
             "--state_dir",
             default=None,
             help="Local folder for the embedded registry and the subject-hash key file (default: OUTPUT/_state "
             "when OUTPUT is local; give it, or --registry and $RTBF_SUBJECT_HASH_KEY, for an object-store OUTPUT)",
         )
-        group.add_argument(
+        filtering.add_argument(
             "--filter_strategy",
             default="auto",
             choices=STRATEGIES,
@@ -97,98 +112,98 @@ class RtbfOptions(PipelineOptions):
             "joined with sessions in keyed state; auto: chosen by deletion-set size and runner "
             "(the run summary says what and why)",
         )
-        group.add_argument("--window_s", type=int, default=60, help="Analytics window length in seconds")
-        group.add_argument(
+        analytics.add_argument("--window_s", type=int, default=60, help="Analytics window length in seconds")
+        analytics.add_argument(
             "--allowed_lateness_s",
             type=int,
             default=0,
             help="How late (behind the watermark) a session may be and still count in analytics",
         )
-        group.add_argument(
+        outputs.add_argument(
             "--archive_partition_s",
             type=int,
             default=3600,
             help="Archive partition length in seconds (3600: dt=/hour= folders)",
         )
-        group.add_argument(
+        sources.add_argument(
             "--request_tag_field",
             default=None,
             help="On a shared event stream: the field naming the event type. Unset: every "
             "record on --requests is an erasure request",
         )
-        group.add_argument(
+        sources.add_argument(
             "--request_tag_values",
             default="erasure_request",
             help="Comma-separated event types that are erasure requests",
         )
-        group.add_argument(
+        sources.add_argument(
             "--request_payload_field",
             default=None,
             help="On a shared stream: field holding the request object, if nested",
         )
-        group.add_argument(
+        sources.add_argument(
             "--max_record_bytes",
             type=int,
             default=DEFAULT_MAX_RECORD_BYTES,
             help="Records longer than this are dead-lettered as oversize",
         )
-        group.add_argument(
+        filtering.add_argument(
             "--state_shards", type=int, default=4, help="state strategy: number of keys sessions are sharded over"
         )
-        group.add_argument(
+        streaming.add_argument(
             "--refresh_interval_s",
             type=float,
             default=1.0,
             help="Streaming: how often the deletion set fetches the registry delta",
         )
-        group.add_argument(
+        streaming.add_argument(
             "--max_staleness_s",
             type=float,
             default=30.0,
             help="Streaming: a deletion set older than this holds sessions back (fail closed)",
         )
-        group.add_argument(
+        filtering.add_argument(
             "--dedupe",
             default="auto",
             choices=["auto", "on", "off"],
             help="Drop sessions whose event_id was seen before (at-least-once sources redeliver); "
             "auto: on for streaming runs, off for bounded replays",
         )
-        group.add_argument(
+        filtering.add_argument(
             "--dedupe_max_ids",
             type=int,
             default=2_000_000,
             help="Dedupe remembers this many recent event ids per shard (8 bytes each, twice)",
         )
-        group.add_argument(
+        registry.add_argument(
             "--registry_retry_s",
             type=float,
             default=120.0,
             help="How long a step waits for an unreachable registry (retrying with backoff) before it "
             "fails its bundle; sessions are never passed unfiltered meanwhile",
         )
-        group.add_argument(
+        filtering.add_argument(
             "--broadcast_max_subjects",
             type=int,
             default=20_000_000,
             help="auto: above this many forgotten ids, use bloom (bounded) or lookup (streaming) "
             "instead of broadcasting the exact set (8 bytes per id)",
         )
-        group.add_argument(
+        streaming.add_argument(
             "--detach",
             action="store_true",
             default=False,
             help="Return once a cluster runner has accepted the job (a streaming job on Flink runs "
             "until cancelled); the job's figures are then in the runner's metrics, not summary.json",
         )
-        group.add_argument(
+        outputs.add_argument(
             "--append",
             action="store_true",
             default=False,
             help="Bounded runs: add this input's data to an output that already committed a run of the "
             "same input (counts add up). Without it, re-running a committed input is a no-op",
         )
-        group.add_argument(
+        analytics.add_argument(
             "--stream_retention_s",
             type=int,
             default=7 * 86_400,
@@ -267,3 +282,65 @@ def validate_options(opts: RtbfOptions) -> None:
         problems.append("--max_record_bytes must be >= 64")
     if problems:
         raise ValueError("invalid options: " + "; ".join(problems))
+
+
+class PurgeOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        # --output, the --<kind>_dir locations and --registry are RtbfOptions'.
+        group = parser.add_argument_group("beam-rtbf purge")
+        group.add_argument("--request_ids", default="", help="Comma-separated request ids (default: all pending)")
+        group.add_argument(
+            "--max_partition_share",
+            type=float,
+            default=0.5,
+            help="Blast-radius guard: stop if a partition would lose more than this share of its records",
+        )
+        group.add_argument(
+            "--max_total_share",
+            type=float,
+            default=0.05,
+            help="Blast-radius guard: stop if the archive would lose more than this share of all records",
+        )
+        group.add_argument(
+            "--guard_min_partition_records",
+            type=int,
+            default=100,
+            help="Partitions smaller than this are judged by the archive-wide share only",
+        )
+        group.add_argument("--confirm", action="store_true", help="Purge even if the blast-radius guard objects")
+        group.add_argument("--full_scan", action="store_true", help="Scan every archive file, not just indexed ones")
+        group.add_argument(
+            "--keep_old_versions",
+            action="store_true",
+            help="Do not delete noncurrent object versions of rewritten files (rely on a lifecycle rule)",
+        )
+        group.add_argument("--erasure_api_url", default="", help="HTTPS API to call per request (token from env)")
+        group.add_argument("--erasure_api_action", default="delete", choices=("delete", "anonymize"))
+        group.add_argument("--erasure_api_rate_per_s", type=float, default=10.0)
+        group.add_argument("--erasure_api_max_attempts", type=int, default=6)
+
+
+def validate_purge_options(opts: PurgeOptions) -> None:
+    """Fail before planning anything, with a message that says how to fix it."""
+    problems = []
+    for name in ("max_partition_share", "max_total_share"):
+        if not 0 < getattr(opts, name) <= 1:
+            problems.append(f"--{name} must be in (0, 1]")
+    if opts.guard_min_partition_records < 0:
+        problems.append("--guard_min_partition_records must be >= 0")
+    if opts.erasure_api_url:
+        from beam_rtbf.purge.api_sink import TOKEN_ENV, check_api_url
+
+        try:
+            check_api_url(opts.erasure_api_url)
+        except ValueError as exc:
+            problems.append(str(exc))
+        if not os.environ.get(TOKEN_ENV):
+            problems.append(f"--erasure_api_url needs a bearer token in ${TOKEN_ENV}")
+        if opts.erasure_api_rate_per_s <= 0:
+            problems.append("--erasure_api_rate_per_s must be > 0")
+        if opts.erasure_api_max_attempts < 1:
+            problems.append("--erasure_api_max_attempts must be >= 1")
+    if problems:
+        raise ValueError("; ".join(problems))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -28,7 +27,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from beam_rtbf import metrics as rtbf_metrics
 from beam_rtbf.job import job_options, recover_ledger, run_job
 from beam_rtbf.manifests.build import write_manifests
-from beam_rtbf.options import Locations, RtbfOptions, locations, subject_key_file
+from beam_rtbf.options import Locations, PurgeOptions, RtbfOptions, locations, subject_key_file, validate_purge_options
 from beam_rtbf.purge.analytics import recompute_windows
 from beam_rtbf.purge.hashing import SubjectHasher
 from beam_rtbf.purge.manifests import ManifestProblem, PendingManifest, load_pending_manifests, redact_manifest
@@ -49,67 +48,6 @@ if TYPE_CHECKING:
 __all__ = ["PurgeOptions", "PurgeJob", "run_purge", "build_purge_pipeline", "ManifestProblem"]
 
 _LOGGER = logging.getLogger(__name__)
-
-
-class PurgeOptions(PipelineOptions):
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:
-        # --output, the --<kind>_dir locations and --registry are RtbfOptions'.
-        group = parser.add_argument_group("beam-rtbf purge")
-        group.add_argument("--request_ids", default="", help="Comma-separated request ids (default: all pending)")
-        group.add_argument(
-            "--max_partition_share",
-            type=float,
-            default=0.5,
-            help="Blast-radius guard: stop if a partition would lose more than this share of its records",
-        )
-        group.add_argument(
-            "--max_total_share",
-            type=float,
-            default=0.05,
-            help="Blast-radius guard: stop if the archive would lose more than this share of all records",
-        )
-        group.add_argument(
-            "--guard_min_partition_records",
-            type=int,
-            default=100,
-            help="Partitions smaller than this are judged by the archive-wide share only",
-        )
-        group.add_argument("--confirm", action="store_true", help="Purge even if the blast-radius guard objects")
-        group.add_argument("--full_scan", action="store_true", help="Scan every archive file, not just indexed ones")
-        group.add_argument(
-            "--keep_old_versions",
-            action="store_true",
-            help="Do not delete noncurrent object versions of rewritten files (rely on a lifecycle rule)",
-        )
-        group.add_argument("--erasure_api_url", default="", help="HTTPS API to call per request (token from env)")
-        group.add_argument("--erasure_api_action", default="delete", choices=("delete", "anonymize"))
-        group.add_argument("--erasure_api_rate_per_s", type=float, default=10.0)
-        group.add_argument("--erasure_api_max_attempts", type=int, default=6)
-
-
-def _validate(opts: PurgeOptions) -> None:
-    problems = []
-    for name in ("max_partition_share", "max_total_share"):
-        if not 0 < getattr(opts, name) <= 1:
-            problems.append(f"--{name} must be in (0, 1]")
-    if opts.guard_min_partition_records < 0:
-        problems.append("--guard_min_partition_records must be >= 0")
-    if opts.erasure_api_url:
-        from beam_rtbf.purge.api_sink import TOKEN_ENV, check_api_url
-
-        try:
-            check_api_url(opts.erasure_api_url)
-        except ValueError as exc:
-            problems.append(str(exc))
-        if not os.environ.get(TOKEN_ENV):
-            problems.append(f"--erasure_api_url needs a bearer token in ${TOKEN_ENV}")
-        if opts.erasure_api_rate_per_s <= 0:
-            problems.append("--erasure_api_rate_per_s must be > 0")
-        if opts.erasure_api_max_attempts < 1:
-            problems.append("--erasure_api_max_attempts must be >= 1")
-    if problems:
-        raise ValueError("; ".join(problems))
 
 
 class _RewriteFn(beam.DoFn):
@@ -415,7 +353,7 @@ class PurgeJob:
         """``options`` as ``job_options`` returns them; validated here, before anything is read."""
         self.options = options
         self.opts = options.view_as(PurgeOptions)
-        _validate(self.opts)
+        validate_purge_options(self.opts)
         options.view_as(StandardOptions).streaming = False
         self.where, self.registry_url = _locations_and_registry(options)
         self.run_id = ""

@@ -1,33 +1,44 @@
-"""The beam-rtbf command: YAML config, generate, forget, status, clear errors."""
+"""The beam-rtbf command: subcommands, YAML config, generate, forget, status, clear errors."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import time
 
 import pytest
 
-from beam_rtbf.cli import config_to_argv, main
+from beam_rtbf.cli import job_spec, main
 
 
-def test_yaml_config_becomes_flags_and_command_line_wins(tmp_path):
+def test_yaml_config_becomes_options_and_command_line_wins(tmp_path):
     config = tmp_path / "job.yaml"
-    config.write_text("window_s: 30\nfilter-strategy: broadcast\nstreaming: false\nrequest_tag_field: type\n")
-    assert config_to_argv(str(config)) == ["--window_s=30", "--filter_strategy=broadcast", "--request_tag_field=type"]
+    config.write_text(
+        "options:\n  window_s: 30\n  filter-strategy: broadcast\n  streaming: false\n  request_tag_field: type\n"
+    )
+    spec = job_spec(["run", "--config", str(config), "--window_s=45"], env={})
+    assert spec.argv() == ["--window_s=45", "--filter_strategy=broadcast", "--request_tag_field=type"]
+    assert [spec.source(d) for d in ("window_s", "filter_strategy", "streaming")] == [
+        "command line",
+        f"config {config}",
+        f"config {config}",
+    ]
     bad = tmp_path / "bad.yaml"
     bad.write_text("- just\n- a list\n")
-    with pytest.raises(SystemExit, match="expected a mapping"):
-        config_to_argv(str(bad))
+    with pytest.raises(ValueError, match="expected a mapping"):
+        job_spec(["run", "--config", str(bad)])
 
 
 @pytest.mark.slow
 def test_run_with_config_file(tmp_path, registry_url, capsys):
     config = tmp_path / "job.yaml"
     config.write_text(
-        f"output: {tmp_path / 'out'}\nregistry: {registry_url}\n"
-        "sessions: synthetic://sessions?users=50&sessions=3000&seed=2\n"
-        "requests: synthetic://requests?users=50&requests=5&seed=2\nwindow_s: 7200\n"
+        f"options:\n  output: {tmp_path / 'out'}\n  registry: {registry_url}\n"
+        "  sessions: synthetic://sessions?users=50&sessions=3000&seed=2\n"
+        "  requests: synthetic://requests?users=50&requests=5&seed=2\n  window_s: 7200\n"
     )
     assert main(["run", "--config", str(config), "--window-s=3600"]) == 0
     printed = capsys.readouterr().out
@@ -200,3 +211,120 @@ def test_forget_creates_an_owner_only_registry(tmp_path, capsys):
         "new": "0o700",
         **{p.name: "0o600" for p in paths if p.is_file()},
     }
+
+
+# -- the command line refuses what it does not understand ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "--sesions", "file:///x"], "beam-rtbf run: unknown option --sesions (did you mean --sessions?)"),
+        (["run", "--window-z=3"], "beam-rtbf run: unknown option --window-z (did you mean --window_s?)"),
+        (["purge", "--ouput", "X"], "beam-rtbf purge: unknown option --ouput (did you mean --output?)"),
+        (
+            ["forget", "u1", "--regulaton", "ccpa"],
+            "beam-rtbf forget: unknown option --regulaton (did you mean --regulation?)",
+        ),
+        (["status", "--al"], "beam-rtbf status: unknown option --al (did you mean --all?)"),
+        (["generate", "--sesions", "10"], "beam-rtbf generate: unknown option --sesions (did you mean --sessions?)"),
+        (
+            ["run", "--filter_strategy", "brodcast"],
+            "beam-rtbf run: argument --filter_strategy: invalid choice: 'brodcast'",
+        ),
+        (["run", "--window_s"], "beam-rtbf run: argument --window_s: expected one argument"),
+        (["frobnicate"], "beam-rtbf: argument COMMAND: invalid choice: 'frobnicate'"),
+        (
+            ["--registry", "embedded:///tmp/r.sqlite", "generate", "--out", "x"],
+            "beam-rtbf generate: --registry does not apply to generate",
+        ),
+    ],
+)
+def test_a_typo_exits_2_with_a_suggestion_before_anything_runs(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    assert main([*argv, "--output" if argv[0] in ("run", "purge", "forget", "status") else "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(message) and captured.err.count("\n") == 1, captured.err
+    assert "Traceback" not in captured.err and captured.out == ""
+    assert list(tmp_path.iterdir()) == []  # not the output, not ./rtbf-out, not a registry
+
+
+def test_the_global_flags_go_before_or_after_the_command(capsys):
+    outputs = []
+    for argv in (
+        ["-v", "--registry", "redis://r:6379/0", "run", "--runner=portable", "--dry-run"],
+        ["run", "-v", "--registry", "redis://r:6379/0", "--runner=portable", "--dry-run"],
+        ["run", "--runner=portable", "--dry-run", "--registry=redis://r:6379/0", "--verbose"],
+    ):
+        assert main(argv) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert "\n  # command line\n  --registry=redis://r:6379/0\n" in outputs[0]
+
+
+def test_help_lists_every_option_with_its_default_grouped(capsys):
+    assert main(["run", "--help"]) == 0
+    text = capsys.readouterr().out
+    for line in (
+        "job: config file, runner profile, dry run:",
+        "  --config FILE ",
+        "  --profile FILE ",
+        "  --tf_outputs FILE ",
+        "  --dry-run ",
+        "  --runner RUNNER ",
+        "sources:",
+        "  --sessions SESSIONS ",
+        "outputs:",
+        "registry:",
+        "filter:",
+        "streaming:",
+        "  --streaming ",
+        "  --flink_master FLINK_MASTER",
+        "  --job_endpoint JOB_ENDPOINT",
+        "  --spark_master_url SPARK_MASTER_URL",
+    ):
+        assert line in text, line
+    flat = " ".join(text.split())
+    for option_default in (
+        "--window_s WINDOW_S Analytics window length in seconds (default: 60)",
+        "(default: ./rtbf-out)",
+        "--filter_strategy {broadcast,lookup,bloom,state,auto}",
+        "(default: auto)",
+    ):
+        assert option_default in flat, option_default
+    assert "--dataflow_endpoint" not in text and "--confirm" not in text  # Beam's others hidden; purge's apart
+    assert main(["purge", "--help"]) == 0
+    text = capsys.readouterr().out
+    for line in ("  --output OUTPUT ", "  --registry REGISTRY ", "  --confirm ", "  --runner RUNNER ", "  --dry-run "):
+        assert line in text, line
+    assert "--sessions" not in text and "(default: 0.5)" in " ".join(text.split())
+
+
+def test_every_beam_option_is_accepted_as_beams_parser_would(capsys):
+    spec = job_spec(["run", "--job_name=x", "--experiments=a,b", "--no_pipeline_type_check", "--dataflow_endpoint=e"])
+    options = spec.pipeline_options().get_all_options()
+    assert (options["job_name"], options["experiments"], options["pipeline_type_check"]) == ("x", ["a", "b"], False)
+    assert options["dataflow_endpoint"] == "e"
+
+
+def test_user_errors_are_one_line_never_a_traceback(tmp_path, capsys):
+    cases = [
+        (["run", "--config", str(tmp_path / "missing.yaml")], "beam-rtbf run: config "),
+        (["purge", "--profile", str(tmp_path / "missing.yaml")], "beam-rtbf purge: runner profile "),
+        (["run", "--runner=flink", "--tf_outputs", str(tmp_path / "tf.json")], "beam-rtbf run: --tf_outputs "),
+        (["status", "--registry", "redis://127.0.0.1:1/0"], "beam-rtbf status: deletion registry unavailable: "),
+        (["run", "--sessions=nosuch://b/t", "--dry-run"], "beam-rtbf run: no source for scheme 'nosuch'"),
+        (["run", "--window_s=0", "--dry-run"], "beam-rtbf run: invalid options: --window_s must be >= 1"),
+        (["purge", "--max_total_share=2", "--dry-run"], "beam-rtbf purge: --max_total_share must be in (0, 1]"),
+    ]
+    for argv, start in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith(start) and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_importing_the_cli_configures_no_logging():
+    code = "import logging, beam_rtbf.cli; print(len(logging.getLogger().filters), len(logging.getLogger().handlers))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ, timeout=120)
+    assert done.stdout == "0 0\n", done.stderr

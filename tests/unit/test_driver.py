@@ -162,7 +162,7 @@ def test_the_cli_prints_a_live_run_in_one_line_and_exits_2(tmp_path, capsys, com
     printed = capsys.readouterr()
     assert printed.out == ""
     assert printed.err == (
-        f"beam-rtbf: run {run_id} (pid {os.getppid()}) is still writing into {tmp_path}/out; "
+        f"beam-rtbf {command}: run {run_id} (pid {os.getppid()}) is still writing into {tmp_path}/out; "
         "wait for it to end, or use another --output\n"
     )
 

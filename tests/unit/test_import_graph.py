@@ -56,10 +56,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "beam_rtbf.manifests",
             "beam_rtbf.local_runner",
             "beam_rtbf.generate",
+            "beam_rtbf.purge.api_sink",  # a sink step (the downstream erasure API); options check its URL
         ),
     ),
     # Job configuration: options, profiles, the typed job spec.
-    ("config", ("beam_rtbf.options", "beam_rtbf.profiles", "beam_rtbf.jobspec")),
+    ("config", ("beam_rtbf.options", "beam_rtbf.profiles", "beam_rtbf.flags", "beam_rtbf.jobspec")),
     # The steps every job shares around its graph (runner, ledger, run, wait) and its figures.
     ("job", ("beam_rtbf.job", "beam_rtbf.summary")),
     # The purge graph; it must not import the run graph.
@@ -72,12 +73,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 # (importer, imported) -> who removes it. Delete the entry with the import.
-KNOWN_UPWARD: dict[tuple[str, str], str] = {
-}
+KNOWN_UPWARD: dict[tuple[str, str], str] = {}
 
 # Strongly connected components (as sets of modules) -> who breaks the cycle.
-KNOWN_CYCLES: dict[frozenset[str], str] = {
-}
+KNOWN_CYCLES: dict[frozenset[str], str] = {}
 
 
 # -- the graph ----------------------------------------------------------------------------------------

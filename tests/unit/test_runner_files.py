@@ -6,7 +6,6 @@ submit scripts (--dry-run) from a full set of Terraform outputs and checked fiel
 
 from __future__ import annotations
 
-import argparse
 import ast
 import json
 import os
@@ -19,9 +18,8 @@ import pytest
 import yaml
 from packaging.specifiers import SpecifierSet
 
-from beam_rtbf.cli import config_to_argv
-from beam_rtbf.options import RtbfOptions
-from beam_rtbf.profiles import load_profile
+from beam_rtbf.cli import job_spec
+from beam_rtbf.jobspec import load_profile
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNERS = ROOT / "runners"
@@ -110,24 +108,23 @@ def test_each_target_has_its_folder_and_readme():
 
 @pytest.mark.parametrize("name", ["batch.yaml", "streaming.yaml"])
 def test_direct_configs_are_valid_options(name):
-    parser = argparse.ArgumentParser()
-    RtbfOptions._add_argparse_args(parser)
-    parsed = parser.parse_args(config_to_argv(str(RUNNERS / "direct" / name)))  # exits on any unknown key
-    assert parsed.sessions.startswith("synthetic://") and parsed.filter_strategy == "auto"
+    spec = job_spec(["run", "--config", str(RUNNERS / "direct" / name)], env={})  # raises on any unknown key
+    assert spec.value("sessions").startswith("synthetic://") and spec.value("filter_strategy") == "auto"
+    assert spec.profile is None and spec.value("runner") is None
 
 
 @pytest.mark.slow
 def test_direct_batch_config_runs_and_detach_is_ignored_locally(tmp_path):
     from beam_rtbf.pipeline import run
 
-    argv = config_to_argv(str(RUNNERS / "direct" / "batch.yaml")) + [
+    argv = ["run", "--config", str(RUNNERS / "direct" / "batch.yaml")] + [
         "--sessions=synthetic://sessions?users=2000&sessions=20000&seed=3",
         "--requests=synthetic://requests?users=2000&requests=40&seed=3",
         f"--output={tmp_path}/out",
         f"--registry=embedded://{tmp_path}/registry.sqlite",
         "--detach",  # only for cluster runners: a local job would die with this process
     ]
-    summary = run(argv)
+    summary = run(job_spec(argv).pipeline_options())
     assert "detached" not in summary
     assert (summary["runner"], summary["filter_strategy"], summary["mode"]) == ("FnApiRunner", "broadcast", "bounded")
     assert summary["sessions_in"] == 20_000
@@ -140,13 +137,13 @@ def test_direct_batch_config_runs_and_detach_is_ignored_locally(tmp_path):
 def test_direct_streaming_config_streams_locally(tmp_path):
     from beam_rtbf.pipeline import run
 
-    argv = config_to_argv(str(RUNNERS / "direct" / "streaming.yaml")) + [
+    argv = ["run", "--config", str(RUNNERS / "direct" / "streaming.yaml")] + [
         "--sessions=synthetic://sessions?users=500&rate=2000&duration_s=4&seed=2",
         "--requests=synthetic://requests?users=500&request_rate=3&duration_s=4&active_users=50&seed=2",
         f"--output={tmp_path}/out",
         f"--registry=embedded://{tmp_path}/registry.sqlite",
     ]
-    summary = run(argv)
+    summary = run(job_spec(argv).pipeline_options())
     assert (summary["runner"], summary["filter_strategy"], summary["mode"]) == (
         "LocalStreamingRunner",
         "state",
