@@ -511,6 +511,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"{exc.prog or prog}: {mask_secrets(_one_line(exc))}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`beam-rtbf status | head`): stop quietly, as cat would
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit; nothing may fail then
+        return 141
     except RegistryUnavailable as exc:
         print(f"{prog}: deletion registry unavailable: {mask_secrets(_one_line(exc))}", file=sys.stderr)
         return 2

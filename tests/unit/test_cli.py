@@ -328,3 +328,22 @@ def test_importing_the_cli_configures_no_logging():
     code = "import logging, beam_rtbf.cli; print(len(logging.getLogger().filters), len(logging.getLogger().handlers))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ, timeout=120)
     assert done.stdout == "0 0\n", done.stderr
+
+
+class _ClosedPipe:
+    """stdout whose reader has gone (``beam-rtbf status | head -1`` after head exits)."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_closed_stdout_ends_quietly_with_141(tmp_path, monkeypatch, capsys):
+    registry = f"embedded://{tmp_path}/r.sqlite"
+    assert main(["forget", "u1", "--registry", registry, "--request-id", "r1"]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    assert main(["status", "--all", "--registry", registry]) == 141
+    assert capsys.readouterr().err == ""  # no "Broken pipe" message, no traceback
