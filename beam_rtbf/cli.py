@@ -51,7 +51,7 @@ _LOGGER = logging.getLogger("beam_rtbf")
 JOB_COMMANDS = ("run", "purge")
 
 
-class _UnusedCloudClients(logging.Filter):
+class UnusedCloudClients(logging.Filter):
     """Beam warns at import that the GCS and BigQuery clients are missing; beam-rtbf uses neither."""
 
     _NOISE = ("Failed to import GCSFileSystem", "apitools not found")
@@ -67,8 +67,8 @@ def _configure_logging(verbose: bool) -> None:
     """
     for name in ("", "apache_beam.io.filesystems"):  # the loggers those two warnings are made on
         logger = logging.getLogger(name)
-        if not any(isinstance(f, _UnusedCloudClients) for f in logger.filters):
-            logger.addFilter(_UnusedCloudClients())
+        if not any(isinstance(f, UnusedCloudClients) for f in logger.filters):
+            logger.addFilter(UnusedCloudClients())
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -38,7 +38,15 @@ from beam_rtbf import metrics as rtbf_metrics
 from beam_rtbf.records import iso_ms, now_ms
 from beam_rtbf.redact import mask_secrets, redact_literals
 
-__all__ = ["ApiOutcome", "CallErasureApi", "ErasureApiClient", "RateLimiter", "check_api_url", "idempotency_key"]
+__all__ = [
+    "ApiOutcome",
+    "CallErasureApi",
+    "ErasureApiClient",
+    "RateLimiter",
+    "check_api_url",
+    "idempotency_key",
+    "redact_reply",
+]
 
 TOKEN_ENV = "RTBF_ERASURE_API_TOKEN"
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -128,7 +136,7 @@ def retry_after_s(value: str | None, now: Callable[[], float] = time.time) -> fl
     return max(0.0, when.timestamp() - now())
 
 
-def _redact(text: str, subject_ids: Sequence[str], secrets: Sequence[str] = ()) -> str:
+def redact_reply(text: str, subject_ids: Sequence[str], secrets: Sequence[str] = ()) -> str:
     """API text fit to keep: no secret (known values and credential forms), no subject id, short."""
     text = redact_literals(text, secrets)
     for subject in sorted(subject_ids, key=len, reverse=True):
@@ -199,7 +207,7 @@ class ErasureApiClient:
                 response = self._session.post(self.url, data=body, headers=headers, timeout=self.timeout_s)
             except self._requests.RequestException as exc:
                 http_status = None
-                reason = f"{type(exc).__name__}: {_redact(str(exc), subject_ids, self._secrets)}"
+                reason = f"{type(exc).__name__}: {redact_reply(str(exc), subject_ids, self._secrets)}"
             else:
                 http_status = response.status_code
                 if 200 <= http_status < 300:
@@ -210,7 +218,7 @@ class ErasureApiClient:
                     return ApiOutcome(
                         request_id, True, "not_found", http_status, attempt, f"API holds nothing (HTTP {http_status})"
                     )
-                reason = f"HTTP {http_status}: {_redact(response.text, subject_ids, self._secrets)}"
+                reason = f"HTTP {http_status}: {redact_reply(response.text, subject_ids, self._secrets)}"
                 if http_status not in RETRYABLE_STATUS:
                     return ApiOutcome(request_id, False, "failed", http_status, attempt, f"permanent: {reason}")
                 retry_after = retry_after_s(response.headers.get("Retry-After"))

@@ -157,10 +157,11 @@ def test_connection_refused_is_retried_then_dead_lettered_without_the_subject():
 
 
 def test_error_text_echoing_the_subject_is_redacted():
-    from beam_rtbf.purge.api_sink import _redact
+    from beam_rtbf.purge.api_sink import redact_reply
 
     assert (
-        _redact("no user carol@example.com (carol)", ["carol", "carol@example.com"]) == "no user <subject> (<subject>)"
+        redact_reply("no user carol@example.com (carol)", ["carol", "carol@example.com"])
+        == "no user <subject> (<subject>)"
     )
 
 
@@ -172,9 +173,9 @@ def test_a_second_call_with_the_same_key_erases_once():
 
 
 def test_error_text_echoing_the_token_or_any_credential_is_redacted():
-    from beam_rtbf.purge.api_sink import _redact
+    from beam_rtbf.purge.api_sink import redact_reply
 
     text = '{"headers": {"Authorization": "Bearer tok-123"}, "seen": "tok-123", "other": "Bearer abc.def"}'
-    assert _redact(text, [], ["tok-123", "Bearer tok-123"]) == (
+    assert redact_reply(text, [], ["tok-123", "Bearer tok-123"]) == (
         '{"headers": {"Authorization": "***"}, "seen": "***", "other": "Bearer ***"}'
     )

@@ -162,12 +162,12 @@ def test_status_lists_open_requests_overdue_first_with_days_left(registry_url, c
 
 
 def test_only_beams_unused_cloud_client_warnings_are_silenced():
-    from beam_rtbf.cli import _UnusedCloudClients
+    from beam_rtbf.cli import UnusedCloudClients
 
     def record(msg: str) -> logging.LogRecord:
         return logging.LogRecord("apache_beam.io.filesystems", logging.WARNING, __file__, 1, msg, None, None)
 
-    quiet = _UnusedCloudClients()
+    quiet = UnusedCloudClients()
     assert not quiet.filter(record("Failed to import GCSFileSystem; loading of this filesystem will be skipped."))
     assert not quiet.filter(record("apitools not found, and bigquery client libraries are not available"))
     assert quiet.filter(record("Failed to import S3FileSystem; loading of this filesystem will be skipped."))
