@@ -219,12 +219,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
             "aliases": list(args.alias),
         }
     )
-    try:
-        with output_mode(args.output_mode), open_registry(_registry_url(args)) as registry:
-            (accepted,) = registry.add([request])
-    except RegistryUnavailable as exc:
-        print(f"beam-rtbf: deletion registry unavailable: {exc}", file=sys.stderr)
-        return 2
+    with output_mode(args.output_mode), open_registry(_registry_url(args)) as registry:
+        (accepted,) = registry.add([request])
     if is_conflict(request, accepted):
         print(
             f"beam-rtbf: request id {request.request_id!r} is already registered for a different subject; "
@@ -515,11 +511,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit; nothing may fail then
         return 141
     except RegistryUnavailable as exc:
-        print(f"{prog}: deletion registry unavailable: {mask_secrets(_one_line(exc))}", file=sys.stderr)
+        text = _one_line(exc)
+        if not text.startswith(_UNAVAILABLE):  # the run's bounded wait already says so, with how long it tried
+            text = f"{_UNAVAILABLE}: {text}"
+        print(f"{prog}: {mask_secrets(text)}", file=sys.stderr)
         return 2
     except (ValueError, OSError) as exc:
         print(f"{prog}: {mask_secrets(_one_line(exc))}", file=sys.stderr)
         return 2
+
+
+_UNAVAILABLE = "deletion registry unavailable"
 
 
 def _one_line(exc: BaseException) -> str:

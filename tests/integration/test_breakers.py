@@ -110,12 +110,15 @@ def test_run_killed_while_publishing_then_moved_publishes_into_the_new_place(tmp
     )
     first = tmp_path / "first"
 
+    class Killed(BaseException):
+        """Not an error any layer handles: the process is gone (a SystemExit would become an exit code)."""
+
     def die(self, record):
-        raise SystemExit(137)  # the process dies after the ledger said "publishing", before any rename
+        raise Killed  # the process dies after the ledger said "publishing", before any rename
 
     with monkeypatch.context() as patch:
         patch.setattr(RunLedger, "_publish_files", die)
-        with pytest.raises(SystemExit):
+        with pytest.raises(Killed):
             _run(sessions, first)
     moved = tmp_path / "elsewhere" / "moved"
     moved.parent.mkdir()

@@ -114,7 +114,7 @@ def test_registry_down_longer_than_the_bound_is_one_clear_error_exit_2(tmp_path)
     assert "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(
-        "beam-rtbf: deletion registry unavailable after retrying for 2 s (--registry_retry_s): "
+        "beam-rtbf run: deletion registry unavailable after retrying for 2 s (--registry_retry_s): "
         f"Redis at redis://127.0.0.1:{port}/0 unreachable: "
     ), last
     assert "registry unavailable (Redis at" in done.stderr  # each retry is logged
