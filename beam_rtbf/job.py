@@ -25,6 +25,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
 
+from beam_rtbf.job_servers import provide_job_server_jar
 from beam_rtbf.options import RtbfOptions, resolve_paths
 from beam_rtbf.runner_names import EMBEDDED_PORTABLE, LOCAL_RUNNERS
 from beam_rtbf.sinks.ledger import RunInProgress, RunLedger
@@ -157,6 +158,7 @@ def run_job(job: Job, stop: StopRequest | None = None) -> dict[str, Any]:
         name,
         job.describe(),
     )
+    provide_job_server_jar(options)  # flink-local / spark-local: the job server, fetched once
     pipeline = beam.Pipeline(runner=runner, options=options)
     job.build(pipeline)
     started = time.perf_counter()

@@ -129,7 +129,15 @@ _RUN_KEYS = (
     "filter_strategy",
 )
 
-_PURGE_KEYS = ("run", "requests_pending", "manifests_already_done", "verified", "archive_records_removed", "elapsed_s")
+_PURGE_KEYS = (
+    "run",
+    "runner",
+    "requests_pending",
+    "manifests_already_done",
+    "verified",
+    "archive_records_removed",
+    "elapsed_s",
+)
 
 
 def print_run_summary(summary: dict[str, Any]) -> None:

@@ -22,6 +22,8 @@ if [ ! -f .tools/node_modules/kinesalite/package.json ]; then
   npm install --silent --no-audit --no-fund --prefix .tools kinesalite@3.3.3 >/dev/null
 fi
 "$PYTHON" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# Beam's Flink and Spark job servers (Java), fetched once into ~/.cache/beam-rtbf (tests/integration/test_engines.py).
+"$PYTHON" -m beam_rtbf.job_servers flink spark >/dev/null
 # checkov (terraform/ checks) in a venv of its own: it would downgrade boto3 beside Beam.
 if [ ! -x .tools/checkov/bin/checkov ]; then
   "$PYTHON" -m venv .tools/checkov

@@ -364,7 +364,6 @@ class PurgeJob:
 
     def prepare(self, runner_name: str) -> dict[str, Any] | None:
         """Ledger settled, pending manifests loaded and planned; the summary if there is nothing to purge."""
-        del runner_name  # the same plan on every runner
         where = self.where
         # A bounded run still writing into this output would publish files after this purge verified:
         # refuse; a dead run's staged files are removed (a killed publish is finished) before planning.
@@ -385,6 +384,7 @@ class PurgeJob:
             _LOGGER.error("skipping %s: %s", problem.path, problem.reason)
         self.summary = {
             "run": self.run_id,
+            "runner": runner_name,  # the same plan on every runner; the summary says which ran it
             "requests_pending": len(self.manifests),
             "manifests_already_done": done,
             "manifest_problems": [{"path": p.path, "reason": p.reason} for p in problems],

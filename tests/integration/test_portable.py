@@ -9,51 +9,23 @@ in a network namespace of its own (tests/helpers/netns.py): nothing is reachable
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from beam_rtbf.cli import main
+from tests.helpers.engine_runs import ROOT, cli_in_netns, write_jsonl
+from tests.helpers.engine_runs import sessions as sample_sessions
+from tests.helpers.engine_runs import summary as read_summary
 from tests.helpers.netns import run_in_netns
 from tests.helpers.purge_setup import aggregate_archive, analytics_rows, archive_counts, archive_table, build
 
 pytestmark = [pytest.mark.slow]
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def cli_in_netns(*args: str, cwd: Path = ROOT, env: dict | None = None) -> int:
-    """`beam-rtbf ARGS` in its own network namespace (its gRPC servers reachable from nowhere)."""
-    done = run_in_netns(
-        [sys.executable, "-m", "beam_rtbf.cli", *args], timeout=600, cwd=cwd, env={**os.environ, **(env or {})}
-    )
-    assert done.returncode in (0, 1, 2, 3), done.stderr[-3000:]
-    return done.returncode
-
-
-def write_jsonl(path, rows: list[dict]):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def _summary(out) -> dict:
-    return json.loads((out / "summary.json").read_text())
-
-
-def _sessions(n_users: int = 60, per_user: int = 12) -> list[dict]:
-    t0 = 1_767_225_600_000
-    return [
-        {"user_id": f"u{u:03d}", "event_time": t0 + (u * per_user + k) * 7_000, "action": "show",
-         "action_type": "view", "device_type": ["iPhone", "Mac Desktop"][k % 2], "secs_elapsed": float(k),
-         "event_id": f"u{u:03d}-{k}"}
-        for u in range(n_users) for k in range(per_user)
-    ]  # fmt: skip
 
 
 def test_bounded_graph_on_the_portable_runner_equals_the_local_run(tmp_path):
-    sessions = write_jsonl(tmp_path / "sessions.jsonl", _sessions())
+    sessions = write_jsonl(tmp_path / "sessions.jsonl", sample_sessions())
     requests = write_jsonl(
         tmp_path / "requests.jsonl",
         [{"request_id": f"r{u}", "subject_id": f"u{u:03d}", "requested_at": 1_767_225_600_000} for u in (3, 17, 42)],
@@ -65,7 +37,7 @@ def test_bounded_graph_on_the_portable_runner_equals_the_local_run(tmp_path):
                        f"--output={out}", f"--registry=embedded://{tmp_path / runner}.sqlite",
                        "--archive_partition_s=3600", "--dedupe=off") == 0  # fmt: skip
         outs[runner] = out
-    direct, portable = _summary(outs["direct"]), _summary(outs["portable"])
+    direct, portable = read_summary(outs["direct"]), read_summary(outs["portable"])
     assert portable["runner"] == "PortableRunner[embed]" and direct["runner"] == "FnApiRunner"
     for key in ("sessions_in", "clean", "suppressed", "dead_lettered", "requests_accepted", "manifests_written"):
         assert portable[key] == direct[key], key
@@ -80,7 +52,7 @@ def test_streaming_graph_on_the_embedded_job_service(tmp_path):
     assert cli_in_netns("run", "--runner=portable", "--sessions=synthetic://sessions?users=300&rate=2000&duration_s=3",
                         "--requests=synthetic://requests?users=300&request_rate=3&duration_s=3", f"--output={out}",
                         f"--registry=embedded://{tmp_path / 'r.sqlite'}") == 0  # fmt: skip
-    summary = _summary(out)
+    summary = read_summary(out)
     # auto picks keyed state there: a PeriodicImpulse-refreshed side input never ends on it.
     assert summary["runner"] == "PortableRunner[embed]" and summary["filter_strategy"] == "state"
     assert summary["sessions_in"] > 1000 and summary["conservation_ok"]
@@ -112,7 +84,7 @@ def test_detached_submission_to_a_separate_job_service_and_worker_pool(tmp_path)
     """The Flink shape without Flink: job service and worker pool are other processes, the
     environment is EXTERNAL (the sidecar's localhost:PORT), and `--detach` returns while the job
     runs; the job then finishes on the service and writes what the local run writes."""
-    sessions = write_jsonl(tmp_path / "sessions.jsonl", _sessions())
+    sessions = write_jsonl(tmp_path / "sessions.jsonl", sample_sessions())
     requests = write_jsonl(
         tmp_path / "requests.jsonl",
         [{"request_id": f"r{u}", "subject_id": f"u{u:03d}", "requested_at": 1_767_225_600_000} for u in (5, 9)],
