@@ -89,6 +89,16 @@ JOB_SERVERS: dict[str, JobServer] = {
     ),
 }
 
+# What Flink and Spark reach into by reflection on Java 17 (Kryo, Netty, off-heap buffers), opened
+# by the launcher jar's manifest (a JVM started with -jar honours Add-Opens there).
+_ADD_OPENS = tuple(
+    f"java.base/{package}"
+    for package in (
+        "java.io", "java.lang", "java.lang.invoke", "java.lang.reflect", "java.math", "java.net", "java.nio",
+        "java.text", "java.time", "java.util", "java.util.concurrent", "java.util.concurrent.atomic",
+        "java.util.concurrent.locks", "sun.nio.ch", "sun.nio.cs", "sun.security.action", "sun.util.calendar",
+    )
+)  # fmt: skip
 _LOG_LEVELS = b"org.slf4j.simpleLogger.defaultLogLevel=warn\norg.slf4j.simpleLogger.logFile=System.err\n"
 
 
@@ -184,8 +194,13 @@ def _pom(server: JobServer, coordinates: list[str]) -> str:
 
 
 def write_launcher_jar(path: Path, main_class: str, class_path: list[str]) -> None:
-    """A jar of nothing but a manifest (main class, class path relative to it) and log levels."""
-    lines = ["Manifest-Version: 1.0", f"Main-Class: {main_class}", "Class-Path: " + " ".join(class_path)]
+    """A jar of nothing but a manifest (main class, opened packages, class path relative to it) and log levels."""
+    lines = [
+        "Manifest-Version: 1.0",
+        f"Main-Class: {main_class}",
+        "Add-Opens: " + " ".join(_ADD_OPENS),
+        "Class-Path: " + " ".join(class_path),
+    ]
     tmp = path.with_suffix(".tmp")
     with zipfile.ZipFile(tmp, "w") as jar:
         jar.writestr("META-INF/MANIFEST.MF", "".join(_folded(line) for line in lines))
