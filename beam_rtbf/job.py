@@ -17,7 +17,11 @@ This module imports no job kind: both job modules import it, never each other.
 
 from __future__ import annotations
 
+import glob
 import logging
+import os
+import signal
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -29,7 +33,7 @@ from beam_rtbf.job_servers import provide_job_server_jar
 from beam_rtbf.options import RtbfOptions, resolve_paths
 from beam_rtbf.runner_names import EMBEDDED_PORTABLE, LOCAL_RUNNERS
 from beam_rtbf.sinks.ledger import RunInProgress, RunLedger
-from beam_rtbf.summary import write_summary
+from beam_rtbf.summary import without_unreported_figures, write_summary
 
 if TYPE_CHECKING:
     from apache_beam.runners.runner import PipelineResult, PipelineRunner
@@ -50,6 +54,7 @@ __all__ = [
 _LOGGER = logging.getLogger(__name__)
 
 _DIRECT_NAMES = (None, "", "direct", "DirectRunner", "SwitchingDirectRunner")
+_CANCEL_WAIT_S = 120.0  # how long a cancelled job may take to reach CANCELLED
 
 
 class OutputInUse(ValueError):
@@ -159,22 +164,106 @@ def run_job(job: Job, stop: StopRequest | None = None) -> dict[str, Any]:
         job.describe(),
     )
     provide_job_server_jar(options)  # flink-local / spark-local: the job server, fetched once
+    if stop is not None and job.streaming and name not in LOCAL_RUNNERS:
+        stop.armed = True  # the first signal cancels the job through the Job API (wait_or_cancel)
     pipeline = beam.Pipeline(runner=runner, options=options)
     job.build(pipeline)
     started = time.perf_counter()
-    result = pipeline.run()
+    result = run_keeping_signals(pipeline) if stop is not None and stop.armed else pipeline.run()
     jar = options.view_as(PortableOptions).output_executable_path
     if jar:  # Flink/Spark: the job server wrote an executable jar instead of running (spark-submit runs it)
         return job.jar_summary(jar)
     if job.detachable and detached(options, name):  # a cluster streaming job never finishes
         job_id = getattr(result, "_job_id", None)  # the Job API's id: cancel, savepoint, state by it
         return {"detached": True, "runner": name, "job_id": job_id, "state": str(result.state)}
-    result.wait_until_finish()
+    cancelled = wait_or_cancel(result, stop) if stop is not None and stop.armed else wait(result)
     elapsed = time.perf_counter() - started
     stopped_by = stop.reason if stop is not None and stop.requested else None
     summary = job.finish(result, elapsed, stopped_by)
+    if cancelled:
+        summary = without_unreported_figures({**summary, **cancelled_summary(options, result)})
     write_summary(job.summary_path(), summary)
     return summary
+
+
+def run_keeping_signals(pipeline: beam.Pipeline) -> PipelineResult:
+    """``pipeline.run()``, leaving SIGINT to whoever had it before.
+
+    Beam's wrapper of a job server it starts (FlinkRunner, SparkRunner) takes SIGINT to stop the
+    server at once, before the job could be cancelled through it; it still stops it at exit.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return pipeline.run()
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        return pipeline.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def wait(result: PipelineResult) -> bool:
+    result.wait_until_finish()
+    return False
+
+
+def wait_or_cancel(result: PipelineResult, stop: StopRequest, poll_s: float = 0.2) -> bool:
+    """Wait for a job a job server runs; cancel it if ``stop`` is set first. True if it was cancelled.
+
+    A streaming job on Flink has no end of its own: the signal that ends ``beam-rtbf run`` cancels
+    it through the Job API (Flink keeps its last checkpoint when asked to), so the job server
+    stops with the job and not with a killed process.
+    """
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def waiter() -> None:
+        try:
+            result.wait_until_finish()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            failure.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=waiter, name="wait_until_finish", daemon=True).start()
+    while not done.wait(poll_s):
+        if stop.requested:
+            _LOGGER.warning("beam-rtbf: cancelling the job (%s)", stop.reason)
+            # The figures as of now: the result keeps them, and cancel() closes its channel.
+            result.metrics()
+            result.cancel()
+            done.wait(_CANCEL_WAIT_S)
+            return True
+    if failure:
+        raise failure[0]
+    return False
+
+
+def cancelled_summary(options: PipelineOptions, result: PipelineResult) -> dict[str, Any]:
+    """What a cancelled job's summary says instead of the conservation check, and where it resumes."""
+    from beam_rtbf.options import FlinkCheckpointOptions
+
+    try:
+        state = str(result.state)
+    except Exception:  # noqa: BLE001 - the job service may already be gone
+        state = "CANCELLED"
+    checkpoints = options.view_as(FlinkCheckpointOptions)
+    resume = latest_checkpoint(checkpoints.state_backend_storage_path) if checkpoints.checkpointing_interval else None
+    return {
+        "cancelled": True,
+        "state": state,
+        # Records in flight when the job was cancelled are neither in nor out: no conservation check.
+        "conservation_ok": None,
+        "resume_from": resume,
+    }
+
+
+def latest_checkpoint(storage: str | None) -> str | None:
+    """The newest completed Flink checkpoint under ``storage`` (a chk-N folder with its _metadata)."""
+    if not storage:
+        return None
+    root = storage.removeprefix("file://")
+    found = [p for p in glob.glob(os.path.join(root, "*", "chk-*")) if os.path.isfile(os.path.join(p, "_metadata"))]
+    return max(found, key=lambda p: os.path.getmtime(os.path.join(p, "_metadata")), default=None)
 
 
 def detached(options: PipelineOptions, runner: str) -> bool:

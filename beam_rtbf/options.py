@@ -13,6 +13,7 @@ from beam_rtbf.parse.lines import DEFAULT_MAX_RECORD_BYTES
 from beam_rtbf.sinks.files import OUTPUT_MODE_HELP, OUTPUT_MODES
 
 __all__ = [
+    "FlinkCheckpointOptions",
     "PurgeOptions",
     "validate_purge_options",
     "RtbfOptions",
@@ -344,3 +345,41 @@ def validate_purge_options(opts: PurgeOptions) -> None:
             problems.append("--erasure_api_max_attempts must be >= 1")
     if problems:
         raise ValueError("; ".join(problems))
+
+
+class FlinkCheckpointOptions(PipelineOptions):
+    """Checkpoints and restore for Flink run by a job server (flink-local, or your own job server).
+
+    These are Beam's Java FlinkPipelineOptions by the same names. Python has no class for them,
+    and the portable runner sends the job server only the options Python knows: declared here,
+    they reach Flink. (A Flink cluster configured by its operator, the ``flink`` profile, sets
+    checkpointing in its own configuration instead.)
+    """
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        group = parser.add_argument_group("Flink checkpoints (job server runs)")
+        group.add_argument(
+            "--checkpointing_interval", type=int, default=None,
+            help="Take a checkpoint every this many milliseconds (default: none, no checkpoints)",
+        )  # fmt: skip
+        group.add_argument(
+            "--state_backend", choices=("filesystem", "rocksdb"), default=None,
+            help="Where keyed state lives between checkpoints (rocksdb needs its jar on the job server)",
+        )  # fmt: skip
+        group.add_argument(
+            "--state_backend_storage_path", default=None,
+            help="Directory URI the checkpoints are written to (e.g. file:///var/rtbf/checkpoints)",
+        )  # fmt: skip
+        group.add_argument(
+            "--retain_externalized_checkpoints_on_cancellation", action="store_true", default=False,
+            help="Keep the last checkpoint when the job is cancelled, to resume from it with --savepoint_path",
+        )  # fmt: skip
+        group.add_argument(
+            "--shutdown_sources_after_idle_ms", type=int, default=None,
+            help="End the job this long after every source ended (with checkpoints Flink's default is never)",
+        )  # fmt: skip
+        group.add_argument(
+            "--savepoint_path", default=None,
+            help="Start from this savepoint or retained checkpoint (its _metadata's directory)",
+        )  # fmt: skip

@@ -92,6 +92,25 @@ def summarize(
     return summary
 
 
+# The figures that come from the runner's counters (``summarize``).
+COUNTER_FIGURES = (
+    "sessions_in", "clean", "suppressed", "dead_lettered", "duplicates", "requests_in", "requests_accepted",
+    "requests_duplicate", "requests_ignored", "requests_dead_lettered", "manifests_written", "archive_files",
+    "archive_records", "analytics_rows", "registry_errors", "sessions_held",
+)  # fmt: skip
+
+
+def without_unreported_figures(summary: dict[str, Any]) -> dict[str, Any]:
+    """A cancelled job's summary: counter figures the runner did not report are unknown, not 0.
+
+    Flink's job server gives a job's metrics when it ends; a cancelled streaming job has none.
+    """
+    if any(summary.get(key) for key in COUNTER_FIGURES):
+        return summary
+    return {**summary, **dict.fromkeys(COUNTER_FIGURES), "sessions_per_s": None,
+            "figures": "not reported: the runner gives a job's metrics when it ends, not when it is cancelled"}  # fmt: skip
+
+
 def write_summary(path: str, summary: dict[str, Any]) -> None:
     """Write ``summary`` as indented JSON, atomically (a reader never sees half a summary)."""
     write_bytes_atomically(path, json.dumps(summary, indent=2).encode())
@@ -99,7 +118,7 @@ def write_summary(path: str, summary: dict[str, Any]) -> None:
 
 def run_exit_code(summary: dict[str, Any]) -> int:
     """0 when every session read is accounted for (or nothing was run here: a jar, a detached job); else 1."""
-    if "job_jar" in summary or summary.get("detached"):
+    if "job_jar" in summary or summary.get("detached") or summary.get("cancelled"):
         return 0
     return 0 if summary.get("conservation_ok") else 1
 
@@ -157,12 +176,17 @@ def print_run_summary(summary: dict[str, Any]) -> None:
     print("beam-rtbf run summary")
     for key in _RUN_KEYS:
         print(f"  {key:<{width}}  {summary.get(key)}")
-    print(
-        f"  conservation (in = clean + suppressed + dead-lettered): "
-        f"{'holds' if summary.get('conservation_ok') else 'VIOLATED'}"
-    )
+    if summary.get("cancelled"):
+        print(f"  cancelled by {summary.get('stopped_by')}: records in flight are neither in nor out (not checked)")
+        if summary.get("resume_from"):
+            print(f"  resume with --savepoint_path={summary['resume_from']}")
+    else:
+        print(
+            f"  conservation (in = clean + suppressed + dead-lettered): "
+            f"{'holds' if summary.get('conservation_ok') else 'VIOLATED'}"
+        )
     print(f"  outputs in {summary.get('output')} (summary.json has every figure)")
-    if summary.get("stopped_by"):
+    if summary.get("stopped_by") and not summary.get("cancelled"):
         print(f"  stopped by {summary['stopped_by']}: the reads ended, everything read was written")
 
 
