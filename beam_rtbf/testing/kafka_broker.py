@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 
 from beam_rtbf.testing.redis_server import free_port
 
@@ -33,8 +33,7 @@ _LOG4J_VERSION = "2.24.3"  # what kafka_2.13 4.1.1 depends on; its SLF4J 1.7 bin
 _CLUSTER_ID = "YmVhbS1ydGJmLWthZmthLQ"  # any 16 bytes, base64url: one fixed id, so a restart finds its own storage
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _MISSING = (
-    "the Kafka {version} jars are not in {path}: "
-    "python -m beam_rtbf.testing.kafka_broker fetch (scripts/test.sh does)"
+    "the Kafka {version} jars are not in {path}: python -m beam_rtbf.testing.kafka_broker fetch (scripts/test.sh does)"
 )
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
@@ -251,8 +250,6 @@ class KafkaBroker:
         self.started_in_s = time.monotonic() - began
 
     def _wait_ready(self, began: float) -> None:
-        import socket
-
         from confluent_kafka.admin import AdminClient
 
         deadline = began + self.start_timeout_s
@@ -265,7 +262,9 @@ class KafkaBroker:
             except OSError:
                 time.sleep(0.1)
         else:
-            raise RuntimeError(f"the Kafka broker did not listen within {self.start_timeout_s:.0f} s; see {self.log_file}")
+            raise RuntimeError(
+                f"the Kafka broker did not listen within {self.start_timeout_s:.0f} s; see {self.log_file}"
+            )
         admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
