@@ -1,10 +1,14 @@
-"""Kafka source against librdkafka's mock cluster (the real protocol on loopback ports).
+"""Kafka source against librdkafka's mock cluster and a real Apache Kafka broker (KRaft, one node).
 
-What this does not cover: a real broker's behaviour under load, SASL/TLS
-handshakes (the mock has none; the settings are passed through untested),
-start=timestamp (the mock does not answer ListOffsets by time), discovery of
-partitions added while running (the mock refuses CreatePartitions), partition
-reassignment across consumer processes.
+Every test here runs twice, on the ``kafka`` fixture's two servers: "mock"
+(librdkafka's mock cluster, three brokers, the real protocol on loopback ports,
+in seconds) and "broker" (``beam_rtbf.testing.kafka_broker``, marked slow).
+What the mock cannot do is tested against the real broker only, in
+``test_kafka_broker.py``: start=timestamp (the mock answers ListOffsets by time
+with -1), partitions added while running (the mock refuses CreatePartitions),
+two readers in one group, a broker restart mid-stream, SASL/SCRAM, and an
+end-to-end run with sessions and requests from Kafka topics. Not covered
+anywhere: TLS, a multi-broker real cluster, behaviour under load.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import pytest
 
 from beam_rtbf.pipeline import run
 from beam_rtbf.sources.kafka import KafkaPoller, KafkaWriter
+from beam_rtbf.testing.kafka_broker import KafkaBroker
 from beam_rtbf.testing.kafka_mock import KafkaMockCluster
 from beam_rtbf.testing.redis_server import free_port
 from tests.helpers.data import T0
@@ -23,12 +28,15 @@ from tests.helpers.data import T0
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def kafka():
-    cluster = KafkaMockCluster(3)
-    cluster.start()
-    yield cluster
-    cluster.stop()
+@pytest.fixture(scope="module", params=["mock", pytest.param("broker", marks=pytest.mark.slow)])
+def kafka(request, tmp_path_factory):
+    if request.param == "mock":
+        server = KafkaMockCluster(3)
+    else:
+        server = KafkaBroker(str(tmp_path_factory.mktemp("kafka-broker")))
+    server.start()
+    yield server
+    server.stop()
 
 
 def _write(kafka, topic: str, start: int, count: int) -> None:
@@ -55,7 +63,7 @@ def test_reads_all_partitions_once_in_partition_order(kafka):
     poller.open()
     seen = _drain(poller, 400)
     assert sorted(e for _, e in seen) == sorted(f"e{i}" for i in range(400)) and len(seen) == 400
-    assert len({p for p, _ in seen}) == 4  # the mock cluster creates topics with 4 partitions
+    assert {p for p, _ in seen} == set(range(kafka.default_partitions))  # the partitions of an auto-created topic
     for partition in {p for p, _ in seen}:
         numbers = [int(e[1:]) for p, e in seen if p == partition]
         assert numbers == sorted(numbers)
