@@ -13,6 +13,9 @@ command -v npm >/dev/null 2>&1 || missing="$missing nodejs npm"
 # Beam's job service binds every interface: the portable tests run it in a network namespace.
 command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
 command -v unshare >/dev/null 2>&1 || missing="$missing util-linux"
+# The real Kafka broker (tests/integration/test_kafka_broker.py) runs on Java 17, its jars fetched by Maven.
+command -v java >/dev/null 2>&1 || missing="$missing openjdk-17-jre-headless"
+command -v mvn >/dev/null 2>&1 || missing="$missing maven"
 if [ -n "$missing" ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
@@ -24,6 +27,9 @@ fi
 "$PYTHON" -m pip install --quiet --disable-pip-version-check -e '.[test]'
 # Beam's Flink and Spark job servers (Java), fetched once into ~/.cache/beam-rtbf (tests/integration/test_engines.py).
 "$PYTHON" -m beam_rtbf.job_servers flink spark >/dev/null
+# Apache Kafka (KRaft broker) jars: org.apache.kafka:kafka_2.13 and its dependencies, resolved by mvn into
+# .tools/kafka-<version>/lib once (a no-op when there), so the broker tests never download at test time.
+"$PYTHON" -m beam_rtbf.testing.kafka_broker fetch >/dev/null
 # checkov (terraform/ checks) in a venv of its own: it would downgrade boto3 beside Beam.
 if [ ! -x .tools/checkov/bin/checkov ]; then
   "$PYTHON" -m venv .tools/checkov

@@ -11,7 +11,14 @@
 - a partition starts at the group's committed offset, else at ``start``
   (earliest, latest, or the first offset at ``at`` for ``start=timestamp``);
 - offsets are committed to the group once the runner holds the records (as of
-  the previous poll, and on close), so a restart re-reads nothing committed;
+  the previous poll, asynchronously; on close, waited for up to
+  ``commit_timeout_s``), so a restart re-reads nothing committed; a commit that
+  fails (the coordinator is away) is logged and superseded by the next one: the
+  group's offsets may lag, so a restart of the reader may re-read records
+  (at-least-once), while the reader itself goes on from its own positions;
+- while the brokers are away the reader keeps polling (librdkafka reconnects)
+  and resumes where it stood; only the first connection's failure is an error
+  (unreachable brokers, a missing topic, failed authentication);
 - the watermark is the oldest last-seen record timestamp over partitions with
   unread data; partitions that are caught up do not hold it back;
 - ``kafka.*`` parameters pass through to librdkafka (TLS, SASL); secrets come
@@ -40,11 +47,14 @@ _LOGGER = logging.getLogger(__name__)
 _LIBRDKAFKA_LOGGER = logging.getLogger(__name__ + ".librdkafka")
 _STARTS = ("earliest", "latest", "timestamp")
 SASL_PASSWORD_ENV = "RTBF_KAFKA_SASL_PASSWORD"
+_COMMIT_TIMEOUT_S = 10.0
 
 
-def _client_config(bootstrap: str, extra: dict[str, str]) -> dict[str, Any]:
+def _client_config(bootstrap: str, extra: dict[str, str], errors: list | None = None) -> dict[str, Any]:
     # librdkafka's own log lines (one per reconnect attempt) go through Python logging, not raw stderr
     config: dict[str, Any] = {"bootstrap.servers": bootstrap, "log_level": 3, "logger": _LIBRDKAFKA_LOGGER}
+    if errors is not None:
+        config["error_cb"] = errors.append  # client-level errors (transport, authentication), read by the caller
     config.update(extra)
     if "sasl.password" in config:
         raise ValueError(f"put the SASL password in ${SASL_PASSWORD_ENV}, not in the URI")
@@ -86,11 +96,13 @@ class KafkaPoller(Poller):
         self._discovered_at = 0.0
         self._last_data = time.monotonic()
         self._restored: dict[int, int] = {}
+        self._client_errors: list = []
+        self._commits_pending = 0
 
     def open(self) -> None:
         from confluent_kafka import Consumer
 
-        config = _client_config(self.bootstrap, self.extra)
+        config = _client_config(self.bootstrap, self.extra, self._client_errors)
         config.update(
             {
                 "group.id": self.group,
@@ -98,29 +110,65 @@ class KafkaPoller(Poller):
                 "enable.partition.eof": False,
                 "allow.auto.create.topics": False,
                 "auto.offset.reset": "earliest",
+                "on_commit": self._committed,
             }
         )
         self._consumer = Consumer(config)
-        self._discover()
-
-    def close(self) -> None:
-        if self._consumer is not None:
-            self._commit(self._positions())
+        try:
+            self._discover()
+        except BaseException:
             self._consumer.close()
             self._consumer = None
+            raise
+
+    def close(self, commit_timeout_s: float = _COMMIT_TIMEOUT_S) -> None:
+        if self._consumer is not None:
+            self._commit(self._positions())
+            deadline = time.monotonic() + commit_timeout_s
+            while self._commits_pending and time.monotonic() < deadline:
+                self._consumer.poll(0.1)  # serves the commit's callback (a record it returns is not ours any more)
+            if self._commits_pending:
+                _LOGGER.warning(
+                    "kafka %s: the last offsets were not committed within %.0f s", self.topic, commit_timeout_s
+                )
+            self._consumer.close()
+            self._consumer = None
+
+    def _committed(self, error, partitions) -> None:
+        self._commits_pending -= 1
+        if error is not None:
+            _LOGGER.warning("kafka %s: offsets not committed (%s); the next commit supersedes them", self.topic, error)
 
     def check(self) -> None:
         self.open()
         self._consumer.close()  # without committing: a check must not move the group
         self._consumer = None
 
-    def _discover(self) -> None:
-        from confluent_kafka import KafkaException, TopicPartition
+    def _metadata(self):
+        """The topic's metadata; fails at once (not at the timeout) when the brokers refuse our credentials."""
+        from confluent_kafka import KafkaError, KafkaException
 
-        try:
-            metadata = self._consumer.list_topics(self.topic, timeout=self.metadata_timeout_s)
-        except KafkaException as exc:
-            raise ValueError(f"kafka://{self.bootstrap}/{self.topic}: cannot reach the brokers ({exc})") from exc
+        deadline = time.monotonic() + self.metadata_timeout_s
+        while True:
+            try:
+                return self._consumer.list_topics(self.topic, timeout=min(0.5, max(0.05, deadline - time.monotonic())))
+            except KafkaException as exc:
+                if not self._partitions:
+                    self._consumer.poll(0)  # serves error_cb (nothing is assigned yet: no record to lose)
+                refused = [e for e in self._client_errors if e.code() == KafkaError._AUTHENTICATION]
+                if refused:
+                    raise ValueError(
+                        f"kafka://{self.bootstrap}/{self.topic}: authentication failed ({refused[0].str()})"
+                    ) from None
+                if time.monotonic() >= deadline:
+                    raise ValueError(
+                        f"kafka://{self.bootstrap}/{self.topic}: cannot reach the brokers ({exc})"
+                    ) from exc
+
+    def _discover(self) -> None:
+        from confluent_kafka import TopicPartition
+
+        metadata = self._metadata()
         topic = metadata.topics.get(self.topic)
         if topic is None or topic.error is not None:
             raise ValueError(f"kafka://{self.bootstrap}/{self.topic}: topic unavailable ({topic and topic.error})")
@@ -155,12 +203,14 @@ class KafkaPoller(Poller):
         return {p: o for p, o in self._next.items() if o >= 0}
 
     def _commit(self, offsets: dict[int, int]) -> None:
+        """Commit without waiting: a synchronous commit blocks for ~45 s while the coordinator is away."""
         from confluent_kafka import TopicPartition
 
         if offsets:
             self._consumer.commit(
-                offsets=[TopicPartition(self.topic, p, o) for p, o in offsets.items()], asynchronous=False
+                offsets=[TopicPartition(self.topic, p, o) for p, o in offsets.items()], asynchronous=True
             )
+            self._commits_pending += 1
 
     def poll(self) -> PollResult:
         from confluent_kafka import KafkaError
@@ -169,7 +219,11 @@ class KafkaPoller(Poller):
             self._commit(self._to_commit)  # the previous poll's records are with the runner now
             self._to_commit = None
         if time.monotonic() - self._discovered_at >= self.discovery_interval_s:
-            self._discover()
+            try:
+                self._discover()
+            except ValueError as exc:  # the brokers are away for now: keep reading what is assigned
+                _LOGGER.warning("kafka %s: partition discovery failed (%s); retrying later", self.topic, exc)
+                self._discovered_at = time.monotonic()
         messages = self._consumer.consume(num_messages=self.max_records, timeout=0.2)
         by_partition: dict[int, list] = {}
         for message in messages:
@@ -223,12 +277,15 @@ class KafkaWriter:
         from confluent_kafka import Producer
 
         self.topic = topic
-        config = _client_config(bootstrap, dict(extra or {}))
+        self._client_errors: list = []
+        config = _client_config(bootstrap, dict(extra or {}), self._client_errors)
         config.update({"linger.ms": 20, "enable.idempotence": True})
         self._producer = Producer(config)
         self._failed: list[str] = []
 
     def write(self, records: list[bytes], keys: list[str]) -> int:
+        from confluent_kafka import KafkaError
+
         def delivered(error, _message) -> None:
             if error is not None:
                 self._failed.append(str(error))
@@ -241,9 +298,17 @@ class KafkaWriter:
                 except BufferError:
                     self._producer.poll(0.1)  # local queue full: let deliveries drain
             self._producer.poll(0)
-        self._producer.flush(30)
+        deadline = time.monotonic() + 30
+        undelivered = self._producer.flush(0.5)
+        while undelivered and time.monotonic() < deadline:
+            refused = [e for e in self._client_errors if e.code() == KafkaError._AUTHENTICATION]
+            if refused:
+                raise RuntimeError(f"kafka: authentication failed ({refused[0].str()})")
+            undelivered = self._producer.flush(0.5)
         if self._failed:
             raise RuntimeError(f"kafka: {len(self._failed)} records not delivered: {self._failed[0]}")
+        if undelivered:
+            raise RuntimeError(f"kafka: {undelivered} records not delivered within 30 s")
         return len(records)
 
 

@@ -30,6 +30,8 @@ def serve(brokers: int) -> None:
 class KafkaMockCluster:
     """Starts the mock cluster process; ``bootstrap`` is its ``host:port,...``; stopped by its PID."""
 
+    default_partitions = 4  # librdkafka's mock cluster creates topics with 4 partitions
+
     def __init__(self, brokers: int = 3) -> None:
         self.brokers = brokers
         self.process: subprocess.Popen | None = None

@@ -1,61 +1,51 @@
-"""Kafka source against librdkafka's mock cluster (the real protocol on loopback ports).
+"""Kafka source against librdkafka's mock cluster and a real Apache Kafka broker (KRaft, one node).
 
-What this does not cover: a real broker's behaviour under load, SASL/TLS
-handshakes (the mock has none; the settings are passed through untested),
-start=timestamp (the mock does not answer ListOffsets by time), discovery of
-partitions added while running (the mock refuses CreatePartitions), partition
-reassignment across consumer processes.
+Every test here runs twice, on the ``kafka`` fixture's two servers: "mock"
+(librdkafka's mock cluster, three brokers, the real protocol on loopback ports,
+in seconds) and "broker" (``beam_rtbf.testing.kafka_broker``, marked slow).
+What the mock cannot do is tested against the real broker only, in
+``test_kafka_broker.py``: start=timestamp (the mock answers ListOffsets by time
+with -1), partitions added while running (the mock refuses CreatePartitions),
+two readers in one group, a broker restart mid-stream, SASL/SCRAM, and an
+end-to-end run with sessions and requests from Kafka topics. Not covered
+anywhere: TLS, a multi-broker real cluster, behaviour under load.
 """
 
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 from beam_rtbf.pipeline import run
-from beam_rtbf.sources.kafka import KafkaPoller, KafkaWriter
+from beam_rtbf.sources.kafka import KafkaPoller
+from beam_rtbf.testing.kafka_broker import KafkaBroker
 from beam_rtbf.testing.kafka_mock import KafkaMockCluster
 from beam_rtbf.testing.redis_server import free_port
 from tests.helpers.data import T0
+from tests.helpers.kafka import drain, write_events
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def kafka():
-    cluster = KafkaMockCluster(3)
-    cluster.start()
-    yield cluster
-    cluster.stop()
-
-
-def _write(kafka, topic: str, start: int, count: int) -> None:
-    records = [
-        json.dumps({"user_id": f"u{i % 40}", "event_id": f"e{i}", "event_time": T0 + i}).encode()
-        for i in range(start, start + count)
-    ]
-    assert KafkaWriter(kafka.bootstrap, topic).write(records, [f"k{i}" for i in range(start, start + count)]) == count
-
-
-def _drain(poller: KafkaPoller, want: int, timeout_s: float = 15.0) -> list[tuple[int, str]]:
-    seen: list[tuple[int, str]] = []
-    deadline = time.monotonic() + timeout_s
-    while len(seen) < want and time.monotonic() < deadline:
-        for raw, _ in poller.poll().elements:
-            partition = int(raw.source.rsplit("/", 1)[1])
-            seen += [(partition, json.loads(line)["event_id"]) for line in raw.data.splitlines()]
-    return seen
+@pytest.fixture(scope="module", params=["mock", pytest.param("broker", marks=pytest.mark.slow)])
+def kafka(request, tmp_path_factory):
+    if request.param == "mock":
+        server = KafkaMockCluster(3)
+    else:
+        server = KafkaBroker(str(tmp_path_factory.mktemp("kafka-broker")))
+    server.start()
+    yield server
+    server.stop()
 
 
 def test_reads_all_partitions_once_in_partition_order(kafka):
-    _write(kafka, "t-order", 0, 400)
+    write_events(kafka.bootstrap, "t-order", 0, 400)
     poller = KafkaPoller(kafka.bootstrap, "t-order", "g-order")
     poller.open()
-    seen = _drain(poller, 400)
+    seen = drain(poller, 400)
     assert sorted(e for _, e in seen) == sorted(f"e{i}" for i in range(400)) and len(seen) == 400
-    assert len({p for p, _ in seen}) == 4  # the mock cluster creates topics with 4 partitions
+    assert {p for p, _ in seen} == set(range(kafka.default_partitions))  # the partitions of an auto-created topic
     for partition in {p for p, _ in seen}:
         numbers = [int(e[1:]) for p, e in seen if p == partition]
         assert numbers == sorted(numbers)
@@ -63,17 +53,17 @@ def test_reads_all_partitions_once_in_partition_order(kafka):
 
 
 def test_restart_resumes_from_committed_offsets_without_rereading(kafka):
-    _write(kafka, "t-restart", 0, 200)
+    write_events(kafka.bootstrap, "t-restart", 0, 200)
     first = KafkaPoller(kafka.bootstrap, "t-restart", "g-restart")
     first.open()
-    assert len(_drain(first, 200)) == 200
+    assert len(drain(first, 200)) == 200
     first.poll()  # the next poll commits what the previous one handed over
     first.close()
-    _write(kafka, "t-restart", 200, 60)
+    write_events(kafka.bootstrap, "t-restart", 200, 60)
     second = KafkaPoller(kafka.bootstrap, "t-restart", "g-restart")
     second.open()
-    seen = _drain(second, 60)
-    seen += _drain(second, 1, timeout_s=1.0)
+    seen = drain(second, 60)
+    seen += drain(second, 1, timeout_s=1.0)
     assert sorted(e for _, e in seen) == sorted(f"e{i}" for i in range(200, 260))
     second.close()
 
@@ -81,11 +71,11 @@ def test_restart_resumes_from_committed_offsets_without_rereading(kafka):
 def test_start_latest(kafka):
     """(start=timestamp asks the broker's ListOffsets by time, which the mock answers with -1 for
     every partition: it is not tested here, only against real brokers.)"""
-    _write(kafka, "t-start", 0, 50)
+    write_events(kafka.bootstrap, "t-start", 0, 50)
     latest = KafkaPoller(kafka.bootstrap, "t-start", "g-latest", start="latest")
     latest.open()
-    _write(kafka, "t-start", 50, 10)
-    assert sorted(e for _, e in _drain(latest, 10)) == sorted(f"e{i}" for i in range(50, 60))
+    write_events(kafka.bootstrap, "t-start", 50, 10)
+    assert sorted(e for _, e in drain(latest, 10)) == sorted(f"e{i}" for i in range(50, 60))
     latest.close()
 
 
@@ -100,7 +90,7 @@ def test_missing_topic_and_unreachable_brokers_are_clear_errors(kafka):
 
 @pytest.mark.slow
 def test_pipeline_reads_sessions_from_kafka(kafka, tmp_path):
-    _write(kafka, "t-sessions", 0, 800)
+    write_events(kafka.bootstrap, "t-sessions", 0, 800)
     requests = tmp_path / "requests.jsonl"
     requests.write_text(json.dumps({"request_id": "k1", "subject_id": "u3", "requested_at": T0}) + "\n")
     summary = run(
@@ -116,15 +106,15 @@ def test_pipeline_reads_sessions_from_kafka(kafka, tmp_path):
 
 
 def test_a_poller_restored_from_a_checkpoint_continues_exactly(kafka):
-    _write(kafka, "t-resume", 0, 300)
+    write_events(kafka.bootstrap, "t-resume", 0, 300)
     first = KafkaPoller(kafka.bootstrap, "t-resume", "g-resume-a", max_records=40)
     first.open()
-    read = _drain(first, 80)
+    read = drain(first, 80)
     state = first.checkpoint()
     resumed = KafkaPoller(kafka.bootstrap, "t-resume", "g-resume-b")  # another group: only the state counts
     resumed.restore(state)
     resumed.open()
-    rest = _drain(resumed, 300 - len(read))
-    rest += _drain(resumed, 1, timeout_s=1.0)
+    rest = drain(resumed, 300 - len(read))
+    rest += drain(resumed, 1, timeout_s=1.0)
     assert sorted(e for _, e in read + rest) == sorted(f"e{i}" for i in range(300))
     assert len(read) + len(rest) == 300
