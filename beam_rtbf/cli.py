@@ -97,7 +97,7 @@ def _stop_on_signals() -> Iterator[StopRequest]:
     def handle(signum: int, _frame) -> None:
         name = signal.Signals(signum).name
         if stop.armed and not stop.requested:
-            _LOGGER.warning("%s: stopping (send %s again to abort at once)", name, name)
+            _LOGGER.warning("%s: %s (send %s again to abort at once)", name, stop.action, name)
             stop.stop(name)
             return
         for sig in watched:

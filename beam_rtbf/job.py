@@ -164,19 +164,20 @@ def run_job(job: Job, stop: StopRequest | None = None) -> dict[str, Any]:
         job.describe(),
     )
     provide_job_server_jar(options)  # flink-local / spark-local: the job server, fetched once
-    if stop is not None and job.streaming and name not in LOCAL_RUNNERS:
-        stop.armed = True  # the first signal cancels the job through the Job API (wait_or_cancel)
+    cancellable = stop is not None and job.streaming and name not in LOCAL_RUNNERS
+    if cancellable:  # a job server's streaming job: the first signal cancels it through the Job API
+        stop.armed, stop.action = True, "cancelling the job"
     pipeline = beam.Pipeline(runner=runner, options=options)
     job.build(pipeline)
     started = time.perf_counter()
-    result = run_keeping_signals(pipeline) if stop is not None and stop.armed else pipeline.run()
+    result = run_keeping_signals(pipeline) if cancellable else pipeline.run()
     jar = options.view_as(PortableOptions).output_executable_path
     if jar:  # Flink/Spark: the job server wrote an executable jar instead of running (spark-submit runs it)
         return job.jar_summary(jar)
     if job.detachable and detached(options, name):  # a cluster streaming job never finishes
         job_id = getattr(result, "_job_id", None)  # the Job API's id: cancel, savepoint, state by it
         return {"detached": True, "runner": name, "job_id": job_id, "state": str(result.state)}
-    cancelled = wait_or_cancel(result, stop) if stop is not None and stop.armed else wait(result)
+    cancelled = wait_or_cancel(result, stop) if cancellable else wait(result)
     elapsed = time.perf_counter() - started
     stopped_by = stop.reason if stop is not None and stop.requested else None
     summary = job.finish(result, elapsed, stopped_by)

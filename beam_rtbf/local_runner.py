@@ -80,6 +80,7 @@ class StopRequest:
         self._event = threading.Event()
         self.reason: str | None = None
         self.armed = False  # set by the runner that honours it; else a signal keeps its default action
+        self.action = "stopping the reads and draining"  # what honouring it does, as the signal handler says
 
     def stop(self, reason: str) -> None:
         if not self._event.is_set():

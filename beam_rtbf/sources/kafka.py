@@ -174,7 +174,7 @@ class KafkaPoller(Poller):
             raise ValueError(f"kafka://{self.bootstrap}/{self.topic}: topic unavailable ({topic and topic.error})")
         new = sorted(set(topic.partitions) - self._partitions)
         if new:
-            committed = self._consumer.committed([TopicPartition(self.topic, p) for p in new], timeout=10)
+            committed = self._group_offsets([TopicPartition(self.topic, p) for p in new])
             for tp in committed:
                 if tp.partition in self._restored:  # a restriction's position wins over the group's commit
                     self._next[tp.partition] = self._restored[tp.partition]
@@ -198,6 +198,24 @@ class KafkaPoller(Poller):
             return high
         found = self._consumer.offsets_for_times([TopicPartition(self.topic, partition, self.at_ms)], timeout=10)
         return found[0].offset if found[0].offset >= 0 else high
+
+    def _group_offsets(self, partitions: list, patience_s: float = 30.0) -> list:
+        """The group's committed offsets; a coordinator still loading or just moved is waited for."""
+        from confluent_kafka import KafkaException
+
+        deadline = time.monotonic() + patience_s
+        delay = 0.1
+        while True:
+            try:
+                return self._consumer.committed(partitions, timeout=10)
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                retriable = getattr(error, "retriable", lambda: False)()
+                if not retriable or time.monotonic() + delay > deadline:
+                    raise
+                _LOGGER.info("kafka %s: committed offsets not available yet (%s); retrying", self.topic, error)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     def _positions(self) -> dict[int, int]:
         return {p: o for p, o in self._next.items() if o >= 0}

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import glob
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +69,45 @@ def test_streaming_on_flink_writes_windows_while_running_and_forgets_at_once(tmp
         subject = manifest["subject_ids"][0]
         after = [t for u, t in zip(users, times) if u == subject and t > effective]
         assert after == [], (subject, effective, after)  # generated after the filter applied it: never archived
+
+
+def test_a_signal_cancels_the_job_after_a_checkpoint_and_keeps_it(tmp_path):
+    """Flink with checkpoints every 2 s: SIGINT cancels the job through the Job API (exit 0, the
+    job server gone with it), what was archived is archived once, and the summary names the
+    retained checkpoint instead of claiming counts Flink did not report."""
+    out, checkpoints = tmp_path / "out", tmp_path / "checkpoints"
+    argv = [
+        sys.executable, "-m", "beam_rtbf.cli", "run", "--runner=flink-local", "--streaming",
+        "--filter_strategy=state", f"--output={out}", f"--registry=embedded://{tmp_path / 'r.sqlite'}",
+        "--window_s=1", "--archive_partition_s=60", "--dedupe=off",
+        "--sessions=synthetic://sessions?users=500&rate=1000&duration_s=600&seed=7",
+        "--requests=synthetic://requests?users=500&request_rate=1&duration_s=600&active_users=50&seed=7",
+        "--checkpointing_interval=2000", "--state_backend=filesystem", f"--state_backend_storage_path=file://{checkpoints}",
+        "--retain_externalized_checkpoints_on_cancellation",
+    ]  # fmt: skip
+    job = subprocess.Popen([*netns_prefix(), *argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 400
+        while not (glob.glob(str(checkpoints / "*" / "chk-*" / "_metadata")) and archive_files(out)):
+            assert job.poll() is None and time.monotonic() < deadline, "no checkpoint and archive while running"
+            time.sleep(0.5)
+        job.send_signal(signal.SIGINT)
+        stdout, stderr = job.communicate(timeout=180)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode == 0, stderr[-3000:]
+    assert "SIGINT: cancelling the job (send SIGINT again to abort at once)" in stderr
+    got = summary(out)
+    assert (got["cancelled"], got["stopped_by"], got["conservation_ok"]) == (True, "SIGINT", None)
+    assert got["sessions_in"] is None and got["figures"].startswith("not reported")
+    assert Path(got["resume_from"]).parent.parent == checkpoints and (Path(got["resume_from"]) / "_metadata").is_file()
+    assert f"resume with --savepoint_path={got['resume_from']}" in stdout
+    ids = Counter(archive_rows(str(out)).column("event_id").to_pylist())
+    assert ids and set(ids.values()) == {1}
+    assert subprocess.run(["pgrep", "-g", str(job.pid)], capture_output=True).stdout == b""  # no job server left
+
+
+def archive_files(out: Path) -> list[str]:
+    return glob.glob(str(out / "archive" / "dt=*" / "**" / "*.parquet"), recursive=True)
