@@ -18,7 +18,7 @@ Sharded sources (``ShardedPollers``: Kinesis shards, Kafka partitions,
 
 - ``Discover`` (splittable, one restriction: the ids listed so far) lists the
   units every ``discovery_interval_s`` and emits each new *root* (a unit with
-  no listed parent: every Kafka partition, every Kinesis shard at start, a new
+  no known parent: every Kafka partition, every Kinesis shard at start, a new
   partition added while running) exactly once, claiming the grown set of ids
   before emitting. A root first listed at discovery N is emitted with the
   timestamp of discovery N-1 (it did not exist then, so its data is not older)
@@ -31,7 +31,7 @@ Sharded sources (``ShardedPollers``: Kinesis shards, Kafka partitions,
   roots (the runner computes it).
 
 Parents before children, across workers: a Kinesis child (split or merge) is
-never a restriction of its own. It is read by the reader of its first listed
+never a restriction of its own. It is read by the reader of its first known
 parent (``ParentShardId``), in the same poller, only after that parent was
 read to SHARD_END; that is the ordering the whole-stream poller already had.
 So per-key order holds across every split, and across a merge for the keys of
