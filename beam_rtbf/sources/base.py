@@ -12,7 +12,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from beam_rtbf.sources.poller import Poller, PollResult
+from beam_rtbf.sources.poller import Poller, PollResult, ShardedPollers
 from beam_rtbf.sources.polling import ReadFromPoller
 from beam_rtbf.sources.spec import SourceSpec, check_params
 
@@ -52,9 +52,15 @@ class Source(abc.ABC):
         """A poller for the streaming forms."""
         raise NotImplementedError(f"{self.spec.scheme}:// has no streaming form")
 
+    def shards(self) -> ShardedPollers | None:
+        """The stream's units of work (shards, partitions), each read as a restriction of its own
+        on portable runners; None (the default) reads the whole stream as one."""
+        return None
+
     def streaming_read(self) -> beam.PTransform:
-        """The unbounded read: beam-rtbf's own reader over ``poller()`` unless a source overrides it."""
-        return ReadFromPoller(self.poller)
+        """The unbounded read: beam-rtbf's own reader over ``poller()`` (split per ``shards()``
+        on portable runners) unless a source overrides it."""
+        return ReadFromPoller(self.poller, shards=self.shards())
 
     def check(self) -> None:
         """Raise ``ValueError`` with one clear message if the stream cannot be read at all."""

@@ -24,6 +24,10 @@
 - ``kafka.*`` parameters pass through to librdkafka (TLS, SASL); secrets come
   from the environment, never the URI.
 
+On portable runners each partition is a restriction of its own (``KafkaPartitions``:
+discovery emits each partition once, a partition added while running is read from its
+beginning; the reader of a partition commits that partition's offsets only).
+
 On Flink, Beam's cross-language ``ReadFromKafka`` is the alternative (it needs
 the Java expansion service jar); see the README.
 """
@@ -39,9 +43,10 @@ import apache_beam as beam
 
 from beam_rtbf.records import RawBatch, parse_time_ms
 from beam_rtbf.sources.base import Poller, PollResult, Source
+from beam_rtbf.sources.poller import ShardedPollers, ShardInfo
 from beam_rtbf.sources.spec import SourceSpec
 
-__all__ = ["KafkaSource", "KafkaPoller", "KafkaWriter"]
+__all__ = ["KafkaSource", "KafkaPoller", "KafkaPartitions", "KafkaWriter"]
 
 _LOGGER = logging.getLogger(__name__)
 _LIBRDKAFKA_LOGGER = logging.getLogger(__name__ + ".librdkafka")
@@ -76,7 +81,11 @@ class KafkaPoller(Poller):
         max_records: int = 50_000,
         idle_stop_s: float | None = None,
         metadata_timeout_s: float = 10.0,
+        partitions: list[int] | None = None,
+        added: bool = False,
     ) -> None:
+        """``partitions``: read only these (one restriction's share); ``added``: they appeared
+        while the read was running, so all of each is read whatever ``start`` says."""
         if start not in _STARTS:
             raise ValueError(f"kafka start must be one of {_STARTS}, not {start!r}")
         if start == "timestamp" and at_ms is None:
@@ -98,6 +107,8 @@ class KafkaPoller(Poller):
         self._restored: dict[int, int] = {}
         self._client_errors: list = []
         self._commits_pending = 0
+        self.only = None if partitions is None else frozenset(partitions)
+        self.added = added
 
     def open(self) -> None:
         from confluent_kafka import Consumer
@@ -172,7 +183,8 @@ class KafkaPoller(Poller):
         topic = metadata.topics.get(self.topic)
         if topic is None or topic.error is not None:
             raise ValueError(f"kafka://{self.bootstrap}/{self.topic}: topic unavailable ({topic and topic.error})")
-        new = sorted(set(topic.partitions) - self._partitions)
+        listed = set(topic.partitions) if self.only is None else set(topic.partitions) & self.only
+        new = sorted(listed - self._partitions)
         if new:
             committed = self._group_offsets([TopicPartition(self.topic, p) for p in new])
             for tp in committed:
@@ -189,7 +201,7 @@ class KafkaPoller(Poller):
     def _start_offset(self, partition: int) -> int:
         from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-        if self._discovered_at:
+        if self._discovered_at or self.added:
             return OFFSET_BEGINNING  # a partition added while running: all of it
         low, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=10)
         if self.start == "earliest":
@@ -288,6 +300,41 @@ class KafkaPoller(Poller):
         self._restored = {int(p): int(o) for p, o in state.get("offsets", {}).items()}
 
 
+class KafkaPartitions(ShardedPollers):
+    """The topic's partitions as units of work: each a root, read by ``KafkaPoller(partitions=[p])``."""
+
+    def __init__(self, kwargs: dict) -> None:
+        self.kwargs = dict(kwargs)
+        self.discovery_interval_s = kwargs.get("discovery_interval_s", 10.0)
+        self.idle_stop_s = kwargs.get("idle_stop_s")
+        self._admin = None
+
+    def discover(self) -> list[ShardInfo]:
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient
+
+        bootstrap, topic = self.kwargs["bootstrap"], self.kwargs["topic"]
+        if self._admin is None:
+            self._admin = AdminClient(_client_config(bootstrap, self.kwargs.get("extra") or {}))
+        try:
+            metadata = self._admin.list_topics(topic, timeout=self.kwargs.get("metadata_timeout_s", 10.0))
+        except KafkaException as exc:
+            raise ValueError(f"kafka://{bootstrap}/{topic}: cannot reach the brokers ({exc})") from exc
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None:
+            raise ValueError(f"kafka://{bootstrap}/{topic}: topic unavailable ({found and found.error})")
+        return [ShardInfo(str(p)) for p in sorted(found.partitions)]
+
+    def poller_for(self, roots: list[str], added: bool = False) -> KafkaPoller:
+        return KafkaPoller(**self.kwargs, partitions=[int(r) for r in roots], added=added)
+
+    def close(self) -> None:
+        self._admin = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_admin": None}
+
+
 class KafkaWriter:
     """Produces records with librdkafka's batching; raises if any delivery failed."""
 
@@ -383,6 +430,9 @@ class KafkaSource(Source):
 
     def poller(self) -> Poller:
         return KafkaPoller(**self.kwargs)
+
+    def shards(self) -> KafkaPartitions:
+        return KafkaPartitions(self.kwargs)
 
     def streaming_read(self) -> beam.PTransform:
         if self.impl == "native":

@@ -25,7 +25,11 @@ knowing what was already processed):
   aggregate (bad MD5 or protobuf) is one dead letter with its raw bytes.
 
 One reader core (``KinesisPoller``) serves both streaming forms through
-``ReadFromPoller``.
+``ReadFromPoller``. On portable runners the read is split per lineage root
+(``KinesisShards``): every shard listed at the start (and any later shard with
+no known parent) is a restriction of its own, read by ``KinesisPoller(roots=
+[shard])``, which also reads every descendant whose first known parent it
+reads, after that parent's SHARD_END (see ``beam_rtbf.sources.polling``).
 """
 
 from __future__ import annotations
@@ -43,9 +47,10 @@ import apache_beam as beam
 from beam_rtbf.records import RawBatch, now_ms, parse_time_ms
 from beam_rtbf.sources import kpl
 from beam_rtbf.sources.base import Poller, PollResult, Source
+from beam_rtbf.sources.poller import ShardedPollers, ShardInfo, owner
 from beam_rtbf.sources.spec import SourceSpec
 
-__all__ = ["KinesisSource", "KinesisPoller", "KinesisWriter", "kinesis_client"]
+__all__ = ["KinesisSource", "KinesisPoller", "KinesisShards", "KinesisWriter", "kinesis_client", "list_shards"]
 
 _LOGGER = logging.getLogger(__name__)
 _STARTS = ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP")
@@ -68,6 +73,39 @@ def kinesis_client(region: str | None, endpoint: str | None):
 
 def _error_code(exc: Exception) -> str:
     return getattr(exc, "response", {}).get("Error", {}).get("Code", "") if hasattr(exc, "response") else ""
+
+
+def list_shards(client, stream: str) -> list[ShardInfo]:
+    """Every shard ListShards returns now, with its listed parents and whether it is closed;
+    a missing stream or refused credentials as one clear ``ValueError``."""
+    from botocore.exceptions import ClientError, NoCredentialsError
+
+    try:
+        shards, token = [], None
+        while True:
+            kwargs = {"NextToken": token} if token else {"StreamName": stream}
+            page = client.list_shards(**kwargs)
+            shards += page["Shards"]
+            token = page.get("NextToken")
+            if not token:
+                break
+    except NoCredentialsError as exc:
+        raise ValueError(f"kinesis://{stream}: no AWS credentials found ({exc})") from exc
+    except ClientError as exc:
+        code = _error_code(exc)
+        if code == "ResourceNotFoundException":
+            raise ValueError(f"kinesis://{stream}: stream does not exist ({exc})") from exc
+        if code in ("UnrecognizedClientException", "InvalidSignatureException", "AccessDeniedException"):
+            raise ValueError(f"kinesis://{stream}: credentials refused ({code}: {exc})") from exc
+        raise
+    return [
+        ShardInfo(
+            shard["ShardId"],
+            tuple(p for p in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId")) if p),
+            "EndingSequenceNumber" in shard.get("SequenceNumberRange", {}),
+        )
+        for shard in shards
+    ]
 
 
 @dataclasses.dataclass
@@ -98,7 +136,11 @@ class KinesisPoller(Poller):
         max_records: int = 10_000,
         max_backoff_s: float = 5.0,
         idle_stop_s: float | None = None,
+        roots: list[str] | None = None,
+        added: bool = False,
     ) -> None:
+        """``roots``: read only these shards and their descendants (one restriction's share);
+        ``added``: they appeared while the read was running, so each is read from TRIM_HORIZON."""
         if start not in _STARTS:
             raise ValueError(f"kinesis start must be one of {_STARTS}, not {start!r}")
         if start == "AT_TIMESTAMP" and at_timestamp_ms is None:
@@ -120,13 +162,21 @@ class KinesisPoller(Poller):
         self.idle_stop_s = idle_stop_s
         self._last_data = time.monotonic()
         self._restored: dict = {}
+        self.roots = None if roots is None else tuple(roots)
+        self.added = added
+        self._known: set[str] = set()  # every shard id listed so far (ownership of children)
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def open(self) -> None:
         self._client = kinesis_client(self.region, self.endpoint)
-        saved = {**self._load_checkpoint(), **self._restored}
+        saved = self._load_checkpoint()
+        if self.roots is not None:  # a restriction's share: its own file entries over the stream's
+            saved.update(self._load_checkpoint(self._shard_checkpoint_path()))
         self._discover()
+        if self.roots is not None:
+            saved = {k: v for k, v in saved.items() if k in self._shards}
+        saved.update(self._restored)
         for shard_id, state in saved.items():
             shard = self._shards.setdefault(shard_id, _Shard(shard_id, tuple(state.get("parents", ()))))
             shard.last_seq = state.get("last_seq")
@@ -144,30 +194,21 @@ class KinesisPoller(Poller):
     # -- shards ---------------------------------------------------------------------------
 
     def _discover(self) -> None:
-        from botocore.exceptions import ClientError, NoCredentialsError
-
-        try:
-            shards, token = [], None
-            while True:
-                kwargs = {"NextToken": token} if token else {"StreamName": self.stream}
-                page = self._client.list_shards(**kwargs)
-                shards += page["Shards"]
-                token = page.get("NextToken")
-                if not token:
+        listed = list_shards(self._client, self.stream)
+        self._known |= {s.shard_id for s in listed}
+        if self.roots is None:
+            mine = listed
+        else:  # the roots, and each shard whose first known parent is ours
+            owned = set(self.roots) | set(self._shards)
+            for _ in range(len(listed)):  # to a fixed point, whatever the listing order
+                grown = [s for s in listed if s.shard_id not in owned and owner(s, self._known) in owned]
+                if not grown:
                     break
-        except NoCredentialsError as exc:
-            raise ValueError(f"kinesis://{self.stream}: no AWS credentials found ({exc})") from exc
-        except ClientError as exc:
-            code = _error_code(exc)
-            if code == "ResourceNotFoundException":
-                raise ValueError(f"kinesis://{self.stream}: stream does not exist ({exc})") from exc
-            if code in ("UnrecognizedClientException", "InvalidSignatureException", "AccessDeniedException"):
-                raise ValueError(f"kinesis://{self.stream}: credentials refused ({code}: {exc})") from exc
-            raise
-        for shard in shards:
-            if shard["ShardId"] not in self._shards:
-                parents = tuple(p for p in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId")) if p)
-                self._shards[shard["ShardId"]] = _Shard(shard["ShardId"], parents)
+                owned |= {s.shard_id for s in grown}
+            mine = [s for s in listed if s.shard_id in owned]
+        for shard in mine:
+            if shard.shard_id not in self._shards:
+                self._shards[shard.shard_id] = _Shard(shard.shard_id, shard.parents)
         self._discovered_at = time.monotonic()
 
     def _readable(self, shard: _Shard) -> bool:
@@ -179,8 +220,8 @@ class KinesisPoller(Poller):
         args: dict[str, Any] = {"StreamName": self.stream, "ShardId": shard.shard_id}
         if shard.last_seq is not None:
             args.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=shard.last_seq)
-        elif any(p in self._shards for p in shard.parents):
-            args.update(ShardIteratorType="TRIM_HORIZON")  # a child: everything after its parents
+        elif any(p in self._shards for p in shard.parents) or self.added:
+            args.update(ShardIteratorType="TRIM_HORIZON")  # a child (after its parents), or added while running
         elif self.start == "AT_TIMESTAMP":
             args.update(ShardIteratorType="AT_TIMESTAMP", Timestamp=self.at_timestamp_ms / 1000)
         else:
@@ -300,22 +341,54 @@ class KinesisPoller(Poller):
     def throttled(self) -> int:
         return self._throttled
 
-    def _load_checkpoint(self) -> dict:
-        if not self.checkpoint_path or not os.path.exists(self.checkpoint_path):
+    def _shard_checkpoint_path(self) -> str | None:
+        """A restriction's own file beside the stream's (``PATH.ROOT``): readers of other roots never write it."""
+        if not self.checkpoint_path or self.roots is None:
+            return self.checkpoint_path
+        return f"{self.checkpoint_path}.{'+'.join(self.roots)}"
+
+    def _load_checkpoint(self, path: str | None = None) -> dict:
+        path = path or self.checkpoint_path
+        if not path or not os.path.exists(path):
             return {}
-        with open(self.checkpoint_path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8") as handle:
             saved = json.load(handle)
         if saved.get("stream") != self.stream:
-            raise ValueError(f"checkpoint {self.checkpoint_path} is for stream {saved.get('stream')!r}")
+            raise ValueError(f"checkpoint {path} is for stream {saved.get('stream')!r}")
         return saved["shards"]
 
     def _write_checkpoint(self, shards: dict) -> None:
-        if not self.checkpoint_path:
+        path = self._shard_checkpoint_path()
+        if not path:
             return
-        tmp = f"{self.checkpoint_path}.tmp"
+        tmp = f"{path}.tmp"
         with open(tmp, "w", encoding="utf-8") as handle:
             json.dump({"stream": self.stream, "shards": shards}, handle)
-        os.replace(tmp, self.checkpoint_path)
+        os.replace(tmp, path)
+
+
+class KinesisShards(ShardedPollers):
+    """The stream's lineage roots as units of work, each read by ``KinesisPoller(roots=[shard])``."""
+
+    def __init__(self, kwargs: dict) -> None:
+        self.kwargs = dict(kwargs)
+        self.discovery_interval_s = kwargs.get("discovery_interval_s", 10.0)
+        self.idle_stop_s = kwargs.get("idle_stop_s")
+        self._client = None
+
+    def discover(self) -> list[ShardInfo]:
+        if self._client is None:
+            self._client = kinesis_client(self.kwargs.get("region"), self.kwargs.get("endpoint"))
+        return list_shards(self._client, self.kwargs["stream"])
+
+    def poller_for(self, roots: list[str], added: bool = False) -> KinesisPoller:
+        return KinesisPoller(**self.kwargs, roots=roots, added=added)
+
+    def close(self) -> None:
+        self._client = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_client": None}
 
 
 class KinesisWriter:
@@ -384,3 +457,6 @@ class KinesisSource(Source):
 
     def poller(self) -> Poller:
         return KinesisPoller(**self.kwargs)
+
+    def shards(self) -> KinesisShards:
+        return KinesisShards(self.kwargs)

@@ -8,11 +8,46 @@
 - The local streaming runner (``beam_rtbf.local_runner``): replaced by a
   polling root evaluator, because the BundleBasedDirectRunner cannot run
   splittable DoFns and holds their watermark at -inf until they finish.
+  It replaces the whole composite, sharded or not, by one poller over the
+  whole stream (``make_poller``).
+
+Sharded sources (``ShardedPollers``: Kinesis shards, Kafka partitions,
+``synthetic://sessions?shards=N``) expand, on portable runners, to
+
+    Impulse -> Discover -> Reshuffle -> ReadShard
+
+- ``Discover`` (splittable, one restriction: the ids listed so far) lists the
+  units every ``discovery_interval_s`` and emits each new *root* (a unit with
+  no known parent: every Kafka partition, every Kinesis shard at start, a new
+  partition added while running) exactly once, claiming the grown set of ids
+  before emitting. A root first listed at discovery N is emitted with the
+  timestamp of discovery N-1 (it did not exist then, so its data is not older)
+  and only then does the step's watermark move to the time of discovery N: it
+  never holds the read's watermark back for longer than one interval.
+- ``Reshuffle`` spreads the roots over workers.
+- ``ReadShard`` (splittable, one restriction per root: that root's poller
+  checkpoint) reads one root and its descendants, polls, defers when idle and
+  reports its watermark; the read's output watermark is the minimum over the
+  roots (the runner computes it).
+
+Parents before children, across workers: a Kinesis child (split or merge) is
+never a restriction of its own. It is read by the reader of its first known
+parent (``ParentShardId``), in the same poller, only after that parent was
+read to SHARD_END; that is the ordering the whole-stream poller already had.
+So per-key order holds across every split, and across a merge for the keys of
+the parent shard; for the adjacent parent of a merge (read elsewhere) it holds
+only if that reader has caught up when the merge happens (the same guarantee
+as Beam Java's KinesisIO). The cost: a split does not add a reader; the
+children stay with their parent's.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import threading
+import time
 from collections.abc import Callable, Iterator
 
 import apache_beam as beam
@@ -21,11 +56,14 @@ from apache_beam.io.iobase import RestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms import window
 from apache_beam.transforms.core import RestrictionProvider
-from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
-from beam_rtbf.sources.poller import Poller
+from beam_rtbf.sources.poller import Poller, ShardedPollers, roots_of
 
-__all__ = ["ReadFromPoller"]
+__all__ = ["ReadFromPoller", "READ_TRACE_ENV"]
+
+#: Diagnostics: a file each shard reader appends one JSON line to per process call (who read what).
+READ_TRACE_ENV = "RTBF_READ_TRACE"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +133,16 @@ class _PollRestrictions(RestrictionProvider):
         return 0 if restriction.done else 1
 
 
+def _advance(watermark: ManualWatermarkEstimator, ms: int | None) -> None:
+    """Move the watermark to ``ms`` if that is later (a source's own estimate may step back)."""
+    if ms is None:
+        return
+    new = Timestamp(micros=ms * 1000)
+    current = watermark.current_watermark()
+    if current is None or new > current:
+        watermark.set_watermark(new)
+
+
 class _PollFn(beam.DoFn):
     def __init__(self, make_poller: Callable[[], Poller], poll_interval_s: float, polls_per_call: int) -> None:
         self._make_poller = make_poller
@@ -135,8 +183,7 @@ class _PollFn(beam.DoFn):
                 return
             if not tracker.try_claim(poller.checkpoint()):
                 return
-            if result.watermark_ms is not None:
-                watermark.set_watermark(Timestamp(micros=result.watermark_ms * 1000))
+            _advance(watermark, result.watermark_ms)
             if not result.elements:
                 break
         tracker.defer_remainder(Duration.of(self._poll_interval_s))
@@ -144,6 +191,147 @@ class _PollFn(beam.DoFn):
     def teardown(self) -> None:
         if self._poller is not None:
             self._poller.close()
+
+
+class _DiscoverFn(beam.DoFn):
+    """Lists the stream's units every ``discovery_interval_s``; emits each new root once.
+
+    Its restriction's state is ``{"seen": [ids listed so far], "quiet_since_ms": t}``; the grown
+    set is claimed before the new roots are emitted, so a root is emitted by exactly one claim."""
+
+    def __init__(self, shards: ShardedPollers) -> None:
+        self._shards = shards
+
+    @beam.DoFn.unbounded_per_element()
+    def process(
+        self,
+        _impulse,
+        tracker=beam.DoFn.RestrictionParam(_PollRestrictions()),
+        watermark=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider()),
+    ) -> Iterator:
+        position: PollerPosition = tracker.current_restriction()
+        if position.done:
+            return
+        first = "seen" not in position.state
+        seen = set(position.state.get("seen", ()))
+        now = int(time.time() * 1000)
+        quiet_since = position.state.get("quiet_since_ms", now)
+        listed = self._shards.discover()
+        new = roots_of(listed, seen)
+        if new:
+            quiet_since = now
+        state = {"seen": sorted(seen | {s.shard_id for s in listed}), "quiet_since_ms": quiet_since}
+        idle_stop_s = self._shards.idle_stop_s
+        if idle_stop_s is not None and not new and now - quiet_since >= idle_stop_s * 1000:
+            tracker.try_claim(None)  # nothing new for long enough: discovery ends (replays, tests)
+            return
+        if not tracker.try_claim(state):
+            return
+        # A root not listed at the previous discovery has no data older than it: emit it at the
+        # current watermark (that discovery's time, or -inf at the first), then move to now.
+        stamp = watermark.current_watermark() or MIN_TIMESTAMP
+        for root in new:
+            yield window.TimestampedValue((root, not first), stamp)
+        _advance(watermark, now)
+        tracker.defer_remainder(Duration.of(self._shards.discovery_interval_s))
+
+    def teardown(self) -> None:
+        self._shards.close()
+
+
+class _ReadShardFn(beam.DoFn):
+    """Reads one root (and its descendants) per ``(root, added)`` element; the restriction is its
+    poller's checkpoint.
+
+    One DoFn instance may hold several roots' restrictions in turn: open pollers are kept per root
+    and reused when they stand exactly at the restriction's checkpoint."""
+
+    def __init__(self, shards: ShardedPollers, poll_interval_s: float, polls_per_call: int) -> None:
+        self._shards = shards
+        self._poll_interval_s = poll_interval_s
+        self._polls_per_call = polls_per_call
+        self._pollers: dict[str, Poller] = {}
+
+    def setup(self) -> None:
+        self._pollers = {}
+        self._trace = os.environ.get(READ_TRACE_ENV)
+
+    def _poller_at(self, root: str, added: bool, state: dict) -> Poller:
+        poller = self._pollers.pop(root, None)
+        if poller is not None and poller.checkpoint() == state:
+            self._pollers[root] = poller
+            return poller
+        if poller is not None:
+            poller.close()
+        poller = self._shards.poller_for([root], added=added)
+        if state:
+            poller.restore(state)
+        poller.open()
+        self._pollers[root] = poller
+        return poller
+
+    @beam.DoFn.unbounded_per_element()
+    def process(
+        self,
+        element: tuple[str, bool],
+        tracker=beam.DoFn.RestrictionParam(_PollRestrictions()),
+        watermark=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider()),
+    ) -> Iterator:
+        position: PollerPosition = tracker.current_restriction()
+        if position.done:
+            return
+        root, added = element
+        started = time.time()
+        rows = 0
+        poller = self._poller_at(root, added, position.state)
+        try:
+            for _ in range(self._polls_per_call):
+                result = poller.poll()
+                for element, ts_ms in result.elements:
+                    rows += _rows(element)
+                    yield window.TimestampedValue(element, Timestamp(micros=ts_ms * 1000))
+                if result.done:
+                    tracker.try_claim(None)
+                    self._pollers.pop(root, None)
+                    poller.close()
+                    return
+                if not tracker.try_claim(poller.checkpoint()):
+                    return
+                _advance(watermark, result.watermark_ms)
+                if not result.elements:
+                    break
+            tracker.defer_remainder(Duration.of(self._poll_interval_s))
+        finally:
+            if self._trace and rows:
+                self._write_trace(root, rows, started)
+
+    def _write_trace(self, root: str, rows: int, started: float) -> None:
+        line = {
+            "pid": os.getpid(),
+            "thread": threading.current_thread().name,
+            "reader": f"{os.getpid()}:{id(self):x}",
+            "root": root,
+            "rows": rows,
+            "start": started,
+            "end": time.time(),
+        }
+        with open(self._trace, "a", encoding="utf-8") as handle:  # one short line: an atomic append
+            handle.write(json.dumps(line) + "\n")
+
+    def teardown(self) -> None:
+        for poller in self._pollers.values():
+            poller.close()
+        self._pollers = {}
+
+
+def _rows(element) -> int:
+    """Records in one emitted element: an Arrow batch's rows, a RawBatch's lines."""
+    if hasattr(element, "num_rows"):
+        return element.num_rows
+    positions = getattr(element, "positions", None)
+    if positions is not None:
+        return len(positions)
+    return bytes(getattr(element, "data", b"")).count(b"\n")
 
 
 READ_FROM_POLLER_URN = "beam:transform:rtbf:read_from_poller:v1"
@@ -157,12 +345,17 @@ class ReadFromPoller(beam.PTransform):
     """
 
     def __init__(
-        self, make_poller: Callable[[], Poller], poll_interval_s: float = 0.05, polls_per_call: int = 100
+        self,
+        make_poller: Callable[[], Poller],
+        poll_interval_s: float = 0.05,
+        polls_per_call: int = 100,
+        shards: ShardedPollers | None = None,
     ) -> None:
         super().__init__()
-        self.make_poller = make_poller
+        self.make_poller = make_poller  # the whole stream: the local streaming runner's form
         self.poll_interval_s = poll_interval_s
         self.polls_per_call = polls_per_call
+        self.shards = shards  # units of work: a restriction per root on portable runners
 
     def to_runner_api_parameter(self, unused_context):
         return READ_FROM_POLLER_URN, pickler.dumps(self)
@@ -173,8 +366,16 @@ class ReadFromPoller(beam.PTransform):
         return pickler.loads(payload)
 
     def expand(self, pbegin):
+        if self.shards is None:
+            return (
+                pbegin
+                | "Start" >> beam.Impulse()
+                | "Poll" >> beam.ParDo(_PollFn(self.make_poller, self.poll_interval_s, self.polls_per_call))
+            )
         return (
             pbegin
             | "Start" >> beam.Impulse()
-            | "Poll" >> beam.ParDo(_PollFn(self.make_poller, self.poll_interval_s, self.polls_per_call))
+            | "Discover" >> beam.ParDo(_DiscoverFn(self.shards))
+            | "Spread" >> beam.Reshuffle()
+            | "ReadShard" >> beam.ParDo(_ReadShardFn(self.shards, self.poll_interval_s, self.polls_per_call))
         )

@@ -4,6 +4,10 @@
     synthetic://sessions?users=1000&rate=20000&duration_s=30      unbounded (rate per second)
     synthetic://requests?users=100000&requests=500&seed=1         bounded
     synthetic://requests?users=1000&request_rate=2                unbounded
+    synthetic://sessions?rate=20000&duration_s=30&shards=4        unbounded, 4 units of work
+
+Unbounded sessions given ``shards=N`` are N generators of ``rate/N`` each, every one a
+unit of work of its own (``SyntheticShards``: a restriction per shard on portable runners).
 
 Sessions and requests built with the same ``seed`` and ``users`` share one user
 space, so a run's forgotten subjects are known in advance (``planned_requests``).
@@ -23,6 +27,7 @@ import pyarrow as pa
 
 from beam_rtbf.records import SESSION_SCHEMA, ErasureRequest, RawBatch, iso_ms, now_ms, parse_time_ms
 from beam_rtbf.sources.base import Poller, PollResult, Source
+from beam_rtbf.sources.poller import ShardedPollers, ShardInfo
 from beam_rtbf.sources.spec import SourceSpec
 
 __all__ = ["SyntheticConfig", "SyntheticSource", "session_batches", "planned_requests", "bad_session_lines"]
@@ -61,7 +66,7 @@ class SyntheticConfig:
     batch_rows: int = 65_536
     max_delay_ms: int = 0  # unbounded: event time lags arrival by up to this
     duration_s: float | None = None  # unbounded: stop after this long
-    shards: int = 4  # bounded: parallel generator shards
+    shards: int = 4  # bounded: parallel generator shards; unbounded sessions: units of work if given
     active_users: int | None = None  # unbounded requests pick among the first N users
 
     @classmethod
@@ -246,11 +251,16 @@ class ReadSyntheticRequests(beam.PTransform):
 
 
 class SyntheticSessionPoller(Poller):
-    """Unbounded sessions at ``rate`` per second of wall time, event time ~ now."""
+    """Unbounded sessions at ``rate`` per second of wall time, event time ~ now.
 
-    def __init__(self, cfg: SyntheticConfig) -> None:
+    ``shard=k`` of ``shards=n``: one of n generators of ``rate/n`` each (its own seed and ids)."""
+
+    def __init__(self, cfg: SyntheticConfig, shard: int | None = None, shards: int = 1) -> None:
+        if shard is not None:
+            cfg = dataclasses.replace(cfg, rate=cfg.rate / shards)
         self._cfg = cfg
-        self._rng = np.random.default_rng([cfg.seed, 7])
+        self._rng = np.random.default_rng([cfg.seed, 7] if shard is None else [cfg.seed, 7, shard])
+        self._prefix = f"live{cfg.seed}-" if shard is None else f"live{cfg.seed}-{shard}-"
         self._started = 0.0
         self._last = 0.0
         self._index = 0
@@ -270,7 +280,7 @@ class SyntheticSessionPoller(Poller):
             arrival = np.sort(int(self._last * 1000) + self._rng.integers(0, span_ms, n))
             delay = self._rng.integers(0, cfg.max_delay_ms + 1, n) if cfg.max_delay_ms else 0
             times = arrival - delay
-            batch = make_session_batch(cfg, self._rng, times, f"live{cfg.seed}-{self._index}-")
+            batch = make_session_batch(cfg, self._rng, times, f"{self._prefix}{self._index}-")
             elements.append((batch, int(times.min())))
             self._last += n / cfg.rate
             self._index += 1
@@ -310,6 +320,23 @@ class SyntheticRequestPoller(Poller):
         self._emitted = due
         done = cfg.duration_s is not None and now - self._started >= cfg.duration_s
         return PollResult(elements, int(now * 1000), done=done)
+
+
+class SyntheticShards(ShardedPollers):
+    """``shards`` unbounded session generators, fixed for the run: discovery lists them once and ends."""
+
+    discovery_interval_s = 0.1
+    idle_stop_s = 0.0
+
+    def __init__(self, cfg: SyntheticConfig) -> None:
+        self.cfg = cfg
+
+    def discover(self) -> list[ShardInfo]:
+        return [ShardInfo(str(k)) for k in range(self.cfg.shards)]
+
+    def poller_for(self, roots: list[str], added: bool = False) -> Poller:
+        (root,) = roots
+        return SyntheticSessionPoller(self.cfg, int(root), self.cfg.shards)
 
 
 class SyntheticSource(Source):
@@ -355,6 +382,12 @@ class SyntheticSource(Source):
         if self.stream == "sessions":
             return SyntheticSessionPoller(self.cfg)
         return SyntheticRequestPoller(self.cfg)
+
+    def shards(self) -> SyntheticShards | None:
+        """Unbounded sessions with ``shards=N`` in the URI: N units of work (else one, as before)."""
+        if self.stream == "sessions" and not self.bounded and "shards" in self.spec.params:
+            return SyntheticShards(self.cfg)
+        return None
 
     def describe(self) -> dict:
         return {**super().describe(), "start": iso_ms(self.cfg.start_ms)}

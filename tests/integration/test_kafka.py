@@ -118,3 +118,40 @@ def test_a_poller_restored_from_a_checkpoint_continues_exactly(kafka):
     rest += drain(resumed, 1, timeout_s=1.0)
     assert sorted(e for _, e in read + rest) == sorted(f"e{i}" for i in range(300))
     assert len(read) + len(rest) == 300
+
+
+SEEN: list[tuple[int, str]] = []  # (partition, event id) as the read emitted them
+
+
+def _record_seen(raw) -> None:
+    partition = int(raw.source.rsplit("/", 1)[1])
+    SEEN.extend((partition, json.loads(line)["event_id"]) for line in raw.data.splitlines())
+
+
+@pytest.mark.slow
+def test_sharded_read_gives_each_partition_a_restriction_and_reads_every_record_once(kafka, tmp_path, monkeypatch):
+    import apache_beam as beam
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    from beam_rtbf.sources import source_for
+
+    trace = tmp_path / "trace.jsonl"
+    monkeypatch.setenv("RTBF_READ_TRACE", str(trace))
+    write_events(kafka.bootstrap, "t-sharded", 0, 600)
+    SEEN.clear()
+    source = source_for(f"kafka://{kafka.bootstrap}/t-sharded?group=g-sharded&idle_stop_s=1.5", "sessions")
+    assert [s.shard_id for s in source.shards().discover()] == ["0", "1", "2", "3"]
+    with beam.Pipeline(runner=FnApiRunner()) as p:
+        _ = p | source.streaming_read() | beam.Map(_record_seen)
+    assert sorted(e for _, e in SEEN) == sorted(f"e{i}" for i in range(600))  # each once
+    calls = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert {c["root"] for c in calls if c["rows"]} == {"0", "1", "2", "3"}  # a restriction per partition
+    for partition in range(4):  # in offset order within a partition
+        numbers = [int(e[1:]) for p, e in SEEN if p == partition]
+        assert numbers == sorted(numbers)
+    assert sum(c["rows"] for c in calls) == 600
+    resumed = KafkaPoller(kafka.bootstrap, "t-sharded", "g-sharded")  # each reader committed its partition
+    resumed.open()
+    assert drain(resumed, 1, timeout_s=1.0) == []
+    assert resumed.positions == {p: sum(1 for q, _ in SEEN if q == p) for p in range(4)}
+    resumed.close()

@@ -255,3 +255,103 @@ def test_kpl_aggregated_record_becomes_one_session_per_user_record(kinesis):
         ("bad KPL aggregate: MD5 checksum mismatch", f"{source}@{bad['SequenceNumber']}")
     ]
     assert sum(p.records_in for p in parsed) == 101
+
+
+SEEN: list[tuple[str, str, str]] = []  # (shard, event id, key) in the order the read emitted them
+
+
+def _record_seen(raw) -> None:
+    shard = raw.source.rsplit("/", 1)[1]
+    for line in raw.data.splitlines():
+        record = json.loads(line)
+        SEEN.append((shard, record["event_id"], record.get("key", "")))
+
+
+def _write_keyed(endpoint: str, name: str, start: int, count: int, keys: int) -> None:
+    records = [
+        json.dumps({"user_id": f"u{i % 50}", "event_id": f"e{i}", "key": f"k{i % keys}"}).encode()
+        for i in range(start, start + count)
+    ]
+    writer = KinesisWriter(name, "us-east-1", endpoint)
+    assert writer.write(records, [f"k{i % keys}" for i in range(start, start + count)]) == count
+
+
+def _sharded_read(stream: str, endpoint: str, trace, **extra):
+    """The sharded splittable-DoFn read of ``stream`` on the FnApiRunner, recording what it emits."""
+    import apache_beam as beam
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    from beam_rtbf.sources import source_for
+
+    params = "&".join(f"{k}={v}" for k, v in {"region": "us-east-1", "endpoint": endpoint, **extra}.items())
+    source = source_for(f"kinesis://{stream}?{params}", "sessions")
+    with beam.Pipeline(runner=FnApiRunner()) as p:
+        _ = p | source.streaming_read() | beam.Map(_record_seen)
+    return [json.loads(line) for line in trace.read_text().splitlines()] if trace.exists() else []
+
+
+@pytest.mark.slow
+def test_sharded_read_gives_each_of_four_shards_a_restriction_and_reads_every_record_once(
+    kinesis, tmp_path, monkeypatch
+):
+    trace = tmp_path / "trace.jsonl"
+    monkeypatch.setenv("RTBF_READ_TRACE", str(trace))
+    _create(kinesis.endpoint, "four", 4)
+    _write_keyed(kinesis.endpoint, "four", 0, 400, keys=40)
+    SEEN.clear()
+    calls = _sharded_read("four", kinesis.endpoint, trace, max_records=25, idle_stop_s=1.5)
+    assert sorted(e for _, e, _ in SEEN) == sorted(f"e{i}" for i in range(400))  # each once
+    shards = {f"shardId-00000000000{i}" for i in range(4)}
+    assert {s for s, _, _ in SEEN} == shards
+    assert {c["root"] for c in calls} == shards  # four restrictions, one root each
+    assert sum(c["rows"] for c in calls) == 400
+
+
+@pytest.mark.slow
+def test_sharded_read_across_a_split_loses_nothing_duplicates_nothing_and_keeps_per_key_order(
+    kinesis, tmp_path, monkeypatch
+):
+    """Shard 0 of 4 is split while its reader is behind: its children are read by the same
+    restriction after shard 0's end, so every key's records come out in write order."""
+    import threading
+
+    trace = tmp_path / "trace.jsonl"
+    monkeypatch.setenv("RTBF_READ_TRACE", str(trace))
+    _create(kinesis.endpoint, "reshard", 4)
+    _write_keyed(kinesis.endpoint, "reshard", 0, 400, keys=40)
+    SEEN.clear()
+    result: dict = {}
+    reader = threading.Thread(
+        target=lambda: result.update(
+            calls=_sharded_read(
+                "reshard", kinesis.endpoint, trace, max_records=10, idle_stop_s=4, discovery_interval_s=0.3
+            )
+        )
+    )
+    reader.start()
+    deadline = time.monotonic() + 60
+    while len(SEEN) < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    parent = "shardId-000000000000"
+    unread_in_parent = 100 - sum(1 for s, _, _ in SEEN if s == parent)
+    client = kinesis_client("us-east-1", kinesis.endpoint)
+    client.split_shard(StreamName="reshard", ShardToSplit=parent, NewStartingHashKey=str(2**128 // 8))
+    for _ in range(200):
+        if client.describe_stream(StreamName="reshard")["StreamDescription"]["StreamStatus"] == "ACTIVE":
+            break
+        time.sleep(0.05)
+    _write_keyed(kinesis.endpoint, "reshard", 400, 400, keys=40)  # the same keys: shard 0's now go to its children
+    reader.join(timeout=120)
+    assert not reader.is_alive()
+    assert unread_in_parent > 0, "the parent was read before the split: nothing tested"
+    assert sorted(e for _, e, _ in SEEN) == sorted(f"e{i}" for i in range(800))  # nothing lost or doubled
+    children = {s for s, _, _ in SEEN} - {f"shardId-00000000000{i}" for i in range(4)}
+    assert len(children) == 2
+    order = {e: n for n, (_, e, _) in enumerate(SEEN)}
+    parent_last = max(order[e] for s, e, _ in SEEN if s == parent)
+    assert min(order[e] for s, e, _ in SEEN if s in children) > parent_last  # children after the parent's end
+    for key in {k for _, _, k in SEEN}:
+        numbers = [int(e[1:]) for _, e, k in SEEN if k == key]
+        assert numbers == sorted(numbers), key  # per key: write order, across the split
+    roots = {c["root"] for c in result["calls"]}
+    assert roots == {f"shardId-00000000000{i}" for i in range(4)}  # the children stayed with shard 0's reader

@@ -129,7 +129,17 @@ def test_every_parameter_the_readme_shows_is_accepted():
         "kinesis": {"region", "endpoint", "start", "at", "checkpoint"},
         "kafka": {"group", "start", "at", "kafka."},
         "pubsub": {"topic"},
-        "synthetic": {"users", "sessions", "seed", "rate", "duration_s", "requests", "request_rate", "active_users"},
+        "synthetic": {
+            "users",
+            "sessions",
+            "seed",
+            "rate",
+            "duration_s",
+            "shards",
+            "requests",
+            "request_rate",
+            "active_users",
+        },
     }
     for scheme, names in shown.items():
         for name in names:
@@ -149,6 +159,7 @@ def test_every_parameter_the_readme_shows_is_accepted():
         ("synthetic://sessions?users=10&sessions=20&seed=3&span_s=60&bad_rate=0.1&start=2026-01-01T00:00:00Z"
          "&shards=2&batch_rows=100", "sessions"),
         ("synthetic://sessions?users=10&rate=5&duration_s=1&max_delay_ms=100", "sessions"),
+        ("synthetic://sessions?users=10&rate=8&duration_s=1&shards=4", "sessions"),
         ("synthetic://requests?users=10&requests=2&seed=3", "requests"),
         ("synthetic://requests?users=10&request_rate=1&active_users=5", "requests"),
         ("kinesis://events?region=eu-west-1&endpoint=http://127.0.0.1:4566&start=AT_TIMESTAMP"
