@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, PrismRunnerOptions, StandardOptions
 
 from beam_rtbf.options import RtbfOptions, resolve_paths
-from beam_rtbf.runner_names import EMBEDDED_PORTABLE, LOCAL_RUNNERS
+from beam_rtbf.prism import prism_binary
+from beam_rtbf.runner_names import EMBEDDED_PORTABLE, LOCAL_RUNNERS, PRISM, PRISM_EXTERNAL
 from beam_rtbf.sinks.ledger import RunInProgress, RunLedger
 from beam_rtbf.summary import write_summary
 
@@ -40,6 +41,7 @@ __all__ = [
     "OutputInUse",
     "job_options",
     "resolve_runner",
+    "use_local_prism",
     "runner_name",
     "recover_ledger",
     "detached",
@@ -118,11 +120,26 @@ def resolve_runner(name: str | None, streaming: bool, stop: StopRequest | None =
 
 
 def runner_name(runner: PipelineRunner | str, options: PipelineOptions) -> str:
-    """The name summaries, strategy choice and --detach go by (the embedded job service has its own)."""
+    """The name summaries, strategy choice and --detach go by (the embedded job service has its own;
+    Prism is ``PrismRunner`` when it runs here, ``PrismRunner[external]`` behind --job_endpoint)."""
     name = runner if isinstance(runner, str) else type(runner).__name__
     if name == "PortableRunner" and options.view_as(PortableOptions).job_endpoint == "embed":
         return EMBEDDED_PORTABLE
+    if name == PRISM and options.view_as(PortableOptions).job_endpoint:
+        return PRISM_EXTERNAL
     return name
+
+
+def use_local_prism(options: PipelineOptions) -> None:
+    """Point PrismRunner at a local binary (``--prism_location`` or a default place), in place.
+
+    Beam would otherwise download a release binary. ValueError (a user error, one line, naming
+    the ``go install`` command) when there is none. Nothing to do behind --job_endpoint.
+    """
+    if options.view_as(PortableOptions).job_endpoint:
+        return
+    prism = options.view_as(PrismRunnerOptions)
+    prism.prism_location = prism_binary(prism.prism_location)
 
 
 def recover_ledger(ledger: RunLedger) -> None:
@@ -146,6 +163,8 @@ def run_job(job: Job, stop: StopRequest | None = None) -> dict[str, Any]:
     options = job.options
     runner = resolve_runner(options.view_as(StandardOptions).runner, job.streaming, stop)
     name = runner_name(runner, options)
+    if name == PRISM:
+        use_local_prism(options)
     done = job.prepare(name)
     if done is not None:
         write_summary(job.summary_path(), done)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 
 import apache_beam as beam
 from apache_beam.internal import pickler
-from apache_beam.io.iobase import RestrictionTracker
+from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms import window
 from apache_beam.transforms.core import RestrictionProvider
@@ -75,6 +75,17 @@ class PositionTracker(RestrictionTracker):
         residual = PollerPosition(self._current, done=False)
         self._restriction = primary
         return primary, residual
+
+    def current_progress(self) -> RestrictionProgress | None:
+        """None: an open-ended read has no measurable progress (Beam then assumes half an element).
+
+        Runners that ask for bundle progress and split slow bundles (Prism, every few seconds)
+        call this; Beam's default raises NotImplementedError, logged as a failed progress request.
+        Not a ``RestrictionProgress(completed=0, remaining=1)`` either: Beam 2.77 replaces
+        ``completed`` with the step's output bytes, NaN before its first byte sample, and a split
+        request then fails the bundle (``ValueError: cannot convert float NaN to integer``).
+        """
+        return None
 
     def check_done(self) -> None:
         if not (self._split or self._ended):
