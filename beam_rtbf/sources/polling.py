@@ -8,12 +8,21 @@
 - The local streaming runner (``beam_rtbf.local_runner``): replaced by a
   polling root evaluator, because the BundleBasedDirectRunner cannot run
   splittable DoFns and holds their watermark at -inf until they finish.
+
+Stopping the splittable form: when the SDK workers run in this process (Prism's LOOPBACK
+environment), ``stop_reads_on(pipeline, stop)`` gives the pipeline's reads a token of this run;
+once ``stop.requested``, each read closes its poller (which checkpoints the source) and ends
+its restriction, so its watermark moves to the end, every window closes and the job finishes
+with complete outputs for what was read. Workers in other processes never see the request.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
+import uuid
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import apache_beam as beam
 from apache_beam.internal import pickler
@@ -25,7 +34,51 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 
 from beam_rtbf.sources.poller import Poller
 
-__all__ = ["ReadFromPoller"]
+__all__ = ["ReadFromPoller", "stop_reads_on", "stop_requested", "release_stop"]
+
+
+class _Stop(Protocol):
+    """What a read needs of a stop request (``local_runner.StopRequest``)."""
+
+    @property
+    def requested(self) -> bool: ...
+
+
+# The stop requests of the runs whose SDK workers run in this process, by token: the reads
+# (unpickled in a worker of this process) find their run's request through the token they carry.
+_STOPS: dict[str, _Stop] = {}
+_STOPS_LOCK = threading.Lock()
+
+
+def stop_reads_on(pipeline: beam.Pipeline, stop: _Stop) -> str:
+    """Make every ``ReadFromPoller`` of ``pipeline`` end when ``stop`` is requested; returns the
+    run's token (give it to ``release_stop`` when the run is over). Call before ``pipeline.run()``."""
+    token = uuid.uuid4().hex
+    with _STOPS_LOCK:
+        _STOPS[token] = stop
+
+    class Mark(beam.pipeline.PipelineVisitor):
+        def visit_transform(self, applied) -> None:
+            fn = getattr(applied.transform, "fn", None)
+            if isinstance(fn, _PollFn):
+                fn.stop_token = token
+
+    pipeline.visit(Mark())
+    return token
+
+
+def release_stop(token: str) -> None:
+    with _STOPS_LOCK:
+        _STOPS.pop(token, None)
+
+
+def stop_requested(token: str | None) -> bool:
+    """Whether the run of ``token`` asked its reads to stop (False for no token or a released one)."""
+    if token is None:
+        return False
+    with _STOPS_LOCK:
+        stop = _STOPS.get(token)
+    return stop is not None and stop.requested
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +165,7 @@ class _PollFn(beam.DoFn):
         self._poll_interval_s = poll_interval_s
         self._polls_per_call = polls_per_call
         self._poller: Poller | None = None
+        self.stop_token: str | None = None  # set by stop_reads_on: this run's stop request, in-process workers
 
     def _poller_at(self, state: dict) -> Poller:
         """This instance's open poller if it stands at ``state``, else a new one resumed there."""
@@ -138,6 +192,10 @@ class _PollFn(beam.DoFn):
             return
         poller = self._poller_at(position.state)
         for _ in range(self._polls_per_call):
+            if stop_requested(self.stop_token):
+                self._close()  # checkpoints the source where it stands
+                tracker.try_claim(None)  # the read ends here: its watermark moves to the end
+                return
             result = poller.poll()
             for element, ts_ms in result.elements:
                 yield window.TimestampedValue(element, Timestamp(micros=ts_ms * 1000))
@@ -152,9 +210,13 @@ class _PollFn(beam.DoFn):
                 break
         tracker.defer_remainder(Duration.of(self._poll_interval_s))
 
-    def teardown(self) -> None:
+    def _close(self) -> None:
         if self._poller is not None:
-            self._poller.close()
+            poller, self._poller = self._poller, None
+            poller.close()
+
+    def teardown(self) -> None:
+        self._close()
 
 
 READ_FROM_POLLER_URN = "beam:transform:rtbf:read_from_poller:v1"
