@@ -121,7 +121,12 @@ class PositionTracker(RestrictionTracker):
         return True
 
     def try_split(self, fraction_of_remainder: float):
-        if self._split or self._ended:
+        # Only a checkpoint (fraction 0: defer_remainder, a runner's checkpoint) splits an open-ended
+        # read: its remainder cannot be halved, both halves would read the same stream. Prism asks
+        # for 0.5 of any bundle that shows no progress between two reports; such a residual would
+        # resume from the last claimed checkpoint beside the still-running primary (a source with
+        # no checkpoint, synthetic://, would start over: thousands of extra sessions).
+        if self._split or self._ended or fraction_of_remainder > 0:
             return None
         self._split = True
         primary = PollerPosition(self._restriction.state, done=True)

@@ -122,9 +122,15 @@ def test_streaming_on_prism_uses_keyed_state_and_refuses_stream_fed_side_inputs(
     assert choose_strategy("auto", False, name)[0] == "broadcast"  # bounded: one side input, as anywhere
 
 
-def test_the_open_ended_restriction_reports_no_progress():
+def test_the_open_ended_restriction_reports_no_progress_and_splits_only_at_checkpoints():
+    tracker = PositionTracker(PollerPosition({}))
     # Beam 2.77 would turn a RestrictionProgress into NaN before its first byte sample.
-    assert PositionTracker(PollerPosition({})).current_progress() is None
+    assert tracker.current_progress() is None
+    assert tracker.try_claim({"offset": 7})
+    # Prism's split of a slow bundle (0.5 of the remainder): refused, the read goes on.
+    assert tracker.try_split(0.5) is None and tracker.try_claim({"offset": 9})
+    primary, residual = tracker.try_split(0)  # a checkpoint: the rest resumes where the read stands
+    assert primary.done and residual == PollerPosition({"offset": 9})
 
 
 def test_stop_reads_on_gives_each_read_its_runs_token():
