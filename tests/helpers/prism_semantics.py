@@ -47,7 +47,8 @@ def main(prism: str) -> int:
             print(f"PASS {name}", flush=True)
         except Exception as exc:  # noqa: BLE001 - reported, one line per test
             text = " ".join(str(exc).split())
-            text = text[text.find("Failed assert") :] if "Failed assert" in text else text  # the assertion, not the trace
+            if "Failed assert" in text:  # the assertion, not the trace before it
+                text = text[text.find("Failed assert") :]
             print(f"FAIL {name}: {type(exc).__name__}: {text[:600]}", flush=True)
     return 0
 

@@ -90,22 +90,26 @@ def test_bounded_graph_on_prism_equals_the_direct_run(tmp_path):
                 "requests_duplicate", "requests_ignored", "requests_dead_lettered", "manifests_written",
                 "archive_records", "analytics_rows", "conservation_ok"):  # fmt: skip
         assert prism[key] == direct[key], key
-    assert (prism["sessions_in"], prism["suppressed"], prism["dead_lettered"], prism["manifests_written"]) == (
-        722, 36, 2, 3
-    )
+    figures = (prism["sessions_in"], prism["suppressed"], prism["dead_lettered"], prism["manifests_written"])
+    assert figures == (722, 36, 2, 3)
     assert archive_counts(outs["prism"]) == archive_counts(outs["direct"])
     assert analytics_rows(outs["prism"]) == analytics_rows(outs["direct"]) == aggregate_archive(outs["prism"])
     assert not {"u003", "u017", "u042"} & set(archive_counts(outs["prism"]))
     manifests = {runner: sorted(p.name for p in (out / "manifests").glob("*.json")) for runner, out in outs.items()}
     assert manifests["prism"] == manifests["direct"] and len(manifests["prism"]) == 3
-    dead = {runner: len(glob.glob(str(out / "deadletter" / "**" / "*.jsonl"), recursive=True)) for runner, out in outs.items()}
+    dead = {
+        runner: len(glob.glob(str(out / "deadletter" / "**" / "*.jsonl"), recursive=True))
+        for runner, out in outs.items()
+    }
     assert dead["prism"] >= 1 and dead["direct"] >= 1
 
 
 def test_purge_on_prism_equals_the_direct_purge(tmp_path, monkeypatch):
     monkeypatch.setenv("RTBF_SUBJECT_HASH_KEY", "test-key")
     monkeypatch.chdir(tmp_path)
-    setups = {runner: build(tmp_path / runner, f"embedded://{tmp_path / runner}.sqlite") for runner in ("direct", "prism")}
+    setups = {
+        runner: build(tmp_path / runner, f"embedded://{tmp_path / runner}.sqlite") for runner in ("direct", "prism")
+    }
     assert setups["direct"].purge() == 0
     prism = setups["prism"]
     assert cli_in_netns("purge", f"--output={prism.out}", f"--registry={prism.registry}", "--runner=prism",
@@ -284,5 +288,5 @@ def test_teststream_semantics_on_prism():
     results = _semantics_on_prism()
     assert results["test_windows_close_on_the_watermark_and_late_data_is_dropped"] == "PASS"
     mid_stream = results["test_request_mid_stream_stops_later_sessions_and_lists_earlier_ones"]
-    assert mid_stream.startswith("FAIL"), "Prism now passes the mid-stream request test: update the README and this test"
+    assert mid_stream.startswith("FAIL"), "Prism passes it now: update the README and this test"
     assert "unexpected elements ['alice', 'alice']" in mid_stream, mid_stream

@@ -61,7 +61,9 @@ def test_missing_binary_is_one_line_naming_the_go_install_command(nowhere, capsy
     assert main(["run", "--runner", "prism", f"--output={nowhere / 'out'}"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
-    assert err.startswith("beam-rtbf run: no Prism binary (looked for ./.tools/bin/prism, prism on PATH, ~/go/bin/prism)")
+    assert err.startswith(
+        "beam-rtbf run: no Prism binary (looked for ./.tools/bin/prism, prism on PATH, ~/go/bin/prism)"
+    )
     assert GO_COMMAND in err and GO_INSTALL == GO_COMMAND
     assert not (nowhere / "out").exists()  # refused before anything was written
 
@@ -70,7 +72,10 @@ def test_a_missing_prism_location_is_one_line_too(nowhere, capsys):
     assert main(["run", "--runner", "prism", f"--prism_location={nowhere}/no/prism", "--streaming",
                  "--sessions=synthetic://sessions?rate=10", f"--output={nowhere / 'out'}"]) == 2  # fmt: skip
     err = capsys.readouterr().err.strip()
-    assert err == f"beam-rtbf run: --prism_location={nowhere}/no/prism: no such file; build Prism with `GOBIN=DIR {GO_COMMAND}`"
+    assert (
+        err
+        == f"beam-rtbf run: --prism_location={nowhere}/no/prism: no such file; build Prism with `GOBIN=DIR {GO_COMMAND}`"
+    )
 
 
 def test_purge_refuses_a_missing_binary_the_same_way(nowhere, capsys):
