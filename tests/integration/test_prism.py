@@ -22,8 +22,9 @@ import pytest
 
 from beam_rtbf.cli import main
 from beam_rtbf.prism import find_prism
+from beam_rtbf.records import parse_time_ms
 from tests.helpers.data import analytics_rows as analytics_list
-from tests.helpers.data import archive_rows
+from tests.helpers.data import archive_rows, manifests
 from tests.helpers.netns import netns_prefix, run_in_netns
 from tests.helpers.purge_setup import aggregate_archive, analytics_rows, archive_counts, build
 
@@ -169,8 +170,14 @@ def test_streaming_on_prism_writes_windows_while_the_stream_runs(tmp_path):
     assert summary["sessions_in"] == summary["clean"] + summary["suppressed"] + summary["dead_lettered"]
     assert summary["requests_accepted"] >= 15 and summary["suppressed"] > 0
     assert summary["manifests_written"] == summary["requests_accepted"]
-    assert archive_rows(str(out)).num_rows == summary["clean"] == summary["archive_records"]
+    archived = archive_rows(str(out))
+    assert archived.num_rows == summary["clean"] == summary["archive_records"]
     assert sum(row["sessions"] for row in analytics_list(str(out))) == summary["clean"]
+    users, times = archived.column("user_id").to_pylist(), archived.column("event_time_ms").to_pylist()
+    for manifest in manifests(str(out)).values():
+        effective, subject = parse_time_ms(manifest["effective_at"]), manifest["subject_ids"][0]
+        # A session generated after the filter applied the request is never archived.
+        assert [t for u, t in zip(users, times) if u == subject and t > effective] == [], subject
 
 
 def _wait_for_outputs(process: subprocess.Popen, out: Path, timeout_s: float = 120.0) -> None:

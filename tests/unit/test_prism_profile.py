@@ -49,6 +49,7 @@ def test_the_prism_profile_names_the_runner_and_loopback_workers():
     spec = job_spec(["run", "--runner", "prism", "--dry-run"], env={})
     assert spec.value("runner") == "PrismRunner" and spec.source("runner") == "runner profile prism"
     assert spec.value("environment_type") == "LOOPBACK"
+    assert spec.value("state_shards") == 1  # one worker process: shards only cost on Prism
     assert spec.argv()[:1] == ["--runner=PrismRunner"]
 
 
