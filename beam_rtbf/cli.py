@@ -308,7 +308,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 # -- parsers -------------------------------------------------------------------------------------
 
 _RUNNER_HELP = (
-    "direct|flink|spark|portable: a runner profile (beam_rtbf/profiles/NAME.yaml: the runner and its "
+    "direct|flink|spark|portable|prism: a runner profile (beam_rtbf/profiles/NAME.yaml: the runner and its "
     "options); any other value is a Beam runner (FlinkRunner, SparkRunner, PortableRunner...). "
     "Without it: the local runners"
 )

@@ -58,6 +58,7 @@ RUNNER_FLAGS: Mapping[str, str] = {
     "spark_master_url": RUNNER_GROUP,
     "spark_version": RUNNER_GROUP,
     "output_executable_path": RUNNER_GROUP,
+    "prism_location": RUNNER_GROUP,
     "s3_region_name": RUNNER_GROUP,
     "s3_endpoint_url": RUNNER_GROUP,
 }

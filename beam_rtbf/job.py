@@ -27,12 +27,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, PrismRunnerOptions, StandardOptions
 
 from beam_rtbf.job_servers import provide_job_server_jar
 from beam_rtbf.options import RtbfOptions, resolve_paths
-from beam_rtbf.runner_names import EMBEDDED_PORTABLE, LOCAL_RUNNERS
+from beam_rtbf.prism import prism_binary
+from beam_rtbf.runner_names import EMBEDDED_PORTABLE, LOCAL_RUNNERS, PRISM, PRISM_EXTERNAL
 from beam_rtbf.sinks.ledger import RunInProgress, RunLedger
+from beam_rtbf.sources.polling import release_stop, stop_reads_on
 from beam_rtbf.summary import without_unreported_figures, write_summary
 
 if TYPE_CHECKING:
@@ -45,6 +47,7 @@ __all__ = [
     "OutputInUse",
     "job_options",
     "resolve_runner",
+    "use_local_prism",
     "runner_name",
     "recover_ledger",
     "detached",
@@ -124,11 +127,26 @@ def resolve_runner(name: str | None, streaming: bool, stop: StopRequest | None =
 
 
 def runner_name(runner: PipelineRunner | str, options: PipelineOptions) -> str:
-    """The name summaries, strategy choice and --detach go by (the embedded job service has its own)."""
+    """The name summaries, strategy choice and --detach go by (the embedded job service has its own;
+    Prism is ``PrismRunner`` when it runs here, ``PrismRunner[external]`` behind --job_endpoint)."""
     name = runner if isinstance(runner, str) else type(runner).__name__
     if name == "PortableRunner" and options.view_as(PortableOptions).job_endpoint == "embed":
         return EMBEDDED_PORTABLE
+    if name == PRISM and options.view_as(PortableOptions).job_endpoint:
+        return PRISM_EXTERNAL
     return name
+
+
+def use_local_prism(options: PipelineOptions) -> None:
+    """Point PrismRunner at a local binary (``--prism_location`` or a default place), in place.
+
+    Beam would otherwise download a release binary. ValueError (a user error, one line, naming
+    the ``go install`` command) when there is none. Nothing to do behind --job_endpoint.
+    """
+    if options.view_as(PortableOptions).job_endpoint:
+        return
+    prism = options.view_as(PrismRunnerOptions)
+    prism.prism_location = prism_binary(prism.prism_location)
 
 
 def recover_ledger(ledger: RunLedger) -> None:
@@ -152,6 +170,8 @@ def run_job(job: Job, stop: StopRequest | None = None) -> dict[str, Any]:
     options = job.options
     runner = resolve_runner(options.view_as(StandardOptions).runner, job.streaming, stop)
     name = runner_name(runner, options)
+    if name == PRISM:
+        use_local_prism(options)
     done = job.prepare(name)
     if done is not None:
         write_summary(job.summary_path(), done)
@@ -169,16 +189,29 @@ def run_job(job: Job, stop: StopRequest | None = None) -> dict[str, Any]:
         stop.armed, stop.action = True, "cancelling the job"
     pipeline = beam.Pipeline(runner=runner, options=options)
     job.build(pipeline)
-    started = time.perf_counter()
-    result = run_keeping_signals(pipeline) if cancellable else pipeline.run()
-    jar = options.view_as(PortableOptions).output_executable_path
-    if jar:  # Flink/Spark: the job server wrote an executable jar instead of running (spark-submit runs it)
-        return job.jar_summary(jar)
-    if job.detachable and detached(options, name):  # a cluster streaming job never finishes
-        job_id = getattr(result, "_job_id", None)  # the Job API's id: cancel, savepoint, state by it
-        return {"detached": True, "runner": name, "job_id": job_id, "state": str(result.state)}
-    cancelled = wait_or_cancel(result, stop) if cancellable else wait(result)
-    elapsed = time.perf_counter() - started
+    # Prism with its SDK workers in this process: the reads see ``stop`` and end, the job drains.
+    stop_token = stop_reads_on(pipeline, stop) if stop is not None and _stoppable_on_prism(job, name) else None
+    if stop_token is not None:
+        stop.armed = True
+    try:
+        started = time.perf_counter()
+        handlers = _signal_handlers() if stop_token is not None else None
+        result = run_keeping_signals(pipeline) if cancellable else pipeline.run()
+        if handlers is not None:
+            handlers = _drain_first(stop, handlers)
+        jar = options.view_as(PortableOptions).output_executable_path
+        if jar:  # Flink/Spark: the job server wrote an executable jar instead of running (spark-submit runs it)
+            return job.jar_summary(jar)
+        if job.detachable and detached(options, name):  # a cluster streaming job never finishes
+            job_id = getattr(result, "_job_id", None)  # the Job API's id: cancel, savepoint, state by it
+            return {"detached": True, "runner": name, "job_id": job_id, "state": str(result.state)}
+        cancelled = wait_or_cancel(result, stop) if cancellable else wait(result)
+        elapsed = time.perf_counter() - started
+    finally:
+        if stop_token is not None:
+            release_stop(stop_token)
+        for signum, handler in (handlers or {}).items():
+            signal.signal(signum, handler)
     stopped_by = stop.reason if stop is not None and stop.requested else None
     summary = job.finish(result, elapsed, stopped_by)
     if cancelled:
@@ -265,6 +298,49 @@ def latest_checkpoint(storage: str | None) -> str | None:
     root = storage.removeprefix("file://")
     found = [p for p in glob.glob(os.path.join(root, "*", "chk-*")) if os.path.isfile(os.path.join(p, "_metadata"))]
     return max(found, key=lambda p: os.path.getmtime(os.path.join(p, "_metadata")), default=None)
+
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _signal_handlers() -> dict[int, Any] | None:
+    """This process's SIGINT/SIGTERM handlers (None off the main thread: no signals there)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return {signum: signal.getsignal(signum) for signum in _SIGNALS}
+
+
+def _drain_first(stop: StopRequest, ours: dict[int, Any]) -> dict[int, Any]:
+    """Keep the first signal a drain once Beam has started Prism; returns the handlers to restore.
+
+    Beam's job server installs its own SIGINT handler when it starts Prism: it stops the Prism
+    process at once (then calls the handler it replaced), which would kill the job before it can
+    drain. Here the first SIGINT/SIGTERM goes to ``ours`` (the CLI's: ``stop`` is set, the reads
+    end); a signal after that stops Prism first (Beam's handler's server), then goes to ``ours``,
+    which aborts: no Prism process outlives the abort.
+    """
+    installed = {signum: signal.getsignal(signum) for signum in _SIGNALS}
+    server = getattr(installed[signal.SIGINT], "__self__", None)  # Beam's StopOnExitJobServer, if it is its
+
+    def handle(signum: int, frame) -> None:
+        if stop.requested and server is not None and hasattr(server, "stop"):
+            server.stop()
+        handler = ours[signum]
+        if callable(handler):
+            handler(signum, frame)
+        else:
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+    for signum in _SIGNALS:
+        signal.signal(signum, handle)
+    return installed
+
+
+def _stoppable_on_prism(job: Job, runner: str) -> bool:
+    """A streaming job on a local Prism whose SDK workers run in this process (LOOPBACK, Prism's default)."""
+    environment = job.options.view_as(PortableOptions).environment_type
+    return job.streaming and runner == PRISM and environment in (None, "", "LOOPBACK")
 
 
 def detached(options: PipelineOptions, runner: str) -> bool:

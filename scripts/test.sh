@@ -30,6 +30,14 @@ fi
 # Apache Kafka (KRaft broker) jars: org.apache.kafka:kafka_2.13 and its dependencies, resolved by mvn into
 # .tools/kafka-<version>/lib once (a no-op when there), so the broker tests never download at test time.
 "$PYTHON" -m beam_rtbf.testing.kafka_broker fetch >/dev/null
+# Prism, Beam's Go runner (tests/integration/test_prism.py, `beam-rtbf run --runner prism`): built
+# from the Go module at the SDK's version into .tools/bin/prism (git-ignored; found there by
+# --runner prism). Needs Go >= 1.26 (the module's go.mod); without Go the Prism tests skip.
+BEAM_VERSION="$("$PYTHON" -c 'from apache_beam.version import __version__; print(__version__)')"
+if [ ! -x .tools/bin/prism ] && command -v go >/dev/null 2>&1; then
+  GOBIN="$PWD/.tools/bin" go install -buildvcs=false "github.com/apache/beam/sdks/v2/go/cmd/prism@v$BEAM_VERSION" \
+    || echo "scripts/test.sh: could not build prism; the Prism tests will skip" >&2
+fi
 # checkov (terraform/ checks) in a venv of its own: it would downgrade boto3 beside Beam.
 if [ ! -x .tools/checkov/bin/checkov ]; then
   "$PYTHON" -m venv .tools/checkov

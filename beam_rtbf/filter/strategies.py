@@ -11,7 +11,7 @@ from beam_rtbf.filter.broadcast import BroadcastStrategy
 from beam_rtbf.filter.keyed_state import KeyedStateStrategy
 from beam_rtbf.filter.lookup import LookupStrategy
 from beam_rtbf.filter.strategy import FilterStrategy
-from beam_rtbf.runner_names import EMBEDDED_PORTABLE, LOCAL_STREAMING_RUNNERS
+from beam_rtbf.runner_names import EMBEDDED_PORTABLE, LOCAL_STREAMING_RUNNERS, PRISM, PRISM_EXTERNAL
 
 __all__ = ["FILTER_STRATEGIES", "AUTO", "choose_strategy"]
 
@@ -29,6 +29,7 @@ def choose_strategy(
     checked against the runner (ValueError, with what to use instead, if it cannot run there)."""
     local_streaming = streaming and runner_name in LOCAL_STREAMING_RUNNERS
     embedded_streaming = streaming and runner_name == EMBEDDED_PORTABLE
+    prism_streaming = streaming and runner_name in (PRISM, PRISM_EXTERNAL)
     if requested != AUTO:
         if requested not in FILTER_STRATEGIES:
             raise ValueError(
@@ -46,6 +47,12 @@ def choose_strategy(
                 "ends on the embedded job service (FnApiRunner): the run would never finish nor write a window; "
                 "use state or lookup there, or a real job service (--job_endpoint=HOST:PORT)"
             )
+        if prism_streaming and refreshes_side_input:
+            raise ValueError(
+                f"--filter_strategy={requested} needs a stream-fed global-window side input, which Prism "
+                "refuses (unsupported feature: Unbounded GlobalWindow Triggered SideInput, apache/beam#31438); "
+                "use state or lookup on Prism, or run on Flink"
+            )
         return requested, "chosen by --filter_strategy"
     big = registry_size > broadcast_max
     size = f"{registry_size:,} forgotten ids ({registry_size * 8 / 1e6:.0f} MB as an exact set)"
@@ -53,6 +60,8 @@ def choose_strategy(
         return "state", "local streaming: stream-fed side inputs block the BundleBasedDirectRunner; keyed state streams"
     if embedded_streaming:
         return "state", "streaming on the embedded job service: a PeriodicImpulse side input never ends there"
+    if prism_streaming:
+        return "state", "streaming on Prism: it refuses stream-fed global-window side inputs (apache/beam#31438)"
     if not streaming:
         if big:
             return "bloom", f"bounded run, {size} > --broadcast_max_subjects: Bloom side input, registry confirms"

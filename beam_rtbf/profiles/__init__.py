@@ -14,7 +14,7 @@ from importlib import resources
 
 __all__ = ["PROFILES", "profile_path"]
 
-PROFILES = ("direct", "flink", "spark", "portable", "flink-local", "spark-local")
+PROFILES = ("direct", "flink", "spark", "portable", "flink-local", "spark-local", "prism")
 
 
 def profile_path(name: str) -> str:

@@ -39,6 +39,13 @@ the parent shard; for the adjacent parent of a merge (read elsewhere) it holds
 only if that reader has caught up when the merge happens (the same guarantee
 as Beam Java's KinesisIO). The cost: a split does not add a reader; the
 children stay with their parent's.
+
+Stopping the splittable form: when the SDK workers run in this process (Prism's LOOPBACK
+environment), ``stop_reads_on(pipeline, stop)`` gives the pipeline's reads a token of this run;
+once ``stop.requested``, each read closes its poller (which checkpoints the source) and ends
+its restriction, so its watermark moves to the end, every window closes and the job finishes
+with complete outputs for what was read (the sharded form's discovery and shard reads too).
+Workers in other processes never see the request.
 """
 
 from __future__ import annotations
@@ -48,11 +55,13 @@ import json
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import apache_beam as beam
 from apache_beam.internal import pickler
-from apache_beam.io.iobase import RestrictionTracker
+from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms import window
 from apache_beam.transforms.core import RestrictionProvider
@@ -60,10 +69,54 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
 from beam_rtbf.sources.poller import Poller, ShardedPollers, roots_of
 
-__all__ = ["ReadFromPoller", "READ_TRACE_ENV"]
+__all__ = ["ReadFromPoller", "READ_TRACE_ENV", "stop_reads_on", "stop_requested", "release_stop"]
 
 #: Diagnostics: a file each shard reader appends one JSON line to per process call (who read what).
 READ_TRACE_ENV = "RTBF_READ_TRACE"
+
+
+class _Stop(Protocol):
+    """What a read needs of a stop request (``local_runner.StopRequest``)."""
+
+    @property
+    def requested(self) -> bool: ...
+
+
+# The stop requests of the runs whose SDK workers run in this process, by token: the reads
+# (unpickled in a worker of this process) find their run's request through the token they carry.
+_STOPS: dict[str, _Stop] = {}
+_STOPS_LOCK = threading.Lock()
+
+
+def stop_reads_on(pipeline: beam.Pipeline, stop: _Stop) -> str:
+    """Make every ``ReadFromPoller`` of ``pipeline`` end when ``stop`` is requested; returns the
+    run's token (give it to ``release_stop`` when the run is over). Call before ``pipeline.run()``."""
+    token = uuid.uuid4().hex
+    with _STOPS_LOCK:
+        _STOPS[token] = stop
+
+    class Mark(beam.pipeline.PipelineVisitor):
+        def visit_transform(self, applied) -> None:
+            fn = getattr(applied.transform, "fn", None)
+            if isinstance(fn, (_PollFn, _DiscoverFn, _ReadShardFn)):
+                fn.stop_token = token
+
+    pipeline.visit(Mark())
+    return token
+
+
+def release_stop(token: str) -> None:
+    with _STOPS_LOCK:
+        _STOPS.pop(token, None)
+
+
+def stop_requested(token: str | None) -> bool:
+    """Whether the run of ``token`` asked its reads to stop (False for no token or a released one)."""
+    if token is None:
+        return False
+    with _STOPS_LOCK:
+        stop = _STOPS.get(token)
+    return stop is not None and stop.requested
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,13 +159,29 @@ class PositionTracker(RestrictionTracker):
         return True
 
     def try_split(self, fraction_of_remainder: float):
-        if self._split or self._ended:
+        # Only a checkpoint (fraction 0: defer_remainder, a runner's checkpoint) splits an open-ended
+        # read: its remainder cannot be halved, both halves would read the same stream. Prism asks
+        # for 0.5 of any bundle that shows no progress between two reports; such a residual would
+        # resume from the last claimed checkpoint beside the still-running primary (a source with
+        # no checkpoint, synthetic://, would start over: thousands of extra sessions).
+        if self._split or self._ended or fraction_of_remainder > 0:
             return None
         self._split = True
         primary = PollerPosition(self._restriction.state, done=True)
         residual = PollerPosition(self._current, done=False)
         self._restriction = primary
         return primary, residual
+
+    def current_progress(self) -> RestrictionProgress | None:
+        """None: an open-ended read has no measurable progress (Beam then assumes half an element).
+
+        Runners that ask for bundle progress and split slow bundles (Prism, every few seconds)
+        call this; Beam's default raises NotImplementedError, logged as a failed progress request.
+        Not a ``RestrictionProgress(completed=0, remaining=1)`` either: Beam 2.77 replaces
+        ``completed`` with the step's output bytes, NaN before its first byte sample, and a split
+        request then fails the bundle (``ValueError: cannot convert float NaN to integer``).
+        """
+        return None
 
     def check_done(self) -> None:
         if not (self._split or self._ended):
@@ -149,6 +218,7 @@ class _PollFn(beam.DoFn):
         self._poll_interval_s = poll_interval_s
         self._polls_per_call = polls_per_call
         self._poller: Poller | None = None
+        self.stop_token: str | None = None  # set by stop_reads_on: this run's stop request, in-process workers
 
     def _poller_at(self, state: dict) -> Poller:
         """This instance's open poller if it stands at ``state``, else a new one resumed there."""
@@ -175,6 +245,10 @@ class _PollFn(beam.DoFn):
             return
         poller = self._poller_at(position.state)
         for _ in range(self._polls_per_call):
+            if stop_requested(self.stop_token):
+                self._close()  # checkpoints the source where it stands
+                tracker.try_claim(None)  # the read ends here: its watermark moves to the end
+                return
             result = poller.poll()
             for element, ts_ms in result.elements:
                 yield window.TimestampedValue(element, Timestamp(micros=ts_ms * 1000))
@@ -188,9 +262,13 @@ class _PollFn(beam.DoFn):
                 break
         tracker.defer_remainder(Duration.of(self._poll_interval_s))
 
-    def teardown(self) -> None:
+    def _close(self) -> None:
         if self._poller is not None:
-            self._poller.close()
+            poller, self._poller = self._poller, None
+            poller.close()
+
+    def teardown(self) -> None:
+        self._close()
 
 
 class _DiscoverFn(beam.DoFn):
@@ -201,6 +279,7 @@ class _DiscoverFn(beam.DoFn):
 
     def __init__(self, shards: ShardedPollers) -> None:
         self._shards = shards
+        self.stop_token: str | None = None  # set by stop_reads_on
 
     @beam.DoFn.unbounded_per_element()
     def process(
@@ -211,6 +290,9 @@ class _DiscoverFn(beam.DoFn):
     ) -> Iterator:
         position: PollerPosition = tracker.current_restriction()
         if position.done:
+            return
+        if stop_requested(self.stop_token):
+            tracker.try_claim(None)  # no new roots after a stop: the step's watermark moves to the end
             return
         first = "seen" not in position.state
         seen = set(position.state.get("seen", ()))
@@ -251,6 +333,7 @@ class _ReadShardFn(beam.DoFn):
         self._poll_interval_s = poll_interval_s
         self._polls_per_call = polls_per_call
         self._pollers: dict[str, Poller] = {}
+        self.stop_token: str | None = None  # set by stop_reads_on
 
     def setup(self) -> None:
         self._pollers = {}
@@ -286,6 +369,11 @@ class _ReadShardFn(beam.DoFn):
         poller = self._poller_at(root, added, position.state)
         try:
             for _ in range(self._polls_per_call):
+                if stop_requested(self.stop_token):
+                    self._pollers.pop(root, None)
+                    poller.close()  # checkpoints the source where it stands
+                    tracker.try_claim(None)
+                    return
                 result = poller.poll()
                 for element, ts_ms in result.elements:
                     rows += _rows(element)
