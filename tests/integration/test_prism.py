@@ -25,6 +25,9 @@ from beam_rtbf.prism import find_prism
 from beam_rtbf.records import parse_time_ms
 from tests.helpers.data import analytics_rows as analytics_list
 from tests.helpers.data import archive_rows, manifests
+from tests.helpers.engine_runs import sessions as sample_sessions
+from tests.helpers.engine_runs import summary as read_summary
+from tests.helpers.engine_runs import write_jsonl
 from tests.helpers.netns import netns_prefix, run_in_netns
 from tests.helpers.purge_setup import aggregate_archive, analytics_rows, archive_counts, build
 
@@ -50,27 +53,8 @@ def cli_in_netns(*args: str, cwd: Path = ROOT, timeout: float = 300) -> int:
     return done.returncode
 
 
-def write_jsonl(path, rows: list[dict]):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def _summary(out) -> dict:
-    return json.loads((Path(out) / "summary.json").read_text())
-
-
-def _sessions(n_users: int = 60, per_user: int = 12) -> list[dict]:
-    t0 = 1_767_225_600_000
-    return [
-        {"user_id": f"u{u:03d}", "event_time": t0 + (u * per_user + k) * 7_000, "action": "show",
-         "action_type": "view", "device_type": ["iPhone", "Mac Desktop"][k % 2], "secs_elapsed": float(k),
-         "event_id": f"u{u:03d}-{k}"}
-        for u in range(n_users) for k in range(per_user)
-    ]  # fmt: skip
-
-
 def test_bounded_graph_on_prism_equals_the_direct_run(tmp_path):
-    sessions = write_jsonl(tmp_path / "sessions.jsonl", _sessions())
+    sessions = write_jsonl(tmp_path / "sessions.jsonl", sample_sessions())
     bad = b'{"user_id": "u001", "event_time": "not-a-time"}\n{"broken json\n'
     sessions.write_bytes(sessions.read_bytes() + bad)
     requests = write_jsonl(
@@ -84,7 +68,7 @@ def test_bounded_graph_on_prism_equals_the_direct_run(tmp_path):
                        f"--output={out}", f"--registry=embedded://{tmp_path / runner}.sqlite",
                        "--archive_partition_s=3600", "--dedupe=off") == 0  # fmt: skip
         outs[runner] = out
-    direct, prism = _summary(outs["direct"]), _summary(outs["prism"])
+    direct, prism = read_summary(outs["direct"]), read_summary(outs["prism"])
     assert prism["runner"] == "PrismRunner" and direct["runner"] == "FnApiRunner"
     assert prism["filter_strategy"] == direct["filter_strategy"] == "broadcast"
     for key in ("sessions_in", "clean", "suppressed", "dead_lettered", "duplicates", "requests_in", "requests_accepted",
@@ -162,7 +146,7 @@ def test_streaming_on_prism_writes_windows_while_the_stream_runs(tmp_path):
     ended = time.monotonic() - started
     assert process.returncode == 0, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
-    summary = _summary(out)
+    summary = read_summary(out)
     assert summary["runner"] == "PrismRunner" and summary["mode"] == "streaming"
     assert summary["filter_strategy"] == "state" and "apache/beam#31438" in summary["filter_strategy_reason"]
     assert first_window is not None and first_window < ended - 4.0, (first_window, ended)
@@ -213,7 +197,7 @@ def test_a_signal_drains_a_streaming_run_on_prism(tmp_path, signum):
     assert "Traceback" not in stderr, stderr[-3000:]
     assert f"{name}: stopping the reads and draining (send {name} again to abort at once)" in stderr
     assert f"  stopped by {name}: the reads ended, everything read was written" in stdout
-    summary = _summary(out)
+    summary = read_summary(out)
     assert summary["stopped_by"] == name and summary["conservation_ok"] is True
     assert summary["sessions_in"] > 0
     assert archive_rows(str(out)).num_rows == summary["clean"] == summary["archive_records"]
