@@ -380,6 +380,14 @@ class FlinkCheckpointOptions(PipelineOptions):
             help="End the job this long after every source ended (with checkpoints Flink's default is never)",
         )  # fmt: skip
         group.add_argument(
+            "--max_bundle_time_mills", type=int, default=None,
+            help="Close a bundle after this many milliseconds (Flink's default 1000): lower, less latency",
+        )  # fmt: skip
+        group.add_argument(
+            "--max_bundle_size", type=int, default=None,
+            help="Close a bundle after this many elements (Flink's default 1000)",
+        )  # fmt: skip
+        group.add_argument(
             "--savepoint_path", default=None,
             help="Start from this savepoint or retained checkpoint (its _metadata's directory)",
         )  # fmt: skip
