@@ -152,6 +152,12 @@ class RtbfOptions(PipelineOptions):
             "--state_shards", type=int, default=4, help="state strategy: number of keys sessions are sharded over"
         )
         streaming.add_argument(
+            "--read_trace",
+            default=None,
+            help="Diagnostics: a local file each shard reader appends one JSON line to per call that read "
+            "records (process, reader, shard, rows, times): who read what, e.g. across Flink task slots",
+        )
+        streaming.add_argument(
             "--refresh_interval_s",
             type=float,
             default=1.0,

@@ -67,9 +67,9 @@ class GraphOutputs:
     manifests: beam.PCollection
 
 
-def read_source(source: Source) -> beam.PTransform:
+def read_source(source: Source, read_trace: str | None = None) -> beam.PTransform:
     """The bounded read of a bounded source, else the streaming read over its poller."""
-    return source.read() if source.bounded else source.streaming_read()
+    return source.read() if source.bounded else source.streaming_read(read_trace)
 
 
 def build_pipeline(
@@ -89,9 +89,9 @@ def build_pipeline(
     """
     where = locations(opts)
     if sessions is None:
-        sessions = p | "ReadSessions" >> read_source(source_for(opts.sessions, "sessions"))
+        sessions = p | "ReadSessions" >> read_source(source_for(opts.sessions, "sessions"), opts.read_trace)
     if requests is None:
-        requests = p | "ReadRequests" >> read_source(source_for(opts.requests, "requests"))
+        requests = p | "ReadRequests" >> read_source(source_for(opts.requests, "requests"), opts.read_trace)
 
     parsed_sessions = sessions | "ParseSessions" >> ParseSessions(opts.max_record_bytes)
     session_batches = parsed_sessions.sessions

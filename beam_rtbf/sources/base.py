@@ -57,10 +57,10 @@ class Source(abc.ABC):
         on portable runners; None (the default) reads the whole stream as one."""
         return None
 
-    def streaming_read(self) -> beam.PTransform:
+    def streaming_read(self, read_trace: str | None = None) -> beam.PTransform:
         """The unbounded read: beam-rtbf's own reader over ``poller()`` (split per ``shards()``
-        on portable runners) unless a source overrides it."""
-        return ReadFromPoller(self.poller, shards=self.shards())
+        on portable runners) unless a source overrides it; ``read_trace``: see ``ReadFromPoller``."""
+        return ReadFromPoller(self.poller, shards=self.shards(), read_trace=read_trace)
 
     def check(self) -> None:
         """Raise ``ValueError`` with one clear message if the stream cannot be read at all."""

@@ -434,9 +434,9 @@ class KafkaSource(Source):
     def shards(self) -> KafkaPartitions:
         return KafkaPartitions(self.kwargs)
 
-    def streaming_read(self) -> beam.PTransform:
+    def streaming_read(self, read_trace: str | None = None) -> beam.PTransform:
         if self.impl == "native":
-            return super().streaming_read()
+            return super().streaming_read(read_trace)
         return ReadFromKafkaCrossLanguage(self.kwargs, self.expansion_service)
 
 

@@ -56,7 +56,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Protocol
 
 import apache_beam as beam
@@ -69,10 +69,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
 from beam_rtbf.sources.poller import Poller, ShardedPollers, roots_of
 
-__all__ = ["ReadFromPoller", "READ_TRACE_ENV", "stop_reads_on", "stop_requested", "release_stop"]
-
-#: Diagnostics: a file each shard reader appends one JSON line to per process call (who read what).
-READ_TRACE_ENV = "RTBF_READ_TRACE"
+__all__ = ["ReadFromPoller", "stop_reads_on", "stop_requested", "release_stop"]
 
 
 class _Stop(Protocol):
@@ -212,6 +209,31 @@ def _advance(watermark: ManualWatermarkEstimator, ms: int | None) -> None:
         watermark.set_watermark(new)
 
 
+def _poll_rounds(
+    poller: Poller, tracker: PositionTracker, watermark: ManualWatermarkEstimator, rounds: int, stop_token: str | None
+) -> Generator[window.TimestampedValue, None, str]:
+    """Up to ``rounds`` polls of one restriction: yields what they read, claims each checkpoint,
+    moves the watermark. Returns how it ended: "stopped" (this run's stop request: the restriction
+    ends, the caller closes the poller), "done" (the source ended), "split" (the runner took the
+    rest), or "more" (idle or out of rounds: the caller defers the remainder)."""
+    for _ in range(rounds):
+        if stop_requested(stop_token):
+            tracker.try_claim(None)  # the read ends here: its watermark moves to the end
+            return "stopped"
+        result = poller.poll()
+        for element, ts_ms in result.elements:
+            yield window.TimestampedValue(element, Timestamp(micros=ts_ms * 1000))
+        if result.done:
+            tracker.try_claim(None)
+            return "done"
+        if not tracker.try_claim(poller.checkpoint()):
+            return "split"
+        _advance(watermark, result.watermark_ms)
+        if not result.elements:
+            break
+    return "more"
+
+
 class _PollFn(beam.DoFn):
     def __init__(self, make_poller: Callable[[], Poller], poll_interval_s: float, polls_per_call: int) -> None:
         self._make_poller = make_poller
@@ -244,23 +266,11 @@ class _PollFn(beam.DoFn):
         if position.done:
             return
         poller = self._poller_at(position.state)
-        for _ in range(self._polls_per_call):
-            if stop_requested(self.stop_token):
-                self._close()  # checkpoints the source where it stands
-                tracker.try_claim(None)  # the read ends here: its watermark moves to the end
-                return
-            result = poller.poll()
-            for element, ts_ms in result.elements:
-                yield window.TimestampedValue(element, Timestamp(micros=ts_ms * 1000))
-            if result.done:
-                tracker.try_claim(None)
-                return
-            if not tracker.try_claim(poller.checkpoint()):
-                return
-            _advance(watermark, result.watermark_ms)
-            if not result.elements:
-                break
-        tracker.defer_remainder(Duration.of(self._poll_interval_s))
+        ended = yield from _poll_rounds(poller, tracker, watermark, self._polls_per_call, self.stop_token)
+        if ended == "stopped":
+            self._close()  # checkpoints the source where it stands
+        elif ended == "more":
+            tracker.defer_remainder(Duration.of(self._poll_interval_s))
 
     def _close(self) -> None:
         if self._poller is not None:
@@ -328,8 +338,11 @@ class _ReadShardFn(beam.DoFn):
     One DoFn instance may hold several roots' restrictions in turn: open pollers are kept per root
     and reused when they stand exactly at the restriction's checkpoint."""
 
-    def __init__(self, shards: ShardedPollers, poll_interval_s: float, polls_per_call: int) -> None:
+    def __init__(
+        self, shards: ShardedPollers, poll_interval_s: float, polls_per_call: int, trace: str | None = None
+    ) -> None:
         self._shards = shards
+        self._trace = trace
         self._poll_interval_s = poll_interval_s
         self._polls_per_call = polls_per_call
         self._pollers: dict[str, Poller] = {}
@@ -337,7 +350,6 @@ class _ReadShardFn(beam.DoFn):
 
     def setup(self) -> None:
         self._pollers = {}
-        self._trace = os.environ.get(READ_TRACE_ENV)
 
     def _poller_at(self, root: str, added: bool, state: dict) -> Poller:
         poller = self._pollers.pop(root, None)
@@ -367,28 +379,21 @@ class _ReadShardFn(beam.DoFn):
         started = time.time()
         rows = 0
         poller = self._poller_at(root, added, position.state)
+        rounds = _poll_rounds(poller, tracker, watermark, self._polls_per_call, self.stop_token)
         try:
-            for _ in range(self._polls_per_call):
-                if stop_requested(self.stop_token):
-                    self._pollers.pop(root, None)
-                    poller.close()  # checkpoints the source where it stands
-                    tracker.try_claim(None)
-                    return
-                result = poller.poll()
-                for element, ts_ms in result.elements:
-                    rows += _rows(element)
-                    yield window.TimestampedValue(element, Timestamp(micros=ts_ms * 1000))
-                if result.done:
-                    tracker.try_claim(None)
-                    self._pollers.pop(root, None)
-                    poller.close()
-                    return
-                if not tracker.try_claim(poller.checkpoint()):
-                    return
-                _advance(watermark, result.watermark_ms)
-                if not result.elements:
+            while True:
+                try:
+                    value = next(rounds)
+                except StopIteration as end:
+                    ended = end.value
                     break
-            tracker.defer_remainder(Duration.of(self._poll_interval_s))
+                rows += _rows(value.value)
+                yield value
+            if ended in ("stopped", "done"):
+                self._pollers.pop(root, None)
+                poller.close()  # checkpoints the source where it stands
+            elif ended == "more":
+                tracker.defer_remainder(Duration.of(self._poll_interval_s))
         finally:
             if self._trace and rows:
                 self._write_trace(root, rows, started)
@@ -438,8 +443,10 @@ class ReadFromPoller(beam.PTransform):
         poll_interval_s: float = 0.05,
         polls_per_call: int = 100,
         shards: ShardedPollers | None = None,
+        read_trace: str | None = None,
     ) -> None:
         super().__init__()
+        self.read_trace = read_trace  # diagnostics (--read_trace): a JSON line per shard-reader call
         self.make_poller = make_poller  # the whole stream: the local streaming runner's form
         self.poll_interval_s = poll_interval_s
         self.polls_per_call = polls_per_call
@@ -465,5 +472,6 @@ class ReadFromPoller(beam.PTransform):
             | "Start" >> beam.Impulse()
             | "Discover" >> beam.ParDo(_DiscoverFn(self.shards))
             | "Spread" >> beam.Reshuffle()
-            | "ReadShard" >> beam.ParDo(_ReadShardFn(self.shards, self.poll_interval_s, self.polls_per_call))
+            | "ReadShard"
+            >> beam.ParDo(_ReadShardFn(self.shards, self.poll_interval_s, self.polls_per_call, self.read_trace))
         )

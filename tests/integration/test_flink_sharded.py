@@ -1,7 +1,7 @@
 """Read parallelism on Flink (flink-local, --parallelism=2): a sharded source's restrictions are
 spread over both task slots, which read at the same time, and every record is read once.
 
-Each shard reader appends one line per process call that emitted records to $RTBF_READ_TRACE
+Each shard reader appends one line per process call that emitted records to --read_trace
 (beam_rtbf/sources/polling.py): which reader (a DoFn instance in the SDK worker), which root,
 how many rows, when. With LOOPBACK workers all readers live in one process, so "two slots read"
 is shown as two readers whose process calls overlap in time (one Flink subtask runs one bundle at
@@ -11,7 +11,6 @@ a time), each with a non-empty share, and the shares add up to the run's session
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import pytest
@@ -30,7 +29,7 @@ def test_two_task_slots_read_the_shards_of_one_stream_at_once_and_read_each_reco
         "--window_s=1", "--sessions=synthetic://sessions?users=500&rate=2000&duration_s=10&shards=4&seed=5",
         "--requests=synthetic://requests?users=500&request_rate=1&duration_s=10&active_users=50&seed=5",
     ]  # fmt: skip
-    done = run_in_netns(argv, timeout=500, cwd=ROOT, env={**os.environ, "RTBF_READ_TRACE": str(trace)})
+    done = run_in_netns([*argv, f"--read_trace={trace}"], timeout=500, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     got = summary(out)
     assert (got["runner"], got["mode"]) == ("FlinkRunner", "streaming")

@@ -136,13 +136,12 @@ def test_sharded_read_gives_each_partition_a_restriction_and_reads_every_record_
     from beam_rtbf.sources import source_for
 
     trace = tmp_path / "trace.jsonl"
-    monkeypatch.setenv("RTBF_READ_TRACE", str(trace))
     write_events(kafka.bootstrap, "t-sharded", 0, 600)
     SEEN.clear()
     source = source_for(f"kafka://{kafka.bootstrap}/t-sharded?group=g-sharded&idle_stop_s=1.5", "sessions")
     assert [s.shard_id for s in source.shards().discover()] == ["0", "1", "2", "3"]
     with beam.Pipeline(runner=FnApiRunner()) as p:
-        _ = p | source.streaming_read() | beam.Map(_record_seen)
+        _ = p | source.streaming_read(str(trace)) | beam.Map(_record_seen)
     assert sorted(e for _, e in SEEN) == sorted(f"e{i}" for i in range(600))  # each once
     calls = [json.loads(line) for line in trace.read_text().splitlines()]
     assert {c["root"] for c in calls if c["rows"]} == {"0", "1", "2", "3"}  # a restriction per partition

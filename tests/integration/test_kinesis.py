@@ -286,7 +286,7 @@ def _sharded_read(stream: str, endpoint: str, trace, **extra):
     params = "&".join(f"{k}={v}" for k, v in {"region": "us-east-1", "endpoint": endpoint, **extra}.items())
     source = source_for(f"kinesis://{stream}?{params}", "sessions")
     with beam.Pipeline(runner=FnApiRunner()) as p:
-        _ = p | source.streaming_read() | beam.Map(_record_seen)
+        _ = p | source.streaming_read(str(trace)) | beam.Map(_record_seen)
     return [json.loads(line) for line in trace.read_text().splitlines()] if trace.exists() else []
 
 
@@ -295,7 +295,6 @@ def test_sharded_read_gives_each_of_four_shards_a_restriction_and_reads_every_re
     kinesis, tmp_path, monkeypatch
 ):
     trace = tmp_path / "trace.jsonl"
-    monkeypatch.setenv("RTBF_READ_TRACE", str(trace))
     _create(kinesis.endpoint, "four", 4)
     _write_keyed(kinesis.endpoint, "four", 0, 400, keys=40)
     SEEN.clear()
@@ -316,7 +315,6 @@ def test_sharded_read_across_a_split_loses_nothing_duplicates_nothing_and_keeps_
     import threading
 
     trace = tmp_path / "trace.jsonl"
-    monkeypatch.setenv("RTBF_READ_TRACE", str(trace))
     _create(kinesis.endpoint, "reshard", 4)
     _write_keyed(kinesis.endpoint, "reshard", 0, 400, keys=40)
     SEEN.clear()
