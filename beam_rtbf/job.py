@@ -17,11 +17,7 @@ This module imports no job kind: both job modules import it, never each other.
 
 from __future__ import annotations
 
-import glob
 import logging
-import os
-import signal
-import threading
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,7 +30,7 @@ from beam_rtbf.options import RtbfOptions, resolve_paths
 from beam_rtbf.prism import prism_binary
 from beam_rtbf.runner_names import EMBEDDED_PORTABLE, LOCAL_RUNNERS, PRISM, PRISM_EXTERNAL
 from beam_rtbf.sinks.ledger import RunInProgress, RunLedger
-from beam_rtbf.sources.polling import release_stop, stop_reads_on
+from beam_rtbf.stopping import RunStopping
 from beam_rtbf.summary import without_unreported_figures, write_summary
 
 if TYPE_CHECKING:
@@ -57,7 +53,6 @@ __all__ = [
 _LOGGER = logging.getLogger(__name__)
 
 _DIRECT_NAMES = (None, "", "direct", "DirectRunner", "SwitchingDirectRunner")
-_CANCEL_WAIT_S = 120.0  # how long a cancelled job may take to reach CANCELLED
 
 
 class OutputInUse(ValueError):
@@ -184,163 +179,26 @@ def run_job(job: Job, stop: StopRequest | None = None) -> dict[str, Any]:
         job.describe(),
     )
     provide_job_server_jar(options)  # flink-local / spark-local: the job server, fetched once
-    cancellable = stop is not None and job.streaming and name not in LOCAL_RUNNERS
-    if cancellable:  # a job server's streaming job: the first signal cancels it through the Job API
-        stop.armed, stop.action = True, "cancelling the job"
+    stopping = RunStopping(stop, job.streaming, name, options)
     pipeline = beam.Pipeline(runner=runner, options=options)
     job.build(pipeline)
-    # Prism with its SDK workers in this process: the reads see ``stop`` and end, the job drains.
-    stop_token = stop_reads_on(pipeline, stop) if stop is not None and _stoppable_on_prism(job, name) else None
-    if stop_token is not None:
-        stop.armed = True
-    try:
+    with stopping.around(pipeline) as run:
         started = time.perf_counter()
-        handlers = _signal_handlers() if stop_token is not None else None
-        result = run_keeping_signals(pipeline) if cancellable else pipeline.run()
-        if handlers is not None:
-            handlers = _drain_first(stop, handlers)
+        result = run()
         jar = options.view_as(PortableOptions).output_executable_path
         if jar:  # Flink/Spark: the job server wrote an executable jar instead of running (spark-submit runs it)
             return job.jar_summary(jar)
         if job.detachable and detached(options, name):  # a cluster streaming job never finishes
             job_id = getattr(result, "_job_id", None)  # the Job API's id: cancel, savepoint, state by it
             return {"detached": True, "runner": name, "job_id": job_id, "state": str(result.state)}
-        cancelled = wait_or_cancel(result, stop) if cancellable else wait(result)
+        cancelled = stopping.wait(result)
         elapsed = time.perf_counter() - started
-    finally:
-        if stop_token is not None:
-            release_stop(stop_token)
-        for signum, handler in (handlers or {}).items():
-            signal.signal(signum, handler)
     stopped_by = stop.reason if stop is not None and stop.requested else None
     summary = job.finish(result, elapsed, stopped_by)
     if cancelled:
-        summary = without_unreported_figures({**summary, **cancelled_summary(options, result)})
+        summary = without_unreported_figures({**summary, **stopping.cancelled_fields(result)})
     write_summary(job.summary_path(), summary)
     return summary
-
-
-def run_keeping_signals(pipeline: beam.Pipeline) -> PipelineResult:
-    """``pipeline.run()``, leaving SIGINT to whoever had it before.
-
-    Beam's wrapper of a job server it starts (FlinkRunner, SparkRunner) takes SIGINT to stop the
-    server at once, before the job could be cancelled through it; it still stops it at exit.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return pipeline.run()
-    previous = signal.getsignal(signal.SIGINT)
-    try:
-        return pipeline.run()
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def wait(result: PipelineResult) -> bool:
-    result.wait_until_finish()
-    return False
-
-
-def wait_or_cancel(result: PipelineResult, stop: StopRequest, poll_s: float = 0.2) -> bool:
-    """Wait for a job a job server runs; cancel it if ``stop`` is set first. True if it was cancelled.
-
-    A streaming job on Flink has no end of its own: the signal that ends ``beam-rtbf run`` cancels
-    it through the Job API (Flink keeps its last checkpoint when asked to), so the job server
-    stops with the job and not with a killed process.
-    """
-    done = threading.Event()
-    failure: list[BaseException] = []
-
-    def waiter() -> None:
-        try:
-            result.wait_until_finish()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            failure.append(exc)
-        finally:
-            done.set()
-
-    threading.Thread(target=waiter, name="wait_until_finish", daemon=True).start()
-    while not done.wait(poll_s):
-        if stop.requested:
-            _LOGGER.warning("beam-rtbf: cancelling the job (%s)", stop.reason)
-            # The figures as of now: the result keeps them, and cancel() closes its channel.
-            result.metrics()
-            result.cancel()
-            done.wait(_CANCEL_WAIT_S)
-            return True
-    if failure:
-        raise failure[0]
-    return False
-
-
-def cancelled_summary(options: PipelineOptions, result: PipelineResult) -> dict[str, Any]:
-    """What a cancelled job's summary says instead of the conservation check, and where it resumes."""
-    from beam_rtbf.options import FlinkCheckpointOptions
-
-    try:
-        state = str(result.state)
-    except Exception:  # noqa: BLE001 - the job service may already be gone
-        state = "CANCELLED"
-    checkpoints = options.view_as(FlinkCheckpointOptions)
-    resume = latest_checkpoint(checkpoints.state_backend_storage_path) if checkpoints.checkpointing_interval else None
-    return {
-        "cancelled": True,
-        "state": state,
-        # Records in flight when the job was cancelled are neither in nor out: no conservation check.
-        "conservation_ok": None,
-        "resume_from": resume,
-    }
-
-
-def latest_checkpoint(storage: str | None) -> str | None:
-    """The newest completed Flink checkpoint under ``storage`` (a chk-N folder with its _metadata)."""
-    if not storage:
-        return None
-    root = storage.removeprefix("file://")
-    found = [p for p in glob.glob(os.path.join(root, "*", "chk-*")) if os.path.isfile(os.path.join(p, "_metadata"))]
-    return max(found, key=lambda p: os.path.getmtime(os.path.join(p, "_metadata")), default=None)
-
-
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-def _signal_handlers() -> dict[int, Any] | None:
-    """This process's SIGINT/SIGTERM handlers (None off the main thread: no signals there)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return {signum: signal.getsignal(signum) for signum in _SIGNALS}
-
-
-def _drain_first(stop: StopRequest, ours: dict[int, Any]) -> dict[int, Any]:
-    """Keep the first signal a drain once Beam has started Prism; returns the handlers to restore.
-
-    Beam's job server installs its own SIGINT handler when it starts Prism: it stops the Prism
-    process at once (then calls the handler it replaced), which would kill the job before it can
-    drain. Here the first SIGINT/SIGTERM goes to ``ours`` (the CLI's: ``stop`` is set, the reads
-    end); a signal after that stops Prism first (Beam's handler's server), then goes to ``ours``,
-    which aborts: no Prism process outlives the abort.
-    """
-    installed = {signum: signal.getsignal(signum) for signum in _SIGNALS}
-    server = getattr(installed[signal.SIGINT], "__self__", None)  # Beam's StopOnExitJobServer, if it is its
-
-    def handle(signum: int, frame) -> None:
-        if stop.requested and server is not None and hasattr(server, "stop"):
-            server.stop()
-        handler = ours[signum]
-        if callable(handler):
-            handler(signum, frame)
-        else:
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-            signal.raise_signal(signum)
-
-    for signum in _SIGNALS:
-        signal.signal(signum, handle)
-    return installed
-
-
-def _stoppable_on_prism(job: Job, runner: str) -> bool:
-    """A streaming job on a local Prism whose SDK workers run in this process (LOOPBACK, Prism's default)."""
-    environment = job.options.view_as(PortableOptions).environment_type
-    return job.streaming and runner == PRISM and environment in (None, "", "LOOPBACK")
 
 
 def detached(options: PipelineOptions, runner: str) -> bool:
