@@ -213,8 +213,16 @@ class KafkaPoller(Poller):
 
     def _group_offsets(self, partitions: list, patience_s: float = 30.0) -> list:
         """The group's committed offsets; a coordinator still loading or just moved is waited for."""
-        from confluent_kafka import KafkaException
+        from confluent_kafka import KafkaError, KafkaException
 
+        # The group coordinator is moving or still loading the offsets topic (a new broker's first
+        # group creates it): librdkafka does not mark all of these retriable.
+        waitable = {
+            KafkaError.NOT_COORDINATOR,
+            KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+            KafkaError.COORDINATOR_NOT_AVAILABLE,
+            KafkaError._TIMED_OUT,
+        }
         deadline = time.monotonic() + patience_s
         delay = 0.1
         while True:
@@ -222,7 +230,9 @@ class KafkaPoller(Poller):
                 return self._consumer.committed(partitions, timeout=10)
             except KafkaException as exc:
                 error = exc.args[0] if exc.args else None
-                retriable = getattr(error, "retriable", lambda: False)()
+                retriable = (
+                    getattr(error, "retriable", lambda: False)() or getattr(error, "code", lambda: None)() in waitable
+                )
                 if not retriable or time.monotonic() + delay > deadline:
                     raise
                 _LOGGER.info("kafka %s: committed offsets not available yet (%s); retrying", self.topic, error)
