@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-from beam_rtbf.testing.redis_server import free_port
+from beam_rtbf.testing.redis_server import free_port, stop_process, wait_listening
 
 __all__ = ["KAFKA_VERSION", "KafkaBroker", "kafka_lib_dir", "fetch"]
 
@@ -254,15 +253,9 @@ class KafkaBroker:
         from confluent_kafka.admin import AdminClient
 
         deadline = began + self.start_timeout_s
-        while time.monotonic() < deadline:
+        if not wait_listening(self.process, self.port, deadline):
             if self.process.poll() is not None:
                 raise RuntimeError(f"the Kafka broker exited with {self.process.returncode}; see {self.log_file}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
             raise RuntimeError(
                 f"the Kafka broker did not listen within {self.start_timeout_s:.0f} s; see {self.log_file}"
             )
@@ -286,15 +279,7 @@ class KafkaBroker:
         """Stop the process this object started: SIGTERM (a controlled shutdown), SIGKILL after the timeout."""
         if self.process is None:
             return
-        if kill:
-            self.process.kill()
-        else:
-            self.process.terminate()
-        try:
-            self.process.wait(timeout=self.stop_timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        stop_process(self.process, kill, self.stop_timeout_s)
         self.process = None
 
     def restart(self) -> None:

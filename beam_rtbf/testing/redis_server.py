@@ -15,6 +15,34 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_listening(process: subprocess.Popen, port: int, deadline: float) -> bool:
+    """Wait until 127.0.0.1:``port`` accepts a connection (True); False once ``process`` exited or
+    ``deadline`` (``time.monotonic()``) passed: the caller says which, in its own words."""
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def stop_process(process: subprocess.Popen, kill: bool = False, timeout_s: float = 10.0) -> None:
+    """Stop a server by the process a fixture started: SIGTERM (SIGKILL with ``kill``: a crash),
+    then SIGKILL if it has not ended within ``timeout_s``."""
+    if kill:
+        process.kill()
+    else:
+        process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
 class RedisServer:
     """One redis-server process; ``stop()``/``start()`` again on the same port and data dir."""
 
@@ -75,9 +103,5 @@ class RedisServer:
         """Stop the process this object started (SIGKILL with ``kill=True``: a crash)."""
         if self.process is None:
             return
-        if kill:
-            self.process.kill()
-        else:
-            self.process.terminate()
-        self.process.wait(timeout=10)
+        stop_process(self.process, kill)
         self.process = None

@@ -7,12 +7,11 @@ and stopped by the PID it was started with.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 
-from beam_rtbf.testing.redis_server import free_port
+from beam_rtbf.testing.redis_server import free_port, stop_process, wait_listening
 
 __all__ = ["S3Server", "listening_addresses"]
 
@@ -93,16 +92,9 @@ class S3Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        if not wait_listening(self.process, self.port, time.monotonic() + 30):
             if self.process.poll() is not None:
                 raise RuntimeError(f"moto server exited with {self.process.returncode} (pip install 'moto[server]')")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
             self.stop()
             raise RuntimeError("moto server did not listen within 30 s")
         addresses = listening_addresses(self.process.pid)
@@ -112,12 +104,7 @@ class S3Server:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+            stop_process(self.process)
             self.process = None
 
     def __enter__(self) -> S3Server:
