@@ -20,13 +20,16 @@ identical to the direct runner. ``--flink_job_server_jar PATH`` uses a jar alrea
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import logging
 import os
 import shutil
 import subprocess
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -118,6 +121,31 @@ def job_server_jar(engine: str, cache: Path | None = None) -> Path:
         if jar.is_file():
             return jar
     home.parent.mkdir(parents=True, exist_ok=True)
+    with _fetch_lock(home.parent / f".{server.name}.lock"):
+        if not any(jar.is_file() for jar in (home / f"{server.name}.jar", home / "launcher.jar")):
+            _fetch(engine, server, home)
+    return job_server_jar(engine, cache)
+
+
+@contextlib.contextmanager
+def _fetch_lock(path: Path) -> Iterator[None]:
+    """One fetch of a job server at a time per cache: a second process waits, then finds it there."""
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _fetch(engine: str, server: JobServer, home: Path) -> None:
+    """Download or assemble into a hidden staging folder, then rename it into place (all or nothing).
+
+    Runs under the fetch lock, so any staging folder of this server still there is a killed
+    fetch's leftover: removed first.
+    """
+    for leftover in home.parent.glob(f".{server.name}-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
     _LOGGER.warning(
         "beam-rtbf: fetching the %s job server (Beam %s, %s) into %s, once (150-250 MB); "
         "--%s_job_server_jar PATH uses a jar you already have",
@@ -127,14 +155,9 @@ def job_server_jar(engine: str, cache: Path | None = None) -> Path:
     try:
         if not _download(server, staging):
             _assemble(server, staging)
-        try:
-            staging.rename(home)  # all or nothing: a killed fetch leaves only a hidden staging folder
-        except OSError:
-            if not home.is_dir():  # another process finished first: theirs is as good
-                raise
+        staging.rename(home)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return job_server_jar(engine, cache)
 
 
 def _download(server: JobServer, into: Path) -> bool:

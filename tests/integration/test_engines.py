@@ -96,7 +96,8 @@ def test_the_job_server_is_fetched_once_into_the_cache(tmp_path, monkeypatch, ca
         assert f"lib/{server.runner_artifact}-{server.beam_version}.jar" in entries
         assert all((jar.parent / e).is_file() for e in entries)
         assert f"Main-Class: {server.main_class}" in manifest
-    assert [p.name for p in (tmp_path / "cache" / "job-servers").iterdir()] == [server.name]  # no staging left
+    left = sorted(p.name for p in (tmp_path / "cache" / "job-servers").iterdir())
+    assert left == sorted([server.name, f".{server.name}.lock"])  # no staging left
     caplog.clear()
     monkeypatch.setattr("shutil.which", lambda name: None)  # no Maven now: the cache must serve
     assert job_server_jar("flink") == jar

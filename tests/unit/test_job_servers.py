@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import zipfile
+from pathlib import Path
 
 import pytest
 from apache_beam.options.pipeline_options import FlinkRunnerOptions, PipelineOptions, SparkRunnerOptions
@@ -91,7 +93,53 @@ def test_no_maven_and_no_download_is_one_line_naming_the_option(tmp_path, monkey
         "cannot fetch the spark job server: its jar is not served and Maven (mvn) is not installed; install "
         f"Maven, or pass --spark_job_server_jar PATH to {JOB_SERVERS['spark'].name}.jar"
     )
-    assert list((tmp_path / "job-servers").iterdir()) == []  # nothing half-fetched left behind
+    left = sorted(p.name for p in (tmp_path / "job-servers").iterdir())
+    assert left == [f".{JOB_SERVERS['spark'].name}.lock"]  # nothing half-fetched left behind, only the lock
+
+
+def test_a_killed_fetchs_staging_folder_is_removed_by_the_next_fetch(tmp_path, monkeypatch):
+    """kill -9 during a fetch leaves a hidden staging folder; the next fetch (holding the lock) removes it."""
+    monkeypatch.setenv("RTBF_CACHE_DIR", str(tmp_path))
+    server = JOB_SERVERS["spark"]
+    leftover = tmp_path / "job-servers" / f".{server.name}-k1ll3d"
+    (leftover / "lib").mkdir(parents=True)
+    (leftover / "lib" / "half.jar").write_bytes(b"PK")
+
+    def assemble(server, into):
+        (into / "launcher.jar").write_bytes(b"PK")
+
+    monkeypatch.setattr(job_servers, "_download", lambda server, into: False)
+    monkeypatch.setattr(job_servers, "_assemble", assemble)
+    jar = job_servers.job_server_jar("spark")
+    assert jar == tmp_path / "job-servers" / server.name / "launcher.jar"
+    assert sorted(p.name for p in (tmp_path / "job-servers").iterdir()) == sorted([server.name, f".{server.name}.lock"])
+
+
+def test_a_second_fetch_waits_for_the_first_and_fetches_nothing(tmp_path, monkeypatch):
+    """Two processes asking at once: one fetches, the other waits on the lock and finds the jar."""
+    monkeypatch.setenv("RTBF_CACHE_DIR", str(tmp_path))
+    server = JOB_SERVERS["spark"]
+    started, release, fetches = threading.Event(), threading.Event(), []
+
+    def assemble(server, into):
+        fetches.append(into.name)
+        started.set()
+        release.wait(10)
+        (into / "launcher.jar").write_bytes(b"PK")
+
+    monkeypatch.setattr(job_servers, "_download", lambda server, into: False)
+    monkeypatch.setattr(job_servers, "_assemble", assemble)
+    results: list[Path] = []
+    first = threading.Thread(target=lambda: results.append(job_servers.job_server_jar("spark")))
+    first.start()
+    assert started.wait(10)
+    second = threading.Thread(target=lambda: results.append(job_servers.job_server_jar("spark")))
+    second.start()
+    second.join(0.5)
+    assert second.is_alive()  # waiting on the lock, not fetching
+    release.set()
+    first.join(10), second.join(10)
+    assert len(fetches) == 1 and results == [tmp_path / "job-servers" / server.name / "launcher.jar"] * 2
 
 
 def test_the_local_profiles_dry_run(capsys):
