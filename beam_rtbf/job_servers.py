@@ -58,6 +58,9 @@ class JobServer:
     main_class: str
     engine_version: str  # what runs the job: "Flink 1.19.0", "Spark 3.5.1"
     extra: tuple[str, ...] = ()  # group:artifact:version the shaded jar bundles (engine 'provided' deps)
+    excluded_groups: tuple[str, ...] = ()  # dependency groups left out (optional ones from unreachable repositories)
+    downloadable: bool = True  # whether Beam's published jar is the same thing (else: always assembled)
+    takes_jar: bool = True  # whether --<engine>_job_server_jar can point at a jar you have
 
     @property
     def name(self) -> str:
@@ -89,6 +92,29 @@ JOB_SERVERS: dict[str, JobServer] = {
             "org.apache.spark:spark-streaming_2.12:3.5.1",
             "org.apache.spark:spark-sql_2.12:3.5.1",
         ),
+    ),
+    # Beam's Java KafkaIO behind an expansion service, and the Java SDK harness as a worker pool
+    # (EXTERNAL environment, as the Kubernetes deployment runs SDK workers) for the cross-language
+    # ReadFromKafka on Flink (beam_rtbf/java_kafka.py). 2.73.0 is the newest Beam Java release whose
+    # modules resolve here; its KafkaIO accepts every field the 2.77 Python SDK sends (2.62's does not).
+    # io.confluent (schema registry deserializers, an optional extra) is not in the reachable repository.
+    "kafka-expansion": JobServer(
+        engine="kafka-expansion",
+        beam_version="2.73.0",
+        runner_artifact="beam-sdks-java-io-kafka",
+        job_server_artifact="beam-sdks-java-io-kafka-expansion-service",
+        main_class="org.apache.beam.sdk.expansion.service.ExpansionService",
+        engine_version="KafkaIO with kafka-clients 3.9.1",
+        extra=(
+            "org.apache.beam:beam-sdks-java-expansion-service:2.73.0",
+            "org.apache.beam:beam-sdks-java-harness:2.73.0",
+            "org.apache.kafka:kafka-clients:3.9.1",
+            "com.github.jbellis:jamm:0.4.0",  # the harness measures object sizes with it (the container ships it)
+            "org.slf4j:slf4j-simple:2.0.16",
+        ),
+        excluded_groups=("io.confluent",),
+        downloadable=False,
+        takes_jar=False,
     ),
 }
 
@@ -147,13 +173,12 @@ def _fetch(engine: str, server: JobServer, home: Path) -> None:
     for leftover in home.parent.glob(f".{server.name}-*"):
         shutil.rmtree(leftover, ignore_errors=True)
     _LOGGER.warning(
-        "beam-rtbf: fetching the %s job server (Beam %s, %s) into %s, once (150-250 MB); "
-        "--%s_job_server_jar PATH uses a jar you already have",
-        engine, server.beam_version, server.engine_version, home, engine,
+        "beam-rtbf: fetching the %s job server (Beam %s, %s) into %s, once (150-250 MB)%s",
+        engine, server.beam_version, server.engine_version, home, f"; --{engine}_job_server_jar PATH uses a jar you already have" if server.takes_jar else "",
     )  # fmt: skip
     staging = Path(tempfile.mkdtemp(prefix=f".{server.name}-", dir=home.parent))
     try:
-        if not _download(server, staging):
+        if not (server.downloadable and _download(server, staging)):
             _assemble(server, staging)
         staging.rename(home)
     finally:
@@ -186,7 +211,8 @@ def _assemble(server: JobServer, into: Path) -> None:
     if mvn is None:
         raise JobServerUnavailable(
             f"cannot fetch the {server.engine} job server: its jar is not served and Maven (mvn) is not "
-            f"installed; install Maven, or pass --{server.engine}_job_server_jar PATH to {server.name}.jar"
+            f"installed; install Maven"
+            + (f", or pass --{server.engine}_job_server_jar PATH to {server.name}.jar" if server.takes_jar else "")
         )
     deps = [f"org.apache.beam:{server.runner_artifact}:{server.beam_version}", *server.extra]
     (into / "pom.xml").write_text(_pom(server, deps))
@@ -205,8 +231,13 @@ def _assemble(server: JobServer, into: Path) -> None:
 
 
 def _pom(server: JobServer, coordinates: list[str]) -> str:
+    exclusions = "".join(
+        f"<exclusion><groupId>{group}</groupId><artifactId>*</artifactId></exclusion>"
+        for group in server.excluded_groups
+    )
     deps = "".join(
-        f"<dependency><groupId>{g}</groupId><artifactId>{a}</artifactId><version>{v}</version></dependency>"
+        f"<dependency><groupId>{g}</groupId><artifactId>{a}</artifactId><version>{v}</version>"
+        f"<exclusions>{exclusions}</exclusions></dependency>"
         for g, a, v in (c.split(":") for c in coordinates)
     )
     return (

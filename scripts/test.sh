@@ -25,8 +25,9 @@ if [ ! -f .tools/node_modules/kinesalite/package.json ]; then
   npm install --silent --no-audit --no-fund --prefix .tools kinesalite@3.3.3 >/dev/null
 fi
 "$PYTHON" -m pip install --quiet --disable-pip-version-check -e '.[test]'
-# Beam's Flink and Spark job servers (Java), fetched once into ~/.cache/beam-rtbf (tests/integration/test_engines.py).
-"$PYTHON" -m beam_rtbf.job_servers flink spark >/dev/null
+# Beam's Flink and Spark job servers and Java KafkaIO (expansion service + worker pool), fetched once into
+# ~/.cache/beam-rtbf (tests/integration/test_engines.py, test_kafka_xlang.py).
+"$PYTHON" -m beam_rtbf.job_servers flink spark kafka-expansion >/dev/null
 # Apache Kafka (KRaft broker) jars: org.apache.kafka:kafka_2.13 and its dependencies, resolved by mvn into
 # .tools/kafka-<version>/lib once (a no-op when there), so the broker tests never download at test time.
 "$PYTHON" -m beam_rtbf.testing.kafka_broker fetch >/dev/null
