@@ -37,7 +37,8 @@ body { font-family: system-ui, sans-serif; margin: 0; background: #f5f6f8; color
 header { background: #1d2330; color: #fff; padding: 10px 24px; display: flex; gap: 24px; align-items: baseline; }
 header h1 { font-size: 20px; margin: 0; } header a { color: #cfe0ff; } header .where { color: #9aa3b5; font-size: 13px; }
 main { padding: 12px 24px; }
-section { background: #fff; border-radius: 6px; padding: 12px 16px; margin-bottom: 14px; box-shadow: 0 1px 2px #0001; }
+section { background: #fff; border-radius: 6px; padding: 12px 16px; margin-bottom: 14px; box-shadow: 0 1px 2px #0001;
+          overflow-x: auto; }
 section h2 { font-size: 16px; margin: 0 0 8px 0; }
 .figures { display: flex; flex-wrap: wrap; gap: 10px; margin-bottom: 8px; }
 .figure { border: 1px solid #dde1e8; border-radius: 5px; padding: 6px 12px; min-width: 120px; }
@@ -389,9 +390,9 @@ def _request_page(sources: _Sources, ref: str) -> html.Div:
         return html.Div([back, head, timeline, body])
     removed = receipt["records_removed"]
     locations = _grid(
-        ["kind", "where", "status", "records removed", "verified", "verification"],
+        ["kind", "where", "status", "removed", "verified", "verification"],
         [[loc.get("kind", ""), loc.get("path") or loc.get("uri") or loc.get("location") or "",
-          loc.get("status", ""), fmt_int(loc.get("records_removed")) if "records_removed" in loc else "",
+          loc.get("status", ""), _removed_text(loc),
           "yes" if loc.get("verified") else "no", loc.get("verification") or loc.get("reason") or ""]
          for loc in receipt["locations"]],
         "receipt-locations",
@@ -424,6 +425,15 @@ def _request_page(sources: _Sources, ref: str) -> html.Div:
         ]
     )
     return html.Div([back, head, timeline, body])
+
+
+def _removed_text(location: dict) -> str:
+    """Records removed at a file location; for an analytics window, its sessions before -> after."""
+    if "records_removed" in location:
+        return fmt_int(location["records_removed"])
+    if "sessions_before" in location:
+        return f"sessions {fmt_int(location['sessions_before'])} → {fmt_int(location.get('sessions_after'))}"
+    return ""
 
 
 def _guard(server, sources: _Sources) -> None:
