@@ -539,7 +539,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_job(args, jobs)
         if args.command == "generate" and hasattr(args, "registry"):
             raise UsageError("--registry does not apply to generate")
-        commands_run = {"generate": cmd_generate, "forget": cmd_forget, "status": cmd_status, "dashboard": cmd_dashboard}
+        commands_run = {
+            "generate": cmd_generate,
+            "forget": cmd_forget,
+            "status": cmd_status,
+            "dashboard": cmd_dashboard,
+        }
         return commands_run[args.command](args)
     except SystemExit as exc:  # --help, or a job's own refusal with its message
         if isinstance(exc.code, str):

@@ -43,13 +43,17 @@ def parse_analytics_url(url: str) -> tuple[str, str]:
     if parts.scheme not in ("postgresql", "postgres"):
         raise ValueError(f"--analytics must be postgresql://HOST:PORT/DB?table=NAME, not {mask_secrets(url)!r}")
     if parts.password is not None:
-        raise ValueError(f"--analytics: no password in the URL (it would show in the process list): set ${PASSWORD_ENV}")
+        raise ValueError(
+            f"--analytics: no password in the URL (it would show in the process list): set ${PASSWORD_ENV}"
+        )
     query = parse_qsl(parts.query, keep_blank_values=True)
     table = next((v for k, v in query if k == "table"), DEFAULT_TABLE)
     if not _TABLE.match(table):
         raise ValueError(f"--analytics: table {table!r} is not a plain name (letters, digits, _; schema.table allowed)")
     if any(k == "password" for k, _ in query):
-        raise ValueError(f"--analytics: no password in the URL (it would show in the process list): set ${PASSWORD_ENV}")
+        raise ValueError(
+            f"--analytics: no password in the URL (it would show in the process list): set ${PASSWORD_ENV}"
+        )
     rest = urlencode([(k, v) for k, v in query if k != "table"])
     return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, "")), table
 

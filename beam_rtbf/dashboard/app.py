@@ -15,6 +15,7 @@ import dataclasses
 import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +32,8 @@ from beam_rtbf.registry.base import DeletionRegistry
 __all__ = ["DashboardConfig", "build_app"]
 
 _LOGGER = logging.getLogger(__name__)
-MAX_TABLE_ROWS = 200
+PAGE_ROWS = 25  # Dash's renderer slows down with every component on the page: a page of requests at a time
+READ_TTL_S = 5.0  # the callbacks of one page view share one read of the requests
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 0; background: #f5f6f8; color: #1d2330; }
 header { background: #1d2330; color: #fff; padding: 10px 24px; display: flex; gap: 24px; align-items: baseline; }
@@ -53,9 +55,13 @@ tr.overdue td { background: #fde2e1; color: #8a1c12; font-weight: 600; }
 .note { color: #5b6476; font-size: 12px; } .bad { color: #a8200d; font-weight: 600; } .good { color: #1d7a35; }
 code { font-size: 12px; }
 """
-_INDEX = """<!DOCTYPE html>
-<html><head>{%metas%}<title>{%title%}</title>{%favicon%}{%css%}<style>""" + _STYLE + """</style></head>
+_INDEX = (
+    """<!DOCTYPE html>
+<html><head>{%metas%}<title>{%title%}</title>{%favicon%}{%css%}<style>"""
+    + _STYLE
+    + """</style></head>
 <body>{%app_entry%}<footer>{%config%}{%scripts%}{%renderer%}</footer></body></html>"""
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,8 +110,9 @@ def fmt_days(row: data.RequestRow) -> str:
 
 
 def _figure(label: str, value: str, element_id: str) -> html.Div:
-    return html.Div([html.Div(label, className="label"), html.Div(value, id=element_id, className="value")],
-                    className="figure")
+    return html.Div(
+        [html.Div(label, className="label"), html.Div(value, id=element_id, className="value")], className="figure"
+    )
 
 
 def _grid(headers: list[str], rows: list[list], element_id: str, row_classes: list[str] | None = None) -> html.Table:
@@ -113,13 +120,18 @@ def _grid(headers: list[str], rows: list[list], element_id: str, row_classes: li
         html.Tr([html.Td(cell) for cell in row], className=(row_classes[i] if row_classes else None) or None)
         for i, row in enumerate(rows)
     ]
-    return html.Table([html.Thead(html.Tr([html.Th(h) for h in headers])), html.Tbody(body)], id=element_id,
-                      className="grid")
+    return html.Table(
+        [html.Thead(html.Tr([html.Th(h) for h in headers])), html.Tbody(body)], id=element_id, className="grid"
+    )
 
 
 def _layout_figure(fig: go.Figure, height: int = 300) -> go.Figure:
-    fig.update_layout(height=height, margin={"l": 50, "r": 10, "t": 30, "b": 40}, template="plotly_white",
-                      legend={"orientation": "h", "y": -0.2})
+    fig.update_layout(
+        height=height,
+        margin={"l": 50, "r": 10, "t": 30, "b": 40},
+        template="plotly_white",
+        legend={"orientation": "h", "y": -0.2},
+    )
     return fig
 
 
@@ -136,6 +148,7 @@ class _Sources:
         self._analytics_key: tuple | None = None
         self._analytics: pa.Table | None = None
         self.redactor = Redactor(())  # grows with every read of the requests (the server guard's list)
+        self._requests: tuple[float, list[data.RequestRecord], data.RequestsView] | None = None
         self._pg = None
         if config.analytics_url:
             from beam_rtbf.dashboard.analytics_pg import PostgresAnalytics
@@ -145,7 +158,7 @@ class _Sources:
     @contextmanager
     def registry(self) -> Iterator[DeletionRegistry | None]:
         url = self.config.registry_url
-        if not url or (url.startswith("embedded://") and not Path(url[len("embedded://"):]).is_file()):
+        if not url or (url.startswith("embedded://") and not Path(url[len("embedded://") :]).is_file()):
             yield None  # no registry (yet): the manifests say what is known
             return
         from beam_rtbf.registry import open_registry
@@ -165,10 +178,17 @@ class _Sources:
         return data.filter_analytics(table, filters)
 
     def requests(self) -> tuple[list[data.RequestRecord], data.RequestsView]:
+        """Every request (raw, for the views) and the table; one read serves the callbacks of a page view."""
+        with self._lock:
+            cached = self._requests
+        if cached is not None and time.monotonic() - cached[0] < READ_TTL_S:
+            return cached[1], cached[2]
         with self.registry() as registry:
             records = data.request_records(self.config.output, registry)
         view = data.requests_table(self.config.output, None, self.config.clock(), self.hasher, records)
-        self.redactor = view.redactor
+        with self._lock:
+            self.redactor = view.redactor
+            self._requests = (time.monotonic(), records, view)
         return records, view
 
 
@@ -182,28 +202,64 @@ def _runs_section(figures: data.RunFigures) -> html.Section:
             _figure("dead-lettered", fmt_int(latest.get("dead_lettered")), "run-dead_lettered"),
             _figure("throughput (sessions/s)", fmt_float(latest.get("sessions_per_s")), "run-sessions_per_s"),
             _figure("requests accepted", fmt_int(latest.get("requests_accepted")), "run-requests_accepted"),
-            _figure("conservation", {True: "holds", False: "BROKEN"}.get(latest.get("conservation_ok"), "n/a"),
-                    "run-conservation"),
+            _figure(
+                "conservation",
+                {True: "holds", False: "BROKEN"}.get(latest.get("conservation_ok"), "n/a"),
+                "run-conservation",
+            ),
         ],
         className="figures",
     )
     runs = _grid(
-        ["run", "state", "started", "mode", "sessions in", "clean", "suppressed", "dead-lettered", "sessions/s",
-         "elapsed s"],
-        [[r.run_id, r.state, r.started_at or "", r.mode or "", fmt_int(r.sessions_in), fmt_int(r.clean),
-          fmt_int(r.suppressed), fmt_int(r.dead_lettered), fmt_float(r.sessions_per_s), fmt_float(r.elapsed_s, 2)]
-         for r in figures.runs],
+        [
+            "run",
+            "state",
+            "started",
+            "mode",
+            "sessions in",
+            "clean",
+            "suppressed",
+            "dead-lettered",
+            "sessions/s",
+            "elapsed s",
+        ],
+        [
+            [
+                r.run_id,
+                r.state,
+                r.started_at or "",
+                r.mode or "",
+                fmt_int(r.sessions_in),
+                fmt_int(r.clean),
+                fmt_int(r.suppressed),
+                fmt_int(r.dead_lettered),
+                fmt_float(r.sessions_per_s),
+                fmt_float(r.elapsed_s, 2),
+            ]
+            for r in figures.runs
+        ],
         "runs-table",
     )
     purges = _grid(
-        ["purge run", "requests pending", "verified", "incomplete", "blocked", "archive records removed",
-         "elapsed s"],
-        [[p.run, fmt_int(p.requests_pending), fmt_int(p.verified), fmt_int(p.incomplete), fmt_int(p.blocked),
-          fmt_int(p.archive_records_removed), fmt_float(p.elapsed_s, 2)] for p in figures.purges],
+        ["purge run", "requests pending", "verified", "incomplete", "blocked", "archive records removed", "elapsed s"],
+        [
+            [
+                p.run,
+                fmt_int(p.requests_pending),
+                fmt_int(p.verified),
+                fmt_int(p.incomplete),
+                fmt_int(p.blocked),
+                fmt_int(p.archive_records_removed),
+                fmt_float(p.elapsed_s, 2),
+            ]
+            for p in figures.purges
+        ],
         "purges-table",
     )
-    source = f"latest run {latest.get('run_id') or ''} ({latest.get('mode') or 'unknown mode'}, " \
-             f"{latest.get('runner') or 'unknown runner'}, filter {latest.get('filter_strategy') or 'n/a'})"
+    source = (
+        f"latest run {latest.get('run_id') or ''} ({latest.get('mode') or 'unknown mode'}, "
+        f"{latest.get('runner') or 'unknown runner'}, filter {latest.get('filter_strategy') or 'n/a'})"
+    )
     return html.Section(
         [
             html.H2("Run figures"),
@@ -221,25 +277,57 @@ def _analytics_section(choices: tuple[list[str], list[str]]) -> html.Section:
     actions, devices = choices
 
     def dropdown(element_id: str, options, value, multi: bool = False, placeholder: str = "") -> dcc.Dropdown:
-        return dcc.Dropdown(id=element_id, options=options, value=value, multi=multi, clearable=multi,
-                            placeholder=placeholder)
+        return dcc.Dropdown(
+            id=element_id, options=options, value=value, multi=multi, clearable=multi, placeholder=placeholder
+        )
 
     return html.Section(
         [
             html.H2("Analytics over time"),
             html.Div(
                 [
-                    html.Div([html.Label("metric"), dropdown(
-                        "analytics-metric", [{"label": v, "value": k} for k, v in data.METRICS.items()], "sessions")]),
-                    html.Div([html.Label("split by"), dropdown(
-                        "analytics-split", [{"label": v, "value": k} for k, v in data.SPLITS.items()], "action_type")]),
-                    html.Div([html.Label("resolution"), dropdown(
-                        "analytics-resolution", [{"label": v, "value": k} for k, v in data.RESOLUTIONS.items()],
-                        "hour")]),
-                    html.Div([html.Label("action types"), dropdown(
-                        "analytics-actions", actions, [], multi=True, placeholder="all action types")]),
-                    html.Div([html.Label("device types"), dropdown(
-                        "analytics-devices", devices, [], multi=True, placeholder="all device types")]),
+                    html.Div(
+                        [
+                            html.Label("metric"),
+                            dropdown(
+                                "analytics-metric",
+                                [{"label": v, "value": k} for k, v in data.METRICS.items()],
+                                "sessions",
+                            ),
+                        ]
+                    ),
+                    html.Div(
+                        [
+                            html.Label("split by"),
+                            dropdown(
+                                "analytics-split",
+                                [{"label": v, "value": k} for k, v in data.SPLITS.items()],
+                                "action_type",
+                            ),
+                        ]
+                    ),
+                    html.Div(
+                        [
+                            html.Label("resolution"),
+                            dropdown(
+                                "analytics-resolution",
+                                [{"label": v, "value": k} for k, v in data.RESOLUTIONS.items()],
+                                "hour",
+                            ),
+                        ]
+                    ),
+                    html.Div(
+                        [
+                            html.Label("action types"),
+                            dropdown("analytics-actions", actions, [], multi=True, placeholder="all action types"),
+                        ]
+                    ),
+                    html.Div(
+                        [
+                            html.Label("device types"),
+                            dropdown("analytics-devices", devices, [], multi=True, placeholder="all device types"),
+                        ]
+                    ),
                 ],
                 className="controls",
             ),
@@ -252,28 +340,61 @@ def _analytics_section(choices: tuple[list[str], list[str]]) -> html.Section:
 def _requests_section(view: data.RequestsView) -> html.Section:
     counts = view.counts_by_status
     statuses = sorted(counts)
-    cards = [_figure("requests", fmt_int(len(view.rows)), "requests-total"),
-             _figure("overdue", fmt_int(view.overdue), "requests-overdue")]
+    cards = [
+        _figure("requests", fmt_int(len(view.rows)), "requests-total"),
+        _figure("overdue", fmt_int(view.overdue), "requests-overdue"),
+    ]
     cards += [_figure(status, fmt_int(counts[status]), f"requests-count-{status}") for status in statuses]
     bar = _layout_figure(go.Figure(go.Bar(x=statuses, y=[counts[s] for s in statuses], marker_color="#4c72b0")), 240)
     bar.update_layout(title="requests by status")
-    filter_options = [{"label": "all", "value": "all"}, {"label": "open (not verified)", "value": "open"},
-                      {"label": "overdue", "value": "overdue"}] + [{"label": s, "value": s} for s in statuses]
+    filter_options = [
+        {"label": "all", "value": "all"},
+        {"label": "open (not verified)", "value": "open"},
+        {"label": "overdue", "value": "overdue"},
+    ] + [{"label": s, "value": s} for s in statuses]
     return html.Section(
         [
             html.H2("Erasure requests"),
-            html.Div("Requests are named by a keyed hash of their id, subjects by the keyed hash the receipts use; "
-                     "no identifier is shown.", className="note"),
+            html.Div(
+                "Requests are named by a keyed hash of their id, subjects by the keyed hash the receipts use; "
+                "no identifier is shown.",
+                className="note",
+            ),
             html.Div(cards, className="figures"),
             dcc.Graph(id="requests-by-status", figure=bar, config={"displaylogo": False}),
-            html.Div([html.Label("show"), dcc.Dropdown(id="requests-filter", options=filter_options, value="all",
-                                                        clearable=False)], style={"maxWidth": "320px"}),
-            html.Div(id="requests-table-box"),
+            html.Div(
+                [
+                    html.Div(
+                        [
+                            html.Label("show"),
+                            dcc.Dropdown(id="requests-filter", options=filter_options, value="all", clearable=False),
+                        ],
+                        style={"width": "300px"},
+                    ),
+                    html.Div(
+                        [
+                            html.Label("page"),
+                            dcc.Input(
+                                id="requests-page",
+                                type="number",
+                                min=1,
+                                step=1,
+                                value=1,
+                                debounce=True,
+                                style={"width": "80px", "display": "block"},
+                            ),
+                        ]
+                    ),
+                ],
+                className="controls",
+                style={"maxWidth": "480px"},
+            ),
+            html.Div(_requests_rows(view, "all", 1), id="requests-table-box"),
         ]
     )
 
 
-def _requests_rows(view: data.RequestsView, which: str) -> html.Div:
+def _requests_rows(view: data.RequestsView, which: str, page: int) -> html.Div:
     rows = view.rows
     if which == "open":
         rows = [r for r in rows if r.status != "verified"]
@@ -281,18 +402,45 @@ def _requests_rows(view: data.RequestsView, which: str) -> html.Div:
         rows = [r for r in rows if r.overdue]
     elif which != "all":
         rows = [r for r in rows if r.status == which]
-    shown = rows[:MAX_TABLE_ROWS]
+    pages = max(1, -(-len(rows) // PAGE_ROWS))
+    page = min(max(1, page), pages)
+    first = (page - 1) * PAGE_ROWS
+    shown = rows[first : first + PAGE_ROWS]
     table = _grid(
-        ["request", "subject (keyed hash)", "regulation", "status", "deadline (UTC)", "days left", "accepted (UTC)",
-         "effective (UTC)", "records removed", "receipt"],
-        [[dcc.Link(r.ref, href=f"/request/{r.ref}", className="request-link"), short_hash(r.subject_hash),
-          r.regulation, r.status, fmt_time(r.deadline_ms, False), fmt_days(r), fmt_time(r.accepted_at_ms, False),
-          fmt_time(r.effective_at_ms, False), fmt_int(r.records_removed) if r.has_receipt else "",
-          "yes" if r.has_receipt else "not yet"] for r in shown],
+        [
+            "request",
+            "subject (keyed hash)",
+            "regulation",
+            "status",
+            "deadline (UTC)",
+            "days left",
+            "accepted (UTC)",
+            "effective (UTC)",
+            "records removed",
+            "receipt",
+        ],
+        [
+            [
+                dcc.Link(r.ref, href=f"/request/{r.ref}", className="request-link"),
+                short_hash(r.subject_hash),
+                r.regulation,
+                r.status,
+                fmt_time(r.deadline_ms, False),
+                fmt_days(r),
+                fmt_time(r.accepted_at_ms, False),
+                fmt_time(r.effective_at_ms, False),
+                fmt_int(r.records_removed) if r.has_receipt else "",
+                "yes" if r.has_receipt else "not yet",
+            ]
+            for r in shown
+        ],
         "requests-table",
         ["overdue" if r.overdue else "" for r in shown],
     )
-    note = f"{len(shown)} of {len(rows)} requests, earliest deadline first"
+    note = (
+        f"requests {first + 1 if shown else 0}–{first + len(shown)} of {len(rows)} (page {page} of {pages}), "
+        "earliest deadline first"
+    )
     return html.Div([html.Div(note, id="requests-shown", className="note"), table])
 
 
@@ -304,10 +452,12 @@ def _latency_section(lat: data.Latencies) -> html.Section:
             html.H2("Effectiveness latency"),
             html.Div("From the registry accepting a request to the filter dropping its subject.", className="note"),
             html.Div(
-                [_figure("requests measured", fmt_int(lat.count), "latency-count"),
-                 _figure("p50 (s)", fmt_float(lat.p50_s, 3), "latency-p50"),
-                 _figure("p99 (s)", fmt_float(lat.p99_s, 3), "latency-p99"),
-                 _figure("max (s)", fmt_float(lat.max_s, 3), "latency-max")],
+                [
+                    _figure("requests measured", fmt_int(lat.count), "latency-count"),
+                    _figure("p50 (s)", fmt_float(lat.p50_s, 3), "latency-p50"),
+                    _figure("p99 (s)", fmt_float(lat.p99_s, 3), "latency-p99"),
+                    _figure("max (s)", fmt_float(lat.max_s, 3), "latency-max"),
+                ],
                 className="figures",
             ),
             dcc.Graph(id="latency-histogram", figure=hist, config={"displaylogo": False}),
@@ -318,20 +468,35 @@ def _latency_section(lat: data.Latencies) -> html.Section:
 def _dead_letters_section(counts: data.DeadLetterCounts) -> html.Section:
     reasons = list(reversed(counts.by_reason))
     bar = _layout_figure(
-        go.Figure(go.Bar(y=[f"{s}: {r}" for s, r, _ in reasons], x=[n for _, _, n in reasons], orientation="h",
-                         marker_color="#c44e52")),
+        go.Figure(
+            go.Bar(
+                y=[f"{s}: {r}" for s, r, _ in reasons],
+                x=[n for _, _, n in reasons],
+                orientation="h",
+                marker_color="#c44e52",
+            )
+        ),
         max(200, 28 * len(reasons) + 80),
     )
     bar.update_layout(margin={"l": 380})
     return html.Section(
         [
             html.H2("Dead letters by reason"),
-            html.Div("Rejected records are counted by stream and reason (quoted values masked); their bytes are "
-                     "never shown.", className="note"),
-            html.Div([_figure("dead letters", fmt_int(counts.total), "deadletters-total"),
-                      _figure("files", fmt_int(counts.files), "deadletters-files")], className="figures"),
-            _grid(["stream", "reason", "count"], [[s, r, fmt_int(n)] for s, r, n in counts.by_reason],
-                  "deadletters-table"),
+            html.Div(
+                "Rejected records are counted by stream and reason (quoted values masked); their bytes are "
+                "never shown.",
+                className="note",
+            ),
+            html.Div(
+                [
+                    _figure("dead letters", fmt_int(counts.total), "deadletters-total"),
+                    _figure("files", fmt_int(counts.files), "deadletters-files"),
+                ],
+                className="figures",
+            ),
+            _grid(
+                ["stream", "reason", "count"], [[s, r, fmt_int(n)] for s, r, n in counts.by_reason], "deadletters-table"
+            ),
             dcc.Graph(id="deadletters-graph", figure=bar, config={"displaylogo": False}) if reasons else html.Div(),
         ]
     )
@@ -350,8 +515,13 @@ def _overview(sources: _Sources) -> html.Div:
             _runs_section(data.run_figures(config.output)),
             _analytics_section(choices),
             _requests_section(view),
-            html.Div([_latency_section(data.latencies(view.rows)),
-                      _dead_letters_section(data.dead_letters(config.output, view.redactor))], className="row2"),
+            html.Div(
+                [
+                    _latency_section(data.latencies(view.rows)),
+                    _dead_letters_section(data.dead_letters(config.output, view.redactor)),
+                ],
+                className="row2",
+            ),
         ]
     )
 
@@ -367,34 +537,55 @@ def _request_page(sources: _Sources, ref: str) -> html.Div:
         [
             html.H2(f"Request {row.ref}", id="request-ref"),
             html.Div(
-                [_figure("status", row.status, "request-status"),
-                 _figure("regulation", row.regulation, "request-regulation"),
-                 _figure("deadline (UTC)", fmt_time(row.deadline_ms), "request-deadline"),
-                 _figure("days left", fmt_days(row), "request-days"),
-                 _figure("records removed", fmt_int(row.records_removed) if row.has_receipt else "no receipt yet",
-                         "request-removed")],
+                [
+                    _figure("status", row.status, "request-status"),
+                    _figure("regulation", row.regulation, "request-regulation"),
+                    _figure("deadline (UTC)", fmt_time(row.deadline_ms), "request-deadline"),
+                    _figure("days left", fmt_days(row), "request-days"),
+                    _figure(
+                        "records removed",
+                        fmt_int(row.records_removed) if row.has_receipt else "no receipt yet",
+                        "request-removed",
+                    ),
+                ],
                 className="figures",
             ),
             html.Div(["subject (keyed hash): ", html.Code(row.subject_hash, id="request-subject-hash")]),
         ]
     )
     timeline = html.Section(
-        [html.H2("Timeline"),
-         _grid(["step", "at (UTC)", "detail"], [[s["step"], fmt_time(s["at_ms"]), s.get("detail", "")]
-                                          for s in page["timeline"]], "request-timeline")]
+        [
+            html.H2("Timeline"),
+            _grid(
+                ["step", "at (UTC)", "detail"],
+                [[s["step"], fmt_time(s["at_ms"]), s.get("detail", "")] for s in page["timeline"]],
+                "request-timeline",
+            ),
+        ]
     )
     receipt = page["receipt"]
     if receipt is None:
-        body = html.Section([html.H2("Receipt"), html.Div("no receipt yet: the purge has not completed this request",
-                                                          id="receipt-missing")])
+        body = html.Section(
+            [
+                html.H2("Receipt"),
+                html.Div("no receipt yet: the purge has not completed this request", id="receipt-missing"),
+            ]
+        )
         return html.Div([back, head, timeline, body])
     removed = receipt["records_removed"]
     locations = _grid(
         ["kind", "where", "status", "removed", "verified", "verification"],
-        [[loc.get("kind", ""), loc.get("path") or loc.get("uri") or loc.get("location") or "",
-          loc.get("status", ""), _removed_text(loc),
-          "yes" if loc.get("verified") else "no", loc.get("verification") or loc.get("reason") or ""]
-         for loc in receipt["locations"]],
+        [
+            [
+                loc.get("kind", ""),
+                loc.get("path") or loc.get("uri") or loc.get("location") or "",
+                loc.get("status", ""),
+                _removed_text(loc),
+                "yes" if loc.get("verified") else "no",
+                loc.get("verification") or loc.get("reason") or "",
+            ]
+            for loc in receipt["locations"]
+        ],
         "receipt-locations",
     )
     verification = receipt["verification"]
@@ -403,24 +594,36 @@ def _request_page(sources: _Sources, ref: str) -> html.Div:
         [
             html.H2("Receipt"),
             html.Div(
-                [_figure("receipt status", str(receipt["status"]), "receipt-status"),
-                 _figure("archive records removed", fmt_int(removed.get("archive_partition")), "receipt-archive"),
-                 _figure("index rows removed", fmt_int(removed.get("index")), "receipt-index"),
-                 _figure("dead letters removed", fmt_int(removed.get("deadletter")), "receipt-deadletter"),
-                 _figure("verification", "passed" if verification.get("passed") else "NOT passed",
-                         "receipt-verification"),
-                 _figure("records of the subject found by the re-scan", fmt_int(verification.get("found")),
-                         "receipt-found")],
+                [
+                    _figure("receipt status", str(receipt["status"]), "receipt-status"),
+                    _figure("archive records removed", fmt_int(removed.get("archive_partition")), "receipt-archive"),
+                    _figure("index rows removed", fmt_int(removed.get("index")), "receipt-index"),
+                    _figure("dead letters removed", fmt_int(removed.get("deadletter")), "receipt-deadletter"),
+                    _figure(
+                        "verification", "passed" if verification.get("passed") else "NOT passed", "receipt-verification"
+                    ),
+                    _figure(
+                        "records of the subject found by the re-scan",
+                        fmt_int(verification.get("found")),
+                        "receipt-found",
+                    ),
+                ],
                 className="figures",
             ),
-            html.Div(f"purge run {receipt.get('purge_run')}, completed {receipt.get('completed_at') or 'no'}; "
-                     f"alias hashes: {len(receipt['alias_hashes'])}", className="note"),
+            html.Div(
+                f"purge run {receipt.get('purge_run')}, completed {receipt.get('completed_at') or 'no'}; "
+                f"alias hashes: {len(receipt['alias_hashes'])}",
+                className="note",
+            ),
             html.H3("Records removed per location", style={"fontSize": "14px"}),
             locations,
             html.H3("Verification", style={"fontSize": "14px"}),
-            html.Div(f"scanned {fmt_int(scanned.get('rows'))} rows in {fmt_int(scanned.get('archive_files'))} "
-                     f"archive, {fmt_int(scanned.get('index_files'))} index and "
-                     f"{fmt_int(scanned.get('deadletter_files'))} dead-letter files", id="receipt-scanned"),
+            html.Div(
+                f"scanned {fmt_int(scanned.get('rows'))} rows in {fmt_int(scanned.get('archive_files'))} "
+                f"archive, {fmt_int(scanned.get('index_files'))} index and "
+                f"{fmt_int(scanned.get('deadletter_files'))} dead-letter files",
+                id="receipt-scanned",
+            ),
             html.Div(verification.get("method") or "", className="note"),
         ]
     )
@@ -455,14 +658,25 @@ def _guard(server, sources: _Sources) -> None:
 def build_app(config: DashboardConfig) -> Dash:
     """The Dash app for ``config`` (``app.server`` is its Flask WSGI app)."""
     sources = _Sources(config)
-    app = Dash(__name__, title="beam-rtbf dashboard", update_title=None, suppress_callback_exceptions=True,
-               serve_locally=True, index_string=_INDEX)
+    app = Dash(
+        __name__,
+        title="beam-rtbf dashboard",
+        update_title=None,
+        suppress_callback_exceptions=True,
+        serve_locally=True,
+        index_string=_INDEX,
+    )
     where = f"analytics from {sources._pg.table if sources._pg else 'files'}; registry {'set' if config.registry_url else 'none'}"  # noqa: SLF001
     app.layout = html.Div(
         [
             dcc.Location(id="url"),
-            html.Header([html.H1("beam-rtbf"), dcc.Link("overview", href="/"),
-                         html.Span(f"{config.output.name or config.output} · read-only · {where}", className="where")]),
+            html.Header(
+                [
+                    html.H1("beam-rtbf"),
+                    dcc.Link("overview", href="/"),
+                    html.Span(f"{config.output.name or config.output} · read-only · {where}", className="where"),
+                ]
+            ),
             html.Main(id="page"),
         ]
     )
@@ -471,7 +685,7 @@ def build_app(config: DashboardConfig) -> Dash:
     def render(pathname: str | None):
         path = pathname or "/"
         if path.startswith("/request/"):
-            return _request_page(sources, path[len("/request/"):].strip("/"))
+            return _request_page(sources, path[len("/request/") :].strip("/"))
         if path in ("/", ""):
             return _overview(sources)
         return html.Section([html.H2("Not found"), dcc.Link("overview", href="/")])
@@ -490,8 +704,9 @@ def build_app(config: DashboardConfig) -> Dash:
         try:
             table = sources.analytics(filters)
         except Exception as exc:  # noqa: BLE001 - shown on the page
-            return _layout_figure(go.Figure()), [html.Div(f"analytics unavailable: {exc}", className="bad",
-                                                          id="analytics-error")]
+            return _layout_figure(go.Figure()), [
+                html.Div(f"analytics unavailable: {exc}", className="bad", id="analytics-error")
+            ]
         totals = data.analytics_totals(table)
         series = data.analytics_series(table, metric or "sessions", split or "action_type", resolution or "hour")
         fig = go.Figure([go.Scatter(x=xs, y=ys, name=name, mode="lines") for name, (xs, ys) in series.items()])
@@ -505,10 +720,15 @@ def build_app(config: DashboardConfig) -> Dash:
         ]
         return fig, cards
 
-    @app.callback(Output("requests-table-box", "children"), Input("requests-filter", "value"))
-    def requests(which):
+    @app.callback(
+        Output("requests-table-box", "children"),
+        Input("requests-filter", "value"),
+        Input("requests-page", "value"),
+        prevent_initial_call=True,  # the overview comes with the first page
+    )
+    def requests(which, page):
         _records, view = sources.requests()
-        return _requests_rows(view, which or "all")
+        return _requests_rows(view, which or "all", int(page or 1))
 
     _guard(app.server, sources)
     return app

@@ -145,7 +145,9 @@ def analytics_frame(
 
 
 def _weighted_secs(table: pa.Table) -> pa.Array:
-    return pc.multiply(pc.fill_null(table.column("avg_secs_elapsed"), 0.0), pc.cast(table.column("sessions"), pa.float64()))
+    return pc.multiply(
+        pc.fill_null(table.column("avg_secs_elapsed"), 0.0), pc.cast(table.column("sessions"), pa.float64())
+    )
 
 
 def analytics_totals(table: pa.Table) -> AnalyticsTotals:
@@ -162,6 +164,7 @@ def analytics_totals(table: pa.Table) -> AnalyticsTotals:
 
 def analytics_choices(table: pa.Table) -> tuple[list[str], list[str]]:
     """The action types and device types present (for the filter dropdowns), sorted."""
+
     def values(column: str) -> list[str]:
         return sorted(v if v is not None else _MISSING for v in pc.unique(table.column(column)).to_pylist())
 
@@ -196,9 +199,11 @@ def analytics_series(
             "secs": _weighted_secs(table),
         }
     )
-    summed = work.group_by(["group", "bucket"]).aggregate(
-        [("sessions", "sum"), ("distinct_users", "sum"), ("secs", "sum")]
-    ).sort_by([("group", "ascending"), ("bucket", "ascending")])
+    summed = (
+        work.group_by(["group", "bucket"])
+        .aggregate([("sessions", "sum"), ("distinct_users", "sum"), ("secs", "sum")])
+        .sort_by([("group", "ascending"), ("bucket", "ascending")])
+    )
     out: dict[str, tuple[list[str], list[float]]] = {}
     for row in summed.to_pylist():
         xs, ys = out.setdefault(row["group"], ([], []))

@@ -88,8 +88,9 @@ class PostgresServer:
         deadline = time.monotonic() + 30
         while True:
             try:
-                with psycopg.connect(self.url.rsplit("/", 1)[0] + "/postgres", password=self.password,
-                                     autocommit=True) as conn:
+                with psycopg.connect(
+                    self.url.rsplit("/", 1)[0] + "/postgres", password=self.password, autocommit=True
+                ) as conn:
                     if self.database != "postgres":
                         conn.execute(f'CREATE DATABASE "{self.database}"')
                     return

@@ -96,8 +96,8 @@ def _user_ids(out: Path) -> list[str]:
 
 
 def identifier_pattern(identifiers: list[str]) -> re.Pattern:
-    """Any of ``identifiers`` as a whole token (``u1`` is not found inside ``u10``)."""
-    edge = r"A-Za-z0-9_@.+\-"
+    """Any of ``identifiers`` not inside a longer word (``u1`` is not found in ``u10``, but is in ``u1@x.org``)."""
+    edge = "A-Za-z0-9_"
     alternatives = "|".join(map(re.escape, sorted(identifiers, key=len, reverse=True)))
     return re.compile(rf"(?<![{edge}])(?:{alternatives})(?![{edge}])")
 
@@ -135,3 +135,25 @@ def launch_browser(playwright):
     """Headless Chromium from Debian (no browser download); --no-sandbox as root only."""
     args = ["--no-sandbox"] if os.geteuid() == 0 else []
     return playwright.chromium.launch(executable_path=chromium(), headless=True, args=args)
+
+
+def screenshot(url: str, path: str, width: int = 1400, height: int = 1900) -> None:
+    """A screenshot of the overview at ``url`` once its figures are there (the README's docs/dashboard.png):
+
+    python -m tests.helpers.dashboard http://127.0.0.1:8050/ docs/dashboard.png
+    """
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = launch_browser(playwright)
+        page = browser.new_page(viewport={"width": width, "height": height})
+        page.goto(url)
+        for element in ("#run-sessions_in", "#analytics-sessions", "#requests-table", "#deadletters-table"):
+            page.wait_for_selector(element, timeout=120_000)
+        page.wait_for_timeout(1000)  # the charts' transitions
+        page.screenshot(path=path)
+        browser.close()
+
+
+if __name__ == "__main__":
+    screenshot(sys.argv[1], sys.argv[2])

@@ -121,3 +121,21 @@ def test_overview_answer_holds_no_identifier_and_the_guard_refuses_one(tmp_path)
     leak = client.get("/leak")
     assert leak.status_code == 500 and b"zoe" not in leak.data
     assert json.loads(client.get("/_dash-layout").data)  # the layout itself is served
+
+
+def test_requests_table_pages(tmp_path):
+    registry = EmbeddedRegistry(str(tmp_path / "_state" / "registry.sqlite"))
+    registry.add([ErasureRequest(f"req-{i:02d}", f"subject-{i:02d}", 1_767_225_600_000 + i * 60_000) for i in range(30)])
+    registry.close()
+    app = build_app(DashboardConfig(tmp_path, f"embedded://{tmp_path}/_state/registry.sqlite", None))
+    body = {
+        "output": "requests-table-box.children",
+        "outputs": {"id": "requests-table-box", "property": "children"},
+        "inputs": [{"id": "requests-filter", "property": "value", "value": "all"},
+                   {"id": "requests-page", "property": "value", "value": 2}],
+        "changedPropIds": ["requests-page.value"],
+        "state": [],
+    }
+    text = app.server.test_client().post("/_dash-update-component", json=body).get_data(as_text=True)
+    assert "requests 26–30 of 30 (page 2 of 2), earliest deadline first" in text
+    assert text.count('"className":"request-link"') == 5 and "subject-" not in text

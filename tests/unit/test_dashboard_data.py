@@ -261,10 +261,13 @@ def test_dead_letters_by_reason_category(tmp_path):
 # -- privacy helpers -----------------------------------------------------------------------------
 
 
-def test_redactor_matches_whole_tokens_only():
-    redact = Redactor(["u12", "a.b@example.com"])
-    assert redact("u12 and u123 and xu12 and (u12)") == f"{REDACTED} and u123 and xu12 and ({REDACTED})"
+def test_redactor_matches_ids_not_inside_longer_words():
+    redact = Redactor(["u12", "a.b@example.com", "u12-x"])
+    assert redact("u12 and u123 and xu12 and (u12).") == f"{REDACTED} and u123 and xu12 and ({REDACTED})."
     assert redact('mail "a.b@example.com".') == f'mail "{REDACTED}".'
+    assert redact("u12-x u12-y u12@z.org") == f"{REDACTED} {REDACTED}-y {REDACTED}@z.org"  # longest first
+    many = Redactor([f"u{i:07d}" for i in range(2000)])
+    assert many("see u0001999, u0002000 and u0000000") == f"see {REDACTED}, u0002000 and {REDACTED}"
     assert Redactor([])("u12") == "u12" and not Redactor([]).found("u12")
 
 
