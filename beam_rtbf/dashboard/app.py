@@ -360,8 +360,15 @@ def _requests_section(view: data.RequestsView) -> html.Section:
                 "no identifier is shown.",
                 className="note",
             ),
-            html.Div(cards, className="figures"),
-            dcc.Graph(id="requests-by-status", figure=bar, config={"displaylogo": False}),
+            html.Div(
+                [
+                    html.Div(cards, className="figures", style={"flex": "1", "alignContent": "flex-start"}),
+                    dcc.Graph(
+                        id="requests-by-status", figure=bar, config={"displaylogo": False}, style={"width": "520px"}
+                    ),
+                ],
+                style={"display": "flex", "gap": "14px", "flexWrap": "wrap"},
+            ),
             html.Div(
                 [
                     html.Div(

@@ -137,7 +137,7 @@ def launch_browser(playwright):
     return playwright.chromium.launch(executable_path=chromium(), headless=True, args=args)
 
 
-def screenshot(url: str, path: str, width: int = 1400, height: int = 1900) -> None:
+def screenshot(url: str, path: str, width: int = 1400, height: int = 1000) -> None:
     """A screenshot of the overview at ``url`` once its figures are there (the README's docs/dashboard.png):
 
     python -m tests.helpers.dashboard http://127.0.0.1:8050/ docs/dashboard.png
@@ -151,7 +151,7 @@ def screenshot(url: str, path: str, width: int = 1400, height: int = 1900) -> No
         for element in ("#run-sessions_in", "#analytics-sessions", "#requests-table", "#deadletters-table"):
             page.wait_for_selector(element, timeout=120_000)
         page.wait_for_timeout(1000)  # the charts' transitions
-        page.screenshot(path=path)
+        page.screenshot(path=path, full_page=True)
         browser.close()
 
 
