@@ -147,7 +147,7 @@ class _Sources:
         self._lock = threading.Lock()
         self._analytics_key: tuple | None = None
         self._analytics: pa.Table | None = None
-        self.redactor = Redactor(())  # grows with every read of the requests (the server guard's list)
+        self._redactor: Redactor | None = None  # from the latest read of the requests (the server guard's list)
         self._requests: tuple[float, list[data.RequestRecord], data.RequestsView] | None = None
         self._pg = None
         if config.analytics_url:
@@ -165,6 +165,12 @@ class _Sources:
 
         with open_registry(url) as registry:
             yield registry
+
+    def redactor(self) -> Redactor:
+        """The identifiers of the latest read of the requests (read once if none has happened yet)."""
+        with self._lock:
+            known = self._redactor
+        return known if known is not None else self.requests()[1].redactor
 
     def analytics(self, filters: data.AnalyticsFilters) -> pa.Table:
         if self._pg is not None:
@@ -187,7 +193,7 @@ class _Sources:
             records = data.request_records(self.config.output, registry)
         view = data.requests_table(self.config.output, None, self.config.clock(), self.hasher, records)
         with self._lock:
-            self.redactor = view.redactor
+            self._redactor = view.redactor
             self._requests = (time.monotonic(), records, view)
         return records, view
 
@@ -654,7 +660,7 @@ def _guard(server, sources: _Sources) -> None:
         if response.direct_passthrough or response.mimetype not in ("text/html", "application/json"):
             return response
         text = response.get_data(as_text=True)
-        if sources.redactor.found(text):
+        if sources.redactor().found(text):
             _LOGGER.error("refused to serve an answer holding an identifier (a dashboard view is wrong)")
             response.set_data("refused: the answer held an identifier")
             response.status_code = 500

@@ -19,8 +19,17 @@ TOKEN = "a-test-token-of-32-characters-xx"
 
 @pytest.mark.parametrize(
     "host, loopback",
-    [("127.0.0.1", True), ("127.3.4.5", True), ("::1", True), ("[::1]", True), ("localhost", True),
-     ("0.0.0.0", False), ("::", False), ("192.168.1.4", False), ("dash.example.com", False)],
+    [
+        ("127.0.0.1", True),
+        ("127.3.4.5", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.4", False),
+        ("dash.example.com", False),
+    ],
 )
 def test_is_loopback(host, loopback):
     assert is_loopback(host) is loopback
@@ -71,7 +80,10 @@ def test_command_refuses_a_wide_address_without_token(tmp_path, monkeypatch, cap
 
 def test_command_refuses_a_missing_folder_and_a_bad_port(tmp_path, capsys):
     assert main(["dashboard", f"--output={tmp_path / 'nope'}"]) == 2
-    assert capsys.readouterr().err == f"beam-rtbf dashboard: --output {tmp_path / 'nope'}: no such folder (give the folder a run wrote)\n"
+    assert (
+        capsys.readouterr().err
+        == f"beam-rtbf dashboard: --output {tmp_path / 'nope'}: no such folder (give the folder a run wrote)\n"
+    )
     assert main(["dashboard", f"--output={tmp_path}", "--port", "70000"]) == 2
     assert "is not a TCP port" in capsys.readouterr().err
     assert main(["dashboard", f"--output={tmp_path}", "--analytics", "postgresql://u:pw@h:5432/db"]) == 2
@@ -88,8 +100,11 @@ def test_analytics_url():
     )
     assert parse_analytics_url("postgresql://h/db") == ("postgresql://h/db", "rtbf_analytics")
     assert parse_analytics_url("postgresql://h/db?table=metrics.windows")[1] == "metrics.windows"
-    for bad, message in [("mysql://h/db", "must be postgresql://"), ("postgresql://h/db?table=x;drop", "not a plain name"),
-                         ("postgresql://h/db?password=p", "no password")]:
+    for bad, message in [
+        ("mysql://h/db", "must be postgresql://"),
+        ("postgresql://h/db?table=x;drop", "not a plain name"),
+        ("postgresql://h/db?password=p", "no password"),
+    ]:
         with pytest.raises(ValueError, match=message):
             parse_analytics_url(bad)
 
@@ -113,6 +128,8 @@ def test_overview_answer_holds_no_identifier_and_the_guard_refuses_one(tmp_path)
     app = build_app(DashboardConfig(tmp_path, f"embedded://{tmp_path}/_state/registry.sqlite", None))
     app.server.add_url_rule("/leak", "leak", lambda: {"who": "zoe-4711"})  # a view that would leak
     client = app.server.test_client()
+    leak = client.get("/leak")  # before any view has read the requests: the guard reads them itself
+    assert leak.status_code == 500 and b"zoe" not in leak.data
     answer = _render(client, "/")
     assert answer.status_code == 200
     text = answer.get_data(as_text=True)
@@ -125,14 +142,18 @@ def test_overview_answer_holds_no_identifier_and_the_guard_refuses_one(tmp_path)
 
 def test_requests_table_pages(tmp_path):
     registry = EmbeddedRegistry(str(tmp_path / "_state" / "registry.sqlite"))
-    registry.add([ErasureRequest(f"req-{i:02d}", f"subject-{i:02d}", 1_767_225_600_000 + i * 60_000) for i in range(30)])
+    registry.add(
+        [ErasureRequest(f"req-{i:02d}", f"subject-{i:02d}", 1_767_225_600_000 + i * 60_000) for i in range(30)]
+    )
     registry.close()
     app = build_app(DashboardConfig(tmp_path, f"embedded://{tmp_path}/_state/registry.sqlite", None))
     body = {
         "output": "requests-table-box.children",
         "outputs": {"id": "requests-table-box", "property": "children"},
-        "inputs": [{"id": "requests-filter", "property": "value", "value": "all"},
-                   {"id": "requests-page", "property": "value", "value": 2}],
+        "inputs": [
+            {"id": "requests-filter", "property": "value", "value": "all"},
+            {"id": "requests-page", "property": "value", "value": 2},
+        ],
         "changedPropIds": ["requests-page.value"],
         "state": [],
     }
