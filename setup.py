@@ -6,7 +6,8 @@ from setuptools import find_packages, setup
 # install_requires), so these names add nothing; they stay so that `pip install '.[kafka]'`
 # and the runner images' `[aws,kafka,redis]` keep working.
 EXTRAS = {"kafka": [], "aws": [], "gcp": [], "redis": []}
-EXTRAS["test"] = ["pytest>=8,<10", "pytest-timeout>=2.2,<3", "ruff>=0.5", "moto[server]>=5,<6"]
+# playwright drives Debian's chromium in the dashboard tests (executable_path: no browser download).
+EXTRAS["test"] = ["pytest>=8,<10", "pytest-timeout>=2.2,<3", "ruff>=0.5", "moto[server]>=5,<6", "playwright==1.65.2"]
 EXTRAS["bench"] = ["redis>=5,<9", "matplotlib>=3.7,<4"]
 EXTRAS["dev"] = sorted(set(EXTRAS["test"]) | set(EXTRAS["bench"]))
 
@@ -38,6 +39,11 @@ setup(
         "google-cloud-pubsub>=2.18,<3",  # pubsub://
         "google-cloud-storage>=2.18.2,<4",  # gs:// through Beam's GCS filesystem
         "redis>=5,<9",  # redis:// and rediss:// registries
+        # beam-rtbf dashboard: Dash (pinned: the tests read its rendered DOM), served by waitress;
+        # psycopg for --analytics postgresql://
+        "dash==4.4.1",
+        "waitress>=3.0.2,<4",
+        "psycopg[binary]>=3.2,<4",
     ],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["beam-rtbf=beam_rtbf.cli:main"]},

@@ -8,6 +8,7 @@ beam-rtbf purge --output out                    # erase what the manifests name,
 beam-rtbf generate --out data --sessions 1000000 --users 100000 --requests 1000
 beam-rtbf forget u0000042 --regulation ccpa     # submit an erasure request to the registry
 beam-rtbf status [REQUEST_ID]                   # a request's timeline, or all requests by deadline
+beam-rtbf dashboard --output out                # read-only web view: analytics, runs, requests, receipts
 
 -v/--verbose and --registry may come before or after the command. Options are spelled with
 - or _ alike; an unknown one is refused (exit 2) before anything runs.
@@ -305,6 +306,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Serve the read-only dashboard of ``--output`` (its registry and key resolved as status finds them)."""
+    from pathlib import Path
+
+    from beam_rtbf.dashboard.app import DashboardConfig
+    from beam_rtbf.dashboard.serve import serve
+    from beam_rtbf.options import RtbfOptions, subject_key_file
+
+    if "://" in args.output and not args.output.startswith("file://"):
+        raise UsageError(f"--output {args.output}: the dashboard reads a local output folder")
+    options = _state_options(args)
+    config = DashboardConfig(
+        output=Path(options.view_as(RtbfOptions).output),
+        registry_url=options.view_as(RtbfOptions).registry,
+        key_file=subject_key_file(options),
+        analytics_url=args.analytics,
+    )
+    return serve(config, args.host, args.port)
+
+
 # -- parsers -------------------------------------------------------------------------------------
 
 _RUNNER_HELP = (
@@ -424,6 +445,26 @@ def _parser() -> tuple[Parser, dict[str, argparse.ArgumentParser], dict[str, _Jo
     status.add_argument("request_id", nargs="?", help="a request id (default: list the open requests)")
     status.add_argument("--all", action="store_true", help="also list requests already verified")
     _add_registry_flags(status)
+
+    dashboard = sub.add_parser(
+        "dashboard", help="a read-only web view of a run's output: analytics, runs, requests, receipts"
+    )
+    _add_global_flags(dashboard)
+    _add_registry_flags(dashboard)
+    dashboard.add_argument(
+        "--analytics",
+        metavar="URL",
+        default=None,
+        help="read analytics from postgresql://[USER@]HOST:PORT/DB?table=NAME (password from "
+        "$RTBF_POSTGRES_PASSWORD; default table rtbf_analytics) instead of OUTPUT/analytics",
+    )
+    dashboard.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; any non-loopback address needs $RTBF_DASHBOARD_TOKEN, which every "
+        "request must then carry (?token=..., then a cookie; or an Authorization: Bearer header)",
+    )
+    dashboard.add_argument("--port", type=int, default=8050, help="TCP port (0: a free one, printed at start)")
     return parser, dict(sub.choices), jobs
 
 
@@ -498,7 +539,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_job(args, jobs)
         if args.command == "generate" and hasattr(args, "registry"):
             raise UsageError("--registry does not apply to generate")
-        return {"generate": cmd_generate, "forget": cmd_forget, "status": cmd_status}[args.command](args)
+        commands_run = {
+            "generate": cmd_generate,
+            "forget": cmd_forget,
+            "status": cmd_status,
+            "dashboard": cmd_dashboard,
+        }
+        return commands_run[args.command](args)
     except SystemExit as exc:  # --help, or a job's own refusal with its message
         if isinstance(exc.code, str):
             print(mask_secrets(exc.code), file=sys.stderr)

@@ -16,6 +16,8 @@ command -v unshare >/dev/null 2>&1 || missing="$missing util-linux"
 # The real Kafka broker (tests/integration/test_kafka_broker.py) runs on Java 17, its jars fetched by Maven.
 command -v java >/dev/null 2>&1 || missing="$missing openjdk-17-jre-headless"
 command -v mvn >/dev/null 2>&1 || missing="$missing maven"
+# Headless Chromium for the dashboard's browser tests (driven by Playwright through executable_path).
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 if [ -n "$missing" ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null

@@ -70,6 +70,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("run", ("beam_rtbf.pipeline",)),
     # One driver for run and purge.
     ("driver", ("beam_rtbf.driver",)),
+    # The read-only dashboard: reads outputs, the registry and receipts; runs no job.
+    ("dashboard", ("beam_rtbf.dashboard",)),
     ("cli", ("beam_rtbf.cli",)),
 ]
 

@@ -1,0 +1,110 @@
+"""Analytics rows from the PostgreSQL table the analytics sink writes, for ``--analytics postgresql://``.
+
+    postgresql://USER@HOST:PORT/DB?table=rtbf_analytics[&sslmode=...][&service=...]
+
+The table (one row per window, action type and device type; primary key window_start,
+action_type, device_type):
+
+    window_start timestamptz, window_end timestamptz, action_type text, device_type text,
+    sessions bigint, distinct_users bigint, avg_secs_elapsed double precision
+
+The password comes from ``$RTBF_POSTGRES_PASSWORD`` (or libpq's own ``PGPASSWORD``,
+``.pgpass`` or service file), never from the URL: a URL with a password is refused, as
+the command line is visible to every user of the machine. Rows come back in
+``data.ANALYTICS_SCHEMA``, times as the files write them (``2026-01-01T00:00:00.000Z``),
+so every view works the same on either store. Reads are read-only transactions.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import pyarrow as pa
+
+from beam_rtbf.dashboard.data import ANALYTICS_SCHEMA, AnalyticsFilters
+from beam_rtbf.redact import mask_secrets
+
+__all__ = ["PostgresAnalytics", "PASSWORD_ENV", "DEFAULT_TABLE", "parse_analytics_url", "AnalyticsUnavailable"]
+
+PASSWORD_ENV = "RTBF_POSTGRES_PASSWORD"
+DEFAULT_TABLE = "rtbf_analytics"
+_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
+
+
+class AnalyticsUnavailable(RuntimeError):
+    """The analytics database cannot be read right now (the page says so; the rest still shows)."""
+
+
+def parse_analytics_url(url: str) -> tuple[str, str]:
+    """(libpq connection URL without ``table``, table name); ValueError for what cannot work."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError(f"--analytics must be postgresql://HOST:PORT/DB?table=NAME, not {mask_secrets(url)!r}")
+    if parts.password is not None:
+        raise ValueError(
+            f"--analytics: no password in the URL (it would show in the process list): set ${PASSWORD_ENV}"
+        )
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    table = next((v for k, v in query if k == "table"), DEFAULT_TABLE)
+    if not _TABLE.match(table):
+        raise ValueError(f"--analytics: table {table!r} is not a plain name (letters, digits, _; schema.table allowed)")
+    if any(k == "password" for k, _ in query):
+        raise ValueError(
+            f"--analytics: no password in the URL (it would show in the process list): set ${PASSWORD_ENV}"
+        )
+    rest = urlencode([(k, v) for k, v in query if k != "table"])
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, "")), table
+
+
+class PostgresAnalytics:
+    """Reads the analytics table; one short read-only connection per read."""
+
+    def __init__(self, url: str, connect_timeout_s: int = 10) -> None:
+        self._conninfo, self.table = parse_analytics_url(url)
+        self._connect_timeout_s = connect_timeout_s
+        self.url = url
+
+    def _connect(self):
+        import psycopg
+
+        kwargs: dict = {"connect_timeout": self._connect_timeout_s, "autocommit": False}
+        if os.environ.get(PASSWORD_ENV):
+            kwargs["password"] = os.environ[PASSWORD_ENV]
+        return psycopg.connect(self._conninfo, **kwargs)
+
+    def read(self, filters: AnalyticsFilters = AnalyticsFilters()) -> pa.Table:
+        """The table's rows that pass ``filters`` (filtered in the database), window order."""
+        import psycopg
+        from psycopg import sql
+
+        where, params = [], []
+        for column, values in (("action_type", filters.action_types), ("device_type", filters.device_types)):
+            if values:
+                where.append(sql.SQL("{} = ANY(%s)").format(sql.Identifier(column)))
+                params.append(list(values))
+        iso = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+        query = sql.SQL(
+            "SELECT " + iso + ", " + iso + ", action_type, device_type, sessions, distinct_users, avg_secs_elapsed "
+            "FROM {} {} ORDER BY window_start, action_type, device_type"
+        ).format(
+            sql.Identifier("window_start"),
+            sql.Identifier("window_end"),
+            sql.Identifier(*self.table.split(".")),
+            sql.SQL("WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL(""),
+        )
+        try:
+            with self._connect() as conn:
+                conn.read_only = True
+                with conn.cursor() as cur:
+                    cur.execute(query, params)
+                    rows = cur.fetchall()
+        except psycopg.Error as exc:
+            text = " ".join(str(exc).split()) or type(exc).__name__
+            raise AnalyticsUnavailable(f"analytics table {self.table} unreadable: {mask_secrets(text)}") from None
+        columns = list(zip(*rows)) if rows else [[] for _ in ANALYTICS_SCHEMA]
+        return pa.table(
+            {field.name: pa.array(list(values), field.type) for field, values in zip(ANALYTICS_SCHEMA, columns)},
+            schema=ANALYTICS_SCHEMA,
+        )
