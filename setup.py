@@ -38,6 +38,7 @@ setup(
         "google-cloud-pubsub>=2.18,<3",  # pubsub://
         "google-cloud-storage>=2.18.2,<4",  # gs:// through Beam's GCS filesystem
         "redis>=5,<9",  # redis:// and rediss:// registries
+        "psycopg[binary]>=3.1,<4",  # --analytics_sink postgresql:// (the wheel brings its own libpq)
     ],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["beam-rtbf=beam_rtbf.cli:main"]},

@@ -16,6 +16,9 @@ command -v unshare >/dev/null 2>&1 || missing="$missing util-linux"
 # The real Kafka broker (tests/integration/test_kafka_broker.py) runs on Java 17, its jars fetched by Maven.
 command -v java >/dev/null 2>&1 || missing="$missing openjdk-17-jre-headless"
 command -v mvn >/dev/null 2>&1 || missing="$missing maven"
+# A real PostgreSQL server for the analytics sink tests (initdb in a temporary folder; Debian keeps the
+# server binaries in /usr/lib/postgresql/N/bin, off PATH).
+command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"
 if [ -n "$missing" ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null

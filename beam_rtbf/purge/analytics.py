@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from beam_rtbf.analytics.aggregate import merge_partials, partial_aggregates, with_iso_windows
+from beam_rtbf.analytics.aggregate import file_rows, merge_partials, partial_aggregates, with_iso_windows
 from beam_rtbf.purge import faults as fault_points
 from beam_rtbf.purge.faults import FaultPoints
 from beam_rtbf.purge.manifests import PendingManifest
@@ -153,7 +153,7 @@ def recompute_windows(
         replaced = sum(1 for rows in contents.values() for r in rows if r["window_start"] in affected)
         if fresh.num_rows:
             target = join(task.folder, unique_part(f"recomputed-{run_id}", ".jsonl"))
-            write_bytes_atomically(target, to_json_lines(fresh))
+            write_bytes_atomically(target, to_json_lines(file_rows(fresh)))
         fault_points.reached("analytics_written", faults)
         for path, rows in contents.items():
             kept = [r for r in rows if r["window_start"] not in affected]
