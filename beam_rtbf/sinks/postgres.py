@@ -56,6 +56,10 @@ __all__ = [
     "register_run",
     "publish_run",
     "discard_run",
+    "prepare_writer",
+    "publish_writer",
+    "discard_writer",
+    "is_postgres_uri",
     "upsert_parts",
     "replace_windows",
     "window_rows",
@@ -340,6 +344,28 @@ def discard_run(conn, target: PostgresTarget, run_id: str) -> int:
         )
         cur.execute(sql.SQL("DELETE FROM {} WHERE run_id = %s").format(_ident(target, "_parts")), (run_id,))
         return cur.rowcount
+
+
+def prepare_writer(sink_uri: str, run_id: str, staged: bool) -> None:
+    """Driver side, before a run: the sink answers, its tables are at this version, the run is registered."""
+    target = parse_sink(sink_uri)
+    with connection(target) as conn:
+        ensure_schema(conn, target)
+        register_run(conn, target, run_id, staged)
+
+
+def publish_writer(sink_uri: str, run_id: str) -> int:
+    """The run ledger's publish step for the table: the run's parts count from now on."""
+    target = parse_sink(sink_uri)
+    with connection(target) as conn:
+        return publish_run(conn, target, run_id)
+
+
+def discard_writer(sink_uri: str, run_id: str) -> int:
+    """The run ledger's clean-up of a dead run in the table: its parts are deleted."""
+    target = parse_sink(sink_uri)
+    with connection(target) as conn:
+        return discard_run(conn, target, run_id)
 
 
 def _copy_and_merge(cur, target: PostgresTarget, rows: Iterable[Sequence[Any]]) -> int:
