@@ -41,7 +41,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from beam_rtbf.redact import mask_secrets
 
@@ -138,6 +138,8 @@ def parse_sink(uri: str) -> PostgresTarget:
             f"--analytics_sink {mask_secrets(uri)}: a password in the URI is refused (it would reach shell "
             f"history, logs and manifests); put it in ${PASSWORD_ENV}, ~/.pgpass or a libpq service file"
         )
+    if parts.fragment:
+        raise ValueError(f"--analytics_sink {mask_secrets(uri)}: a #fragment means nothing here; remove it")
     params = parse_qsl(parts.query, keep_blank_values=True)
     names = [k for k, _ in params]
     if "password" in names:
@@ -161,7 +163,9 @@ def parse_sink(uri: str) -> PostgresTarget:
                 f"--analytics_sink {uri}: table {table!r} must be NAME or SCHEMA.NAME, each of letters, digits "
                 "and _ (not starting with a digit, at most 48 characters)"
             )
-    libpq = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in params if k not in _OWN_PARAMS])))
+    query = urlencode([(k, v) for k, v in params if k not in _OWN_PARAMS])
+    # The text before the query as given: urlunsplit would turn postgresql:///db (no host) into postgresql:/db.
+    libpq = uri.split("?", 1)[0] + (f"?{query}" if query else "")
     return PostgresTarget(uri, libpq, schema or None, name)
 
 
