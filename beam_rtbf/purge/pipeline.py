@@ -17,6 +17,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
@@ -73,16 +74,42 @@ class _RewriteFn(beam.DoFn):
         yield result
 
 
-def _recompute_after_rewrites(task, archive_dir: str, run_id: str, decision: GuardDecision, rewrites) -> Any:
+def _recompute_after_rewrites(
+    task, recompute: Callable[..., Any], archive_dir: str, run_id: str, decision: GuardDecision, rewrites
+) -> Any:
     """``rewrites`` is only waited for: a side input is complete before this step starts."""
     del rewrites
-    return recompute_windows(task, archive_dir, run_id, decision.allowed)
+    return recompute(task, archive_dir, run_id, decision.allowed)
 
 
-def _recompute_table_after_rewrites(task, archive_dir: str, run_id: str, decision: GuardDecision, rewrites) -> Any:
-    """As ``_recompute_after_rewrites``, for a PostgreSQL analytics table."""
-    del rewrites
-    return recompute_table(task, archive_dir, run_id, decision.allowed)
+def _recomputed_by_request(
+    p: beam.Pipeline,
+    labels: tuple[str, str, str],
+    tasks: list,
+    recompute: Callable[..., Any],
+    plan: PurgePlan,
+    run_id: str,
+    decision: beam.PCollection,
+    results: beam.PCollection,
+    all_requests: tuple[str, ...],
+) -> beam.PCollection:
+    """(request id, result) for each analytics task (files or a table), recomputed once every rewrite is
+    done and only if the guard let the purge through."""
+    create, step, by_request = labels
+    return (
+        p
+        | create >> beam.Create(tasks)
+        | step
+        >> beam.Map(
+            _recompute_after_rewrites,
+            recompute,
+            plan.archive_dir,
+            run_id,
+            decision=beam.pvalue.AsSingleton(decision),
+            rewrites=beam.pvalue.AsList(results),
+        )
+        | by_request >> beam.FlatMap(lambda r: [(q, r) for q in r.task.request_ids if q in all_requests])
+    )
 
 
 def _route(result: FileResult, all_requests: tuple[str, ...], id_requests: dict) -> list[tuple[str, FileResult]]:
@@ -238,33 +265,29 @@ def build_purge_pipeline(
         plan.archive_dir or where.archive, where.deadletter, {m.request_id: m.subject_ids for m in manifests}
     )
     verification | "WriteVerificationReport" >> beam.Map(_write_verification_report, receipts_dir, run_id)
-    # Analytics windows are recomputed from the archive once every rewrite is done (the side input waits).
-    analytics = (
-        p
-        | "AnalyticsTasks" >> beam.Create(list(plan.analytics_tasks))
-        | "RecomputeWindows"
-        >> beam.Map(
-            _recompute_after_rewrites,
-            plan.archive_dir,
-            run_id,
-            decision=beam.pvalue.AsSingleton(decision),
-            rewrites=beam.pvalue.AsList(results),
-        )
-        | "AnalyticsByRequest" >> beam.FlatMap(lambda r: [(q, r) for q in r.task.request_ids if q in all_requests])
+    # Analytics windows (files, and PostgreSQL tables) are recomputed from the archive once every
+    # rewrite is done (the side input waits).
+    analytics = _recomputed_by_request(
+        p,
+        ("AnalyticsTasks", "RecomputeWindows", "AnalyticsByRequest"),
+        list(plan.analytics_tasks),
+        recompute_windows,
+        plan,
+        run_id,
+        decision,
+        results,
+        all_requests,
     )
-
-    tables = (
-        p
-        | "AnalyticsTableTasks" >> beam.Create(list(plan.table_tasks))
-        | "RecomputeTableRows"
-        >> beam.Map(
-            _recompute_table_after_rewrites,
-            plan.archive_dir,
-            run_id,
-            decision=beam.pvalue.AsSingleton(decision),
-            rewrites=beam.pvalue.AsList(results),
-        )
-        | "TablesByRequest" >> beam.FlatMap(lambda r: [(q, r) for q in r.task.request_ids if q in all_requests])
+    tables = _recomputed_by_request(
+        p,
+        ("AnalyticsTableTasks", "RecomputeTableRows", "TablesByRequest"),
+        list(plan.table_tasks),
+        recompute_table,
+        plan,
+        run_id,
+        decision,
+        results,
+        all_requests,
     )
 
     requests = p | "Requests" >> beam.Create(
