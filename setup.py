@@ -40,9 +40,9 @@ setup(
         "google-cloud-storage>=2.18.2,<4",  # gs:// through Beam's GCS filesystem
         "redis>=5,<9",  # redis:// and rediss:// registries
         # beam-rtbf dashboard: Dash (pinned: the tests read its rendered DOM), served by waitress;
-        # psycopg for --analytics postgresql://
         "dash==4.4.1",
         "waitress>=3.0.2,<4",
+        # --analytics_sink postgresql:// and the dashboard's --analytics (the wheel brings its own libpq)
         "psycopg[binary]>=3.2,<4",
     ],
     extras_require=EXTRAS,

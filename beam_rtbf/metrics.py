@@ -17,6 +17,7 @@ MANIFESTS_WRITTEN = "manifests_written"
 ARCHIVE_FILES = "archive_files"
 ARCHIVE_RECORDS = "archive_records"
 ANALYTICS_ROWS = "analytics_rows"
+ANALYTICS_DB_ROWS = "analytics_db_rows"  # part rows upserted into --analytics_sink
 REGISTRY_ERRORS = "registry_errors"
 # Distributions
 SIDE_INPUT_AGE_MS = "deletion_set_age_ms"

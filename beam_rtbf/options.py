@@ -56,7 +56,7 @@ NO_REQUESTS = "synthetic://requests?users=1&requests=0"  # an empty bounded requ
 # The RtbfOptions a purge reads (where the outputs and the registry are; window and stream
 # retention for the manifests it builds itself): ``beam-rtbf purge`` accepts these and no others.
 PURGE_READS = frozenset(
-    {"output", "output_mode", "registry", "state_dir", "window_s", "stream_retention_s"}
+    {"output", "output_mode", "registry", "state_dir", "window_s", "stream_retention_s", "analytics_sink"}
     | {f"{kind}_dir" for kind in LOCATION_KINDS}
 )
 
@@ -91,6 +91,15 @@ class RtbfOptions(PipelineOptions):
         )
         for kind in LOCATION_KINDS:
             outputs.add_argument(f"--{kind}_dir", default=None, help=f"{kind}/ elsewhere than OUTPUT/{kind}")
+        outputs.add_argument(
+            "--analytics_sink",
+            default=None,
+            help="Also write the analytics to PostgreSQL (15+): postgresql://[USER@]HOST[:PORT]/DB?table=NAME "
+            "(default table rtbf_analytics, created and migrated by beam-rtbf; other parameters are libpq's, "
+            "e.g. sslmode, service). The password comes from $RTBF_POSTGRES_PASSWORD or libpq (service file, "
+            "~/.pgpass), never from the URI. purge: the table for manifests it builds itself (default: the "
+            "last run's)",
+        )
         outputs.add_argument("--output_mode", default="owner", choices=sorted(OUTPUT_MODES), help=OUTPUT_MODE_HELP)
         registry.add_argument(
             "--registry",
@@ -287,8 +296,22 @@ def validate_options(opts: RtbfOptions) -> None:
         problems.append("--registry_retry_s must be >= 0")
     if opts.max_record_bytes < 64:
         problems.append("--max_record_bytes must be >= 64")
+    problems += analytics_sink_problems(opts)
     if problems:
         raise ValueError("invalid options: " + "; ".join(problems))
+
+
+def analytics_sink_problems(opts: RtbfOptions) -> list[str]:
+    """What is wrong with ``--analytics_sink`` (nothing when unset): run and purge check it alike."""
+    if not opts.analytics_sink:
+        return []
+    from beam_rtbf.sinks.postgres import parse_sink
+
+    try:
+        parse_sink(opts.analytics_sink)
+    except ValueError as exc:
+        return [str(exc)]
+    return []
 
 
 class PurgeOptions(PipelineOptions):
@@ -330,7 +353,7 @@ class PurgeOptions(PipelineOptions):
 
 def validate_purge_options(opts: PurgeOptions) -> None:
     """Fail before planning anything, with a message that says how to fix it."""
-    problems = []
+    problems = analytics_sink_problems(opts.view_as(RtbfOptions))
     for name in ("max_partition_share", "max_total_share"):
         if not 0 < getattr(opts, name) <= 1:
             problems.append(f"--{name} must be in (0, 1]")

@@ -1,7 +1,7 @@
 """The one beam-rtbf graph: ``build_pipeline`` builds it; ``RunJob`` is what ``beam-rtbf run`` adds to the
 shared driver steps (``job.run_job``); ``run`` runs it from flags or options and returns the summary.
 
-    sessions  -> ParseSessions -> FilterSessions -> Analytics -> WriteAnalytics
+    sessions  -> ParseSessions -> FilterSessions -> Analytics -> WriteAnalytics (-> WriteAnalyticsToPostgres)
                                                 \\-> WriteArchive
     requests  -> ParseRequests -> RecordRequests -> (deletion set / keyed state) -> WriteManifests
     bad input -> WriteDeadLetters
@@ -24,6 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
 
 from beam_rtbf.analytics.aggregate import WindowedAggregates, WriteAnalytics
+from beam_rtbf.analytics.postgres import WriteAnalyticsToPostgres
 from beam_rtbf.archive.write import WriteArchive
 from beam_rtbf.filter.filter_sessions import FilterSessions
 from beam_rtbf.filter.strategies import choose_strategy
@@ -39,7 +40,8 @@ from beam_rtbf.redact import mask_secrets
 from beam_rtbf.registry import RegistryUnavailable, open_registry
 from beam_rtbf.registry.record import CONFLICT_TAG, RecordRequests
 from beam_rtbf.sinks.files import WriteDeadLetters, join
-from beam_rtbf.sinks.ledger import RunLedger, input_fingerprint
+from beam_rtbf.sinks.ledger import RunLedger, input_fingerprint, new_run_id
+from beam_rtbf.sinks.postgres import prepare_writer
 from beam_rtbf.sources import Source, source_for
 from beam_rtbf.summary import collect_counters, summarize
 
@@ -81,11 +83,14 @@ def build_pipeline(
     sessions: beam.PCollection | None = None,
     requests: beam.PCollection | None = None,
     run_id: str | None = None,
+    sink_run_id: str | None = None,
 ) -> GraphOutputs:
     """Build the graph on ``p``; ``sessions``/``requests`` replace the sources (tests use TestStream).
 
     With ``run_id`` archive, analytics and dead letters are staged for the run ledger to publish
     (``run`` does that for bounded runs); without it every file appears where and when it is written.
+    ``sink_run_id`` names this run's rows in ``--analytics_sink`` (default ``run_id``, else a new id:
+    a writer whose rows count as written).
     """
     where = locations(opts)
     if sessions is None:
@@ -113,6 +118,9 @@ def build_pipeline(
 
     analytics = clean | "Analytics" >> WindowedAggregates(opts.window_s, opts.allowed_lateness_s, streaming)
     analytics | "WriteAnalytics" >> WriteAnalytics(where.analytics, run_id)
+    if opts.analytics_sink:
+        writer = sink_run_id or run_id or new_run_id()
+        analytics | "WriteAnalyticsToPostgres" >> WriteAnalyticsToPostgres(opts.analytics_sink, writer)
     archive_files = clean | "Archive" >> WriteArchive(where.archive, opts.archive_partition_s, run_id)
     streams = [{"uri": mask_secrets(opts.sessions), "stream": "sessions"}]  # manifests and receipts keep it
     manifests = effective | "Manifests" >> WriteManifests(
@@ -123,6 +131,7 @@ def build_pipeline(
         opts.stream_retention_s,
         opts.registry,
         opts.registry_retry_s,
+        opts.analytics_sink,
     )
     deadletter = (
         parsed_sessions.deadletter,
@@ -186,6 +195,7 @@ class RunJob:
         self.strategy, self.why = "", ""
         self.ledger: RunLedger | None = None
         self.record: dict[str, Any] | None = None
+        self.sink_run_id: str | None = None  # this run's writer id in --analytics_sink
 
     def prepare(self, runner_name: str) -> dict[str, Any] | None:
         """Sources and registry answer, strategy chosen, ledger settled; the summary if already committed."""
@@ -201,21 +211,31 @@ class RunJob:
         jar = self.options.view_as(PortableOptions).output_executable_path
         # The run ledger needs a driver that sees the job end (it publishes then): bounded, waited for.
         if self.streaming:
-            return None
+            return self._prepare_sink()
         if jar or detached(self.options, runner_name):
             _LOGGER.warning(
                 "beam-rtbf: bounded run without the run ledger (%s): files appear as written and a re-run "
                 "of the same input adds its data again",
                 "job jar" if jar else "detached",
             )
-            return None
+            return self._prepare_sink()
         self.ledger = RunLedger.for_locations(opts.output, locations(opts))
         recover_ledger(self.ledger)
         inputs = [source.identity() for source in self.sources]
         done = None if opts.append else self.ledger.committed_with(input_fingerprint(inputs))
         if done is not None:
             return _already_committed(done, opts)
-        self.record = self.ledger.begin(inputs, opts.append)
+        run_id = new_run_id()
+        self._prepare_sink(run_id, staged=True)  # before the record: a refused database leaves no run behind
+        self.record = self.ledger.begin(inputs, opts.append, run_id, analytics_sink=opts.analytics_sink)
+        return None
+
+    def _prepare_sink(self, run_id: str | None = None, staged: bool = False) -> None:
+        """The analytics database answers and has its tables; this run is registered there as a writer:
+        staged (invisible until the ledger publishes) for a ledger run, else counted as written."""
+        if self.opts.analytics_sink:
+            self.sink_run_id = run_id or new_run_id()
+            prepare_writer(self.opts.analytics_sink, self.sink_run_id, staged=staged)
         return None
 
     def describe(self) -> str:
@@ -223,7 +243,14 @@ class RunJob:
 
     def build(self, pipeline: beam.Pipeline) -> None:
         run_id = self.record["run_id"] if self.record is not None else None
-        build_pipeline(pipeline, self.opts, streaming=self.streaming, strategy=self.strategy, run_id=run_id)
+        build_pipeline(
+            pipeline,
+            self.opts,
+            streaming=self.streaming,
+            strategy=self.strategy,
+            run_id=run_id,
+            sink_run_id=self.sink_run_id,
+        )
 
     def jar_summary(self, jar: str) -> dict[str, Any]:
         return {"job_jar": jar, "runner": self.runner, "filter_strategy": self.strategy, "output": self.opts.output}

@@ -26,6 +26,7 @@ __all__ = ["MASK", "SECRET_ENV", "mask_secrets", "redact_literals", "MaskSecrets
 SECRET_ENV = (
     "RTBF_ERASURE_API_TOKEN",
     "RTBF_REDIS_PASSWORD",
+    "RTBF_POSTGRES_PASSWORD",
     "RTBF_KAFKA_SASL_PASSWORD",
     "RTBF_SUBJECT_HASH_KEY",
 )

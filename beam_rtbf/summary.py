@@ -70,6 +70,7 @@ def summarize(
         "archive_files": c(rtbf_metrics.ARCHIVE_FILES, 0),
         "archive_records": c(rtbf_metrics.ARCHIVE_RECORDS, 0),
         "analytics_rows": c(rtbf_metrics.ANALYTICS_ROWS, 0),
+        "analytics_db_rows": c(rtbf_metrics.ANALYTICS_DB_ROWS, 0),
         "registry_errors": c(rtbf_metrics.REGISTRY_ERRORS, 0),
         "sessions_held": c(rtbf_metrics.SESSIONS_HELD, 0),
         "elapsed_s": round(elapsed_s, 3),
@@ -82,6 +83,7 @@ def summarize(
         "requests": mask_secrets(opts.requests),
         "registry": mask_secrets(opts.registry),
         "output": mask_secrets(opts.output),
+        "analytics_sink": mask_secrets(opts.analytics_sink) if opts.analytics_sink else None,
         "stopped_by": stopped_by,  # SIGTERM / SIGINT when a streaming run was stopped and drained
     }
     if rtbf_metrics.EFFECTIVENESS_MS + "_max" in counters:
@@ -96,7 +98,7 @@ def summarize(
 COUNTER_FIGURES = (
     "sessions_in", "clean", "suppressed", "dead_lettered", "duplicates", "requests_in", "requests_accepted",
     "requests_duplicate", "requests_ignored", "requests_dead_lettered", "manifests_written", "archive_files",
-    "archive_records", "analytics_rows", "registry_errors", "sessions_held",
+    "archive_records", "analytics_rows", "analytics_db_rows", "registry_errors", "sessions_held",
 )  # fmt: skip
 
 

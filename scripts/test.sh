@@ -18,6 +18,9 @@ command -v java >/dev/null 2>&1 || missing="$missing openjdk-17-jre-headless"
 command -v mvn >/dev/null 2>&1 || missing="$missing maven"
 # Headless Chromium for the dashboard's browser tests (driven by Playwright through executable_path).
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+# A real PostgreSQL server for the analytics sink tests (initdb in a temporary folder; Debian keeps the
+# server binaries in /usr/lib/postgresql/N/bin, off PATH).
+command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"
 if [ -n "$missing" ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null

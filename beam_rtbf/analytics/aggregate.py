@@ -23,9 +23,29 @@ from beam_rtbf import metrics as rtbf_metrics
 from beam_rtbf.sinks.files import join, run_write_dir, unique_part, write_bytes_atomically
 from beam_rtbf.sinks.jsonl import to_json_lines
 
-__all__ = ["WindowedAggregates", "WriteAnalytics", "partial_aggregates", "merge_partials"]
+__all__ = [
+    "WindowedAggregates",
+    "WriteAnalytics",
+    "partial_aggregates",
+    "merge_partials",
+    "with_iso_windows",
+    "file_rows",
+    "ROW_COLUMNS",
+]
 
 _KEYS = ["action_type", "device_type"]
+# The columns of an analytics row (files, and the PostgreSQL view). Merged panes also carry
+# secs_elapsed_sum and secs_elapsed_count: a database that adds up several writers' parts of one
+# window needs them for an exact mean; the files do not store them.
+ROW_COLUMNS = (
+    "window_start",
+    "window_end",
+    "action_type",
+    "device_type",
+    "sessions",
+    "distinct_users",
+    "avg_secs_elapsed",
+)
 
 
 def partial_aggregates(batch: pa.RecordBatch, window_ms: int, bucket_ms: int) -> Iterator[tuple[int, pa.Table]]:
@@ -60,7 +80,8 @@ def partial_aggregates(batch: pa.RecordBatch, window_ms: int, bucket_ms: int) ->
 
 
 def merge_partials(partials: list[pa.Table]) -> pa.Table:
-    """Partials -> sessions, distinct_users, avg_secs_elapsed per (window, action_type, device_type)."""
+    """Partials -> sessions, distinct_users, avg_secs_elapsed (and its sum and count) per
+    (window, action_type, device_type)."""
     table = pa.concat_tables(partials)
     keys = ["window_start", *_KEYS]
     per_user = table.group_by([*keys, "user_id"], use_threads=False).aggregate(
@@ -88,6 +109,8 @@ def merge_partials(partials: list[pa.Table]) -> pa.Table:
             "sessions": per_key.column("user_id_count_sum_sum"),
             "distinct_users": per_key.column("user_id_count"),
             "avg_secs_elapsed": avg,
+            "secs_elapsed_sum": per_key.column("secs_elapsed_sum_sum_sum"),
+            "secs_elapsed_count": secs_count,
         }
     ).sort_by([("window_start", "ascending"), ("action_type", "ascending"), ("device_type", "ascending")])
 
@@ -124,6 +147,11 @@ def with_iso_windows(table: pa.Table, window_ms: int) -> pa.Table:
     ends = pc.add(starts, window_ms)
     table = table.drop_columns(["window_start"])
     return table.add_column(0, "window_end", _iso(ends)).add_column(0, "window_start", _iso(starts))
+
+
+def file_rows(table: pa.Table) -> pa.Table:
+    """The columns an analytics file row holds (``ROW_COLUMNS``), in that order."""
+    return table.select(list(ROW_COLUMNS))
 
 
 def bucket_seconds(window_s: int, streaming: bool) -> int:
@@ -172,7 +200,7 @@ class _WriteAnalyticsFn(beam.DoFn):
             return
         first = pane.column("window_start")[0].as_py()  # e.g. 2026-01-01T13:05:00.000Z
         relative = join(f"dt={first[:10]}", f"hour={first[11:13]}", unique_part(self._prefix, ".jsonl"))
-        write_bytes_atomically(join(self._write_dir, relative), to_json_lines(pane))
+        write_bytes_atomically(join(self._write_dir, relative), to_json_lines(file_rows(pane)))
         self._rows.inc(pane.num_rows)
         yield join(self._directory, relative)
 

@@ -2,8 +2,11 @@
 
 The archive's subject index tells which partition files hold the subject and
 over which event times, which also names the analytics windows that counted
-the subject before the request became effective. Raw input streams keep the
-subject's records until their retention runs out; the manifest says until when.
+the subject before the request became effective. With ``--analytics_sink`` the
+same windows' rows live in a PostgreSQL table too: ``analytics_tables`` names the
+table (its URI holds no password) and the windows whose rows counted the subject.
+Raw input streams keep the subject's records until their retention runs out; the
+manifest says until when.
 
 Manifests are named by request id and never overwritten, so a request seen
 twice (or a re-run after a crash) yields exactly one manifest.
@@ -58,6 +61,7 @@ def build_manifest(
     window_s: int,
     streams: Sequence[dict],
     stream_retention_s: int,
+    analytics_sink: str | None = None,
 ) -> dict:
     """The manifest of one request; ``index_rows`` name archive files relative to the archive root."""
     request = accepted.request
@@ -84,6 +88,19 @@ def build_manifest(
         first = row["min_event_ms"] // window_ms
         last = row["max_event_ms"] // window_ms
         windows.update(range(first, min(last, first + 10_000) + 1))
+    window_list = [{"start": iso_ms(w * window_ms), "end": iso_ms((w + 1) * window_ms)} for w in sorted(windows)]
+    tables = []
+    if analytics_sink and window_list:
+        from beam_rtbf.sinks.postgres import parse_sink
+
+        tables.append(
+            {
+                "uri": analytics_sink,
+                "table": parse_sink(analytics_sink).label,
+                "rows": "every (action_type, device_type) row of these windows",
+                "windows": window_list,
+            }
+        )
     return {
         "manifest_version": MANIFEST_VERSION,
         "request_id": request.request_id,
@@ -106,9 +123,8 @@ def build_manifest(
                 }
                 for p in sorted(partitions.values(), key=lambda p: p["path"])
             ],
-            "analytics_windows": [
-                {"start": iso_ms(w * window_ms), "end": iso_ms((w + 1) * window_ms)} for w in sorted(windows)
-            ],
+            "analytics_windows": window_list,
+            **({"analytics_tables": tables} if tables else {}),
             "streams": [
                 {**stream, "retention_holds_until": iso_ms(effective_at_ms + stream_retention_s * 1000)}
                 for stream in streams
@@ -125,6 +141,7 @@ def write_manifests(
     streams: Sequence[dict],
     stream_retention_s: int,
     replace: bool = False,
+    analytics_sink: str | None = None,
 ) -> list[dict | None]:
     """Write the manifest of each (request, effective_at_ms); one archive-index scan for all.
 
@@ -145,7 +162,9 @@ def write_manifests(
             continue
         ids = pa.array(list(accepted.request.subject_ids), pa.string())
         rows = index.filter(pc.is_in(index.column("user_id"), value_set=ids)) if index.num_rows else index
-        manifest = build_manifest(accepted, effective_at_ms, rows, window_s, streams, stream_retention_s)
+        manifest = build_manifest(
+            accepted, effective_at_ms, rows, window_s, streams, stream_retention_s, analytics_sink
+        )
         write_bytes_atomically(paths[i], json.dumps(manifest, indent=2, sort_keys=True).encode())
         written.add(paths[i])
         outputs[i] = manifest
@@ -164,7 +183,9 @@ class _WriteManifestFn(BundleDoFn):
         stream_retention_s: int,
         registry_url: str | None = None,
         registry_retry_s: float = 120.0,
+        analytics_sink: str | None = None,
     ) -> None:
+        self._analytics_sink = analytics_sink
         self._registry_url = registry_url
         self._registry_retry_s = registry_retry_s
         self._registry = None
@@ -183,7 +204,13 @@ class _WriteManifestFn(BundleDoFn):
     def handle_batch(self, elements: Sequence[tuple[AcceptedRequest, int]]) -> list[list[dict]]:
         self._record_suppressed(elements)
         manifests = write_manifests(
-            elements, self._output_dir, self._archive_dir, self._window_s, self._streams, self._stream_retention_s
+            elements,
+            self._output_dir,
+            self._archive_dir,
+            self._window_s,
+            self._streams,
+            self._stream_retention_s,
+            analytics_sink=self._analytics_sink,
         )
         outputs: list[list[dict]] = [[] for _ in elements]
         for i, manifest in enumerate(manifests):
@@ -226,9 +253,19 @@ class WriteManifests(beam.PTransform):
         stream_retention_s: int,
         registry_url: str | None = None,
         registry_retry_s: float = 120.0,
+        analytics_sink: str | None = None,
     ) -> None:
         super().__init__()
-        self._args = (output_dir, archive_dir, window_s, streams, stream_retention_s, registry_url, registry_retry_s)
+        self._args = (
+            output_dir,
+            archive_dir,
+            window_s,
+            streams,
+            stream_retention_s,
+            registry_url,
+            registry_retry_s,
+            analytics_sink,
+        )
 
     def expand(self, effective):
         return effective | "WriteManifestFiles" >> beam.ParDo(_WriteManifestFn(*self._args))

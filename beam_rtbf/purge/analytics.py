@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from beam_rtbf.analytics.aggregate import merge_partials, partial_aggregates, with_iso_windows
+from beam_rtbf.analytics.aggregate import file_rows, merge_partials, partial_aggregates, with_iso_windows
 from beam_rtbf.purge import faults as fault_points
 from beam_rtbf.purge.faults import FaultPoints
 from beam_rtbf.purge.manifests import PendingManifest
@@ -37,7 +37,14 @@ from beam_rtbf.records import iso_ms, now_ms
 from beam_rtbf.sinks.files import join, unique_part, write_bytes_atomically
 from beam_rtbf.sinks.jsonl import to_json_lines
 
-__all__ = ["AnalyticsTask", "AnalyticsResult", "analytics_tasks", "recompute_windows"]
+__all__ = [
+    "AnalyticsTask",
+    "AnalyticsResult",
+    "analytics_tasks",
+    "recompute_windows",
+    "recompute_aggregates",
+    "hour_of",
+]
 
 _COLUMNS = ["event_time_ms", "action_type", "device_type", "user_id", "secs_elapsed"]
 
@@ -74,8 +81,7 @@ def analytics_tasks(manifests: Sequence[PendingManifest], analytics_dir: str) ->
     requests: dict[tuple[str, str], set[str]] = defaultdict(set)
     for manifest in manifests:
         for start, end in manifest.analytics_windows:
-            t = dt.datetime.fromtimestamp(start / 1000, dt.timezone.utc)
-            key = (f"{t:%Y-%m-%d}", f"{t:%H}")
+            key = hour_of(start)
             windows[key].add((start, end))
             requests[key].add(manifest.request_id)
     return [
@@ -110,14 +116,21 @@ def _archive_files(archive_dir: str, day: str, hour: str) -> list[str]:
     )
 
 
-def _recompute(task: AnalyticsTask, archive_dir: str) -> pa.Table:
-    lengths = {end - start for start, end in task.windows}
+def hour_of(start_ms: int) -> tuple[str, str]:
+    """("YYYY-MM-DD", "HH") of a window start: the analytics folder (and archive partitions) it is in."""
+    t = dt.datetime.fromtimestamp(start_ms / 1000, dt.timezone.utc)
+    return f"{t:%Y-%m-%d}", f"{t:%H}"
+
+
+def recompute_aggregates(windows: Sequence[tuple[int, int]], day: str, hour: str, archive_dir: str) -> pa.Table:
+    """The aggregate rows of ``windows`` (all starting in that hour) from the archive as it is now."""
+    lengths = {end - start for start, end in windows}
     if len(lengths) != 1:
         raise ValueError(f"windows of different lengths in one folder: {sorted(lengths)} ms")
     window_ms = lengths.pop()
-    starts = pa.array([start for start, _ in task.windows], pa.int64())
+    starts = pa.array([start for start, _ in windows], pa.int64())
     partials: list[pa.Table] = []
-    for path in _archive_files(archive_dir, task.day, task.hour):
+    for path in _archive_files(archive_dir, day, hour):
         with FileSystems.open(path) as handle:
             table = pq.read_table(io.BytesIO(handle.read()), columns=_COLUMNS)
         window_start = pc.multiply(pc.divide(table.column("event_time_ms"), window_ms), window_ms)
@@ -146,14 +159,14 @@ def recompute_windows(
         return AnalyticsResult(task, "blocked", 0, 0, 0, at, "the archive was not purged (blast-radius guard)")
     affected = {iso_ms(start) for start, _ in task.windows}
     try:
-        fresh = _recompute(task, archive_dir)
+        fresh = recompute_aggregates(task.windows, task.day, task.hour, archive_dir)
         files = _match([join(task.folder, "*.jsonl")])
         contents = {path: _read_rows(path) for path in files}
         before = sum(r.get("sessions", 0) for rows in contents.values() for r in rows if r["window_start"] in affected)
         replaced = sum(1 for rows in contents.values() for r in rows if r["window_start"] in affected)
         if fresh.num_rows:
             target = join(task.folder, unique_part(f"recomputed-{run_id}", ".jsonl"))
-            write_bytes_atomically(target, to_json_lines(fresh))
+            write_bytes_atomically(target, to_json_lines(file_rows(fresh)))
         fault_points.reached("analytics_written", faults)
         for path, rows in contents.items():
             kept = [r for r in rows if r["window_start"] not in affected]

@@ -40,6 +40,8 @@ class PendingManifest:
     archive_paths: tuple[str, ...]
     streams: tuple[dict, ...]
     analytics_windows: tuple[tuple[int, int], ...] = ()  # (start_ms, end_ms) that counted the subject
+    # (sink URI, its windows) for each analytics table (PostgreSQL) whose rows counted the subject
+    analytics_tables: tuple[tuple[str, tuple[tuple[int, int], ...]], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,11 +86,8 @@ def _parse(path: str, registry: DeletionRegistry, rebuilt: bool = False) -> Pend
     try:
         archive_paths = tuple(str(p["path"]) for p in locations.get("archive_partitions", []))
         streams = tuple(dict(s) for s in locations.get("streams", []))
-        windows = tuple(
-            (parse_time_ms(w["start"]), parse_time_ms(w["end"])) for w in locations.get("analytics_windows", [])
-        )
-        if any(end <= start for start, end in windows):
-            raise ValueError("an analytics window ends before it starts")
+        windows = _windows(locations.get("analytics_windows", []))
+        tables = tuple((str(t["uri"]), _windows(t["windows"])) for t in locations.get("analytics_tables", []))
     except (TypeError, KeyError, ValueError) as exc:
         return ManifestProblem(path, f"corrupt manifest for {request_id}: bad locations ({exc})")
     return PendingManifest(
@@ -100,7 +99,15 @@ def _parse(path: str, registry: DeletionRegistry, rebuilt: bool = False) -> Pend
         archive_paths=archive_paths,
         streams=streams,
         analytics_windows=windows,
+        analytics_tables=tables,
     )
+
+
+def _windows(entries: list) -> tuple[tuple[int, int], ...]:
+    windows = tuple((parse_time_ms(w["start"]), parse_time_ms(w["end"])) for w in entries)
+    if any(end <= start for start, end in windows):
+        raise ValueError("an analytics window ends before it starts")
+    return windows
 
 
 def load_pending_manifests(

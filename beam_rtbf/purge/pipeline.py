@@ -17,6 +17,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
@@ -29,6 +30,7 @@ from beam_rtbf.job import job_options, recover_ledger, run_job
 from beam_rtbf.manifests.build import write_manifests
 from beam_rtbf.options import Locations, PurgeOptions, RtbfOptions, locations, subject_key_file, validate_purge_options
 from beam_rtbf.purge.analytics import recompute_windows
+from beam_rtbf.purge.analytics_table import recompute_table
 from beam_rtbf.purge.hashing import SubjectHasher
 from beam_rtbf.purge.manifests import ManifestProblem, PendingManifest, load_pending_manifests, redact_manifest
 from beam_rtbf.purge.plan import GuardDecision, PurgePlan, judge_blast_radius, plan_purge
@@ -72,10 +74,42 @@ class _RewriteFn(beam.DoFn):
         yield result
 
 
-def _recompute_after_rewrites(task, archive_dir: str, run_id: str, decision: GuardDecision, rewrites) -> Any:
+def _recompute_after_rewrites(
+    task, recompute: Callable[..., Any], archive_dir: str, run_id: str, decision: GuardDecision, rewrites
+) -> Any:
     """``rewrites`` is only waited for: a side input is complete before this step starts."""
     del rewrites
-    return recompute_windows(task, archive_dir, run_id, decision.allowed)
+    return recompute(task, archive_dir, run_id, decision.allowed)
+
+
+def _recomputed_by_request(
+    p: beam.Pipeline,
+    labels: tuple[str, str, str],
+    tasks: list,
+    recompute: Callable[..., Any],
+    plan: PurgePlan,
+    run_id: str,
+    decision: beam.PCollection,
+    results: beam.PCollection,
+    all_requests: tuple[str, ...],
+) -> beam.PCollection:
+    """(request id, result) for each analytics task (files or a table), recomputed once every rewrite is
+    done and only if the guard let the purge through."""
+    create, step, by_request = labels
+    return (
+        p
+        | create >> beam.Create(tasks)
+        | step
+        >> beam.Map(
+            _recompute_after_rewrites,
+            recompute,
+            plan.archive_dir,
+            run_id,
+            decision=beam.pvalue.AsSingleton(decision),
+            rewrites=beam.pvalue.AsList(results),
+        )
+        | by_request >> beam.FlatMap(lambda r: [(q, r) for q in r.task.request_ids if q in all_requests])
+    )
 
 
 def _route(result: FileResult, all_requests: tuple[str, ...], id_requests: dict) -> list[tuple[str, FileResult]]:
@@ -127,6 +161,7 @@ class _FinishRequestFn(beam.DoFn):
             list(groups["analytics"]),
             self._roots,
             checked,
+            list(groups["tables"]),
         )
         receipt_path = receipt_path_for(self._receipts_dir, request_id)
         receipt_name = receipt_path.rsplit("/", 1)[-1]  # stored relative to the receipts root
@@ -230,26 +265,41 @@ def build_purge_pipeline(
         plan.archive_dir or where.archive, where.deadletter, {m.request_id: m.subject_ids for m in manifests}
     )
     verification | "WriteVerificationReport" >> beam.Map(_write_verification_report, receipts_dir, run_id)
-    # Analytics windows are recomputed from the archive once every rewrite is done (the side input waits).
-    analytics = (
-        p
-        | "AnalyticsTasks" >> beam.Create(list(plan.analytics_tasks))
-        | "RecomputeWindows"
-        >> beam.Map(
-            _recompute_after_rewrites,
-            plan.archive_dir,
-            run_id,
-            decision=beam.pvalue.AsSingleton(decision),
-            rewrites=beam.pvalue.AsList(results),
-        )
-        | "AnalyticsByRequest" >> beam.FlatMap(lambda r: [(q, r) for q in r.task.request_ids if q in all_requests])
+    # Analytics windows (files, and PostgreSQL tables) are recomputed from the archive once every
+    # rewrite is done (the side input waits).
+    analytics = _recomputed_by_request(
+        p,
+        ("AnalyticsTasks", "RecomputeWindows", "AnalyticsByRequest"),
+        list(plan.analytics_tasks),
+        recompute_windows,
+        plan,
+        run_id,
+        decision,
+        results,
+        all_requests,
+    )
+    tables = _recomputed_by_request(
+        p,
+        ("AnalyticsTableTasks", "RecomputeTableRows", "TablesByRequest"),
+        list(plan.table_tasks),
+        recompute_table,
+        plan,
+        run_id,
+        decision,
+        results,
+        all_requests,
     )
 
     requests = p | "Requests" >> beam.Create(
         [{"request_id": m.request_id, "subject_ids": list(m.subject_ids)} for m in manifests]
     )
     keyed_requests = requests | "KeyRequests" >> beam.Map(lambda r: (r["request_id"], r["request_id"]))
-    groups: dict[str, Any] = {"request": keyed_requests, "files": files_by_request, "analytics": analytics}
+    groups: dict[str, Any] = {
+        "request": keyed_requests,
+        "files": files_by_request,
+        "analytics": analytics,
+        "tables": tables,
+    }
     if opts.erasure_api_url:
         from beam_rtbf.purge.api_sink import CallErasureApi
 
@@ -316,10 +366,13 @@ def _build_manifests(missing: list[AcceptedRequest], options: PipelineOptions, w
     opts = options.view_as(RtbfOptions)
     summary_path = join(opts.output, "summary.json")
     streams = []
+    analytics_sink = opts.analytics_sink
     if FileSystems.exists(summary_path):  # the last run's input stream: its retention still holds the subject
         last = _read_json(summary_path)
         if last.get("sessions"):
             streams = [{"uri": last["sessions"], "stream": "sessions"}]
+        # The last run's analytics table holds the subject's windows too, unless --analytics_sink says where.
+        analytics_sink = analytics_sink or last.get("analytics_sink")
     _LOGGER.info("building manifests for %d accepted requests without one", len(missing))
     write_manifests(
         [(a, a.accepted_at_ms) for a in missing],
@@ -329,6 +382,7 @@ def _build_manifests(missing: list[AcceptedRequest], options: PipelineOptions, w
         streams,
         opts.stream_retention_s,
         replace=True,
+        analytics_sink=analytics_sink,
     )
 
 

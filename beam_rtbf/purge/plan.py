@@ -22,6 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 from beam_rtbf.archive.index import archive_data_files, index_files, read_parquet, resolve
 from beam_rtbf.archive.write import INDEX_DIR
 from beam_rtbf.purge.analytics import AnalyticsTask, analytics_tasks
+from beam_rtbf.purge.analytics_table import AnalyticsTableTask, analytics_table_tasks
 from beam_rtbf.purge.manifests import PendingManifest
 from beam_rtbf.purge.rewrite import FileScan, FileTask, partition_of, read_journal
 from beam_rtbf.sinks.files import join
@@ -36,6 +37,7 @@ class PurgePlan:
     archive_records: int  # all records in the archive (the global share's denominator)
     archive_dir: str = ""
     analytics_tasks: tuple[AnalyticsTask, ...] = ()  # hour folders whose windows counted a subject
+    table_tasks: tuple[AnalyticsTableTask, ...] = ()  # analytics tables (PostgreSQL) whose rows counted one
 
 
 def plan_purge(
@@ -85,7 +87,12 @@ def plan_purge(
     )
     analytics = tuple(analytics_tasks(manifests, analytics_dir)) if analytics_dir else ()
     return PurgePlan(
-        tuple(tasks), {k: tuple(sorted(v)) for k, v in id_requests.items()}, archive_records, archive_dir, analytics
+        tuple(tasks),
+        {k: tuple(sorted(v)) for k, v in id_requests.items()},
+        archive_records,
+        archive_dir,
+        analytics,
+        tuple(analytics_table_tasks(manifests)),
     )
 
 

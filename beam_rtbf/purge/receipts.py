@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 from beam_rtbf.archive.index import relative_to
 from beam_rtbf.purge.analytics import AnalyticsResult
+from beam_rtbf.purge.analytics_table import AnalyticsTableResult
 from beam_rtbf.purge.hashing import SubjectHasher
 from beam_rtbf.purge.manifests import PendingManifest
 from beam_rtbf.purge.rewrite import FileResult
@@ -64,16 +65,37 @@ def _analytics_location(result: AnalyticsResult, root: str) -> dict:
     }
 
 
+def _table_location(result: AnalyticsTableResult) -> dict:
+    return {
+        "kind": "analytics_table",
+        "uri": result.task.uri,  # no password: refused in the URI
+        "windows": [iso_ms(start) for start, _ in result.task.windows],
+        "status": result.status,
+        # As for the files: the windows' totals, for every request of the run in them.
+        "sessions_before": result.sessions_before,
+        "sessions_after": result.sessions_after,
+        "rows_before": result.rows_before,
+        "rows_after": result.rows_after,
+        "parts_replaced": result.parts_replaced,
+        "requests_in_windows": len(result.task.request_ids),
+        "verified": result.verified,
+        "verification": result.detail,
+        "at": result.at,
+    }
+
+
 def receipt_status(
     files: Sequence[FileResult],
     api_failures: Sequence[dict],
     analytics: Sequence[AnalyticsResult] = (),
     verification: dict | None = None,
+    tables: Sequence[AnalyticsTableResult] = (),
 ) -> str:
     """``verified`` needs every location done and the independent scan passed (no scan: never verified)."""
-    if any(r.status == "blocked" for r in files) or any(a.status == "blocked" for a in analytics):
+    windows = [*analytics, *tables]
+    if any(r.status == "blocked" for r in files) or any(a.status == "blocked" for a in windows):
         return "blocked"
-    if any(not r.verified for r in files) or api_failures or any(not a.verified for a in analytics):
+    if any(not r.verified for r in files) or api_failures or any(not a.verified for a in windows):
         return "incomplete"
     if verification is None or not verification.get("passed"):
         return "incomplete"
@@ -117,10 +139,11 @@ def build_receipt(
     analytics: Sequence[AnalyticsResult] = (),
     roots: Mapping[str, str] | None = None,
     verification: dict | None = None,
+    tables: Sequence[AnalyticsTableResult] = (),
 ) -> dict:
     """The receipt. ``roots`` maps a file kind (archive, index, deadletter, analytics) to the root its
     paths are stored relative to; ``verification`` is the independent scan's section
-    (``VerificationSummary.for_request``)."""
+    (``VerificationSummary.for_request``); ``tables`` the analytics tables (PostgreSQL) recomputed."""
     locations = [
         _file_location(r, manifest.request_id, roots or {})
         for r in sorted(files, key=lambda r: (r.task.kind, r.task.path))
@@ -140,10 +163,11 @@ def build_receipt(
         _analytics_location(a, (roots or {}).get("analytics", ""))
         for a in sorted(analytics, key=lambda a: a.task.folder)
     ]
+    locations += [_table_location(t) for t in sorted(tables, key=lambda t: t.task.uri)]
     locations += [
         {"kind": "api", **{k: v for k, v in d.items() if k != "request_id"}} for d in (*api_done, *api_failed)
     ]
-    status = receipt_status(files, api_failed, analytics, verification)
+    status = receipt_status(files, api_failed, analytics, verification, tables)
     return {
         "request_id": manifest.request_id,
         "subject_hash": hasher.hash(manifest.subject_ids[0]),

@@ -26,6 +26,11 @@ staged key's old versions would keep the data: files are written in place (a PUT
 atomic), named with the run id, and a dead run's files are deleted by that name (with
 their old versions). There a dead run's files are visible until the next run.
 
+A run with ``--analytics_sink`` (PostgreSQL) names it in its record: its rows there are
+parts of a ``staged`` writer, invisible in the table's view until ``publish`` commits
+them (after the files, before the record says ``committed``; a resumed publish does it
+again, idempotently), and a dead run's parts are deleted by ``recover``.
+
 Readers (the subject index, manifests, purge planning, analytics purge) list only
 the published paths; leftovers of a dead run stay under their output root, where a
 full scan of the archive or dead-letter root still sees them, until the next run on
@@ -197,6 +202,7 @@ class RunLedger:
                 )
             if state == PUBLISHING:
                 self._publish_files(record)
+                self._publish_table(record)
                 record["state"] = COMMITTED
                 record["committed_at"] = _now_iso()
                 record["resumed_publish"] = True
@@ -204,6 +210,7 @@ class RunLedger:
                 resumed.append(record["run_id"])
             else:
                 self._drop_staging(record)
+                self._drop_table(record)
                 record["state"] = "abandoned"
                 record["abandoned_at"] = _now_iso()
                 self._write(record)
@@ -222,8 +229,15 @@ class RunLedger:
             _LOGGER.info("run ledger: removed dead runs %s, finished the publish of %s", removed, resumed)
         return {"removed": removed, "resumed": resumed}
 
-    def begin(self, inputs: Sequence[Mapping[str, Any]], append: bool, run_id: str | None = None) -> RunRecord:
-        """Record a new run as ``running``; its files go to ``staging_dir(root, run_id)``."""
+    def begin(
+        self,
+        inputs: Sequence[Mapping[str, Any]],
+        append: bool,
+        run_id: str | None = None,
+        analytics_sink: str | None = None,
+    ) -> RunRecord:
+        """Record a new run as ``running``; its files go to ``staging_dir(root, run_id)``, its analytics
+        rows to ``analytics_sink`` (a PostgreSQL URI, no password) as a staged writer."""
         run_id = run_id or new_run_id()
         record: RunRecord = {
             "run_id": run_id,
@@ -236,6 +250,8 @@ class RunLedger:
             "pid": os.getpid(),
             "started_at": _now_iso(),
         }
+        if analytics_sink:
+            record["analytics_sink"] = analytics_sink
         self._write(record)
         return record
 
@@ -245,6 +261,7 @@ class RunLedger:
         record["summary"] = dict(summary)
         self._write(record)
         record["published_files"] = self._publish_files(record)
+        self._publish_table(record)
         record["state"] = COMMITTED
         record["committed_at"] = _now_iso()
         self._write(record)
@@ -282,6 +299,28 @@ class RunLedger:
             self._delete_tree(staging)
             _remove_if_empty(join(root, STAGING_DIR))
         return moved
+
+    @staticmethod
+    def _publish_table(record: RunRecord) -> None:
+        """The run's rows in its analytics table count from now on (raises while the database is down:
+        the record stays ``publishing`` and the next run or purge on this output finishes it)."""
+        if record.get("analytics_sink"):
+            from beam_rtbf.sinks.postgres import publish_writer
+
+            record["published_table_parts"] = publish_writer(record["analytics_sink"], record["run_id"])
+
+    @staticmethod
+    def _drop_table(record: RunRecord) -> None:
+        """A dead run's rows in its analytics table are deleted. They are invisible (staged) anyway, so a
+        database that cannot be reached now only delays the clean-up: logged, not raised."""
+        if not record.get("analytics_sink"):
+            return
+        from beam_rtbf.sinks.postgres import AnalyticsSinkUnavailable, discard_writer
+
+        try:
+            discard_writer(record["analytics_sink"], record["run_id"])
+        except AnalyticsSinkUnavailable as exc:
+            _LOGGER.warning("run ledger: dead run %s keeps its staged (invisible) rows: %s", record["run_id"], exc)
 
     def _drop_staging(self, record: RunRecord) -> None:
         run_id = record["run_id"]

@@ -1,9 +1,9 @@
-"""A real PostgreSQL for tests: Debian's server, ``initdb`` in a temporary folder, loopback, stopped by its PID.
+"""A real PostgreSQL server for tests: ``initdb`` in a temporary folder, loopback TCP only, a free port,
+password authentication (scram-sha-256), stopped by the PID it started.
 
-PostgreSQL refuses to run as root: as root the cluster's folder is handed to the
-``postgres`` user and the server runs as that user (``subprocess``'s ``user=``). Password
-authentication (SCRAM) for TCP connections, so a test can show what a wrong or missing
-password does; the Unix socket lives in the cluster's own folder, never in /var/run.
+PostgreSQL refuses to run as root: under root the server runs as the unprivileged ``postgres``
+user that Debian's package creates (``nobody`` without it), in a folder of its own under the
+system temporary directory (a test's ``tmp_path`` lies under a root-only folder).
 """
 
 from __future__ import annotations
@@ -12,74 +12,132 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 
 from beam_rtbf.testing.redis_server import free_port, stop_process, wait_listening
 
-__all__ = ["PostgresServer", "postgres_bin"]
+__all__ = ["PostgresServer", "postgres_bindir"]
 
 
-def postgres_bin() -> str:
-    """The newest Debian PostgreSQL's bin folder (``/usr/lib/postgresql/<major>/bin``), else the PATH's."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(p.split("/")[4]))
+def postgres_bindir() -> str:
+    """The folder holding ``initdb`` and ``postgres``: on PATH, else Debian's /usr/lib/postgresql/N/bin."""
+    found = shutil.which("initdb")
     if found:
-        return os.path.dirname(found[-1])
-    initdb = shutil.which("initdb")
-    if initdb is None:
+        return os.path.dirname(os.path.realpath(found))
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[-3].split(".")[0])
+    )
+    if not candidates:
         raise RuntimeError("PostgreSQL is not installed: apt-get install -y postgresql (scripts/test.sh does)")
-    return os.path.dirname(initdb)
+    return os.path.dirname(candidates[-1])
+
+
+def _server_user() -> pwd.struct_passwd | None:
+    """Who the server runs as: this user, or an unprivileged one when this is root."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    raise RuntimeError("running as root and no unprivileged user (postgres, nobody) to run PostgreSQL as")
 
 
 class PostgresServer:
-    """One PostgreSQL cluster: superuser ``user`` with ``password``, database ``database``, on 127.0.0.1."""
+    """One ``postgres`` process with database ``database`` owned by ``user`` (password ``password``)."""
 
-    def __init__(self, user: str = "rtbf", password: str = "rtbf-test-password", database: str = "rtbf") -> None:
-        self.bin = postgres_bin()
+    def __init__(self, user: str = "rtbf", password: str = "rtbf-test-secret", database: str = "rtbf") -> None:
+        self.bindir = postgres_bindir()
         self.user, self.password, self.database = user, password, database
         self.port = free_port()
-        self.root = tempfile.mkdtemp(prefix="rtbf-pg-")  # not under a 0700 pytest folder: postgres must reach it
-        self.data_dir = os.path.join(self.root, "data")
         self.process: subprocess.Popen | None = None
-        self._run_as = "postgres" if os.geteuid() == 0 else None
+        self._runas = _server_user()
+        self.folder = tempfile.mkdtemp(prefix="rtbf-postgres-")
+        self.data_dir = os.path.join(self.folder, "data")
+        if self._runas is not None:
+            os.chmod(self.folder, 0o700)
+            os.chown(self.folder, self._runas.pw_uid, self._runas.pw_gid)
+        self._initdb()
 
     @property
-    def url(self) -> str:
-        """The connection URL without the password (give it through the environment)."""
+    def host_uri(self) -> str:
+        """``postgresql://USER@127.0.0.1:PORT/DB``: no password (it comes from the environment)."""
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{self.database}"
 
-    def _popen_kwargs(self) -> dict:
-        if self._run_as is None:
+    def sink_uri(self, table: str = "rtbf_analytics") -> str:
+        return f"{self.host_uri}?table={table}"
+
+    def _as_server_user(self) -> dict:
+        if self._runas is None:
             return {}
-        entry = pwd.getpwnam(self._run_as)
-        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+        return {"user": self._runas.pw_uid, "group": self._runas.pw_gid, "extra_groups": []}
+
+    def _initdb(self) -> None:
+        pwfile = os.path.join(self.folder, "pwfile")
+        with open(pwfile, "w", encoding="utf-8") as handle:
+            handle.write(self.password + "\n")
+        if self._runas is not None:
+            os.chown(pwfile, self._runas.pw_uid, self._runas.pw_gid)
+        os.chmod(pwfile, 0o600)
+        done = subprocess.run(
+            [
+                os.path.join(self.bindir, "initdb"),
+                "--pgdata",
+                self.data_dir,
+                "--username",
+                self.user,
+                "--pwfile",
+                pwfile,
+                "--auth",
+                "scram-sha-256",
+                "--encoding",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=self.folder,
+            **self._as_server_user(),
+        )
+        os.unlink(pwfile)
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
 
     def start(self) -> None:
-        if self._run_as:
-            entry = pwd.getpwnam(self._run_as)
-            os.chown(self.root, entry.pw_uid, entry.pw_gid)
-        password_file = os.path.join(self.root, "pwfile")
-        with open(os.open(password_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as handle:
-            handle.write(self.password + "\n")
-        if self._run_as:
-            os.chown(password_file, *(lambda e: (e.pw_uid, e.pw_gid))(pwd.getpwnam(self._run_as)))
-        subprocess.run(
-            [f"{self.bin}/initdb", "-D", self.data_dir, "-U", self.user, f"--pwfile={password_file}",
-             "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"],
-            check=True, capture_output=True, cwd=self.root, **self._popen_kwargs(),
-        )  # fmt: skip
-        os.unlink(password_file)
-        self.process = subprocess.Popen(
-            [f"{self.bin}/postgres", "-D", self.data_dir, "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
-             "-c", f"unix_socket_directories={self.root}", "-c", "fsync=off"],
-            stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.root, "postgres.log"), "wb"), cwd=self.root,
-            **self._popen_kwargs(),
-        )  # fmt: skip
+        log = open(os.path.join(self.folder, "postgres.log"), "ab")  # noqa: SIM115 - the server's own log
+        try:
+            self.process = subprocess.Popen(
+                [
+                    os.path.join(self.bindir, "postgres"),
+                    "-D",
+                    self.data_dir,
+                    "-p",
+                    str(self.port),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "unix_socket_directories=",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "max_connections=50",
+                ],
+                stdout=log,
+                stderr=log,
+                cwd=self.folder,
+                **self._as_server_user(),
+            )
+        finally:
+            log.close()
         if not wait_listening(self.process, self.port, time.monotonic() + 30):
-            log = open(os.path.join(self.root, "postgres.log"), encoding="utf-8", errors="replace").read()[-2000:]
-            self.stop()
-            raise RuntimeError(f"postgres did not listen on 127.0.0.1:{self.port}: {log}")
+            raise RuntimeError(f"postgres did not listen on 127.0.0.1:{self.port}; see {self.log_text()[-2000:]}")
         self._create_database()
 
     def _create_database(self) -> None:
@@ -89,9 +147,11 @@ class PostgresServer:
         while True:
             try:
                 with psycopg.connect(
-                    self.url.rsplit("/", 1)[0] + "/postgres", password=self.password, autocommit=True
-                ) as conn:
-                    if self.database != "postgres":
+                    host="127.0.0.1", port=self.port, user=self.user, password=self.password,
+                    dbname="postgres", autocommit=True,
+                ) as conn:  # fmt: skip
+                    exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone()
+                    if not exists:
                         conn.execute(f'CREATE DATABASE "{self.database}"')
                     return
             except psycopg.OperationalError:  # still starting up ("the database system is starting up")
@@ -99,15 +159,38 @@ class PostgresServer:
                     raise
                 time.sleep(0.1)
 
-    def connect(self):
-        """A psycopg connection to the test database (autocommit)."""
+    def connect(self, **kwargs):
+        """A psycopg connection to the test database as its owner (autocommit)."""
         import psycopg
 
-        return psycopg.connect(self.url, password=self.password, autocommit=True)
+        return psycopg.connect(
+            host="127.0.0.1", port=self.port, user=self.user, password=self.password,
+            dbname=self.database, autocommit=True, **kwargs,
+        )  # fmt: skip
 
-    def stop(self) -> None:
-        """Stop the server this object started (by its PID), then delete the cluster."""
-        if self.process is not None:
-            stop_process(self.process)
-            self.process = None
-        shutil.rmtree(self.root, ignore_errors=True)
+    def log_text(self) -> str:
+        try:
+            with open(os.path.join(self.folder, "postgres.log"), encoding="utf-8", errors="replace") as handle:
+                return handle.read()
+        except OSError:
+            return ""
+
+    def stop(self, kill: bool = False) -> None:
+        """Stop the process this object started: a fast shutdown (SIGINT: sessions are ended, unlike
+        SIGTERM's wait for them), or SIGKILL with ``kill`` (a crash)."""
+        if self.process is None:
+            return
+        if kill:
+            stop_process(self.process, kill=True)
+        else:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                stop_process(self.process, kill=True)
+        self.process = None
+
+    def close(self) -> None:
+        """Stop the server and delete its folder."""
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)

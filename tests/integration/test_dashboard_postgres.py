@@ -18,6 +18,7 @@ from beam_rtbf.dashboard import data
 from beam_rtbf.dashboard.analytics_pg import PASSWORD_ENV, AnalyticsUnavailable, PostgresAnalytics
 from beam_rtbf.dashboard.app import DashboardConfig, build_app
 from beam_rtbf.records import iso_ms
+from beam_rtbf.sinks.postgres import PASSWORD_ENV as SINK_PASSWORD_ENV
 from beam_rtbf.testing.postgres_server import PostgresServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -38,9 +39,17 @@ def _rows() -> list[dict]:
     for minute in range(0, 180, 7):
         for i, (action, device) in enumerate([("view", "iPhone"), ("click", "Mac Desktop"), ("view", "Mac Desktop")]):
             start = T0 + minute * 60_000
-            rows.append({"window_start": iso_ms(start), "window_end": iso_ms(start + 60_000), "action_type": action,
-                         "device_type": device, "sessions": minute % 5 + i + 1, "distinct_users": minute % 3 + 1,
-                         "avg_secs_elapsed": minute * 1.25 + i})
+            rows.append(
+                {
+                    "window_start": iso_ms(start),
+                    "window_end": iso_ms(start + 60_000),
+                    "action_type": action,
+                    "device_type": device,
+                    "sessions": minute % 5 + i + 1,
+                    "distinct_users": minute % 3 + 1,
+                    "avg_secs_elapsed": minute * 1.25 + i,
+                }
+            )
     return rows
 
 
@@ -49,7 +58,7 @@ def postgres():
     server = PostgresServer()
     server.start()
     yield server
-    server.stop()
+    server.close()
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +89,7 @@ def _sorted(table):
 
 def test_reader_returns_the_files_rows(postgres, filled, monkeypatch):
     monkeypatch.setenv(PASSWORD_ENV, postgres.password)
-    reader = PostgresAnalytics(f"{postgres.url}?table=rtbf_analytics")
+    reader = PostgresAnalytics(f"{postgres.host_uri}?table=rtbf_analytics")
     from_db, from_files = reader.read(), data.analytics_frame(filled)
     assert from_db.num_rows == from_files.num_rows == len(_rows())
     assert _sorted(from_db).to_pylist() == _sorted(from_files).to_pylist()
@@ -94,23 +103,30 @@ def test_reader_returns_the_files_rows(postgres, filled, monkeypatch):
 
 def test_dashboard_analytics_from_postgres(postgres, filled, monkeypatch):
     monkeypatch.setenv(PASSWORD_ENV, postgres.password)
-    app = build_app(DashboardConfig(filled, None, None, f"{postgres.url}?table=rtbf_analytics"))
+    app = build_app(DashboardConfig(filled, None, None, f"{postgres.host_uri}?table=rtbf_analytics"))
     body = {
         "output": "..analytics-graph.figure...analytics-totals.children..",
-        "outputs": [{"id": "analytics-graph", "property": "figure"}, {"id": "analytics-totals", "property": "children"}],
-        "inputs": [{"id": "analytics-metric", "property": "value", "value": "sessions"},
-                   {"id": "analytics-split", "property": "value", "value": "device_type"},
-                   {"id": "analytics-resolution", "property": "value", "value": "hour"},
-                   {"id": "analytics-actions", "property": "value", "value": []},
-                   {"id": "analytics-devices", "property": "value", "value": ["iPhone"]}],
+        "outputs": [
+            {"id": "analytics-graph", "property": "figure"},
+            {"id": "analytics-totals", "property": "children"},
+        ],
+        "inputs": [
+            {"id": "analytics-metric", "property": "value", "value": "sessions"},
+            {"id": "analytics-split", "property": "value", "value": "device_type"},
+            {"id": "analytics-resolution", "property": "value", "value": "hour"},
+            {"id": "analytics-actions", "property": "value", "value": []},
+            {"id": "analytics-devices", "property": "value", "value": ["iPhone"]},
+        ],
         "changedPropIds": ["analytics-devices.value"],
         "state": [],
     }
     answer = app.server.test_client().post("/_dash-update-component", json=body)
     assert answer.status_code == 200
     totals = json.loads(answer.data)["response"]["analytics-totals"]["children"]
-    shown = {card["props"]["children"][1]["props"]["id"]: card["props"]["children"][1]["props"]["children"]
-             for card in totals}
+    shown = {
+        card["props"]["children"][1]["props"]["id"]: card["props"]["children"][1]["props"]["children"]
+        for card in totals
+    }
     assert shown["analytics-sessions"] == f"{sum(r['sessions'] for r in _rows() if r['device_type'] == 'iPhone'):,}"
     assert shown["analytics-rows"] == str(len([r for r in _rows() if r["device_type"] == "iPhone"]))
 
@@ -119,11 +135,57 @@ def test_wrong_or_missing_password_is_one_line(postgres, filled, monkeypatch, ca
     monkeypatch.delenv(PASSWORD_ENV, raising=False)
     monkeypatch.setenv("PGPASSFILE", str(filled / "no-pgpass"))
     with pytest.raises(AnalyticsUnavailable, match="analytics table rtbf_analytics unreadable: "):
-        PostgresAnalytics(postgres.url).read()
+        PostgresAnalytics(postgres.host_uri).read()
     monkeypatch.setenv(PASSWORD_ENV, "not-the-password")
-    assert main(["dashboard", f"--output={filled}", f"--analytics={postgres.url}?table=rtbf_analytics"]) == 2
+    assert main(["dashboard", f"--output={filled}", f"--analytics={postgres.host_uri}?table=rtbf_analytics"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "password authentication failed" in err and "not-the-password" not in err
     monkeypatch.setenv(PASSWORD_ENV, postgres.password)
     with pytest.raises(AnalyticsUnavailable, match='relation "nope" does not exist'):
-        PostgresAnalytics(f"{postgres.url}?table=nope").read()
+        PostgresAnalytics(f"{postgres.host_uri}?table=nope").read()
+
+
+def test_the_dashboard_reads_what_the_sink_wrote(postgres, tmp_path, monkeypatch):
+    """A run with --analytics_sink into a table, then the dashboard's reader on that table: the
+    rows the run wrote to its files, exactly (the sink's view is the reader's contract)."""
+    monkeypatch.setenv(SINK_PASSWORD_ENV, postgres.password)
+    monkeypatch.setenv(PASSWORD_ENV, postgres.password)
+    sessions = tmp_path / "sessions.jsonl"
+    sessions.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "user_id": f"u{i % 13}",
+                    "event_time": iso_ms(T0 + i * 7_000),
+                    "action_type": ["view", "click"][i % 2],
+                    "device_type": ["iPhone", "Mac Desktop", "Android Phone"][i % 3],
+                    "secs_elapsed": i % 50,
+                }
+            )
+            + "\n"
+            for i in range(900)
+        )
+    )
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(json.dumps({"request_id": "r1", "subject_id": "u3", "requested_at": iso_ms(T0)}) + "\n")
+    out = tmp_path / "out"
+    table = f"{postgres.host_uri}?table=sink_for_dashboard"
+    assert (
+        main(
+            [
+                "run",
+                f"--sessions=file://{sessions}",
+                f"--requests=file://{requests}",
+                f"--output={out}",
+                f"--registry=embedded://{tmp_path / 'r.sqlite'}",
+                f"--analytics_sink={table}",
+            ]
+        )
+        == 0
+    )
+    from_files = data.analytics_frame(out)
+    from_db = PostgresAnalytics(table).read()
+    assert from_files.num_rows > 100
+    assert _sorted(from_db).to_pylist() == _sorted(from_files).to_pylist()
+    summary = json.loads((out / "summary.json").read_text())
+    assert data.analytics_totals(from_db).sessions == summary["clean"] == sum(1 for i in range(900) if i % 13 != 3)
