@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import apache_beam as beam
 import numpy as np
@@ -204,10 +205,13 @@ class KeyedStateStrategy(FilterStrategy):
 
     def apply(self, sessions: beam.PCollection, accepted: beam.PCollection) -> FilteredSessions:
         config, shards = self.config, self.config.state_shards
-        keyed_sessions = sessions | "ShardBySubject" >> beam.ParDo(_ShardSessions(shards))
+        # int shard keys, declared so the stateful steps get a deterministic key coder
+        keyed_sessions = sessions | "ShardBySubject" >> beam.ParDo(_ShardSessions(shards)).with_output_types(
+            tuple[int, Any]
+        )
         keyed_requests = accepted | "SendToEveryShard" >> beam.FlatMap(
             lambda accepted: [(shard, accepted) for shard in range(shards)]
-        )
+        ).with_output_types(tuple[int, Any])
         results = (
             (keyed_sessions, keyed_requests)
             | "JoinStreams" >> beam.Flatten()
@@ -218,7 +222,7 @@ class KeyedStateStrategy(FilterStrategy):
         )
         effective = (
             results[EFFECTIVE_TAG]
-            | "KeyByRequest" >> beam.Map(lambda e: (e[0], e))
+            | "KeyByRequest" >> beam.Map(lambda e: (e[0], e)).with_output_types(tuple[str, Any])
             | "WaitForAllShards" >> beam.ParDo(_CollectEffective(shards))
         )
         return FilteredSessions(results[CLEAN_TAG], results[SUPPRESSED_TAG], effective)

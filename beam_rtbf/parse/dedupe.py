@@ -8,6 +8,7 @@ keeps them); sessions without one pass untouched. Every dropped duplicate is cou
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import apache_beam as beam
 import numpy as np
@@ -95,8 +96,9 @@ class DedupeSessions(beam.PTransform):
         self._max = max_ids_per_shard
 
     def expand(self, sessions):
-        split = sessions | "ShardByEventId" >> beam.ParDo(_ShardByEventId(self._shards)).with_outputs(
-            _ShardByEventId.NO_ID, main="keyed"
-        )
+        # int shard keys, declared so the stateful step gets a deterministic key coder
+        split = sessions | "ShardByEventId" >> beam.ParDo(_ShardByEventId(self._shards)).with_output_types(
+            tuple[int, Any]
+        ).with_outputs(_ShardByEventId.NO_ID, main="keyed")
         unique = split.keyed | "DropRepeatedEventIds" >> beam.ParDo(_DedupeFn(self._max))
         return (unique, split[_ShardByEventId.NO_ID]) | "WithoutEventIds" >> beam.Flatten()
