@@ -189,7 +189,7 @@ class RtbfOptions(PipelineOptions):
             "--dedupe_max_ids",
             type=int,
             default=2_000_000,
-            help="Dedupe remembers this many recent event ids per shard (8 bytes each, twice)",
+            help="Dedupe remembers at least this many recent event ids per shard, at most twice as many (8 bytes each)",
         )
         registry.add_argument(
             "--registry_retry_s",

@@ -24,26 +24,52 @@ __all__ = ["DedupeSessions", "SeenIds"]
 
 
 class SeenIds:
-    """The most recent ids (as 64-bit hashes), bounded; membership by binary search."""
+    """The most recent ids (as 64-bit hashes), bounded; membership by binary search in sorted runs.
+
+    Ids live in two generations: the current one takes new ids until it holds ``capacity``, then
+    becomes the previous one and the older previous one is forgotten. So at least the
+    ``capacity`` most recent ids are remembered, and at most twice as many (8 bytes each).
+    Within a generation the ids are sorted runs merged like a binary counter (a new run is merged
+    into the one before it while that one is at most twice its size): adding a batch costs
+    O(batch * log) amortised, where sorting everything remembered on every batch cost O(capacity)
+    per batch and made a long streaming run slower as its memory filled (0.3 s per batch at 2 M).
+    """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self.order = np.empty(0, dtype=np.uint64)  # oldest first
-        self.sorted = np.empty(0, dtype=np.uint64)
+        self.current: list[np.ndarray] = []  # sorted runs, sizes decreasing
+        self.current_size = 0
+        self.previous: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return self.current_size + sum(run.size for run in self.previous)
+
+    def _seen(self, hashes: np.ndarray) -> np.ndarray:
+        seen = np.zeros(hashes.size, dtype=bool)
+        for run in (*self.previous, *self.current):
+            idx = np.searchsorted(run, hashes)
+            idx[idx == run.size] = 0
+            seen |= run[idx] == hashes
+        return seen
+
+    def _add(self, run: np.ndarray) -> None:
+        if self.current_size and self.current_size + run.size > self.capacity:
+            self.previous, self.current, self.current_size = self.current, [], 0
+        self.current.append(run)
+        self.current_size += run.size
+        while len(self.current) > 1 and self.current[-2].size <= 2 * self.current[-1].size:
+            newer, older = self.current.pop(), self.current.pop()
+            self.current.append(np.sort(np.concatenate([older, newer]), kind="stable"))  # two runs: a merge
 
     def new_mask(self, hashes: np.ndarray) -> np.ndarray:
         """Which rows are first seen: not seen before, and first of their id in this batch."""
         _, first = np.unique(hashes, return_index=True)
         fresh = np.zeros(hashes.size, dtype=bool)
         fresh[first] = True
-        if self.sorted.size:
-            idx = np.searchsorted(self.sorted, hashes)
-            idx[idx == self.sorted.size] = 0
-            fresh &= self.sorted[idx] != hashes
-        added = hashes[fresh]
+        fresh &= ~self._seen(hashes)
+        added = np.sort(hashes[fresh])
         if added.size:
-            self.order = np.concatenate([self.order, added])[-self.capacity :]
-            self.sorted = np.sort(self.order, kind="stable")
+            self._add(added)
         return fresh
 
 
