@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import html as html_lib
+import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +36,8 @@ __all__ = ["DashboardConfig", "build_app"]
 
 _LOGGER = logging.getLogger(__name__)
 PAGE_ROWS = 25  # Dash's renderer slows down with every component on the page: a page of requests at a time
-READ_TTL_S = 5.0  # the callbacks of one page view share one read of the requests
+READ_TTL_S = 5.0
+_REF = re.compile(r"r-[0-9a-f]{16}")  # the callbacks of one page view share one read of the requests
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 0; background: #f5f6f8; color: #1d2330; }
 header { background: #1d2330; color: #fff; padding: 10px 24px; display: flex; gap: 24px; align-items: baseline; }
@@ -544,7 +548,9 @@ def _request_page(sources: _Sources, ref: str) -> html.Div:
     page = data.receipt_view(sources.config.output, None, sources.hasher, ref, sources.config.clock(), records)
     back = dcc.Link("← all requests", href="/")
     if page is None:
-        return html.Div([back, html.Section([html.H2("Unknown request"), html.Div(f"no request {ref}")])])
+        # What was typed is not echoed: a person may have typed a subject's e-mail instead of a ref.
+        shown = ref if _REF.fullmatch(ref) else "with that address"
+        return html.Div([back, html.Section([html.H2("Unknown request"), html.Div(f"no request {shown}")])])
     row: data.RequestRow = page["row"]
     head = html.Section(
         [
@@ -652,20 +658,81 @@ def _removed_text(location: dict) -> str:
     return ""
 
 
+_GUARDED = ("text/html", "application/json", "text/plain")
+
+
+def _strings(value) -> Iterator[str]:
+    """Every string (keys too) inside a decoded JSON value."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from _strings(item)
+
+
+def _answer_text(response) -> str:
+    """What a reader of ``response`` sees: its headers (URL-decoded) and its body as written and decoded
+    (JSON strings with their ``\\uXXXX`` escapes resolved, HTML with its entities resolved)."""
+    from urllib.parse import unquote
+
+    parts = [f"{k}: {v}\n{unquote(v)}" for k, v in response.headers.items()]
+    if not response.direct_passthrough and response.mimetype in _GUARDED:
+        body = response.get_data(as_text=True)
+        parts.append(body)
+        if response.mimetype == "application/json":
+            try:
+                parts.extend(_strings(json.loads(body)))
+            except ValueError:
+                pass
+        else:
+            parts.append(html_lib.unescape(body))
+    return "\n".join(parts)
+
+
+def _refuse(response, status: int, text: str):
+    response.direct_passthrough = False
+    response.set_data(text)
+    response.status_code = status
+    response.mimetype = "text/plain"
+    for header in [k for k in response.headers.keys() if k.lower() not in ("content-type", "content-length")]:
+        del response.headers[header]
+    return response
+
+
 def _guard(server, sources: _Sources) -> None:
-    """Refuse (500) an HTML or JSON answer that holds a known identifier: a last line, never the first."""
+    """Refuse (500) an answer whose body or headers hold a known identifier, in any spelling: a last
+    line, never the first. When the identifiers cannot be read it refuses too (503): it never fails open.
+    Unhandled errors are logged by their type and place only (never the URL asked for, which a person
+    may have typed an identifier into, nor an exception's message)."""
 
     @server.after_request
     def refuse_identifiers(response):
-        if response.direct_passthrough or response.mimetype not in ("text/html", "application/json"):
-            return response
-        text = response.get_data(as_text=True)
-        if sources.redactor().found(text):
+        try:
+            redactor = sources.redactor()
+        except Exception as exc:  # noqa: BLE001 - whatever broke, nothing is served unchecked
+            _LOGGER.error("refused to serve an answer: the identifiers to guard cannot be read (%s)", type(exc).__name__)
+            return _refuse(response, 503, "refused: the registry cannot be read right now")
+        if redactor.found(_answer_text(response)):
             _LOGGER.error("refused to serve an answer holding an identifier (a dashboard view is wrong)")
-            response.set_data("refused: the answer held an identifier")
-            response.status_code = 500
-            response.mimetype = "text/plain"
+            return _refuse(response, 500, "refused: the answer held an identifier")
         return response
+
+    def log_exception(exc_info) -> None:
+        import traceback
+
+        kind, _exc, tb = exc_info
+        where = traceback.extract_tb(tb)[-1] if tb else None
+        _LOGGER.error(
+            "error in a dashboard view: %s%s",
+            getattr(kind, "__name__", "exception"),
+            f" at {Path(where.filename).name}:{where.lineno} ({where.name})" if where else "",
+        )
+
+    server.log_exception = log_exception
 
 
 def build_app(config: DashboardConfig) -> Dash:

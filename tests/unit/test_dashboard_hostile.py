@@ -57,3 +57,59 @@ def test_redactor_keeps_case_of_plain_ids_and_word_bounds():
     assert redact("BO@X.IOx bo@x.io") == f"BO@X.IOx {REDACTED}"
     assert redact("Straße STRASSE@x.io") == "Straße STRASSE@x.io"
     assert Redactor(["straße@x.io"])("mail STRASSE@X.IO!") == f"mail {REDACTED}!"
+
+
+def test_guard_sees_identifiers_through_json_and_html_escapes(tmp_path):
+    app = _app(tmp_path, [ErasureRequest("erase-zoe", "zo\u00eb-4711", T0, aliases=("zoe@example.com",))])
+    server = app.server
+    server.add_url_rule("/j", "j", lambda: {"who": "zo\u00eb-4711"})  # JSON: \u00eb escaped
+    server.add_url_rule("/h", "h", lambda: "<p>Zoe&#64;Example.com</p>")  # HTML entity
+    server.add_url_rule("/c", "c", lambda: "<p>ZOE@example.COM</p>")
+    server.add_url_rule("/t", "t", lambda: ("zoe@example.com", 200, {"Content-Type": "text/plain"}))
+    server.add_url_rule("/hd", "hd", lambda: ("fine", 200, {"X-Who": "zoe@example.com"}))
+    client = server.test_client()
+    for path in ("/j", "/h", "/c", "/t", "/hd"):
+        answer = client.get(path)
+        assert answer.status_code == 500, path
+        assert b"zo" not in answer.data.lower() and "zoe" not in str(answer.headers).lower(), path
+
+
+def test_unknown_request_page_does_not_echo_what_was_typed(tmp_path):
+    app = _app(tmp_path, [ErasureRequest("erase-zoe", "zoe-4711", T0, aliases=("zoe@example.com",))])
+    client = app.server.test_client()
+    for typed in ("/request/Zoe@Example.COM", "/request/someone-else@example.org", "/request/<b>x</b>"):
+        answer = _render(client, typed)
+        assert answer.status_code == 200
+        text = answer.get_data(as_text=True)
+        assert "Unknown request" in text
+        assert typed[len("/request/") :] not in text
+        assert "example" not in text.lower() and "<b>" not in text
+
+
+def test_guard_fails_closed_when_the_registry_cannot_be_read_and_logs_no_url(tmp_path, caplog):
+    state = tmp_path / "_state"
+    state.mkdir()
+    (state / "registry.sqlite").write_bytes(b"this is not a database" * 100)
+    app = build_app(DashboardConfig(tmp_path, f"embedded://{state}/registry.sqlite", None))
+    client = app.server.test_client()
+    with caplog.at_level(logging.DEBUG):
+        page = client.get("/request/zoe@example.com")  # the index page, for an address a person typed
+        answer = _render(client, "/request/zoe@example.com")
+    assert page.status_code == 503 and page.data == b"refused: the registry cannot be read right now"
+    assert answer.status_code == 503
+    assert "identifiers to guard cannot be read" in caplog.text
+    assert "zoe" not in caplog.text
+
+
+def test_a_failing_view_logs_neither_the_url_nor_the_message(tmp_path, caplog):
+    app = _app(tmp_path, [ErasureRequest("erase-zoe", "zoe-4711", T0, aliases=("zoe@example.com",))])
+
+    def broken(who):
+        raise KeyError(f"no such subject {who}")
+
+    app.server.add_url_rule("/who/<who>", "who", broken)
+    with caplog.at_level(logging.DEBUG):
+        answer = app.server.test_client().get("/who/zoe@example.com")
+    assert answer.status_code == 500 and b"zoe" not in answer.data
+    assert "error in a dashboard view: KeyError" in caplog.text
+    assert "zoe" not in caplog.text
