@@ -113,3 +113,21 @@ def test_a_failing_view_logs_neither_the_url_nor_the_message(tmp_path, caplog):
     assert answer.status_code == 500 and b"zoe" not in answer.data
     assert "error in a dashboard view: KeyError" in caplog.text
     assert "zoe" not in caplog.text
+
+
+def test_localhost_is_loopback_only_when_it_resolves_there(monkeypatch):
+    import socket
+
+    from beam_rtbf.dashboard import access
+
+    assert access.is_loopback("localhost")
+
+    def elsewhere(host, *args, **kwargs):
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.1.2.3", 0)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 0))]  # fmt: skip
+
+    monkeypatch.setattr(socket, "getaddrinfo", elsewhere)
+    assert not access.is_loopback("localhost") and not access.is_loopback("LocalHost")
+    with pytest.raises(ValueError, match="--host localhost is not a loopback address"):
+        access.check_binding("localhost", None)
+    assert access.is_loopback("127.0.0.1") and not access.is_loopback("::ffff:10.0.0.1")
