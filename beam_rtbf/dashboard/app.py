@@ -447,7 +447,7 @@ def _requests_rows(view: data.RequestsView, which: str, page: int) -> html.Div:
                 fmt_time(r.accepted_at_ms, False),
                 fmt_time(r.effective_at_ms, False),
                 fmt_int(r.records_removed) if r.has_receipt else "",
-                "yes" if r.has_receipt else "not yet",
+                "yes" if r.has_receipt else ("unreadable" if r.receipt_problem else "not yet"),
             ]
             for r in shown
         ],
@@ -583,6 +583,14 @@ def _request_page(sources: _Sources, ref: str) -> html.Div:
         ]
     )
     receipt = page["receipt"]
+    if receipt is None and row.receipt_problem:
+        body = html.Section(
+            [
+                html.H2("Receipt"),
+                html.Div(f"receipt unreadable: {row.receipt_problem}", id="receipt-unreadable", className="bad"),
+            ]
+        )
+        return html.Div([back, head, timeline, body])
     if receipt is None:
         body = html.Section(
             [
@@ -596,12 +604,12 @@ def _request_page(sources: _Sources, ref: str) -> html.Div:
         ["kind", "where", "status", "removed", "verified", "verification"],
         [
             [
-                loc.get("kind", ""),
-                loc.get("path") or loc.get("uri") or loc.get("location") or "",
-                loc.get("status", ""),
+                _cell(loc.get("kind", "")),
+                _cell(loc.get("path") or loc.get("uri") or loc.get("location") or ""),
+                _cell(loc.get("status", "")),
                 _removed_text(loc),
-                "yes" if loc.get("verified") else "no",
-                loc.get("verification") or loc.get("reason") or "",
+                "yes" if loc.get("verified") is True else "no",
+                _cell(loc.get("verification") or loc.get("reason") or ""),
             ]
             for loc in receipt["locations"]
         ],
@@ -649,12 +657,18 @@ def _request_page(sources: _Sources, ref: str) -> html.Div:
     return html.Div([back, head, timeline, body])
 
 
+def _cell(value) -> str:
+    """A receipt's value as table text, whatever type a damaged file gave it."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+
+
 def _removed_text(location: dict) -> str:
     """Records removed at a file location; for an analytics window, its sessions before -> after."""
     if "records_removed" in location:
-        return fmt_int(location["records_removed"])
+        return fmt_int(data._number(location["records_removed"]))  # noqa: SLF001
     if "sessions_before" in location:
-        return f"sessions {fmt_int(location['sessions_before'])} → {fmt_int(location.get('sessions_after'))}"
+        before, after = (data._number(location.get(k)) for k in ("sessions_before", "sessions_after"))  # noqa: SLF001
+        return f"sessions {fmt_int(before)} → {fmt_int(after)}"
     return ""
 
 

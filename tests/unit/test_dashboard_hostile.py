@@ -131,3 +131,60 @@ def test_localhost_is_loopback_only_when_it_resolves_there(monkeypatch):
     with pytest.raises(ValueError, match="--host localhost is not a loopback address"):
         access.check_binding("localhost", None)
     assert access.is_loopback("127.0.0.1") and not access.is_loopback("::ffff:10.0.0.1")
+
+
+def _damaged_out(tmp_path: Path) -> tuple:
+    """Two requests, each with a damaged receipt; a hand-edited summary, run ledger, purge summary and manifest."""
+    import os
+
+    from beam_rtbf.purge.hashing import SubjectHasher
+    from beam_rtbf.purge.receipts import receipt_path
+
+    key = "k" * 32
+    os.environ["RTBF_SUBJECT_HASH_KEY"] = key
+    requests = [ErasureRequest("erase-zoe", "zoe-4711", T0), ErasureRequest("erase-max", "max-1", T0 + 1)]
+    app = _app(tmp_path, requests)
+    bodies = {
+        "erase-zoe": {"request_id": "erase-zoe", "records_removed": [1, 2], "verification": "str"},
+        "erase-max": "{not json",
+    }
+    for request_id, body in bodies.items():
+        path = Path(receipt_path(str(tmp_path / "receipts"), request_id))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(body if isinstance(body, str) else json.dumps(body))
+    (tmp_path / "summary.json").write_text(json.dumps({"sessions_in": "lots", "sessions_per_s": "fast", "clean": 7}))
+    (tmp_path / "_runs").mkdir()
+    (tmp_path / "_runs" / "r1.json").write_text(json.dumps({"run_id": "r1", "summary": "x"}))
+    (tmp_path / "receipts" / "_runs").mkdir()
+    (tmp_path / "receipts" / "_runs" / "p1-summary.json").write_text(json.dumps({"incomplete": 5, "verified": "x"}))
+    return app, SubjectHasher(key=key.encode())
+
+
+def test_damaged_files_show_as_such_and_the_rest_still_answers(tmp_path, monkeypatch):
+    from beam_rtbf.dashboard.privacy import request_ref
+
+    monkeypatch.setenv("RTBF_SUBJECT_HASH_KEY", "k" * 32)
+    app, hasher = _damaged_out(tmp_path)
+    client = app.server.test_client()
+    overview = _render(client, "/")
+    assert overview.status_code == 200
+    text = overview.get_data(as_text=True)
+    assert text.count('"unreadable"') == 2  # the receipt column of both requests
+    assert '"id":"run-clean"' in text and '"7"' in text  # the good figure still shows
+    for request_id, why in [
+        ("erase-zoe", "receipt unreadable: the receipt's records_removed, verification are not what a receipt holds"),
+        ("erase-max", "receipt unreadable: the receipt file is not readable JSON"),
+    ]:
+        page = _render(client, f"/request/{request_ref(hasher, request_id)}")
+        assert page.status_code == 200 and why in page.get_data(as_text=True)
+
+
+def test_a_manifest_whose_subject_ids_is_a_string_does_not_redact_letters(tmp_path):
+    from beam_rtbf.manifests.build import manifest_path
+
+    path = Path(manifest_path(str(tmp_path / "manifests"), "erase-al"))
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"request_id": "erase-al", "subject_ids": "a", "regulation": "gdpr"}))
+    app = build_app(DashboardConfig(tmp_path, None, None))
+    answer = _render(app.server.test_client(), "/")
+    assert answer.status_code == 200 and "erase-al" not in answer.get_data(as_text=True)
