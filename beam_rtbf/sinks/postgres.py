@@ -49,6 +49,7 @@ __all__ = [
     "PASSWORD_ENV",
     "SCHEMA_VERSION",
     "AnalyticsSinkUnavailable",
+    "AnalyticsSinkError",
     "PostgresTarget",
     "parse_sink",
     "connect",
@@ -95,6 +96,11 @@ _CONNECT_DEFAULTS = {"application_name": "beam-rtbf", "connect_timeout": 10}  # 
 
 class AnalyticsSinkUnavailable(ConnectionError):
     """The database cannot be reached or refused the connection (transient for a running step)."""
+
+
+class AnalyticsSinkError(ValueError):
+    """The database answered but refused the driver's work (a missing schema, no privilege, a table
+    someone altered): one line naming the sink, never a traceback."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,9 +203,15 @@ def connect(target: PostgresTarget, **kwargs: Any):
 @contextlib.contextmanager
 def connection(target: PostgresTarget) -> Iterator[Any]:
     """A connection for one piece of driver work, closed after it."""
+    import psycopg
+
     conn = connect(target)
     try:
         yield conn
+    except psycopg.Error as exc:
+        diag = getattr(exc, "diag", None)
+        text = " ".join(((diag.message_primary if diag else None) or str(exc)).split()) or type(exc).__name__
+        raise AnalyticsSinkError(f"analytics sink {mask_secrets(target.uri)}: {mask_secrets(text)}") from None
     finally:
         conn.close()
 
@@ -362,6 +374,7 @@ def publish_writer(sink_uri: str, run_id: str) -> int:
     """The run ledger's publish step for the table: the run's parts count from now on."""
     target = parse_sink(sink_uri)
     with connection(target) as conn:
+        ensure_schema(conn, target)  # tables dropped since the run began are created again (empty)
         return publish_run(conn, target, run_id)
 
 
@@ -369,6 +382,7 @@ def discard_writer(sink_uri: str, run_id: str) -> int:
     """The run ledger's clean-up of a dead run in the table: its parts are deleted."""
     target = parse_sink(sink_uri)
     with connection(target) as conn:
+        ensure_schema(conn, target)
         return discard_run(conn, target, run_id)
 
 
