@@ -28,7 +28,7 @@ import pyarrow as pa
 from dash import Dash, Input, Output, dcc, html
 
 from beam_rtbf.dashboard import data
-from beam_rtbf.dashboard.privacy import Redactor, load_hasher
+from beam_rtbf.dashboard.privacy import REDACTED, Redactor, load_hasher
 from beam_rtbf.records import now_ms
 from beam_rtbf.registry.base import DeletionRegistry
 
@@ -177,15 +177,20 @@ class _Sources:
         return known if known is not None else self.requests()[1].redactor
 
     def analytics(self, filters: data.AnalyticsFilters) -> pa.Table:
+        """The rows that pass ``filters``, labels that name someone masked (``data.mask_labels``)."""
+        redactor = self.redactor()
         if self._pg is not None:
-            return self._pg.read(filters)
-        files = data.analytics_files(self.config.output)
-        key = tuple((str(p), *(lambda s: (s.st_size, s.st_mtime_ns))(p.stat())) for p in files)
-        with self._lock:
-            if key != self._analytics_key:
-                self._analytics, self._analytics_key = data.read_analytics_files(files), key
-            table = self._analytics
-        return data.filter_analytics(table, filters)
+            masked_chosen = REDACTED in (*filters.action_types, *filters.device_types)
+            # The database filters on true values: a choice of masked ones is filtered here.
+            table = self._pg.read(data.AnalyticsFilters() if masked_chosen else filters)
+        else:
+            files = data.analytics_files(self.config.output)
+            key = tuple((str(p), *(lambda s: (s.st_size, s.st_mtime_ns))(p.stat())) for p in files)
+            with self._lock:
+                if key != self._analytics_key:
+                    self._analytics, self._analytics_key = data.read_analytics_files(files), key
+                table = self._analytics
+        return data.filter_analytics(data.mask_labels(table, redactor), filters)
 
     def requests(self) -> tuple[list[data.RequestRecord], data.RequestsView]:
         """Every request (raw, for the views) and the table; one read serves the callbacks of a page view."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -26,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from beam_rtbf.dashboard.privacy import Redactor, reason_category, request_ref
+from beam_rtbf.dashboard.privacy import REDACTED, Redactor, reason_category, request_ref
 from beam_rtbf.manifests.build import manifest_path
 from beam_rtbf.purge.hashing import SubjectHasher
 from beam_rtbf.purge.receipts import receipt_path
@@ -44,6 +45,7 @@ __all__ = [
     "analytics_totals",
     "analytics_series",
     "analytics_choices",
+    "mask_labels",
     "RunRow",
     "PurgeRunRow",
     "RunFigures",
@@ -133,6 +135,26 @@ def filter_analytics(table: pa.Table, filters: AnalyticsFilters) -> pa.Table:
             keep = pc.is_in(table.column(column), value_set=pa.array(list(values), pa.string()))
             mask = keep if mask is None else pc.and_(mask, keep)
     return table if mask is None else table.filter(mask)
+
+
+_EMAIL_LIKE = re.compile(r"[^\s@]+@[^\s@]+\.[^\s@]+")
+
+
+def mask_labels(table: pa.Table, redact: Redactor) -> pa.Table:
+    """The table with every action or device type that holds a known identifier or an e-mail address
+    shown as ``[redacted]``: a label is shown in dropdowns and legends, so it must not name anyone
+    (rows keep their figures and still add up; the masked ones can be chosen together)."""
+    for column in ("action_type", "device_type"):
+        values = table.column(column)
+        mapping = {
+            v: (REDACTED if v is not None and (redact.found(v) or _EMAIL_LIKE.search(v)) else v)
+            for v in pc.unique(values).to_pylist()
+        }
+        if all(k == v for k, v in mapping.items()):
+            continue
+        masked = pa.array([mapping[v] for v in values.to_pylist()], pa.string())
+        table = table.set_column(table.schema.get_field_index(column), column, masked)
+    return table
 
 
 def analytics_frame(

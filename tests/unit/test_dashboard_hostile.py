@@ -188,3 +188,46 @@ def test_a_manifest_whose_subject_ids_is_a_string_does_not_redact_letters(tmp_pa
     app = build_app(DashboardConfig(tmp_path, None, None))
     answer = _render(app.server.test_client(), "/")
     assert answer.status_code == 200 and "erase-al" not in answer.get_data(as_text=True)
+
+
+def _analytics_answer(client, actions=(), devices=()):
+    body = {
+        "output": "..analytics-graph.figure...analytics-totals.children..",
+        "outputs": [{"id": "analytics-graph", "property": "figure"}, {"id": "analytics-totals", "property": "children"}],
+        "inputs": [
+            {"id": "analytics-metric", "property": "value", "value": "sessions"},
+            {"id": "analytics-split", "property": "value", "value": "device_type"},
+            {"id": "analytics-resolution", "property": "value", "value": "hour"},
+            {"id": "analytics-actions", "property": "value", "value": list(actions)},
+            {"id": "analytics-devices", "property": "value", "value": list(devices)},
+        ],
+        "changedPropIds": ["analytics-devices.value"],
+        "state": [],
+    }
+    return client.post("/_dash-update-component", json=body)
+
+
+def test_analytics_labels_that_are_identifiers_or_e_mails_are_masked_not_refused(tmp_path):
+    rows = [
+        {"window_start": "2026-01-01T00:00:00.000Z", "window_end": "2026-01-01T00:01:00.000Z", "action_type": a,
+         "device_type": d, "sessions": n, "distinct_users": 1, "avg_secs_elapsed": 1.0}
+        for a, d, n in [("view", "iPhone", 4), ("view", "Zoe@Example.COM", 3), ("someone@else.org", "Mac", 2),
+                        ("<script>alert(1)</script>", "zoe-4711", 5)]
+    ]  # fmt: skip
+    path = tmp_path / "analytics" / "dt=2026-01-01" / "hour=00" / "pane-a.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    app = _app(tmp_path, [ErasureRequest("erase-zoe", "zoe-4711", T0, aliases=("zoe@example.com",))])
+    client = app.server.test_client()
+    overview = _render(client, "/")
+    assert overview.status_code == 200  # not refused by the guard: the labels are masked
+    text = overview.get_data(as_text=True)
+    assert "zoe" not in text.lower() and "else.org" not in text and REDACTED in text
+    answer = _analytics_answer(client)
+    assert answer.status_code == 200 and "zoe" not in answer.get_data(as_text=True).lower()
+    assert '"id":"analytics-sessions"' in answer.get_data(as_text=True)
+    masked = _analytics_answer(client, devices=[REDACTED])  # the masked devices can still be chosen
+    assert masked.status_code == 200
+    figures = json.loads(masked.data)["response"]["analytics-totals"]["children"]
+    sessions = next(f for f in figures if f["props"]["children"][1]["props"]["id"] == "analytics-sessions")
+    assert sessions["props"]["children"][1]["props"]["children"] == "8"
