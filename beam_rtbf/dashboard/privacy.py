@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import secrets
+import threading
 import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
@@ -101,14 +102,27 @@ class Redactor:
             if not canonical:
                 continue
             (folded if "@" in canonical else exact).add(canonical)
-        self._exact = self._compile(exact)
-        self._folded = self._compile(folded)
+        self._exact = self._compile(frozenset(exact))
+        self._folded = self._compile(frozenset(folded))
+
+    _COMPILED: dict[frozenset, re.Pattern] = {}  # the few latest sets: a page view rebuilds with the same ids
+    _COMPILED_LOCK = threading.Lock()
 
     @classmethod
-    def _compile(cls, ids: set[str]) -> re.Pattern | None:
+    def _compile(cls, ids: frozenset[str]) -> re.Pattern | None:
+        """One pattern for ``ids``; compiling tens of thousands takes seconds, so the latest few are kept."""
         if not ids:
             return None
-        return re.compile(rf"(?<![{cls._WORD}])(?:{_trie_regex(sorted(ids))})(?![{cls._WORD}])")
+        with cls._COMPILED_LOCK:
+            known = cls._COMPILED.get(ids)
+        if known is not None:
+            return known
+        pattern = re.compile(rf"(?<![{cls._WORD}])(?:{_trie_regex(sorted(ids))})(?![{cls._WORD}])")
+        with cls._COMPILED_LOCK:
+            cls._COMPILED[ids] = pattern
+            while len(cls._COMPILED) > 4:
+                cls._COMPILED.pop(next(iter(cls._COMPILED)))
+        return pattern
 
     @property
     def _pattern(self) -> bool:  # any identifier known at all

@@ -231,3 +231,12 @@ def test_analytics_labels_that_are_identifiers_or_e_mails_are_masked_not_refused
     figures = json.loads(masked.data)["response"]["analytics-totals"]["children"]
     sessions = next(f for f in figures if f["props"]["children"][1]["props"]["id"] == "analytics-sessions")
     assert sessions["props"]["children"][1]["props"]["children"] == "8"
+
+
+def test_the_redactor_of_a_large_registry_is_compiled_once_per_set_of_identifiers():
+    """Compiling tens of thousands of ids takes seconds: each request page and guard check built its own."""
+    ids = [f"user-{i}" for i in range(3000)] + [f"user{i}@example.com" for i in range(3000)]
+    first, again = Redactor(ids), Redactor(list(reversed(ids)))
+    assert first._exact is again._exact and first._folded is again._folded  # noqa: SLF001
+    assert Redactor([*ids, "one-more"])._exact is not first._exact  # noqa: SLF001
+    assert again("mail USER2999@example.com or user-0") == f"mail {REDACTED} or {REDACTED}"
