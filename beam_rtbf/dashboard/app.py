@@ -113,6 +113,12 @@ def fmt_days(row: data.RequestRow) -> str:
     return f"OVERDUE by {-row.days_left:.1f} days" if row.overdue else f"{row.days_left:.1f} days left"
 
 
+def _chart_text(text: str) -> str:
+    """A label for a Plotly chart: Plotly reads ``<a href>``, ``<b>``, ``<br>``... in labels as markup, so a
+    value from the data (an action type, a dead letter's reason) has its ``<``, ``>`` and ``&`` escaped."""
+    return html_lib.escape(text, quote=False)
+
+
 def _figure(label: str, value: str, element_id: str) -> html.Div:
     return html.Div(
         [html.Div(label, className="label"), html.Div(value, id=element_id, className="value")], className="figure"
@@ -492,7 +498,7 @@ def _dead_letters_section(counts: data.DeadLetterCounts) -> html.Section:
     bar = _layout_figure(
         go.Figure(
             go.Bar(
-                y=[f"{s}: {r}" for s, r, _ in reasons],
+                y=[_chart_text(f"{s}: {r}") for s, r, _ in reasons],
                 x=[n for _, _, n in reasons],
                 orientation="h",
                 marker_color="#c44e52",
@@ -808,7 +814,9 @@ def build_app(config: DashboardConfig) -> Dash:
             ]
         totals = data.analytics_totals(table)
         series = data.analytics_series(table, metric or "sessions", split or "action_type", resolution or "hour")
-        fig = go.Figure([go.Scatter(x=xs, y=ys, name=name, mode="lines") for name, (xs, ys) in series.items()])
+        fig = go.Figure(
+            [go.Scatter(x=xs, y=ys, name=_chart_text(name), mode="lines") for name, (xs, ys) in series.items()]
+        )
         _layout_figure(fig, 340).update_layout(yaxis_title=data.METRICS[metric or "sessions"])
         cards = [
             _figure("sessions", fmt_int(totals.sessions), "analytics-sessions"),

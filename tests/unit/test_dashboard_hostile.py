@@ -240,3 +240,46 @@ def test_the_redactor_of_a_large_registry_is_compiled_once_per_set_of_identifier
     assert first._exact is again._exact and first._folded is again._folded  # noqa: SLF001
     assert Redactor([*ids, "one-more"])._exact is not first._exact  # noqa: SLF001
     assert again("mail USER2999@example.com or user-0") == f"mail {REDACTED} or {REDACTED}"
+
+
+def test_chart_labels_from_the_data_are_not_plotly_markup(tmp_path):
+    link = '<a href="https://evil.example/">click</a>'
+    path = tmp_path / "analytics" / "dt=2026-01-01" / "hour=00" / "pane-a.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"window_start": "2026-01-01T00:00:00.000Z", "window_end": "2026-01-01T00:01:00.000Z",
+                                "action_type": link, "device_type": "Mac", "sessions": 1, "distinct_users": 1,
+                                "avg_secs_elapsed": 1.0}) + "\n")  # fmt: skip
+    letters = tmp_path / "deadletter" / "sessions" / "a.jsonl"
+    letters.parent.mkdir(parents=True)
+    letters.write_text(json.dumps({"stream": "sessions", "reason": "bad <b>bold</b> <a href=https://evil.example/>x</a>"}) + "\n")
+    app = build_app(DashboardConfig(tmp_path, None, None))
+    client = app.server.test_client()
+    body = {
+        "output": "..analytics-graph.figure...analytics-totals.children..",
+        "outputs": [{"id": "analytics-graph", "property": "figure"}, {"id": "analytics-totals", "property": "children"}],
+        "inputs": [
+            {"id": "analytics-metric", "property": "value", "value": "sessions"},
+            {"id": "analytics-split", "property": "value", "value": "action_type"},
+            {"id": "analytics-resolution", "property": "value", "value": "hour"},
+            {"id": "analytics-actions", "property": "value", "value": []},
+            {"id": "analytics-devices", "property": "value", "value": []},
+        ],
+        "changedPropIds": [],
+        "state": [],
+    }
+    figure = json.loads(client.post("/_dash-update-component", json=body).data)["response"]["analytics-graph"]["figure"]
+    assert [trace["name"] for trace in figure["data"]] == ['&lt;a href="https://evil.example/"&gt;click&lt;/a&gt;']
+    overview = json.loads(_render(client, "/").data)
+
+    def graphs(node):
+        if isinstance(node, dict):
+            if node.get("props", {}).get("id") == "deadletters-graph":
+                yield node["props"]["figure"]
+            for value in node.values():
+                yield from graphs(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from graphs(value)
+
+    (dead,) = graphs(overview)
+    assert dead["data"][0]["y"] == ["sessions: bad &lt;b&gt;bold&lt;/b&gt; &lt;a href=https://evil.example/&gt;x&lt;/a&gt;"]
