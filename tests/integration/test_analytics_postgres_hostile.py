@@ -84,3 +84,35 @@ def test_purge_after_the_tables_were_dropped_verifies_what_is_there(server, sink
     assert location["status"] == "recomputed" and location["verified"] is True
     assert location["sessions_before"] == 0  # nothing of the subject was left there
     assert receipt["status"] == "verified"
+
+
+def test_the_database_lost_mid_run_fails_the_run_claims_nothing_and_the_rerun_counts_once(tmp_path, monkeypatch, capsys):
+    import json
+
+    db = PostgresServer(password=SECRET)  # a server of its own: this test stops it mid-run
+    db.start()
+    try:
+        monkeypatch.setenv(pg.PASSWORD_ENV, SECRET)
+        uri = db.sink_uri()
+        flags = [*run_flags(tmp_path, uri, sessions_file(tmp_path)), "--runner=FnApiRunner"]
+        real = pg.upsert_parts
+
+        def lost(conn, target, rows):
+            db.stop()  # the database goes away as the first bundle writes
+            return real(conn, target, rows)
+
+        monkeypatch.setattr(pg, "upsert_parts", lost)
+        code = main(["run", *flags])
+        err = capsys.readouterr().err
+        assert code == 2 and SECRET not in err
+        assert err.startswith(f"beam-rtbf run: analytics sink {uri} lost during a write: ") and err.count("\n") == 1
+        out = tmp_path / "out"
+        summary = out / "summary.json"
+        assert not summary.exists() or not json.loads(summary.read_text()).get("analytics_db_rows")
+        monkeypatch.setattr(pg, "upsert_parts", real)
+        db.start()
+        assert view_rows(db, uri) == {}
+        assert main(["run", *flags]) == 0
+        assert view_rows(db, uri) == analytics_rows(out) == aggregate_archive(out)
+    finally:
+        db.close()
