@@ -530,13 +530,24 @@ def _dead_letters_section(counts: data.DeadLetterCounts) -> html.Section:
     )
 
 
+def _why_unavailable(exc: BaseException) -> str:
+    """What the page and the log say when analytics cannot be read: the database reader's own message
+    (one line, secrets masked, no data in it); for anything else only its kind, as a parser's or a
+    converter's message may quote a value from the data (an e-mail in a column)."""
+    from beam_rtbf.dashboard.analytics_pg import AnalyticsUnavailable
+
+    if isinstance(exc, AnalyticsUnavailable):
+        return str(exc)
+    return f"{type(exc).__name__} while reading the analytics (are they what beam-rtbf writes?)"
+
+
 def _overview(sources: _Sources) -> html.Div:
     config = sources.config
     _records, view = sources.requests()
     try:
         choices = data.analytics_choices(sources.analytics(data.AnalyticsFilters()))
     except Exception as exc:  # noqa: BLE001 - a database outage shows on the page, the rest still works
-        _LOGGER.warning("analytics unavailable: %s", exc)
+        _LOGGER.warning("analytics unavailable: %s", _why_unavailable(exc))
         choices = ([], [])
     return html.Div(
         [
@@ -810,7 +821,7 @@ def build_app(config: DashboardConfig) -> Dash:
             table = sources.analytics(filters)
         except Exception as exc:  # noqa: BLE001 - shown on the page
             return _layout_figure(go.Figure()), [
-                html.Div(f"analytics unavailable: {exc}", className="bad", id="analytics-error")
+                html.Div(f"analytics unavailable: {_why_unavailable(exc)}", className="bad", id="analytics-error")
             ]
         totals = data.analytics_totals(table)
         series = data.analytics_series(table, metric or "sessions", split or "action_type", resolution or "hour")

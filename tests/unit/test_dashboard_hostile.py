@@ -283,3 +283,21 @@ def test_chart_labels_from_the_data_are_not_plotly_markup(tmp_path):
 
     (dead,) = graphs(overview)
     assert dead["data"][0]["y"] == ["sessions: bad &lt;b&gt;bold&lt;/b&gt; &lt;a href=https://evil.example/&gt;x&lt;/a&gt;"]
+
+
+def test_an_analytics_error_quoting_a_value_reaches_neither_page_nor_log(tmp_path, monkeypatch, caplog):
+    from beam_rtbf.dashboard import data
+
+    def broken(paths):
+        raise ValueError("Could not convert 'someone@else.org' with type str: tried to convert to int64")
+
+    monkeypatch.setattr(data, "read_analytics_files", broken)
+    app = build_app(DashboardConfig(tmp_path, None, None))
+    client = app.server.test_client()
+    with caplog.at_level(logging.DEBUG):
+        overview = _render(client, "/")
+        answer = _analytics_answer(client)
+    assert overview.status_code == 200 and answer.status_code == 200
+    text = answer.get_data(as_text=True)
+    assert "analytics unavailable: ValueError while reading the analytics" in text
+    assert "else.org" not in text + overview.get_data(as_text=True) + caplog.text
