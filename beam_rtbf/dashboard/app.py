@@ -750,7 +750,9 @@ def _guard(server, sources: _Sources) -> None:
         try:
             redactor = sources.redactor()
         except Exception as exc:  # noqa: BLE001 - whatever broke, nothing is served unchecked
-            _LOGGER.error("refused to serve an answer: the identifiers to guard cannot be read (%s)", type(exc).__name__)
+            _LOGGER.error(
+                "refused to serve an answer: the identifiers to guard cannot be read (%s)", type(exc).__name__
+            )
             return _refuse(response, 503, "refused: the registry cannot be read right now")
         if redactor.found(_answer_text(response)):
             _LOGGER.error("refused to serve an answer holding an identifier (a dashboard view is wrong)")

@@ -331,7 +331,9 @@ def run_figures(output: str | Path, last: int = 10) -> RunFigures:
     """The latest summary and the ``last`` newest bounded runs and purge runs."""
     out = Path(output)
     summary = _read_json(out / "summary.json")
-    latest = {k: _shown(k, summary.get(k)) for k in _SUMMARY_SHOWN if k in summary} if isinstance(summary, dict) else None
+    latest = (
+        {k: _shown(k, summary.get(k)) for k in _SUMMARY_SHOWN if k in summary} if isinstance(summary, dict) else None
+    )
     runs = []
     for path in (out / "_runs").glob("*.json"):
         record = _read_json(path)
@@ -504,7 +506,9 @@ def request_records(output: str | Path, registry: DeletionRegistry | None) -> li
         hashes = record.subject_hashes
         if receipt is not None and not hashes:
             hashes = (str(receipt.get("subject_hash")), *map(str, receipt.get("alias_hashes") or []))
-        with_receipts.append(dataclasses.replace(record, receipt=receipt, subject_hashes=hashes, receipt_problem=problem))
+        with_receipts.append(
+            dataclasses.replace(record, receipt=receipt, subject_hashes=hashes, receipt_problem=problem)
+        )
     return with_receipts
 
 
@@ -535,7 +539,9 @@ def _receipt_problem(body: dict) -> str | None:
             ("verification.scanned", counts(verification.get("scanned"))),
         ]
     bad = [name for name, ok in checks if not ok]
-    return f"the receipt's {', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not what a receipt holds" if bad else None
+    return (
+        f"the receipt's {', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not what a receipt holds" if bad else None
+    )
 
 
 def _identifiers(records: Iterable[RequestRecord]) -> set[str]:

@@ -22,8 +22,9 @@ Why parts: a pane delivered again (a retried bundle, a replayed stream) upserts 
 same part and replaces it, so it never adds; two runs that both hold sessions of one
 window (two files of one day, ``--append``, a late pane) are different parts and add
 up, as their pane files do; and a bounded run's parts stay invisible until its run
-ledger commits, so a killed run and its re-run count once. A purge replaces every part
-of the windows it recomputes with one part of its own, in one transaction.
+ledger commits, so a killed run and its re-run count once. A purge replaces every counted
+part of the windows it recomputes with one part of its own, in one transaction (a running run's
+staged parts stay: they count once its ledger publishes them, and its manifests name the windows).
 ``distinct_users`` of a window written by several parts is their sum (a user seen by
 two runs counts twice, as when the pane files are added up); a purge's recomputed
 window is exact. Needs PostgreSQL 15 or newer (``UNIQUE NULLS NOT DISTINCT``: a
@@ -458,15 +459,17 @@ def window_rows(conn, target: PostgresTarget, window_starts_ms: Sequence[int]) -
 
 
 def foreign_parts(conn, target: PostgresTarget, window_starts_ms: Sequence[int], run_id: str) -> int:
-    """Parts of these windows written by anyone but ``run_id`` (after a purge's replace: must be 0)."""
+    """Counted parts of these windows written by anyone but ``run_id`` (after a purge's replace: must be 0);
+    a running run's staged parts do not count until it publishes."""
     from psycopg import sql
 
     with conn.cursor() as cur:
         cur.execute(
             sql.SQL(
-                "SELECT count(*) FROM {} WHERE run_id <> %s "
-                "AND window_start = ANY(SELECT to_timestamp(ms / 1000.0) FROM unnest(%s::bigint[]) AS ms)"
-            ).format(_ident(target, "_parts")),
+                "SELECT count(*) FROM {} p JOIN {} r ON r.run_id = p.run_id AND r.state = 'committed' "
+                "WHERE p.run_id <> %s "
+                "AND p.window_start = ANY(SELECT to_timestamp(ms / 1000.0) FROM unnest(%s::bigint[]) AS ms)"
+            ).format(_ident(target, "_parts"), _ident(target, "_runs")),
             (run_id, list(window_starts_ms)),
         )
         return int(cur.fetchone()[0])
@@ -484,11 +487,14 @@ def replace_windows(
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"beam-rtbf:{target.label}",))
         before = window_rows(conn, target, starts)
+        # The parts that count (committed runs'), not a running run's staged ones: they become visible when
+        # its ledger publishes, with the run's files, and its manifests name those windows for the next purge.
         cur.execute(
             sql.SQL(
-                "DELETE FROM {} WHERE window_start = ANY(SELECT to_timestamp(ms / 1000.0) "
-                "FROM unnest(%s::bigint[]) AS ms)"
-            ).format(_ident(target, "_parts")),
+                "DELETE FROM {parts} p WHERE p.window_start = ANY(SELECT to_timestamp(ms / 1000.0) "
+                "FROM unnest(%s::bigint[]) AS ms) "
+                "AND NOT EXISTS (SELECT 1 FROM {runs} r WHERE r.run_id = p.run_id AND r.state = 'staged')"
+            ).format(parts=_ident(target, "_parts"), runs=_ident(target, "_runs")),
             (starts,),
         )
         deleted = cur.rowcount

@@ -86,7 +86,9 @@ def test_purge_after_the_tables_were_dropped_verifies_what_is_there(server, sink
     assert receipt["status"] == "verified"
 
 
-def test_the_database_lost_mid_run_fails_the_run_claims_nothing_and_the_rerun_counts_once(tmp_path, monkeypatch, capsys):
+def test_the_database_lost_mid_run_fails_the_run_claims_nothing_and_the_rerun_counts_once(
+    tmp_path, monkeypatch, capsys
+):
     import json
 
     db = PostgresServer(password=SECRET)  # a server of its own: this test stops it mid-run
@@ -116,3 +118,25 @@ def test_the_database_lost_mid_run_fails_the_run_claims_nothing_and_the_rerun_co
         assert view_rows(db, uri) == analytics_rows(out) == aggregate_archive(out)
     finally:
         db.close()
+
+
+def test_a_purge_keeps_the_staged_parts_of_a_run_in_flight_which_then_count_once(server, sink):
+    """A purge recomputing windows that a running (staged) run also writes deleted that run's parts: once
+    the run published, the table lacked its sessions while its files had them."""
+    target = pg.parse_sink(sink)
+    window = ("2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z")
+    with pg.connection(target) as conn:
+        pg.ensure_schema(conn, target)
+        pg.register_run(conn, target, "old", staged=False)
+        pg.upsert_parts(conn, target, [(*window, "view", "Mac", "old", 0, 5, 4, 50.0, 5)])
+        pg.register_run(conn, target, "live", staged=True)  # a bounded run, not yet published
+        pg.upsert_parts(conn, target, [(*window, "view", "Mac", "live", 0, 2, 2, 4.0, 2)])
+        start_ms = 1_767_225_600_000
+        before, rows, deleted = pg.replace_windows(
+            conn, target, "purge-p1", [start_ms], [(*window, "view", "Mac", "purge-p1", 0, 3, 3, 30.0, 3)]
+        )
+        assert (before, rows, deleted) == (5, 1, 1)  # the old run's part, not the live run's
+        assert pg.foreign_parts(conn, target, [start_ms], "purge-p1") == 0  # the staged part does not count
+        assert [r[3] for r in pg.window_rows(conn, target, [start_ms])] == [3]
+        pg.publish_run(conn, target, "live")
+        assert [r[3:5] for r in pg.window_rows(conn, target, [start_ms])] == [(5, 5)]  # 3 recomputed + 2 live

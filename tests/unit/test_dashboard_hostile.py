@@ -193,7 +193,10 @@ def test_a_manifest_whose_subject_ids_is_a_string_does_not_redact_letters(tmp_pa
 def _analytics_answer(client, actions=(), devices=()):
     body = {
         "output": "..analytics-graph.figure...analytics-totals.children..",
-        "outputs": [{"id": "analytics-graph", "property": "figure"}, {"id": "analytics-totals", "property": "children"}],
+        "outputs": [
+            {"id": "analytics-graph", "property": "figure"},
+            {"id": "analytics-totals", "property": "children"},
+        ],
         "inputs": [
             {"id": "analytics-metric", "property": "value", "value": "sessions"},
             {"id": "analytics-split", "property": "value", "value": "device_type"},
@@ -251,12 +254,17 @@ def test_chart_labels_from_the_data_are_not_plotly_markup(tmp_path):
                                 "avg_secs_elapsed": 1.0}) + "\n")  # fmt: skip
     letters = tmp_path / "deadletter" / "sessions" / "a.jsonl"
     letters.parent.mkdir(parents=True)
-    letters.write_text(json.dumps({"stream": "sessions", "reason": "bad <b>bold</b> <a href=https://evil.example/>x</a>"}) + "\n")
+    letters.write_text(
+        json.dumps({"stream": "sessions", "reason": "bad <b>bold</b> <a href=https://evil.example/>x</a>"}) + "\n"
+    )
     app = build_app(DashboardConfig(tmp_path, None, None))
     client = app.server.test_client()
     body = {
         "output": "..analytics-graph.figure...analytics-totals.children..",
-        "outputs": [{"id": "analytics-graph", "property": "figure"}, {"id": "analytics-totals", "property": "children"}],
+        "outputs": [
+            {"id": "analytics-graph", "property": "figure"},
+            {"id": "analytics-totals", "property": "children"},
+        ],
         "inputs": [
             {"id": "analytics-metric", "property": "value", "value": "sessions"},
             {"id": "analytics-split", "property": "value", "value": "action_type"},
@@ -282,7 +290,9 @@ def test_chart_labels_from_the_data_are_not_plotly_markup(tmp_path):
                 yield from graphs(value)
 
     (dead,) = graphs(overview)
-    assert dead["data"][0]["y"] == ["sessions: bad &lt;b&gt;bold&lt;/b&gt; &lt;a href=https://evil.example/&gt;x&lt;/a&gt;"]
+    assert dead["data"][0]["y"] == [
+        "sessions: bad &lt;b&gt;bold&lt;/b&gt; &lt;a href=https://evil.example/&gt;x&lt;/a&gt;"
+    ]
 
 
 def test_an_analytics_error_quoting_a_value_reaches_neither_page_nor_log(tmp_path, monkeypatch, caplog):
