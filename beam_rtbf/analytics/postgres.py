@@ -63,10 +63,18 @@ class _UpsertPanesFn(beam.DoFn):
         if not self._rows:
             return
         rows, self._rows = self._rows, []
+        import psycopg
+
         try:
             written = pg.upsert_parts(self._connection(), self._target, rows)
-        except Exception:
+        except psycopg.OperationalError as exc:  # the connection was lost mid-write: transient, as at connect
             self._close()  # a broken connection is not reused by the retried bundle
+            text = pg.mask_secrets(" ".join(str(exc).split()))
+            raise pg.AnalyticsSinkUnavailable(
+                f"analytics sink {pg.mask_secrets(self._target.uri)} lost during a write: {text}"
+            ) from None
+        except Exception:
+            self._close()
             raise
         self._rows_written.inc(written)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import socket
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
@@ -31,11 +32,21 @@ MIN_TOKEN_CHARS = 16
 
 
 def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and ``localhost``; every other address or name is not."""
-    if host.strip().lower() == "localhost":
-        return True
+    """True for 127.0.0.0/8, ::1 and ``localhost`` when every address it resolves to is one of those
+    (a hosts file may map ``localhost`` elsewhere); every other address or name is not."""
+    name = host.strip().lower()
+    if name == "localhost":
+        try:
+            addresses = {info[4][0] for info in socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)}
+        except OSError:
+            return False
+        return bool(addresses) and all(_loopback_address(a) for a in addresses)
+    return _loopback_address(host.strip().strip("[]"))
+
+
+def _loopback_address(text: str) -> bool:
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(text.split("%", 1)[0]).is_loopback
     except ValueError:
         return False
 

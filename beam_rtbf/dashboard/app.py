@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import html as html_lib
+import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +28,7 @@ import pyarrow as pa
 from dash import Dash, Input, Output, dcc, html
 
 from beam_rtbf.dashboard import data
-from beam_rtbf.dashboard.privacy import Redactor, load_hasher
+from beam_rtbf.dashboard.privacy import REDACTED, Redactor, load_hasher
 from beam_rtbf.records import now_ms
 from beam_rtbf.registry.base import DeletionRegistry
 
@@ -33,7 +36,8 @@ __all__ = ["DashboardConfig", "build_app"]
 
 _LOGGER = logging.getLogger(__name__)
 PAGE_ROWS = 25  # Dash's renderer slows down with every component on the page: a page of requests at a time
-READ_TTL_S = 5.0  # the callbacks of one page view share one read of the requests
+READ_TTL_S = 5.0
+_REF = re.compile(r"r-[0-9a-f]{16}")  # the callbacks of one page view share one read of the requests
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 0; background: #f5f6f8; color: #1d2330; }
 header { background: #1d2330; color: #fff; padding: 10px 24px; display: flex; gap: 24px; align-items: baseline; }
@@ -109,6 +113,12 @@ def fmt_days(row: data.RequestRow) -> str:
     return f"OVERDUE by {-row.days_left:.1f} days" if row.overdue else f"{row.days_left:.1f} days left"
 
 
+def _chart_text(text: str) -> str:
+    """A label for a Plotly chart: Plotly reads ``<a href>``, ``<b>``, ``<br>``... in labels as markup, so a
+    value from the data (an action type, a dead letter's reason) has its ``<``, ``>`` and ``&`` escaped."""
+    return html_lib.escape(text, quote=False)
+
+
 def _figure(label: str, value: str, element_id: str) -> html.Div:
     return html.Div(
         [html.Div(label, className="label"), html.Div(value, id=element_id, className="value")], className="figure"
@@ -173,15 +183,20 @@ class _Sources:
         return known if known is not None else self.requests()[1].redactor
 
     def analytics(self, filters: data.AnalyticsFilters) -> pa.Table:
+        """The rows that pass ``filters``, labels that name someone masked (``data.mask_labels``)."""
+        redactor = self.redactor()
         if self._pg is not None:
-            return self._pg.read(filters)
-        files = data.analytics_files(self.config.output)
-        key = tuple((str(p), *(lambda s: (s.st_size, s.st_mtime_ns))(p.stat())) for p in files)
-        with self._lock:
-            if key != self._analytics_key:
-                self._analytics, self._analytics_key = data.read_analytics_files(files), key
-            table = self._analytics
-        return data.filter_analytics(table, filters)
+            masked_chosen = REDACTED in (*filters.action_types, *filters.device_types)
+            # The database filters on true values: a choice of masked ones is filtered here.
+            table = self._pg.read(data.AnalyticsFilters() if masked_chosen else filters)
+        else:
+            files = data.analytics_files(self.config.output)
+            key = tuple((str(p), *(lambda s: (s.st_size, s.st_mtime_ns))(p.stat())) for p in files)
+            with self._lock:
+                if key != self._analytics_key:
+                    self._analytics, self._analytics_key = data.read_analytics_files(files), key
+                table = self._analytics
+        return data.filter_analytics(data.mask_labels(table, redactor), filters)
 
     def requests(self) -> tuple[list[data.RequestRecord], data.RequestsView]:
         """Every request (raw, for the views) and the table; one read serves the callbacks of a page view."""
@@ -443,7 +458,7 @@ def _requests_rows(view: data.RequestsView, which: str, page: int) -> html.Div:
                 fmt_time(r.accepted_at_ms, False),
                 fmt_time(r.effective_at_ms, False),
                 fmt_int(r.records_removed) if r.has_receipt else "",
-                "yes" if r.has_receipt else "not yet",
+                "yes" if r.has_receipt else ("unreadable" if r.receipt_problem else "not yet"),
             ]
             for r in shown
         ],
@@ -483,7 +498,7 @@ def _dead_letters_section(counts: data.DeadLetterCounts) -> html.Section:
     bar = _layout_figure(
         go.Figure(
             go.Bar(
-                y=[f"{s}: {r}" for s, r, _ in reasons],
+                y=[_chart_text(f"{s}: {r}") for s, r, _ in reasons],
                 x=[n for _, _, n in reasons],
                 orientation="h",
                 marker_color="#c44e52",
@@ -515,13 +530,24 @@ def _dead_letters_section(counts: data.DeadLetterCounts) -> html.Section:
     )
 
 
+def _why_unavailable(exc: BaseException) -> str:
+    """What the page and the log say when analytics cannot be read: the database reader's own message
+    (one line, secrets masked, no data in it); for anything else only its kind, as a parser's or a
+    converter's message may quote a value from the data (an e-mail in a column)."""
+    from beam_rtbf.dashboard.analytics_pg import AnalyticsUnavailable
+
+    if isinstance(exc, AnalyticsUnavailable):
+        return str(exc)
+    return f"{type(exc).__name__} while reading the analytics (are they what beam-rtbf writes?)"
+
+
 def _overview(sources: _Sources) -> html.Div:
     config = sources.config
     _records, view = sources.requests()
     try:
         choices = data.analytics_choices(sources.analytics(data.AnalyticsFilters()))
     except Exception as exc:  # noqa: BLE001 - a database outage shows on the page, the rest still works
-        _LOGGER.warning("analytics unavailable: %s", exc)
+        _LOGGER.warning("analytics unavailable: %s", _why_unavailable(exc))
         choices = ([], [])
     return html.Div(
         [
@@ -544,7 +570,9 @@ def _request_page(sources: _Sources, ref: str) -> html.Div:
     page = data.receipt_view(sources.config.output, None, sources.hasher, ref, sources.config.clock(), records)
     back = dcc.Link("← all requests", href="/")
     if page is None:
-        return html.Div([back, html.Section([html.H2("Unknown request"), html.Div(f"no request {ref}")])])
+        # What was typed is not echoed: a person may have typed a subject's e-mail instead of a ref.
+        shown = ref if _REF.fullmatch(ref) else "with that address"
+        return html.Div([back, html.Section([html.H2("Unknown request"), html.Div(f"no request {shown}")])])
     row: data.RequestRow = page["row"]
     head = html.Section(
         [
@@ -577,6 +605,14 @@ def _request_page(sources: _Sources, ref: str) -> html.Div:
         ]
     )
     receipt = page["receipt"]
+    if receipt is None and row.receipt_problem:
+        body = html.Section(
+            [
+                html.H2("Receipt"),
+                html.Div(f"receipt unreadable: {row.receipt_problem}", id="receipt-unreadable", className="bad"),
+            ]
+        )
+        return html.Div([back, head, timeline, body])
     if receipt is None:
         body = html.Section(
             [
@@ -590,12 +626,12 @@ def _request_page(sources: _Sources, ref: str) -> html.Div:
         ["kind", "where", "status", "removed", "verified", "verification"],
         [
             [
-                loc.get("kind", ""),
-                loc.get("path") or loc.get("uri") or loc.get("location") or "",
-                loc.get("status", ""),
+                _cell(loc.get("kind", "")),
+                _cell(loc.get("path") or loc.get("uri") or loc.get("location") or ""),
+                _cell(loc.get("status", "")),
                 _removed_text(loc),
-                "yes" if loc.get("verified") else "no",
-                loc.get("verification") or loc.get("reason") or "",
+                "yes" if loc.get("verified") is True else "no",
+                _cell(loc.get("verification") or loc.get("reason") or ""),
             ]
             for loc in receipt["locations"]
         ],
@@ -643,29 +679,98 @@ def _request_page(sources: _Sources, ref: str) -> html.Div:
     return html.Div([back, head, timeline, body])
 
 
+def _cell(value) -> str:
+    """A receipt's value as table text, whatever type a damaged file gave it."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+
+
 def _removed_text(location: dict) -> str:
     """Records removed at a file location; for an analytics window, its sessions before -> after."""
     if "records_removed" in location:
-        return fmt_int(location["records_removed"])
+        return fmt_int(data._number(location["records_removed"]))  # noqa: SLF001
     if "sessions_before" in location:
-        return f"sessions {fmt_int(location['sessions_before'])} → {fmt_int(location.get('sessions_after'))}"
+        before, after = (data._number(location.get(k)) for k in ("sessions_before", "sessions_after"))  # noqa: SLF001
+        return f"sessions {fmt_int(before)} → {fmt_int(after)}"
     return ""
 
 
+_GUARDED = ("text/html", "application/json", "text/plain")
+
+
+def _strings(value) -> Iterator[str]:
+    """Every string (keys too) inside a decoded JSON value."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from _strings(item)
+
+
+def _answer_text(response) -> str:
+    """What a reader of ``response`` sees: its headers (URL-decoded) and its body as written and decoded
+    (JSON strings with their ``\\uXXXX`` escapes resolved, HTML with its entities resolved)."""
+    from urllib.parse import unquote
+
+    parts = [f"{k}: {v}\n{unquote(v)}" for k, v in response.headers.items()]
+    if not response.direct_passthrough and response.mimetype in _GUARDED:
+        body = response.get_data(as_text=True)
+        parts.append(body)
+        if response.mimetype == "application/json":
+            try:
+                parts.extend(_strings(json.loads(body)))
+            except ValueError:
+                pass
+        else:
+            parts.append(html_lib.unescape(body))
+    return "\n".join(parts)
+
+
+def _refuse(response, status: int, text: str):
+    response.direct_passthrough = False
+    response.set_data(text)
+    response.status_code = status
+    response.mimetype = "text/plain"
+    for header in [k for k in response.headers.keys() if k.lower() not in ("content-type", "content-length")]:
+        del response.headers[header]
+    return response
+
+
 def _guard(server, sources: _Sources) -> None:
-    """Refuse (500) an HTML or JSON answer that holds a known identifier: a last line, never the first."""
+    """Refuse (500) an answer whose body or headers hold a known identifier, in any spelling: a last
+    line, never the first. When the identifiers cannot be read it refuses too (503): it never fails open.
+    Unhandled errors are logged by their type and place only (never the URL asked for, which a person
+    may have typed an identifier into, nor an exception's message)."""
 
     @server.after_request
     def refuse_identifiers(response):
-        if response.direct_passthrough or response.mimetype not in ("text/html", "application/json"):
-            return response
-        text = response.get_data(as_text=True)
-        if sources.redactor().found(text):
+        try:
+            redactor = sources.redactor()
+        except Exception as exc:  # noqa: BLE001 - whatever broke, nothing is served unchecked
+            _LOGGER.error(
+                "refused to serve an answer: the identifiers to guard cannot be read (%s)", type(exc).__name__
+            )
+            return _refuse(response, 503, "refused: the registry cannot be read right now")
+        if redactor.found(_answer_text(response)):
             _LOGGER.error("refused to serve an answer holding an identifier (a dashboard view is wrong)")
-            response.set_data("refused: the answer held an identifier")
-            response.status_code = 500
-            response.mimetype = "text/plain"
+            return _refuse(response, 500, "refused: the answer held an identifier")
         return response
+
+    def log_exception(exc_info) -> None:
+        import traceback
+
+        kind, _exc, tb = exc_info
+        where = traceback.extract_tb(tb)[-1] if tb else None
+        _LOGGER.error(
+            "error in a dashboard view: %s%s",
+            getattr(kind, "__name__", "exception"),
+            f" at {Path(where.filename).name}:{where.lineno} ({where.name})" if where else "",
+        )
+
+    server.log_exception = log_exception
 
 
 def build_app(config: DashboardConfig) -> Dash:
@@ -718,11 +823,13 @@ def build_app(config: DashboardConfig) -> Dash:
             table = sources.analytics(filters)
         except Exception as exc:  # noqa: BLE001 - shown on the page
             return _layout_figure(go.Figure()), [
-                html.Div(f"analytics unavailable: {exc}", className="bad", id="analytics-error")
+                html.Div(f"analytics unavailable: {_why_unavailable(exc)}", className="bad", id="analytics-error")
             ]
         totals = data.analytics_totals(table)
         series = data.analytics_series(table, metric or "sessions", split or "action_type", resolution or "hour")
-        fig = go.Figure([go.Scatter(x=xs, y=ys, name=name, mode="lines") for name, (xs, ys) in series.items()])
+        fig = go.Figure(
+            [go.Scatter(x=xs, y=ys, name=_chart_text(name), mode="lines") for name, (xs, ys) in series.items()]
+        )
         _layout_figure(fig, 340).update_layout(yaxis_title=data.METRICS[metric or "sessions"])
         cards = [
             _figure("sessions", fmt_int(totals.sessions), "analytics-sessions"),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -26,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from beam_rtbf.dashboard.privacy import Redactor, reason_category, request_ref
+from beam_rtbf.dashboard.privacy import REDACTED, Redactor, reason_category, request_ref
 from beam_rtbf.manifests.build import manifest_path
 from beam_rtbf.purge.hashing import SubjectHasher
 from beam_rtbf.purge.receipts import receipt_path
@@ -44,6 +45,7 @@ __all__ = [
     "analytics_totals",
     "analytics_series",
     "analytics_choices",
+    "mask_labels",
     "RunRow",
     "PurgeRunRow",
     "RunFigures",
@@ -133,6 +135,26 @@ def filter_analytics(table: pa.Table, filters: AnalyticsFilters) -> pa.Table:
             keep = pc.is_in(table.column(column), value_set=pa.array(list(values), pa.string()))
             mask = keep if mask is None else pc.and_(mask, keep)
     return table if mask is None else table.filter(mask)
+
+
+_EMAIL_LIKE = re.compile(r"[^\s@]+@[^\s@]+\.[^\s@]+")
+
+
+def mask_labels(table: pa.Table, redact: Redactor) -> pa.Table:
+    """The table with every action or device type that holds a known identifier or an e-mail address
+    shown as ``[redacted]``: a label is shown in dropdowns and legends, so it must not name anyone
+    (rows keep their figures and still add up; the masked ones can be chosen together)."""
+    for column in ("action_type", "device_type"):
+        values = table.column(column)
+        mapping = {
+            v: (REDACTED if v is not None and (redact.found(v) or _EMAIL_LIKE.search(v)) else v)
+            for v in pc.unique(values).to_pylist()
+        }
+        if all(k == v for k, v in mapping.items()):
+            continue
+        masked = pa.array([mapping[v] for v in values.to_pylist()], pa.string())
+        table = table.set_column(table.schema.get_field_index(column), column, masked)
+    return table
 
 
 def analytics_frame(
@@ -262,8 +284,8 @@ class PurgeRunRow:
     run: str
     requests_pending: int | None
     verified: int | None
-    incomplete: int
-    blocked: int
+    incomplete: int | None
+    blocked: int | None
     archive_records_removed: int | None
     elapsed_s: float | None
 
@@ -282,26 +304,52 @@ def _read_json(path: Path) -> Any:
         return None
 
 
+def _number(value: Any) -> int | float | None:
+    """A figure from a file someone may have edited: a finite number, else None (shown as n/a)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _count(value: Any) -> int | None:
+    return len(value) if isinstance(value, list) else None
+
+
+def _shown(key: str, value: Any) -> Any:
+    if key in ("runner", "mode", "filter_strategy", "run_id", "stopped_by"):
+        return _text(value)
+    if key == "conservation_ok":
+        return value if isinstance(value, bool) else None
+    return _number(value)
+
+
 def run_figures(output: str | Path, last: int = 10) -> RunFigures:
     """The latest summary and the ``last`` newest bounded runs and purge runs."""
     out = Path(output)
     summary = _read_json(out / "summary.json")
-    latest = {k: summary.get(k) for k in _SUMMARY_SHOWN if k in summary} if isinstance(summary, dict) else None
+    latest = (
+        {k: _shown(k, summary.get(k)) for k in _SUMMARY_SHOWN if k in summary} if isinstance(summary, dict) else None
+    )
     runs = []
     for path in (out / "_runs").glob("*.json"):
         record = _read_json(path)
         if not isinstance(record, dict) or not _visible(path):
             continue
-        figures = record.get("summary") or {}
+        figures = record.get("summary")
+        figures = figures if isinstance(figures, dict) else {}
         runs.append(
             RunRow(
-                run_id=str(record.get("run_id") or path.stem),
-                state=str(record.get("state") or "unknown"),
-                started_at=record.get("started_at"),
-                finished_at=record.get("committed_at") or record.get("updated_at"),
-                mode=figures.get("mode"),
-                runner=figures.get("runner"),
-                **{k: figures.get(k) for k in RUN_FIGURES},
+                run_id=_text(record.get("run_id")) or path.stem,
+                state=_text(record.get("state")) or "unknown",
+                started_at=_text(record.get("started_at")),
+                finished_at=_text(record.get("committed_at") or record.get("updated_at")),
+                mode=_text(figures.get("mode")),
+                runner=_text(figures.get("runner")),
+                **{k: _number(figures.get(k)) for k in RUN_FIGURES},
             )
         )
     runs.sort(key=lambda r: (r.started_at or "", r.run_id), reverse=True)
@@ -312,13 +360,13 @@ def run_figures(output: str | Path, last: int = 10) -> RunFigures:
             continue
         purges.append(
             PurgeRunRow(
-                run=str(body.get("run") or path.stem),
-                requests_pending=body.get("requests_pending"),
-                verified=body.get("verified"),
-                incomplete=len(body.get("incomplete") or []),
-                blocked=len(body.get("blocked") or []),
-                archive_records_removed=body.get("archive_records_removed"),
-                elapsed_s=body.get("elapsed_s"),
+                run=_text(body.get("run")) or path.stem,
+                requests_pending=_number(body.get("requests_pending")),
+                verified=_number(body.get("verified")),
+                incomplete=_count(body.get("incomplete")),
+                blocked=_count(body.get("blocked")),
+                archive_records_removed=_number(body.get("archive_records_removed")),
+                elapsed_s=_number(body.get("elapsed_s")),
             )
         )
     purges.sort(key=lambda p: p.run, reverse=True)  # run ids start with their UTC time
@@ -344,6 +392,7 @@ class RequestRecord:
     events: tuple[tuple[str, int, str], ...]  # (status, at_ms, detail), oldest first
     manifest: dict | None
     receipt: dict | None
+    receipt_problem: str | None = None  # a receipt file is there but cannot be shown (why)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -364,6 +413,7 @@ class RequestRow:
     overdue: bool
     records_removed: int | None  # archive + index + dead letters, from the receipt
     has_receipt: bool
+    receipt_problem: str | None = None  # the receipt file cannot be shown (why; no identifier in it)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -387,11 +437,11 @@ def _request_from_manifest(body: dict) -> RequestRecord | None:
     request_id = body.get("request_id")
     if not isinstance(request_id, str) or not request_id:
         return None
-    subject_ids = tuple(s for s in body.get("subject_ids") or [] if isinstance(s, str))
+    subject_ids = tuple(s for s in _list(body.get("subject_ids")) if isinstance(s, str))
     return RequestRecord(
         request_id=request_id,
         subject_ids=subject_ids,
-        subject_hashes=tuple(s for s in body.get("subject_hashes") or [] if isinstance(s, str)),
+        subject_hashes=tuple(s for s in _list(body.get("subject_hashes")) if isinstance(s, str)),
         regulation=str(body.get("regulation") or "gdpr"),
         requested_at_ms=_ms(body.get("requested_at")),
         accepted_at_ms=_ms(body.get("accepted_at")),
@@ -442,13 +492,56 @@ def request_records(output: str | Path, registry: DeletionRegistry | None) -> li
                 records.append(record)
     with_receipts = []
     for record in records:
-        receipt = _read_json(Path(receipt_path(receipts_dir, record.request_id)))
-        receipt = receipt if isinstance(receipt, dict) and receipt.get("request_id") == record.request_id else None
+        path = Path(receipt_path(receipts_dir, record.request_id))
+        receipt = _read_json(path)
+        problem = None
+        if receipt is None and path.is_file():
+            problem = "the receipt file is not readable JSON"
+        elif isinstance(receipt, dict) and receipt.get("request_id") == record.request_id:
+            problem = _receipt_problem(receipt)
+        elif receipt is not None and not isinstance(receipt, dict):
+            problem = "the receipt file is not a JSON object"
+        if problem or not (isinstance(receipt, dict) and receipt.get("request_id") == record.request_id):
+            receipt = None
         hashes = record.subject_hashes
         if receipt is not None and not hashes:
             hashes = (str(receipt.get("subject_hash")), *map(str, receipt.get("alias_hashes") or []))
-        with_receipts.append(dataclasses.replace(record, receipt=receipt, subject_hashes=hashes))
+        with_receipts.append(
+            dataclasses.replace(record, receipt=receipt, subject_hashes=hashes, receipt_problem=problem)
+        )
     return with_receipts
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _receipt_problem(body: dict) -> str | None:
+    """Why a receipt cannot be shown (a field of the wrong type: a damaged or hand-edited file), or None."""
+
+    def counts(value: Any) -> bool:
+        return value is None or (
+            isinstance(value, dict) and all(v is None or _number(v) is not None for v in value.values())
+        )
+
+    verification = body.get("verification")
+    checks = [
+        ("subject_hash", body.get("subject_hash") is None or isinstance(body.get("subject_hash"), str)),
+        ("alias_hashes", body.get("alias_hashes") is None or isinstance(body.get("alias_hashes"), list)),
+        ("records_removed", counts(body.get("records_removed"))),
+        ("locations", body.get("locations") is None or isinstance(body.get("locations"), list)),
+        ("verification", verification is None or isinstance(verification, dict)),
+    ]
+    if isinstance(verification, dict):
+        found = verification.get("found")
+        checks += [
+            ("verification.found", found is None or _number(found) is not None),
+            ("verification.scanned", counts(verification.get("scanned"))),
+        ]
+    bad = [name for name, ok in checks if not ok]
+    return (
+        f"the receipt's {', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not what a receipt holds" if bad else None
+    )
 
 
 def _identifiers(records: Iterable[RequestRecord]) -> set[str]:
@@ -457,7 +550,7 @@ def _identifiers(records: Iterable[RequestRecord]) -> set[str]:
         ids.add(record.request_id)
         ids.update(record.subject_ids)
         if record.manifest:
-            ids.update(s for s in record.manifest.get("subject_ids") or [] if isinstance(s, str))
+            ids.update(s for s in _list(record.manifest.get("subject_ids")) if isinstance(s, str))
     return ids
 
 
@@ -501,6 +594,7 @@ def _row(record: RequestRecord, hasher: SubjectHasher, now_ms: int) -> RequestRo
         overdue=status != "verified" and days_left is not None and days_left < 0,
         records_removed=removed,
         has_receipt=record.receipt is not None,
+        receipt_problem=record.receipt_problem,
     )
 
 

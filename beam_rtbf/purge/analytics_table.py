@@ -10,8 +10,8 @@ windows or the new, and a crash leaves the old ones for the re-run (the request
 stays open).
 
 Verification, after the commit and on a new connection: the view's rows of those
-windows equal the recomputation (keys, sessions, distinct users, mean) and no part
-of them was written by anyone but this purge. Only then is the location verified.
+windows equal the recomputation (keys, sessions, distinct users, mean) and no counted
+part of them was written by anyone but this purge (a running run's staged parts wait for its publish). Only then is the location verified.
 """
 
 from __future__ import annotations

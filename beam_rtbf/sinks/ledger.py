@@ -315,11 +315,11 @@ class RunLedger:
         database that cannot be reached now only delays the clean-up: logged, not raised."""
         if not record.get("analytics_sink"):
             return
-        from beam_rtbf.sinks.postgres import AnalyticsSinkUnavailable, discard_writer
+        from beam_rtbf.sinks.postgres import AnalyticsSinkError, AnalyticsSinkUnavailable, discard_writer
 
         try:
             discard_writer(record["analytics_sink"], record["run_id"])
-        except AnalyticsSinkUnavailable as exc:
+        except (AnalyticsSinkUnavailable, AnalyticsSinkError) as exc:
             _LOGGER.warning("run ledger: dead run %s keeps its staged (invisible) rows: %s", record["run_id"], exc)
 
     def _drop_staging(self, record: RunRecord) -> None:

@@ -22,8 +22,9 @@ Why parts: a pane delivered again (a retried bundle, a replayed stream) upserts 
 same part and replaces it, so it never adds; two runs that both hold sessions of one
 window (two files of one day, ``--append``, a late pane) are different parts and add
 up, as their pane files do; and a bounded run's parts stay invisible until its run
-ledger commits, so a killed run and its re-run count once. A purge replaces every part
-of the windows it recomputes with one part of its own, in one transaction.
+ledger commits, so a killed run and its re-run count once. A purge replaces every counted
+part of the windows it recomputes with one part of its own, in one transaction (a running run's
+staged parts stay: they count once its ledger publishes them, and its manifests name the windows).
 ``distinct_users`` of a window written by several parts is their sum (a user seen by
 two runs counts twice, as when the pane files are added up); a purge's recomputed
 window is exact. Needs PostgreSQL 15 or newer (``UNIQUE NULLS NOT DISTINCT``: a
@@ -49,6 +50,7 @@ __all__ = [
     "PASSWORD_ENV",
     "SCHEMA_VERSION",
     "AnalyticsSinkUnavailable",
+    "AnalyticsSinkError",
     "PostgresTarget",
     "parse_sink",
     "connect",
@@ -95,6 +97,11 @@ _CONNECT_DEFAULTS = {"application_name": "beam-rtbf", "connect_timeout": 10}  # 
 
 class AnalyticsSinkUnavailable(ConnectionError):
     """The database cannot be reached or refused the connection (transient for a running step)."""
+
+
+class AnalyticsSinkError(ValueError):
+    """The database answered but refused the driver's work (a missing schema, no privilege, a table
+    someone altered): one line naming the sink, never a traceback."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,9 +204,15 @@ def connect(target: PostgresTarget, **kwargs: Any):
 @contextlib.contextmanager
 def connection(target: PostgresTarget) -> Iterator[Any]:
     """A connection for one piece of driver work, closed after it."""
+    import psycopg
+
     conn = connect(target)
     try:
         yield conn
+    except psycopg.Error as exc:
+        diag = getattr(exc, "diag", None)
+        text = " ".join(((diag.message_primary if diag else None) or str(exc)).split()) or type(exc).__name__
+        raise AnalyticsSinkError(f"analytics sink {mask_secrets(target.uri)}: {mask_secrets(text)}") from None
     finally:
         conn.close()
 
@@ -362,6 +375,7 @@ def publish_writer(sink_uri: str, run_id: str) -> int:
     """The run ledger's publish step for the table: the run's parts count from now on."""
     target = parse_sink(sink_uri)
     with connection(target) as conn:
+        ensure_schema(conn, target)  # tables dropped since the run began are created again (empty)
         return publish_run(conn, target, run_id)
 
 
@@ -369,6 +383,7 @@ def discard_writer(sink_uri: str, run_id: str) -> int:
     """The run ledger's clean-up of a dead run in the table: its parts are deleted."""
     target = parse_sink(sink_uri)
     with connection(target) as conn:
+        ensure_schema(conn, target)
         return discard_run(conn, target, run_id)
 
 
@@ -444,15 +459,17 @@ def window_rows(conn, target: PostgresTarget, window_starts_ms: Sequence[int]) -
 
 
 def foreign_parts(conn, target: PostgresTarget, window_starts_ms: Sequence[int], run_id: str) -> int:
-    """Parts of these windows written by anyone but ``run_id`` (after a purge's replace: must be 0)."""
+    """Counted parts of these windows written by anyone but ``run_id`` (after a purge's replace: must be 0);
+    a running run's staged parts do not count until it publishes."""
     from psycopg import sql
 
     with conn.cursor() as cur:
         cur.execute(
             sql.SQL(
-                "SELECT count(*) FROM {} WHERE run_id <> %s "
-                "AND window_start = ANY(SELECT to_timestamp(ms / 1000.0) FROM unnest(%s::bigint[]) AS ms)"
-            ).format(_ident(target, "_parts")),
+                "SELECT count(*) FROM {} p JOIN {} r ON r.run_id = p.run_id AND r.state = 'committed' "
+                "WHERE p.run_id <> %s "
+                "AND p.window_start = ANY(SELECT to_timestamp(ms / 1000.0) FROM unnest(%s::bigint[]) AS ms)"
+            ).format(_ident(target, "_parts"), _ident(target, "_runs")),
             (run_id, list(window_starts_ms)),
         )
         return int(cur.fetchone()[0])
@@ -470,11 +487,14 @@ def replace_windows(
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"beam-rtbf:{target.label}",))
         before = window_rows(conn, target, starts)
+        # The parts that count (committed runs'), not a running run's staged ones: they become visible when
+        # its ledger publishes, with the run's files, and its manifests name those windows for the next purge.
         cur.execute(
             sql.SQL(
-                "DELETE FROM {} WHERE window_start = ANY(SELECT to_timestamp(ms / 1000.0) "
-                "FROM unnest(%s::bigint[]) AS ms)"
-            ).format(_ident(target, "_parts")),
+                "DELETE FROM {parts} p WHERE p.window_start = ANY(SELECT to_timestamp(ms / 1000.0) "
+                "FROM unnest(%s::bigint[]) AS ms) "
+                "AND NOT EXISTS (SELECT 1 FROM {runs} r WHERE r.run_id = p.run_id AND r.state = 'staged')"
+            ).format(parts=_ident(target, "_parts"), runs=_ident(target, "_runs")),
             (starts,),
         )
         deleted = cur.rowcount
