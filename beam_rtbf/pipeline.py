@@ -30,7 +30,7 @@ from beam_rtbf.filter.strategies import choose_strategy
 from beam_rtbf.filter.strategy import FilterConfig
 from beam_rtbf.job import detached, job_options, recover_ledger, run_job
 from beam_rtbf.manifests.build import WriteManifests
-from beam_rtbf.options import RtbfOptions, locations, validate_options
+from beam_rtbf.options import FlinkCheckpointOptions, RtbfOptions, locations, validate_options
 from beam_rtbf.parse.dedupe import DedupeSessions
 from beam_rtbf.parse.request_events import RequestSelector
 from beam_rtbf.parse.requests import ParseRequests
@@ -111,9 +111,13 @@ def build_pipeline(
     )
     clean, suppressed, effective = filtered
 
+    # Written once per checkpoint under content names, so a resumed Flink job duplicates nothing.
+    once = opts.view_as(FlinkCheckpointOptions).exactly_once(streaming)
     analytics = clean | "Analytics" >> WindowedAggregates(opts.window_s, opts.allowed_lateness_s, streaming)
-    analytics | "WriteAnalytics" >> WriteAnalytics(where.analytics, run_id)
-    archive_files = clean | "Archive" >> WriteArchive(where.archive, opts.archive_partition_s, run_id)
+    analytics | "WriteAnalytics" >> WriteAnalytics(where.analytics, run_id, exactly_once=once)
+    archive_files = clean | "Archive" >> WriteArchive(
+        where.archive, opts.archive_partition_s, run_id, exactly_once=once
+    )
     streams = [{"uri": mask_secrets(opts.sessions), "stream": "sessions"}]  # manifests and receipts keep it
     manifests = effective | "Manifests" >> WriteManifests(
         where.manifests,
@@ -129,7 +133,7 @@ def build_pipeline(
         parsed_requests.deadletter,
         recorded[CONFLICT_TAG],
     ) | "AllDeadLetters" >> beam.Flatten()
-    deadletter | "WriteDeadLetters" >> WriteDeadLetters(where.deadletter, run_id)
+    deadletter | "WriteDeadLetters" >> WriteDeadLetters(where.deadletter, run_id, exactly_once=once)
     return GraphOutputs(clean, suppressed, deadletter, accepted, effective, analytics, archive_files, manifests)
 
 
