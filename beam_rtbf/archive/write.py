@@ -197,6 +197,9 @@ class _WriteGatheredFn(beam.DoFn):
 
     def process(self, element: tuple[tuple[int, int], list[pa.Table]]) -> Iterator[str]:
         (start, _), pieces = element
+        pieces = list(pieces)
+        if not pieces:  # a processing-time pane can fire with nothing new in it
+            return
         part = pa.concat_tables(pieces)
         digest = table_digest(part, str(start))
         relative = f"{partition_path(start, self._partition_s)}/{content_name('part', digest, '.parquet')}"

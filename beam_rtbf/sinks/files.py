@@ -196,6 +196,8 @@ class _WriteGatheredDeadLettersFn(beam.DoFn):
     def process(self, element: tuple[int, list[DeadLetter]]) -> None:
         _, letters = element
         data = b"".join(letter.to_json().encode() + b"\n" for letter in letters)
+        if not data:  # a processing-time pane can fire with nothing new in it
+            return
         name = f"deadletter-{hashlib.sha256(data).hexdigest()[:32]}.jsonl"
         write_bytes_atomically(join(self._directory, name), data)
 

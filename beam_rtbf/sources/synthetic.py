@@ -38,6 +38,7 @@ __all__ = [
     "bad_session_lines",
     "expected_live_sessions",
     "live_session_count",
+    "live_requests",
 ]
 
 ACTIONS = (
@@ -301,6 +302,18 @@ def expected_live_sessions(cfg: SyntheticConfig, shards: int | None = None) -> d
         prefix = f"live{cfg.seed}-" if shard is None else f"live{cfg.seed}-{shard}-"
         expected.update({f"{prefix}{n}": user for n, user in zip(seqs.tolist(), users)})
     return expected
+
+
+def live_requests(cfg: SyntheticConfig) -> list[tuple[str, str]]:
+    """(request_id, subject_id) of every request a bounded-duration live requests run makes."""
+    if cfg.duration_s is None:
+        raise ValueError("an unbounded generator (no duration_s) has no expected set")
+    order = np.random.default_rng([cfg.seed, 11]).permutation(cfg.active_users or cfg.users)
+    count = min(int(cfg.duration_s * cfg.request_rate), len(order))
+    if cfg.requests is not None:
+        count = min(count, cfg.requests)
+    ids = user_id_array(cfg.users)
+    return [(f"live-{cfg.seed}-{k}", ids[int(order[k])].as_py()) for k in range(count)]
 
 
 class SyntheticSessionPoller(Poller):
