@@ -3,6 +3,7 @@ sessions are known in advance (what the Flink resume test compares the archive w
 
 from __future__ import annotations
 
+import json
 import time
 
 from beam_rtbf.sources.synthetic import (
@@ -10,6 +11,7 @@ from beam_rtbf.sources.synthetic import (
     SyntheticRequestPoller,
     SyntheticSessionPoller,
     expected_live_sessions,
+    live_requests,
 )
 
 CFG = SyntheticConfig(users=300, rate=4000, duration_s=0.5, seed=3, batch_rows=97)
@@ -74,3 +76,19 @@ def test_requests_resume_with_the_next_request_and_the_time_already_run():
             break
         time.sleep(0.01)
     assert seen == list(range(20))  # request k once each, in order: 40/s for 0.5 s
+
+
+def test_the_requests_a_run_makes_are_known_in_advance():
+    cfg = SyntheticConfig(users=300, request_rate=200, duration_s=0.1, active_users=30, seed=3)
+    poller = SyntheticRequestPoller(cfg)
+    poller.open()
+    made: list[tuple[str, str]] = []
+    while True:
+        result = poller.poll()
+        for raw, _ in result.elements:
+            request = json.loads(raw.data)
+            made.append((request["request_id"], request["subject_id"]))
+        if result.done:
+            break
+        time.sleep(0.01)
+    assert made == live_requests(cfg) and len(made) == 20
