@@ -164,6 +164,14 @@ class RtbfOptions(PipelineOptions):
             help="Streaming: how often the deletion set fetches the registry delta",
         )
         streaming.add_argument(
+            "--refresh_ticks",
+            default="sessions",
+            choices=["sessions", "periodic_impulse"],
+            help="Streaming broadcast/bloom: what times the registry refreshes. sessions (default): a timer "
+            "every --refresh_interval_s while the sessions stream runs, so the job ends with its sources; "
+            "periodic_impulse: Beam's PeriodicImpulse, which never ends (stop the job with a signal)",
+        )
+        streaming.add_argument(
             "--max_staleness_s",
             type=float,
             default=30.0,
