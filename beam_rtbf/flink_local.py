@@ -12,7 +12,8 @@ directory of its own (``LocalFlinkConf``) that says:
   (its default is every interface on a random port), so that this process can stop the job with
   a savepoint and read its checkpoint statistics (``FlinkRest``): Beam's Job API can only cancel.
 
-A configuration directory given with ``--flink_conf_dir`` is copied and these keys added to it.
+A configuration directory given with ``--flink_conf_dir`` is copied and these keys set in it (a
+``rest.port`` it gives is kept, so a tool beside the run can read Flink's checkpoint statistics).
 """
 
 from __future__ import annotations
@@ -76,20 +77,26 @@ class LocalFlinkConf:
 
     def __init__(self, options: PipelineOptions) -> None:
         checkpoints = options.view_as(FlinkCheckpointOptions)
-        self.rest_port = _free_port()
         self.directory = tempfile.mkdtemp(prefix="rtbf-flink-conf-")
         given = checkpoints.flink_conf_dir
-        name = _CONF_FILES[0]
+        name, lines = _CONF_FILES[0], []
         if given:
             for entry in os.listdir(given):
                 if os.path.isfile(os.path.join(given, entry)):
                     shutil.copy(os.path.join(given, entry), self.directory)
             name = next((n for n in _CONF_FILES if os.path.isfile(os.path.join(self.directory, n))), name)
+            if os.path.isfile(os.path.join(self.directory, name)):
+                with open(os.path.join(self.directory, name), encoding="utf-8") as handle:
+                    lines = handle.read().splitlines()
+        port = next((line.split(":", 1)[1].strip().strip("'\"") for line in lines if line.startswith("rest.port:")), "")
+        self.rest_port = int(port) if port.isdigit() else _free_port()  # a given fixed port is kept
         keys = {"rest.bind-address": "127.0.0.1", "rest.address": "127.0.0.1", "rest.port": str(self.rest_port)}
         if checkpoints.savepoint_path:
             keys["execution.savepoint.path"] = _as_uri(checkpoints.savepoint_path)
-        with open(os.path.join(self.directory, name), "a", encoding="utf-8") as handle:
-            handle.write("\n# added by beam-rtbf for this run\n")
+        kept = [line for line in lines if not any(line.startswith(f"{key}:") for key in keys)]
+        with open(os.path.join(self.directory, name), "w", encoding="utf-8") as handle:
+            handle.writelines(f"{line}\n" for line in kept)
+            handle.write("# set by beam-rtbf for this run\n")
             handle.writelines(f"{key}: {json.dumps(value)}\n" for key, value in keys.items())
         checkpoints.flink_conf_dir = self.directory
         self.rest = FlinkRest(f"http://127.0.0.1:{self.rest_port}")

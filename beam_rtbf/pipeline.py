@@ -198,8 +198,9 @@ class RunJob:
         for source in self.sources:
             source.check()
         registry_size = check_registry(opts.registry, opts.registry_retry_s)
+        checkpoints = self.options.view_as(FlinkCheckpointOptions).checkpointing_interval is not None
         self.strategy, self.why = choose_strategy(
-            opts.filter_strategy, self.streaming, runner_name, registry_size, opts.broadcast_max_subjects
+            opts.filter_strategy, self.streaming, runner_name, registry_size, opts.broadcast_max_subjects, checkpoints
         )
         FileSystems.mkdirs(opts.output) if not FileSystems.exists(opts.output) else None
         jar = self.options.view_as(PortableOptions).output_executable_path

@@ -36,14 +36,16 @@ def test_the_conf_dir_puts_rest_on_loopback_and_the_restore_path_where_flink_rea
 def test_a_given_conf_dir_is_copied_and_extended_not_changed(tmp_path):
     given = tmp_path / "conf"
     given.mkdir()
-    (given / "flink-conf.yaml").write_text("taskmanager.numberOfTaskSlots: 4\n")
+    original = "taskmanager.numberOfTaskSlots: 4\nrest.port: 18081\nrest.bind-address: 0.0.0.0\n"
+    (given / "flink-conf.yaml").write_text(original)
     options = PipelineOptions([*FLINK_LOCAL, f"--flink_conf_dir={given}"])
     conf = LocalFlinkConf(options)
     try:
         text = (tmp_path / conf.directory / "flink-conf.yaml").read_text()
-        assert text.startswith("taskmanager.numberOfTaskSlots: 4\n") and "rest.port" in text
+        assert text.startswith("taskmanager.numberOfTaskSlots: 4\n") and conf.rest_port == 18081
+        assert text.count("rest.port:") == 1 and 'rest.bind-address: "127.0.0.1"' in text and "0.0.0.0" not in text
         assert "execution.savepoint.path" not in text
-        assert (given / "flink-conf.yaml").read_text() == "taskmanager.numberOfTaskSlots: 4\n"
+        assert (given / "flink-conf.yaml").read_text() == original
     finally:
         conf.close()
 
