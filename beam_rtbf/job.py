@@ -25,6 +25,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, PrismRunnerOptions, StandardOptions
 
+from beam_rtbf.flink_local import LocalFlinkConf, is_flink_local, settle_checkpoint_options
 from beam_rtbf.job_servers import provide_job_server_jar
 from beam_rtbf.options import RtbfOptions, resolve_paths
 from beam_rtbf.prism import prism_binary
@@ -179,26 +180,40 @@ def run_job(job: Job, stop: StopRequest | None = None) -> dict[str, Any]:
         job.describe(),
     )
     provide_job_server_jar(options)  # flink-local / spark-local: the job server, fetched once
-    stopping = RunStopping(stop, job.streaming, name, options)
-    pipeline = beam.Pipeline(runner=runner, options=options)
-    job.build(pipeline)
-    with stopping.around(pipeline) as run:
-        started = time.perf_counter()
-        result = run()
-        jar = options.view_as(PortableOptions).output_executable_path
-        if jar:  # Flink/Spark: the job server wrote an executable jar instead of running (spark-submit runs it)
-            return job.jar_summary(jar)
-        if job.detachable and detached(options, name):  # a cluster streaming job never finishes
-            job_id = getattr(result, "_job_id", None)  # the Job API's id: cancel, savepoint, state by it
-            return {"detached": True, "runner": name, "job_id": job_id, "state": str(result.state)}
-        cancelled = stopping.wait(result)
-        elapsed = time.perf_counter() - started
+    flink_conf = local_flink_conf(options, job.streaming)
+    try:
+        stopping = RunStopping(stop, job.streaming, name, options, flink_conf.rest if flink_conf else None)
+        pipeline = beam.Pipeline(runner=runner, options=options)
+        job.build(pipeline)
+        with stopping.around(pipeline) as run:
+            started = time.perf_counter()
+            result = run()
+            jar = options.view_as(PortableOptions).output_executable_path
+            if jar:  # Flink/Spark: the job server wrote an executable jar instead of running (spark-submit runs it)
+                return job.jar_summary(jar)
+            if job.detachable and detached(options, name):  # a cluster streaming job never finishes
+                job_id = getattr(result, "_job_id", None)  # the Job API's id: cancel, savepoint, state by it
+                return {"detached": True, "runner": name, "job_id": job_id, "state": str(result.state)}
+            stopped = stopping.wait(result)
+            elapsed = time.perf_counter() - started
+    finally:
+        if flink_conf is not None:
+            flink_conf.close()
     stopped_by = stop.reason if stop is not None and stop.requested else None
     summary = job.finish(result, elapsed, stopped_by)
-    if cancelled:
-        summary = without_unreported_figures({**summary, **stopping.cancelled_fields(result)})
+    if stopped:
+        summary = without_unreported_figures({**summary, **stopping.stopped_fields(result)})
     write_summary(job.summary_path(), summary)
     return summary
+
+
+def local_flink_conf(options: PipelineOptions, streaming: bool) -> LocalFlinkConf | None:
+    """A streaming flink-local run's own Flink configuration (REST on loopback, the restore path),
+    after settling the Flink options checkpoints need (``flink_local.settle_checkpoint_options``)."""
+    settle_checkpoint_options(options, streaming)
+    if not (streaming and is_flink_local(options)):
+        return None
+    return LocalFlinkConf(options)
 
 
 def detached(options: PipelineOptions, runner: str) -> bool:

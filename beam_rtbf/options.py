@@ -173,6 +173,14 @@ class RtbfOptions(PipelineOptions):
             help="Streaming: how often the deletion set fetches the registry delta",
         )
         streaming.add_argument(
+            "--refresh_ticks",
+            default="sessions",
+            choices=["sessions", "periodic_impulse"],
+            help="Streaming broadcast/bloom: what times the registry refreshes. sessions (default): a timer "
+            "every --refresh_interval_s while the sessions stream runs, so the job ends with its sources; "
+            "periodic_impulse: Beam's PeriodicImpulse, which never ends (stop the job with a signal)",
+        )
+        streaming.add_argument(
             "--max_staleness_s",
             type=float,
             default=30.0,
@@ -382,8 +390,15 @@ class FlinkCheckpointOptions(PipelineOptions):
     These are Beam's Java FlinkPipelineOptions by the same names. Python has no class for them,
     and the portable runner sends the job server only the options Python knows: declared here,
     they reach Flink. (A Flink cluster configured by its operator, the ``flink`` profile, sets
-    checkpointing in its own configuration instead.)
+    checkpointing in its own configuration instead.) ``--stop_with``, ``--savepoint_dir`` and
+    ``--exactly_once_outputs`` are beam-rtbf's own: how a run stops and how its files are written.
     """
+
+    def exactly_once(self, streaming: bool) -> bool:
+        """Whether the outputs are written once per checkpoint (``sinks/stable.py``)."""
+        if self.exactly_once_outputs == "auto":
+            return streaming and self.checkpointing_interval is not None
+        return streaming and self.exactly_once_outputs == "on"  # a bounded run has its run ledger
 
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
@@ -419,4 +434,34 @@ class FlinkCheckpointOptions(PipelineOptions):
         group.add_argument(
             "--savepoint_path", default=None,
             help="Start from this savepoint or retained checkpoint (its _metadata's directory)",
+        )  # fmt: skip
+        group.add_argument(
+            "--flink_conf_dir", default=None,
+            help="A Flink configuration directory for the job (flink-local adds its REST port and restore path)",
+        )  # fmt: skip
+        group.add_argument(
+            "--stop_with", choices=("savepoint", "cancel"), default="savepoint",
+            help="What the first Ctrl-C/SIGTERM does to a flink-local streaming job with checkpoints: stop it with "
+            "a savepoint (default) or cancel it (its last checkpoint is kept with "
+            "--retain_externalized_checkpoints_on_cancellation); either is printed as the path to resume from",
+        )  # fmt: skip
+        group.add_argument(
+            "--savepoint_dir", default=None,
+            help="Where --stop_with=savepoint writes (default: STATE_BACKEND_STORAGE_PATH/savepoints)",
+        )  # fmt: skip
+        group.add_argument(
+            "--exactly_once_outputs", choices=("auto", "on", "off"), default="auto",
+            help="Archive, analytics and dead letters written once per checkpoint, under names that a replay "
+            "overwrites, so a resume from a checkpoint or savepoint duplicates nothing (auto: on when "
+            "--checkpointing_interval is set). Outputs then appear after the checkpoint that covers them",
+        )  # fmt: skip
+        group.add_argument(
+            "--finish_bundle_before_checkpointing", action="store_true", default=False,
+            help="Finish bundles before a checkpoint barrier instead of holding their outputs in the checkpoint "
+            "(set when checkpoints are on: Beam 2.62 restores held outputs of a multi-output stage to the "
+            "wrong output)",
+        )  # fmt: skip
+        group.add_argument(
+            "--enable_stable_input_drain", action="store_true", default=False,
+            help="Let a job whose sources end write what it held for its next checkpoint (set with exactly-once outputs)",
         )  # fmt: skip

@@ -31,7 +31,7 @@ from beam_rtbf.filter.strategies import choose_strategy
 from beam_rtbf.filter.strategy import FilterConfig
 from beam_rtbf.job import detached, job_options, recover_ledger, run_job
 from beam_rtbf.manifests.build import WriteManifests
-from beam_rtbf.options import RtbfOptions, locations, validate_options
+from beam_rtbf.options import FlinkCheckpointOptions, RtbfOptions, locations, validate_options
 from beam_rtbf.parse.dedupe import DedupeSessions
 from beam_rtbf.parse.request_events import RequestSelector
 from beam_rtbf.parse.requests import ParseRequests
@@ -116,12 +116,16 @@ def build_pipeline(
     )
     clean, suppressed, effective = filtered
 
+    # Written once per checkpoint under content names, so a resumed Flink job duplicates nothing.
+    once = opts.view_as(FlinkCheckpointOptions).exactly_once(streaming)
     analytics = clean | "Analytics" >> WindowedAggregates(opts.window_s, opts.allowed_lateness_s, streaming)
-    analytics | "WriteAnalytics" >> WriteAnalytics(where.analytics, run_id)
+    analytics | "WriteAnalytics" >> WriteAnalytics(where.analytics, run_id, exactly_once=once)
     if opts.analytics_sink:
         writer = sink_run_id or run_id or new_run_id()
         analytics | "WriteAnalyticsToPostgres" >> WriteAnalyticsToPostgres(opts.analytics_sink, writer)
-    archive_files = clean | "Archive" >> WriteArchive(where.archive, opts.archive_partition_s, run_id)
+    archive_files = clean | "Archive" >> WriteArchive(
+        where.archive, opts.archive_partition_s, run_id, exactly_once=once
+    )
     streams = [{"uri": mask_secrets(opts.sessions), "stream": "sessions"}]  # manifests and receipts keep it
     manifests = effective | "Manifests" >> WriteManifests(
         where.manifests,
@@ -138,7 +142,7 @@ def build_pipeline(
         parsed_requests.deadletter,
         recorded[CONFLICT_TAG],
     ) | "AllDeadLetters" >> beam.Flatten()
-    deadletter | "WriteDeadLetters" >> WriteDeadLetters(where.deadletter, run_id)
+    deadletter | "WriteDeadLetters" >> WriteDeadLetters(where.deadletter, run_id, exactly_once=once)
     return GraphOutputs(clean, suppressed, deadletter, accepted, effective, analytics, archive_files, manifests)
 
 
@@ -204,8 +208,9 @@ class RunJob:
         for source in self.sources:
             source.check()
         registry_size = check_registry(opts.registry, opts.registry_retry_s)
+        checkpoints = self.options.view_as(FlinkCheckpointOptions).checkpointing_interval is not None
         self.strategy, self.why = choose_strategy(
-            opts.filter_strategy, self.streaming, runner_name, registry_size, opts.broadcast_max_subjects
+            opts.filter_strategy, self.streaming, runner_name, registry_size, opts.broadcast_max_subjects, checkpoints
         )
         FileSystems.mkdirs(opts.output) if not FileSystems.exists(opts.output) else None
         jar = self.options.view_as(PortableOptions).output_executable_path

@@ -7,7 +7,10 @@ depends on where the job runs:
 - Prism, SDK workers in this process (LOOPBACK): the job's reads are given a token of the
   request (``sources.polling.stop_reads_on``); they end where they stand, the job drains;
 - a job server's streaming job (``flink-local``, any Flink/Spark job server): nothing here can
-  end its reads, so the request cancels the job through the Job API (``wait_or_cancel``).
+  end its reads, so the request cancels the job through the Job API (``wait_or_cancel``);
+- a flink-local streaming job with checkpoints: stopped with a savepoint through Flink's REST API
+  (``--stop_with=savepoint``, the default; ``flink_local.FlinkRest``), cancelled if that fails.
+  Either way the summary names where to resume from (``resume_from``).
 
 Beam's wrapper of a job server it starts (Flink, Spark, Prism) takes SIGINT to stop the server
 at once, which would end the job before it drains or is cancelled: ``first_signal_ours`` keeps
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
 
+from beam_rtbf.flink_local import FlinkRest, FlinkRestError
 from beam_rtbf.options import FlinkCheckpointOptions
 from beam_rtbf.runner_names import LOCAL_RUNNERS, PRISM
 from beam_rtbf.sources.polling import release_stop, stop_reads_on
@@ -38,7 +42,7 @@ if TYPE_CHECKING:
 
     from beam_rtbf.local_runner import StopRequest
 
-__all__ = ["RunStopping", "wait_or_cancel", "first_signal_ours", "latest_checkpoint"]
+__all__ = ["RunStopping", "wait_or_cancel", "first_signal_ours", "latest_checkpoint", "savepoint_target"]
 
 _LOGGER = logging.getLogger(__name__)
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -48,14 +52,28 @@ _CANCEL_WAIT_S = 120.0  # how long a cancelled job may take to reach CANCELLED
 class RunStopping:
     """What a stop request does for one run: decided from the runner, before the graph runs."""
 
-    def __init__(self, stop: StopRequest | None, streaming: bool, runner: str, options: PipelineOptions) -> None:
+    def __init__(
+        self,
+        stop: StopRequest | None,
+        streaming: bool,
+        runner: str,
+        options: PipelineOptions,
+        rest: FlinkRest | None = None,
+    ) -> None:
+        """``rest``: the flink-local job's REST API, which can stop it with a savepoint."""
         self.stop = stop
         self.options = options
+        checkpoints = options.view_as(FlinkCheckpointOptions)
+        self.savepoint_rest = (
+            rest if checkpoints.checkpointing_interval and checkpoints.stop_with == "savepoint" else None
+        )
+        self.savepoint: str | None = None  # where the job was stopped with a savepoint
         environment = options.view_as(PortableOptions).environment_type
         self.drains_prism = stop is not None and streaming and runner == PRISM and environment in (None, "", "LOOPBACK")
         self.cancels = stop is not None and streaming and runner not in LOCAL_RUNNERS
         if self.cancels:
-            stop.armed, stop.action = True, "cancelling the job"
+            stop.armed = True
+            stop.action = "stopping the job with a savepoint" if self.savepoint_rest else "cancelling the job"
         if self.drains_prism:
             stop.armed = True
 
@@ -82,14 +100,24 @@ class RunStopping:
                 signal.signal(signum, handler)
 
     def wait(self, result: PipelineResult) -> bool:
-        """Wait for the job to end; True if the stop request cancelled it."""
+        """Wait for the job to end; True if the stop request stopped it (savepoint or cancel)."""
         if self.cancels:
-            return wait_or_cancel(result, self.stop)
+            return wait_or_cancel(result, self.stop, self._stop_with_savepoint if self.savepoint_rest else None)
         result.wait_until_finish()
         return False
 
-    def cancelled_fields(self, result: PipelineResult) -> dict[str, Any]:
-        """What a cancelled job's summary says instead of the conservation check, and where it resumes."""
+    def _stop_with_savepoint(self) -> bool:
+        """Stop the job with a savepoint (True), or say why not (False: the caller cancels)."""
+        try:
+            self.savepoint = self.savepoint_rest.stop_with_savepoint(savepoint_target(self.options))
+        except FlinkRestError as exc:
+            _LOGGER.warning("beam-rtbf: no savepoint (%s); cancelling the job instead", exc)
+            return False
+        _LOGGER.warning("beam-rtbf: stopped with a savepoint at %s", self.savepoint)
+        return True
+
+    def stopped_fields(self, result: PipelineResult) -> dict[str, Any]:
+        """What a stopped job's summary says instead of the conservation check, and where it resumes."""
         try:
             state = str(result.state)
         except Exception:  # noqa: BLE001 - the job service may already be gone
@@ -97,20 +125,24 @@ class RunStopping:
         checkpoints = self.options.view_as(FlinkCheckpointOptions)
         storage = checkpoints.state_backend_storage_path if checkpoints.checkpointing_interval else None
         return {
-            "cancelled": True,
+            "cancelled": self.savepoint is None,
+            "stopped_with": "savepoint" if self.savepoint else "cancel",
             "state": state,
-            # Records in flight when the job was cancelled are neither in nor out: no conservation check.
+            # Records in flight when the job stopped are in its savepoint or checkpoint, not out: no check.
             "conservation_ok": None,
-            "resume_from": latest_checkpoint(storage),
+            "resume_from": self.savepoint or latest_checkpoint(storage),
         }
 
 
-def wait_or_cancel(result: PipelineResult, stop: StopRequest, poll_s: float = 0.2) -> bool:
-    """Wait for a job a job server runs; cancel it if ``stop`` is set first. True if it was cancelled.
+def wait_or_cancel(
+    result: PipelineResult, stop: StopRequest, stop_first: Callable[[], bool] | None = None, poll_s: float = 0.2
+) -> bool:
+    """Wait for a job a job server runs; cancel it if ``stop`` is set first. True if it was stopped.
 
     A streaming job on Flink has no end of its own: the signal that ends ``beam-rtbf run`` cancels
     it through the Job API (Flink keeps its last checkpoint when asked to), so the job server
-    stops with the job and not with a killed process.
+    stops with the job and not with a killed process. ``stop_first`` (a stop with a savepoint) is
+    tried before that: when it returns True the job is ending by itself and is only waited for.
     """
     done = threading.Event()
     failure: list[BaseException] = []
@@ -126,6 +158,9 @@ def wait_or_cancel(result: PipelineResult, stop: StopRequest, poll_s: float = 0.
     threading.Thread(target=waiter, name="wait_until_finish", daemon=True).start()
     while not done.wait(poll_s):
         if stop.requested:
+            if stop_first is not None and stop_first():
+                done.wait(_CANCEL_WAIT_S)
+                return True
             _LOGGER.warning("beam-rtbf: cancelling the job (%s)", stop.reason)
             # The figures as of now: the result keeps them, and cancel() closes its channel.
             result.metrics()
@@ -144,6 +179,16 @@ def latest_checkpoint(storage: str | None) -> str | None:
     root = storage.removeprefix("file://")
     found = [p for p in glob.glob(os.path.join(root, "*", "chk-*")) if os.path.isfile(os.path.join(p, "_metadata"))]
     return max(found, key=lambda p: os.path.getmtime(os.path.join(p, "_metadata")), default=None)
+
+
+def savepoint_target(options: PipelineOptions) -> str:
+    """Where a stop with a savepoint writes: --savepoint_dir, else a savepoints folder beside the checkpoints."""
+    checkpoints = options.view_as(FlinkCheckpointOptions)
+    if checkpoints.savepoint_dir:
+        return checkpoints.savepoint_dir
+    if checkpoints.state_backend_storage_path:
+        return checkpoints.state_backend_storage_path.rstrip("/") + "/savepoints"
+    raise FlinkRestError("no --savepoint_dir nor --state_backend_storage_path to write a savepoint to")
 
 
 def signal_handlers() -> dict[int, Any] | None:

@@ -110,7 +110,7 @@ def without_unreported_figures(summary: dict[str, Any]) -> dict[str, Any]:
     if any(summary.get(key) for key in COUNTER_FIGURES):
         return summary
     return {**summary, **dict.fromkeys(COUNTER_FIGURES), "sessions_per_s": None,
-            "figures": "not reported: the runner gives a job's metrics when it ends, not when it is cancelled"}  # fmt: skip
+            "figures": "not reported: the runner gives a job's metrics when it ends, not when it is stopped"}  # fmt: skip
 
 
 def write_summary(path: str, summary: dict[str, Any]) -> None:
@@ -120,7 +120,7 @@ def write_summary(path: str, summary: dict[str, Any]) -> None:
 
 def run_exit_code(summary: dict[str, Any]) -> int:
     """0 when every session read is accounted for (or nothing was run here: a jar, a detached job); else 1."""
-    if "job_jar" in summary or summary.get("detached") or summary.get("cancelled"):
+    if "job_jar" in summary or summary.get("detached") or summary.get("cancelled") or summary.get("stopped_with"):
         return 0
     return 0 if summary.get("conservation_ok") else 1
 
@@ -178,8 +178,9 @@ def print_run_summary(summary: dict[str, Any]) -> None:
     print("beam-rtbf run summary")
     for key in _RUN_KEYS:
         print(f"  {key:<{width}}  {summary.get(key)}")
-    if summary.get("cancelled"):
-        print(f"  cancelled by {summary.get('stopped_by')}: records in flight are neither in nor out (not checked)")
+    if summary.get("stopped_with"):
+        how = "stopped with a savepoint" if summary["stopped_with"] == "savepoint" else "cancelled"
+        print(f"  {how} by {summary.get('stopped_by')}: records in flight are neither in nor out (not checked)")
         if summary.get("resume_from"):
             print(f"  resume with --savepoint_path={summary['resume_from']}")
     else:
@@ -188,7 +189,7 @@ def print_run_summary(summary: dict[str, Any]) -> None:
             f"{'holds' if summary.get('conservation_ok') else 'VIOLATED'}"
         )
     print(f"  outputs in {summary.get('output')} (summary.json has every figure)")
-    if summary.get("stopped_by") and not summary.get("cancelled"):
+    if summary.get("stopped_by") and not summary.get("stopped_with"):
         print(f"  stopped by {summary['stopped_by']}: the reads ended, everything read was written")
 
 

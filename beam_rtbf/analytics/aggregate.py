@@ -22,6 +22,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from beam_rtbf import metrics as rtbf_metrics
 from beam_rtbf.sinks.files import join, run_write_dir, unique_part, write_bytes_atomically
 from beam_rtbf.sinks.jsonl import to_json_lines
+from beam_rtbf.sinks.stable import StableParDo, content_name, table_digest
 
 __all__ = [
     "WindowedAggregates",
@@ -187,31 +188,42 @@ class WindowedAggregates(beam.PTransform):
 
 
 class _WriteAnalyticsFn(beam.DoFn):
-    """One JSON-lines file per pane: ``analytics/dt=YYYY-MM-DD/hour=HH/pane-*.jsonl``."""
+    """One JSON-lines file per pane: ``analytics/dt=YYYY-MM-DD/hour=HH/pane-*.jsonl``.
 
-    def __init__(self, directory: str, run_id: str | None = None) -> None:
+    ``content_names``: the file is named by the pane's rows (``sinks/stable.py``), so a pane
+    replayed after a restore rewrites its file instead of adding one."""
+
+    def __init__(self, directory: str, run_id: str | None = None, content_names: bool = False) -> None:
         self._directory = directory
         self._write_dir = run_write_dir(directory, run_id)
         self._prefix = f"pane-{run_id}" if run_id else "pane"
+        self._content_names = content_names
         self._rows = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.ANALYTICS_ROWS)
 
-    def process(self, pane: pa.Table):
+    def process(self, pane: pa.Table, pane_info=beam.DoFn.PaneInfoParam):
         if pane.num_rows == 0:
             return
         first = pane.column("window_start")[0].as_py()  # e.g. 2026-01-01T13:05:00.000Z
-        relative = join(f"dt={first[:10]}", f"hour={first[11:13]}", unique_part(self._prefix, ".jsonl"))
+        if self._content_names:
+            name = content_name(self._prefix, table_digest(pane, str(pane_info.index)), ".jsonl")
+        else:
+            name = unique_part(self._prefix, ".jsonl")
+        relative = join(f"dt={first[:10]}", f"hour={first[11:13]}", name)
         write_bytes_atomically(join(self._write_dir, relative), to_json_lines(file_rows(pane)))
         self._rows.inc(pane.num_rows)
         yield join(self._directory, relative)
 
 
 class WriteAnalytics(beam.PTransform):
-    """Window panes of aggregate rows -> JSON-lines files, one per pane (staged under a bounded run's ``run_id``)."""
+    """Window panes of aggregate rows -> JSON-lines files, one per pane (staged under a bounded run's ``run_id``;
+    written once per checkpoint under content names with ``exactly_once``)."""
 
-    def __init__(self, directory: str, run_id: str | None = None) -> None:
+    def __init__(self, directory: str, run_id: str | None = None, exactly_once: bool = False) -> None:
         super().__init__()
         self._directory = directory
         self._run_id = run_id
+        self._exactly_once = exactly_once
 
     def expand(self, panes):
-        return panes | "WriteAnalyticsFiles" >> beam.ParDo(_WriteAnalyticsFn(self._directory, self._run_id))
+        write = _WriteAnalyticsFn(self._directory, self._run_id, content_names=self._exactly_once)
+        return panes | "WriteAnalyticsFiles" >> (StableParDo(write) if self._exactly_once else beam.ParDo(write))

@@ -10,11 +10,17 @@ so the archive can be read from any working directory and moved as a whole.
 The index is what manifests (and the purge) use to find every file holding a
 subject without scanning the archive. Each file is written under a temporary
 name and renamed, so a crash never leaves a half-written partition file.
+
+With ``exactly_once`` (streaming on Flink with checkpoints, ``sinks/stable.py``) rows are
+gathered per partition for ``flush_s``, written only once the checkpoint covering them
+completed, and named by their content (``part-<digest>.parquet``, its index file likewise):
+a job resumed from a checkpoint or savepoint rewrites the same files instead of adding copies.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 
 import apache_beam as beam
 import numpy as np
@@ -26,6 +32,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_rtbf import metrics as rtbf_metrics
 from beam_rtbf.sinks.files import join, run_write_dir, unique_part, write_atomically
+from beam_rtbf.sinks.stable import GatherForWrite, StableParDo, content_name, table_digest
 
 __all__ = ["WriteArchive", "partition_path", "index_rows", "INDEX_DIR", "INDEX_SCHEMA", "INDEX_ID_COLUMNS"]
 
@@ -119,14 +126,9 @@ class _WriteArchiveFn(beam.DoFn):
         self._last = None
 
     def process(self, batch: pa.RecordBatch, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
-        table = pa.Table.from_batches([batch])
-        starts = (table.column("event_time_ms").to_numpy() // self._partition_ms) * self._partition_ms
-        order = np.argsort(starts, kind="stable")
-        sorted_starts = starts[order]
-        cuts = np.flatnonzero(np.diff(sorted_starts)) + 1
-        for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(order)]):
-            self._pieces.setdefault(int(sorted_starts[lo]), []).append(table.take(pa.array(order[lo:hi])))
-        self._rows += table.num_rows
+        for start, piece in split_by_partition(batch, self._partition_ms):
+            self._pieces.setdefault(start, []).append(piece)
+        self._rows += batch.num_rows
         self._last = (timestamp, window)
         if self._rows >= self._max_buffer_rows:
             for path in self._flush():
@@ -159,23 +161,94 @@ class _WriteArchiveFn(beam.DoFn):
         return paths
 
 
+def split_by_partition(batch: pa.RecordBatch, partition_ms: int) -> Iterator[tuple[int, pa.Table]]:
+    """(partition start, the batch's rows in it) for each archive partition the batch touches."""
+    table = pa.Table.from_batches([batch])
+    starts = (table.column("event_time_ms").to_numpy() // partition_ms) * partition_ms
+    order = np.argsort(starts, kind="stable")
+    sorted_starts = starts[order]
+    cuts = np.flatnonzero(np.diff(sorted_starts)) + 1
+    for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(order)]):
+        yield int(sorted_starts[lo]), table.take(pa.array(order[lo:hi]))
+
+
+class _ByPartition:
+    """``GatherForWrite``'s key function: one piece per partition, keyed (partition start, writer shard)."""
+
+    def __init__(self, partition_s: int, shards: int) -> None:
+        self._partition_ms = partition_s * 1000
+        self._shards = shards
+        self._next = 0
+
+    def __call__(self, batch: pa.RecordBatch) -> Iterator[tuple[tuple[int, int], pa.Table]]:
+        self._next = (self._next + 1) % self._shards  # spreads a busy partition over writers
+        for start, piece in split_by_partition(batch, self._partition_ms):
+            yield (start, self._next), piece
+
+
+class _WriteGatheredFn(beam.DoFn):
+    """One file per gathered element, named by its content: a replay rewrites the same file."""
+
+    def __init__(self, directory: str, partition_s: int) -> None:
+        self._directory = directory
+        self._partition_s = partition_s
+        self._files = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.ARCHIVE_FILES)
+        self._records = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.ARCHIVE_RECORDS)
+
+    def process(self, element: tuple[tuple[int, int], list[pa.Table]]) -> Iterator[str]:
+        (start, _), pieces = element
+        pieces = list(pieces)
+        if not pieces:  # a processing-time pane can fire with nothing new in it
+            return
+        part = pa.concat_tables(pieces)
+        digest = table_digest(part, str(start))
+        relative = f"{partition_path(start, self._partition_s)}/{content_name('part', digest, '.parquet')}"
+        _write_parquet(join(self._directory, relative), part)
+        # The index file after the data file, same digest: an index entry never names a missing file.
+        _write_parquet(
+            join(self._directory, INDEX_DIR, content_name("part", digest, ".parquet")), index_rows(part, relative)
+        )
+        self._files.inc()
+        self._records.inc(part.num_rows)
+        yield join(self._directory, relative)
+
+
 class WriteArchive(beam.PTransform):
     """Clean batches -> Parquet partition files (emits their paths) and subject-index files.
 
     With ``run_id`` (a bounded run under the run ledger) files are written under
     ``_staging/<run_id>/`` and named with the run id; the emitted paths and the index
     name the published places the driver renames them to when the run commits.
+    With ``exactly_once`` files are written once per checkpoint under content names (module docstring).
     """
 
-    def __init__(self, directory: str, partition_s: int = 3600, run_id: str | None = None) -> None:
+    def __init__(
+        self,
+        directory: str,
+        partition_s: int = 3600,
+        run_id: str | None = None,
+        exactly_once: bool = False,
+        flush_s: int = 1,
+        write_shards: int = 2,
+    ) -> None:
         super().__init__()
         if partition_s < 1:
             raise ValueError("archive partition_s must be >= 1")
         self._directory = directory
         self._partition_s = partition_s
         self._run_id = run_id
+        self._exactly_once = exactly_once
+        self._flush_s = flush_s
+        self._write_shards = write_shards
 
     def expand(self, clean):
+        if self._exactly_once:
+            return (
+                clean
+                | "GatherPartitions"
+                >> GatherForWrite(_ByPartition(self._partition_s, self._write_shards), self._flush_s)
+                | "WritePartitions" >> StableParDo(_WriteGatheredFn(self._directory, self._partition_s))
+            )
         return clean | "WritePartitions" >> beam.ParDo(
             _WriteArchiveFn(self._directory, self._partition_s, run_id=self._run_id)
         )

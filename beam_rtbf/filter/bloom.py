@@ -86,7 +86,8 @@ class _BloomFilterFn(beam.DoFn):
     def setup(self) -> None:
         self._confirmer = RegistryConfirmer(self._registry_url, self._retry_budget_s)
 
-    def process(self, batch: pa.RecordBatch, view: BloomView) -> Iterable:
+    def process(self, batch: pa.RecordBatch, view: BloomView, _window=beam.DoFn.WindowParam) -> Iterable:
+        # ``_window`` keeps the refreshed side input fresh (see ``broadcast.DropForgottenFn``).
         candidate = view.bloom.might_contain_hashes(hash_ids(batch.column("user_id")))
         for name in ALIAS_COLUMNS:
             column = batch.column(name)
@@ -113,7 +114,7 @@ class BloomStrategy(FilterStrategy):
     refreshes_side_input = True
 
     def apply(self, sessions: beam.PCollection, accepted: beam.PCollection) -> FilteredSessions:
-        view, lag_ms = build_deletion_set(accepted, self.config, self.streaming)
+        view, lag_ms = build_deletion_set(accepted, self.config, self.streaming, sessions)
         bloom = view | "ToBloom" >> ToBloom()
         filtered = sessions | "BloomThenConfirm" >> beam.ParDo(
             _BloomFilterFn(self.config.registry_url, self.config.registry_retry_s), beam.pvalue.AsSingleton(bloom)

@@ -4,10 +4,10 @@ Bounded runs: the side input is the registry snapshot at start plus every
 request accepted in this run, so the deletion set as of the run applies to
 every session whatever its event time.
 
-Streaming runs (Flink): a slowly updating side input. ``PeriodicImpulse``
-ticks every ``refresh_interval_s``; each tick fetches only the registry delta
-since the last version and re-emits the set into a global window with a
-per-element trigger. A set older than ``max_staleness_s`` fails the bundle
+Streaming runs (Flink): a slowly updating side input. A tick every
+``refresh_interval_s`` (``filter/refresh.py``: a timer while the sessions stream runs, or
+Beam's ``PeriodicImpulse``) fetches only the registry delta since the last version and
+re-emits the set into a global window with a per-element trigger. A set older than ``max_staleness_s`` fails the bundle
 (the runner retries it) rather than pass sessions unfiltered.
 """
 
@@ -28,6 +28,7 @@ from beam_rtbf import metrics as rtbf_metrics
 from beam_rtbf.filter.deletion_set import DeletionSet, hash_ids
 from beam_rtbf.filter.follower import SharedFollower
 from beam_rtbf.filter.outputs import CLEAN_TAG, SUPPRESSED_TAG, FilteredSessions, SplitCounters
+from beam_rtbf.filter.refresh import TICK_SOURCES, RefreshTicks
 from beam_rtbf.filter.strategy import FilterConfig, FilterStrategy, effective_after
 from beam_rtbf.filter.suppress import split_batch
 from beam_rtbf.registry import open_registry
@@ -134,20 +135,41 @@ class _FetchDelta(beam.DoFn):
 
 
 class BuildStreamingDeletionSet(beam.PTransform):
-    """A slowly updating side input: a delta fetch per tick, re-emitted into the global window."""
+    """A slowly updating side input: a delta fetch per tick, re-emitted into the global window.
 
-    def __init__(self, registry_url: str, refresh_interval_s: float, max_staleness_s: float) -> None:
+    The ticks come from ``RefreshTicks`` over the sessions (they end with the sessions stream) or,
+    with ``refresh_ticks="periodic_impulse"``, from Beam's PeriodicImpulse (it never ends)."""
+
+    def __init__(
+        self,
+        registry_url: str,
+        refresh_interval_s: float,
+        max_staleness_s: float,
+        sessions: beam.PCollection | None = None,
+        refresh_ticks: str = "sessions",
+    ) -> None:
         super().__init__()
+        if refresh_ticks not in TICK_SOURCES:
+            raise ValueError(f"refresh_ticks must be one of {TICK_SOURCES}, not {refresh_ticks!r}")
+        if refresh_ticks == "sessions" and sessions is None:
+            raise ValueError("refresh ticks from the sessions need the sessions PCollection")
         self._registry_url = registry_url
         self._refresh_interval_s = refresh_interval_s
         self._max_staleness_s = max_staleness_s
+        self._sessions = sessions
+        self._refresh_ticks = refresh_ticks
 
     def expand(self, pbegin):
-        from apache_beam.transforms.periodicsequence import PeriodicImpulse
+        if self._refresh_ticks == "sessions":
+            ticks = self._sessions | "RefreshTicks" >> RefreshTicks(self._refresh_interval_s)
+        else:
+            from apache_beam.transforms.periodicsequence import PeriodicImpulse
 
+            ticks = pbegin | "RefreshTicks" >> PeriodicImpulse(
+                fire_interval=self._refresh_interval_s, apply_windowing=False
+            )
         return (
-            pbegin
-            | "RefreshTicks" >> PeriodicImpulse(fire_interval=self._refresh_interval_s, apply_windowing=False)
+            ticks
             | "FetchRegistryDelta" >> beam.ParDo(_FetchDelta(self._registry_url, self._max_staleness_s))
             | "LatestSetGlobally"
             >> beam.WindowInto(
@@ -159,18 +181,21 @@ class BuildStreamingDeletionSet(beam.PTransform):
 
 
 def build_deletion_set(
-    accepted: beam.PCollection, config: FilterConfig, streaming: bool
+    accepted: beam.PCollection, config: FilterConfig, streaming: bool, sessions: beam.PCollection | None = None
 ) -> tuple[beam.PCollection, int]:
     """The ``DeletionSet`` side input of the broadcast and bloom strategies, and its lag in ms.
 
-    Bounded: the snapshot at start plus this run's requests, so no lag. Streaming: a
-    request is seen at the next refresh, so the lag bound is one refresh interval.
+    Bounded: the snapshot at start plus this run's requests, so no lag. Streaming: a request is
+    in every set read from the registry after it was accepted, but when the filter sees that set
+    is up to the runner (on Flink the new set reached the filter up to ~6 s after a 1 s refresh;
+    sessions already in a bundle keep the old one). The one bound the filter enforces is
+    ``max_staleness_s`` (an older set fails the bundle), so that is the lag a manifest states.
     """
     if streaming:
         view = accepted.pipeline | "DeletionSet" >> BuildStreamingDeletionSet(
-            config.registry_url, config.refresh_interval_s, config.max_staleness_s
+            config.registry_url, config.refresh_interval_s, config.max_staleness_s, sessions, config.refresh_ticks
         )
-        return view, int(config.refresh_interval_s * 1000)
+        return view, int(config.max_staleness_s * 1000)
     return accepted | "DeletionSet" >> BuildBoundedDeletionSet(config.registry_url), 0
 
 
@@ -185,7 +210,11 @@ class DropForgottenFn(beam.DoFn):
         self._counters = SplitCounters()
         self._age = Metrics.distribution(rtbf_metrics.NAMESPACE, rtbf_metrics.SIDE_INPUT_AGE_MS)
 
-    def process(self, batch: pa.RecordBatch, view: DeletionSetView) -> Iterable:
+    def process(self, batch: pa.RecordBatch, view: DeletionSetView, _window=beam.DoFn.WindowParam) -> Iterable:
+        # ``_window`` is what keeps the side input fresh: without a window parameter Beam's Python
+        # invoker reads a global-window side input once and reuses it for the DoFn's lifetime
+        # (apache/beam#28776; the opt-out experiment disable_global_windowed_args_caching is not
+        # seen by LOOPBACK workers), so on Flink the set stayed at its first version.
         if self._max_staleness_s is not None:
             age_s = time.time() - view.fresh_at_s
             self._age.update(int(age_s * 1000))
@@ -208,7 +237,7 @@ class BroadcastStrategy(FilterStrategy):
     refreshes_side_input = True
 
     def apply(self, sessions: beam.PCollection, accepted: beam.PCollection) -> FilteredSessions:
-        view, lag_ms = build_deletion_set(accepted, self.config, self.streaming)
+        view, lag_ms = build_deletion_set(accepted, self.config, self.streaming, sessions)
         max_staleness_s = self.config.max_staleness_s if self.streaming else None
         filtered = sessions | "DropForgotten" >> beam.ParDo(
             DropForgottenFn(max_staleness_s), beam.pvalue.AsSingleton(view)

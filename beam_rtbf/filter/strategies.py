@@ -23,13 +23,24 @@ AUTO = "auto"
 
 
 def choose_strategy(
-    requested: str, streaming: bool, runner_name: str, registry_size: int = 0, broadcast_max: int = 20_000_000
+    requested: str,
+    streaming: bool,
+    runner_name: str,
+    registry_size: int = 0,
+    broadcast_max: int = 20_000_000,
+    checkpoints: bool = False,
 ) -> tuple[str, str]:
     """(strategy, why). ``auto`` picks by runner and deletion-set size; a named strategy is
-    checked against the runner (ValueError, with what to use instead, if it cannot run there)."""
+    checked against the runner (ValueError, with what to use instead, if it cannot run there).
+
+    ``checkpoints``: the job takes Flink checkpoints (``--checkpointing_interval``). Beam's Flink
+    runner (2.62) cannot snapshot a Python streaming stage's side input (the first checkpoint
+    fails: "ClassCastException ... cannot be cast to WindowedValue", the job restarts forever;
+    tests/integration/test_flink_known_issues.py), so the side-input strategies are refused."""
     local_streaming = streaming and runner_name in LOCAL_STREAMING_RUNNERS
     embedded_streaming = streaming and runner_name == EMBEDDED_PORTABLE
     prism_streaming = streaming and runner_name in (PRISM, PRISM_EXTERNAL)
+    checkpointed_flink = streaming and checkpoints and runner_name == "FlinkRunner"
     if requested != AUTO:
         if requested not in FILTER_STRATEGIES:
             raise ValueError(
@@ -47,6 +58,12 @@ def choose_strategy(
                 "ends on the embedded job service (FnApiRunner): the run would never finish nor write a window; "
                 "use state or lookup there, or a real job service (--job_endpoint=HOST:PORT)"
             )
+        if checkpointed_flink and refreshes_side_input:
+            raise ValueError(
+                f"--filter_strategy={requested} reads its deletion set as a side input, and Beam's Flink runner "
+                "fails every checkpoint of a streaming stage with a side input (the job restarts forever); "
+                "with --checkpointing_interval use state or lookup, or run without checkpoints"
+            )
         if prism_streaming and refreshes_side_input:
             raise ValueError(
                 f"--filter_strategy={requested} needs a stream-fed global-window side input, which Prism "
@@ -62,6 +79,8 @@ def choose_strategy(
         return "state", "streaming on the embedded job service: a PeriodicImpulse side input never ends there"
     if prism_streaming:
         return "state", "streaming on Prism: it refuses stream-fed global-window side inputs (apache/beam#31438)"
+    if checkpointed_flink:
+        return "state", "streaming on Flink with checkpoints: Beam's Flink runner cannot checkpoint a side input"
     if not streaming:
         if big:
             return "bloom", f"bounded run, {size} > --broadcast_max_subjects: Bloom side input, registry confirms"

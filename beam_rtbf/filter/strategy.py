@@ -24,6 +24,7 @@ class FilterConfig:
     max_staleness_s: float = 30.0  # a deletion set older than this holds sessions back
     registry_retry_s: float = 120.0  # how long a registry query is retried before the bundle fails
     state_shards: int = 4  # keys of the ``state`` strategy
+    refresh_ticks: str = "sessions"  # what times a streaming side input's refresh (``filter/refresh.py``)
 
     @classmethod
     def from_options(cls, opts: Any) -> FilterConfig:
@@ -34,6 +35,7 @@ class FilterConfig:
             max_staleness_s=opts.max_staleness_s,
             registry_retry_s=opts.registry_retry_s,
             state_shards=opts.state_shards,
+            refresh_ticks=opts.refresh_ticks,
         )
 
 

@@ -29,6 +29,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam_rtbf.records import DeadLetter
+from beam_rtbf.sinks.stable import GatherForWrite, StableParDo
 
 __all__ = [
     "write_atomically",
@@ -186,13 +187,40 @@ class _WriteDeadLettersFn(beam.DoFn):
         self._buffer = []
 
 
-class WriteDeadLetters(beam.PTransform):
-    """DeadLetter records -> ``DIR/deadletter/*.jsonl`` (raw bytes, position, reason); staged under ``run_id``."""
+class _WriteGatheredDeadLettersFn(beam.DoFn):
+    """One file per gathered element, named by its content (``sinks/stable.py``): a replay rewrites it."""
 
-    def __init__(self, directory: str, run_id: str | None = None) -> None:
+    def __init__(self, directory: str) -> None:
+        self._directory = directory
+
+    def process(self, element: tuple[int, list[DeadLetter]]) -> None:
+        _, letters = element
+        data = b"".join(letter.to_json().encode() + b"\n" for letter in letters)
+        if not data:  # a processing-time pane can fire with nothing new in it
+            return
+        name = f"deadletter-{hashlib.sha256(data).hexdigest()[:32]}.jsonl"
+        write_bytes_atomically(join(self._directory, name), data)
+
+
+def _one_key(letter: DeadLetter) -> Iterator[tuple[int, DeadLetter]]:
+    yield 0, letter  # dead letters are few: one writer
+
+
+class WriteDeadLetters(beam.PTransform):
+    """DeadLetter records -> ``DIR/deadletter/*.jsonl`` (raw bytes, position, reason); staged under ``run_id``;
+    written once per checkpoint under content names with ``exactly_once``."""
+
+    def __init__(self, directory: str, run_id: str | None = None, exactly_once: bool = False) -> None:
         super().__init__()
         self._directory = directory
         self._run_id = run_id
+        self._exactly_once = exactly_once
 
     def expand(self, letters):
+        if self._exactly_once:
+            return (
+                letters
+                | "GatherDeadLetters" >> GatherForWrite(_one_key)
+                | "WriteDeadLetterFiles" >> StableParDo(_WriteGatheredDeadLettersFn(self._directory))
+            )
         return letters | "WriteDeadLetterFiles" >> beam.ParDo(_WriteDeadLettersFn(self._directory, self._run_id))

@@ -30,7 +30,16 @@ from beam_rtbf.sources.base import Poller, PollResult, Source
 from beam_rtbf.sources.poller import ShardedPollers, ShardInfo
 from beam_rtbf.sources.spec import SourceSpec
 
-__all__ = ["SyntheticConfig", "SyntheticSource", "session_batches", "planned_requests", "bad_session_lines"]
+__all__ = [
+    "SyntheticConfig",
+    "SyntheticSource",
+    "session_batches",
+    "planned_requests",
+    "bad_session_lines",
+    "expected_live_sessions",
+    "live_session_count",
+    "live_requests",
+]
 
 ACTIONS = (
     "show",
@@ -130,7 +139,9 @@ def make_session_batch(
     event_times_ms: np.ndarray,
     id_prefix: str,
     users: np.ndarray | None = None,
+    first_id: int = 0,
 ) -> pa.RecordBatch:
+    """``len(event_times_ms)`` sessions with ids ``id_prefix + (first_id + i)``; users drawn if not given."""
     n = len(event_times_ms)
     if users is None:
         # Zipf-like skew: a few heavy users, a long tail, like real clickstreams.
@@ -138,7 +149,7 @@ def make_session_batch(
         users = (users * 2654435761 + cfg.seed) % cfg.users
     secs = rng.exponential(600.0, n)
     secs_arr = pa.array(secs, mask=rng.random(n) < 0.02)
-    event_ids = pa.array(np.arange(n, dtype=np.int64)).cast(pa.string())
+    event_ids = pa.array(np.arange(first_id, first_id + n, dtype=np.int64)).cast(pa.string())
     event_ids = pa.compute.binary_join_element_wise(id_prefix, event_ids, "")
     return pa.RecordBatch.from_arrays(
         [
@@ -250,46 +261,117 @@ class ReadSyntheticRequests(beam.PTransform):
         )
 
 
+def _splitmix64(values: np.ndarray) -> np.ndarray:
+    """A 64-bit mix of each value (splitmix64's finaliser): a counter-based random stream."""
+    z = values.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def live_users(cfg: SyntheticConfig, stream_key: int, seqs: np.ndarray) -> np.ndarray:
+    """The user of each live session number: a function of (seed, generator, number) alone, with
+    the same Zipf-like skew as the bounded generator (a Lomax draw by inverse transform)."""
+    with np.errstate(over="ignore"):
+        salt = _splitmix64(np.array([cfg.seed * 1_000_003 + stream_key], dtype=np.uint64))[0]
+        mixed = _splitmix64(seqs.astype(np.uint64) ^ salt)
+    uniform = (mixed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    lomax = (1.0 - uniform) ** (-1.0 / 1.2) - 1.0
+    users = np.minimum((lomax * cfg.users / 20).astype(np.int64), cfg.users - 1)
+    return (users * 2654435761 + cfg.seed) % cfg.users
+
+
+def live_session_count(cfg: SyntheticConfig, shards: int = 1) -> int | None:
+    """How many sessions one live generator (of ``shards``) makes: ``rate/shards * duration_s``."""
+    if cfg.duration_s is None:
+        return None
+    return int(round(cfg.rate / shards * cfg.duration_s))
+
+
+def expected_live_sessions(cfg: SyntheticConfig, shards: int | None = None) -> dict[str, str]:
+    """event_id -> user_id of every session a bounded-duration live run generates (``shards``: as in
+    the URI, or None for one generator over the whole stream)."""
+    expected: dict[str, str] = {}
+    ids = user_id_array(cfg.users)
+    for shard in range(shards) if shards else [None]:
+        count = live_session_count(cfg, shards or 1)
+        if count is None:
+            raise ValueError("an unbounded generator (no duration_s) has no expected set")
+        seqs = np.arange(count, dtype=np.int64)
+        users = ids.take(pa.array(live_users(cfg, -1 if shard is None else shard, seqs))).to_pylist()
+        prefix = f"live{cfg.seed}-" if shard is None else f"live{cfg.seed}-{shard}-"
+        expected.update({f"{prefix}{n}": user for n, user in zip(seqs.tolist(), users)})
+    return expected
+
+
+def live_requests(cfg: SyntheticConfig) -> list[tuple[str, str]]:
+    """(request_id, subject_id) of every request a bounded-duration live requests run makes."""
+    if cfg.duration_s is None:
+        raise ValueError("an unbounded generator (no duration_s) has no expected set")
+    order = np.random.default_rng([cfg.seed, 11]).permutation(cfg.active_users or cfg.users)
+    count = min(int(cfg.duration_s * cfg.request_rate), len(order))
+    if cfg.requests is not None:
+        count = min(count, cfg.requests)
+    ids = user_id_array(cfg.users)
+    return [(f"live-{cfg.seed}-{k}", ids[int(order[k])].as_py()) for k in range(count)]
+
+
 class SyntheticSessionPoller(Poller):
     """Unbounded sessions at ``rate`` per second of wall time, event time ~ now.
 
-    ``shard=k`` of ``shards=n``: one of n generators of ``rate/n`` each (its own seed and ids)."""
+    ``shard=k`` of ``shards=n``: one of n generators of ``rate/n`` each. Session number ``seq``
+    of a generator is ``live<seed>[-<shard>]-<seq>`` and its user depends on (seed, generator,
+    seq) only (``live_users``), so the sessions of a run are known in advance
+    (``expected_live_sessions``) whatever its pace. ``checkpoint()`` is the next number: a read
+    resumed from it (a runner's checkpoint, a Flink savepoint) goes on with the very next session,
+    at the same rate from then on. With ``duration_s`` it makes ``rate * duration_s`` sessions and
+    ends."""
 
     def __init__(self, cfg: SyntheticConfig, shard: int | None = None, shards: int = 1) -> None:
+        self._total = live_session_count(cfg, shards if shard is not None else 1)
         if shard is not None:
             cfg = dataclasses.replace(cfg, rate=cfg.rate / shards)
         self._cfg = cfg
-        self._rng = np.random.default_rng([cfg.seed, 7] if shard is None else [cfg.seed, 7, shard])
+        self._key = -1 if shard is None else shard
         self._prefix = f"live{cfg.seed}-" if shard is None else f"live{cfg.seed}-{shard}-"
-        self._started = 0.0
         self._last = 0.0
-        self._index = 0
+        self._seq = 0
+
+    def restore(self, state: dict) -> None:
+        self._seq = int(state.get("seq", 0))
+
+    def checkpoint(self) -> dict:
+        return {"seq": self._seq}
 
     def open(self) -> None:
-        self._started = self._last = time.time()
+        self._last = time.time()  # the pace starts now: a resumed read does not catch up its pause
 
     def poll(self) -> PollResult:
         now = time.time()
         cfg = self._cfg
-        ended = cfg.duration_s is not None and now - self._started >= cfg.duration_s
-        horizon = min(now, self._started + cfg.duration_s) if cfg.duration_s is not None else now
-        n = min(int((horizon - self._last) * cfg.rate), cfg.batch_rows)
+        remaining = self._total - self._seq if self._total is not None else cfg.batch_rows
+        n = min(int((now - self._last) * cfg.rate), cfg.batch_rows, remaining)
         elements = []
         if n > 0:
-            span_ms = max(1, int((horizon - self._last) * 1000))
-            arrival = np.sort(int(self._last * 1000) + self._rng.integers(0, span_ms, n))
-            delay = self._rng.integers(0, cfg.max_delay_ms + 1, n) if cfg.max_delay_ms else 0
+            rng = np.random.default_rng([cfg.seed, 7, self._key + 1, self._seq])
+            span_ms = max(1, int((now - self._last) * 1000))
+            arrival = np.sort(int(self._last * 1000) + rng.integers(0, span_ms, n))
+            delay = rng.integers(0, cfg.max_delay_ms + 1, n) if cfg.max_delay_ms else 0
             times = arrival - delay
-            batch = make_session_batch(cfg, self._rng, times, f"{self._prefix}{self._index}-")
+            seqs = np.arange(self._seq, self._seq + n, dtype=np.int64)
+            batch = make_session_batch(cfg, rng, times, self._prefix, live_users(cfg, self._key, seqs), self._seq)
             elements.append((batch, int(times.min())))
             self._last += n / cfg.rate
-            self._index += 1
+            self._seq += n
         watermark = int(self._last * 1000) - cfg.max_delay_ms
-        return PollResult(elements, watermark, done=ended and (horizon - self._last) * cfg.rate < 1)
+        return PollResult(elements, watermark, done=self._total is not None and self._seq >= self._total)
 
 
 class SyntheticRequestPoller(Poller):
-    """Unbounded requests at ``request_rate`` per second, for subjects among the active users."""
+    """Unbounded requests at ``request_rate`` per second of run time, for subjects among the active users.
+
+    Request ``k`` is ``live-<seed>-<k>`` for the k-th user of a seeded order; ``checkpoint()`` keeps
+    how many were emitted and the run time they cover, so a resumed read goes on with the next one."""
 
     def __init__(self, cfg: SyntheticConfig) -> None:
         self._cfg = cfg
@@ -297,9 +379,17 @@ class SyntheticRequestPoller(Poller):
         self._order = self._rng.permutation(cfg.active_users or cfg.users)
         self._started = 0.0
         self._emitted = 0
+        self._elapsed_s = 0.0  # run time covered by the polls so far (before a restore too)
+
+    def restore(self, state: dict) -> None:
+        self._emitted = int(state.get("emitted", 0))
+        self._elapsed_s = float(state.get("elapsed_s", 0.0))
+
+    def checkpoint(self) -> dict:
+        return {"emitted": self._emitted, "elapsed_s": self._elapsed_s}
 
     def open(self) -> None:
-        self._started = time.time()
+        self._started = time.time() - self._elapsed_s
 
     def poll(self) -> PollResult:
         now = time.time()
@@ -307,6 +397,7 @@ class SyntheticRequestPoller(Poller):
         elapsed = now - self._started
         if cfg.duration_s is not None:
             elapsed = min(elapsed, cfg.duration_s)
+        self._elapsed_s = elapsed
         due = min(int(elapsed * cfg.request_rate), len(self._order))
         if cfg.requests is not None:
             due = min(due, cfg.requests)
@@ -317,7 +408,7 @@ class SyntheticRequestPoller(Poller):
             request = ErasureRequest(f"live-{cfg.seed}-{k}", ids[int(self._order[k])].as_py(), at)
             raw = RawBatch("synthetic://requests", "jsonl", request_lines([request]), k, None, at)
             elements.append((raw, at))
-        self._emitted = due
+        self._emitted = max(self._emitted, due)
         done = cfg.duration_s is not None and now - self._started >= cfg.duration_s
         return PollResult(elements, int(now * 1000), done=done)
 

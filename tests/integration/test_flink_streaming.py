@@ -26,11 +26,14 @@ from tests.helpers.netns import netns_prefix
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
-def test_streaming_on_flink_writes_windows_while_running_and_forgets_at_once(tmp_path):
+@pytest.mark.parametrize("strategy", ["state", "broadcast"])
+def test_streaming_on_flink_writes_windows_while_running_and_forgets_at_once(tmp_path, strategy):
+    """Both the keyed-state filter and the broadcast side input (refreshed while the sessions run)
+    end with their sources."""
     out = tmp_path / "out"
     argv = [
         sys.executable, "-m", "beam_rtbf.cli", "run", "--runner=flink-local", "--streaming",
-        "--filter_strategy=state", f"--output={out}", f"--registry=embedded://{tmp_path / 'r.sqlite'}",
+        f"--filter_strategy={strategy}", f"--output={out}", f"--registry=embedded://{tmp_path / 'r.sqlite'}",
         "--window_s=1", "--sessions=synthetic://sessions?users=500&rate=1000&duration_s=40&seed=5",
         "--requests=synthetic://requests?users=500&request_rate=1&duration_s=40&active_users=50&seed=5",
     ]  # fmt: skip
@@ -53,7 +56,7 @@ def test_streaming_on_flink_writes_windows_while_running_and_forgets_at_once(tmp
     assert job.returncode == 0, stderr[-3000:]
 
     got = summary(out)
-    assert (got["runner"], got["mode"], got["filter_strategy"]) == ("FlinkRunner", "streaming", "state")
+    assert (got["runner"], got["mode"], got["filter_strategy"]) == ("FlinkRunner", "streaming", strategy)
     # The stream lasts 40 s: windows written while it runs arrive well over 8 s before the end
     # (a run that writes only at the end has them < 1 s before it).
     assert first_window is not None and ended - first_window > 8.0, "windows came only at the end of the stream"

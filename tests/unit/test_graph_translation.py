@@ -40,6 +40,8 @@ def test_auto_strategy_choice_says_why():
     assert strategy == "state" and "keyed state" in why
     assert choose_strategy("auto", True, "FlinkRunner")[0] == "broadcast"
     assert choose_strategy("state", False, "FnApiRunner") == ("state", "chosen by --filter_strategy")
+    strategy, why = choose_strategy("auto", True, "FlinkRunner", checkpoints=True)
+    assert strategy == "state" and "cannot checkpoint a side input" in why
 
 
 def test_a_named_strategy_the_runner_cannot_run_is_refused_with_what_to_use():
@@ -51,6 +53,11 @@ def test_a_named_strategy_the_runner_cannot_run_is_refused_with_what_to_use():
         choose_strategy("broadcast", True, "PortableRunner[embed]")
     assert choose_strategy("broadcast", False, "LocalStreamingRunner")[0] == "broadcast"  # bounded: no refresh
     assert choose_strategy("lookup", True, "LocalStreamingRunner")[0] == "lookup"
+    for strategy in ("broadcast", "bloom"):
+        with pytest.raises(ValueError, match=f"--filter_strategy={strategy} reads its deletion set as a side input"):
+            choose_strategy(strategy, True, "FlinkRunner", checkpoints=True)
+    assert choose_strategy("broadcast", True, "FlinkRunner")[0] == "broadcast"  # no checkpoints: it runs
+    assert choose_strategy("lookup", True, "FlinkRunner", checkpoints=True)[0] == "lookup"
     with pytest.raises(ValueError, match="unknown --filter_strategy='brodcast'; expected one of broadcast, lookup"):
         choose_strategy("brodcast", False, "FnApiRunner")
 

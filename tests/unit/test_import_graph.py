@@ -63,7 +63,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # Job configuration: options, profiles, the typed job spec.
     ("config", ("beam_rtbf.options", "beam_rtbf.profiles", "beam_rtbf.flags", "beam_rtbf.jobspec", "beam_rtbf.prism")),
     # The steps every job shares around its graph (runner, ledger, run, wait) and its figures.
-    ("job", ("beam_rtbf.job", "beam_rtbf.stopping", "beam_rtbf.summary")),
+    ("job", ("beam_rtbf.job", "beam_rtbf.stopping", "beam_rtbf.summary", "beam_rtbf.flink_local")),
     # The purge graph; it must not import the run graph.
     ("purge", ("beam_rtbf.purge",)),
     # The run graph.
