@@ -200,7 +200,9 @@ def main() -> None:
     old_code = baseline_code(args.cache, args.baseline_ref) if any(v.startswith("old@") for v in wanted) else None
     codes = {"old": old_code, "new": REPO}
     variants = [v for v in wanted if codes[v.split("@")[0]]]
-    archives = {layout: cached_archive(args.cache, records, users, layout) for layout in {v.split("@")[1] for v in variants}}
+    archives = {
+        layout: cached_archive(args.cache, records, users, layout) for layout in {v.split("@")[1] for v in variants}
+    }
     tiny = cached_archive(args.cache, 2_400, 120, "legacy")
 
     rng = np.random.default_rng(11)
