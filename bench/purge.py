@@ -185,14 +185,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--records", type=int, default=None)
-    parser.add_argument("--batch", type=int, default=None, help="requests in the batch purge")
+    parser.add_argument("--batch", type=int, default=None, help="requests in the batch purge (0: none)")
     parser.add_argument("--reps", type=int, default=None, help="one-request purges per variant")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--baseline_ref", default=BASELINE_REF, help="git commit the old@ variants run")
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "rtbf-bench-purge"))
     args = parser.parse_args()
     records = args.records or (1_000_000 if args.quick else 10_000_000)
-    batch = args.batch or (100 if args.quick else 1000)
+    batch = args.batch if args.batch is not None else (100 if args.quick else 1000)
     reps = args.reps or (2 if args.quick else 3)
     users = records // 20  # ~20 sessions per user: a subject touches ~20 partitions
     os.makedirs(args.cache, exist_ok=True)
@@ -206,13 +206,13 @@ def main() -> None:
     tiny = cached_archive(args.cache, 2_400, 120, "legacy")
 
     rng = np.random.default_rng(11)
-    subjects = [f"u{i}" for i in rng.choice(users, batch, replace=False)]
+    subjects = [f"u{i}" for i in rng.choice(users, max(batch, 1), replace=False)]
     workers = {v: Worker(v, codes[v.split("@")[0]], args.cache) for v in variants}
     results: dict[tuple[str, str], list[dict]] = {}
     try:
         for worker in workers.values():  # imports done, lazy ones too: not part of any timing
             worker.purge(tiny, os.path.join(args.cache, "work-warmup"), ["u1"])
-        rounds = [("single", subjects[:1])] * reps + [("batch", subjects)]
+        rounds = [("single", subjects[:1])] * reps + ([("batch", subjects)] if batch else [])
         for i, (kind, chosen) in enumerate(rounds):
             order = variants[i % len(variants) :] + variants[: i % len(variants)]
             for name in order:
@@ -224,7 +224,8 @@ def main() -> None:
             worker.close()
 
     params = {"records": records, "partitions": PARTITIONS, "users": users, "baseline_ref": args.baseline_ref}
-    for kind in ("single", "batch"):
+    kinds = ("single", "batch") if batch else ("single",)
+    for kind in kinds:
         removed = {name: results[(name, kind)][0]["records_removed"] for name in variants}
         if len(set(removed.values())) != 1:
             raise SystemExit(f"bench purge: variants removed different records ({kind}): {removed}")
@@ -257,7 +258,7 @@ def main() -> None:
             rows_scanned=scanned.get("rows"),
             proven_by_file_metadata=last["verification_by_file_metadata"] or {"files": 0, "rows": 0},
         )
-    for kind in ("single", "batch"):
+    for kind in kinds:
         base = medians.get(("old@legacy", kind))
         for name in variants:
             if base and name != "old@legacy":

@@ -26,7 +26,7 @@ few passes over the identifier bytes at write time.
 from __future__ import annotations
 
 import base64
-import dataclasses
+import binascii
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import IO
@@ -48,7 +48,8 @@ __all__ = [
     "write_parquet",
 ]
 
-FOOTER_KEY = b"rtbf.idfilter"
+FOOTER_KEY = b"rtbf.idfilter"  # what the filter covers and the rows it is bound to (JSON)
+BITS_KEY = b"rtbf.idfilter.bits"  # the Bloom filter's bits, base64 (footer values must stay text)
 FORMAT_VERSION = 1
 BITS_PER_ID = 10  # with 7 probes: ~0.8% false positives (a false positive only means "read the file")
 PROBES = 7
@@ -124,39 +125,56 @@ def _long_hashes(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> n
     return sums[firsts + lengths] - sums[firsts]
 
 
-@dataclasses.dataclass(frozen=True)
 class IdFilter:
-    """A Bloom filter over canonical identifiers: ``may_contain`` is never False for a member."""
+    """A Bloom filter over canonical identifiers: ``may_contain`` is never False for a member.
 
-    bits: np.ndarray  # uint8, little-endian bit order
-    probes: int
+    Read from a footer it stays base64 text: a check of a few identifiers decodes only the
+    bytes its probes fall in (a footer is read for every file of a verification).
+    """
 
-    @property
-    def size_bits(self) -> int:
-        return int(self.bits.size) * 8
+    def __init__(self, size_bits: int, probes: int, bits: np.ndarray | None = None, encoded: bytes = b"") -> None:
+        self.size_bits = size_bits
+        self.probes = probes
+        self._bits = bits  # uint8, little-endian bit order; decoded from ``encoded`` when first needed
+        self._encoded = encoded
 
     def _positions(self, hashes: np.ndarray) -> np.ndarray:
         h1 = hashes & np.uint64(0xFFFFFFFF)
         h2 = (hashes >> np.uint64(32)) | np.uint64(1)
         steps = np.arange(self.probes, dtype=np.uint64)
-        return (h1[:, None] + steps[None, :] * h2[:, None]) % np.uint64(self.size_bits)
+        return ((h1[:, None] + steps[None, :] * h2[:, None]) % np.uint64(self.size_bits)).astype(np.int64)
 
     @classmethod
     def of_hashes(cls, hashes: np.ndarray) -> IdFilter:
         size_bits = max(64, -(-len(hashes) * BITS_PER_ID // 64) * 64)
-        empty = cls(np.zeros(size_bits // 8, np.uint8), PROBES)
-        positions = empty._positions(hashes).ravel()
+        positions = cls(size_bits, PROBES)._positions(hashes).ravel()
         bits = np.zeros(size_bits, bool)
-        bits[positions.astype(np.int64)] = True
-        return cls(np.packbits(bits, bitorder="little"), PROBES)
+        bits[positions] = True
+        return cls(size_bits, PROBES, np.packbits(bits, bitorder="little"))
+
+    @property
+    def bits(self) -> np.ndarray:
+        if self._bits is None:
+            self._bits = np.frombuffer(binascii.a2b_base64(self._encoded), np.uint8)
+        return self._bits
+
+    def _bytes_at(self, indexes: np.ndarray) -> np.ndarray:
+        if self._bits is not None or len(indexes) * 64 > self.size_bits // 8:
+            return self.bits[indexes]
+        groups = indexes // 3  # base64: 3 bytes per 4 characters
+        decoded = {g: binascii.a2b_base64(self._encoded[4 * g : 4 * g + 4]) for g in np.unique(groups).tolist()}
+        return np.array([decoded[g][i % 3] for g, i in zip(groups.tolist(), indexes.tolist())], np.uint8)
 
     def may_contain(self, hashes: np.ndarray) -> np.ndarray:
         """Per hash: whether its identifier may be in the file (False: certainly not)."""
         if len(hashes) == 0:
             return np.zeros(0, bool)
-        positions = self._positions(hashes).astype(np.int64)
-        hit = (self.bits[positions >> 3] >> (positions & 7).astype(np.uint8)) & 1
-        return hit.all(axis=1)
+        positions = self._positions(hashes)
+        try:
+            stored = self._bytes_at((positions >> 3).ravel()).reshape(positions.shape)
+        except (ValueError, IndexError, KeyError):  # damaged bits: nothing is proven absent
+            return np.ones(len(hashes), bool)
+        return (((stored >> (positions & 7).astype(np.uint8)) & 1) == 1).all(axis=1)
 
 
 def canonical_hashes(columns: Iterable[pa.Array | pa.ChunkedArray]) -> np.ndarray:
@@ -184,9 +202,12 @@ def filter_entry(
         "rows": rows,
         "row_groups": list(row_groups),
         "probes": bloom.probes,
-        "bits": base64.b64encode(bloom.bits.tobytes()).decode("ascii"),
+        "size_bits": bloom.size_bits,
     }
-    return {FOOTER_KEY: json.dumps(body, separators=(",", ":")).encode()}
+    return {
+        FOOTER_KEY: json.dumps(body, separators=(",", ":")).encode(),
+        BITS_KEY: base64.b64encode(bloom.bits.tobytes()),
+    }
 
 
 def read_filter(metadata: pq.FileMetaData, id_columns: Sequence[str]) -> tuple[IdFilter | None, str]:
@@ -207,10 +228,10 @@ def read_filter(metadata: pq.FileMetaData, id_columns: Sequence[str]) -> tuple[I
         groups = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
         if body["rows"] != metadata.num_rows or list(body["row_groups"]) != groups:
             return None, "identifier filter describes other rows than the file's"
-        bits = np.frombuffer(base64.b64decode(body["bits"], validate=True), np.uint8)
-        if bits.size == 0 or bits.size % 8 or int(body["probes"]) < 1:
+        size_bits, probes, encoded = int(body["size_bits"]), int(body["probes"]), entries.get(BITS_KEY, b"")
+        if size_bits < 64 or size_bits % 64 or probes < 1 or len(encoded) != 4 * -(-size_bits // 24):
             return None, "identifier filter malformed"
-        return IdFilter(bits, int(body["probes"])), ""
+        return IdFilter(size_bits, probes, encoded=encoded), ""
     except (ValueError, KeyError, TypeError) as exc:
         return None, f"identifier filter unreadable ({type(exc).__name__})"
 

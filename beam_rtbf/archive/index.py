@@ -5,13 +5,12 @@ find the data files to rewrite and the index files that must lose the subject's
 rows themselves (the index is personal data too).
 
 A lookup reads each index file's footer (``index_footer.py``), skips files of other
-hash buckets, and reads only the row groups whose min/max statistics may hold one of
-the identifiers; index files without that footer are read whole.
+hash buckets, and reads only the row groups whose hash range holds one of the
+identifiers; index files without that footer are read whole.
 """
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 from collections.abc import Sequence
 
@@ -88,21 +87,6 @@ class IndexLookup:
     row_groups: int
 
 
-def _candidate_groups(metadata: pq.FileMetaData, ids: list[str]) -> list[int]:
-    """Row groups whose ``user_id`` min/max may hold one of ``ids`` (sorted); all without statistics."""
-    column = metadata.schema.to_arrow_schema().get_field_index("user_id")
-    chosen = []
-    for i in range(metadata.num_row_groups):
-        stats = metadata.row_group(i).column(column).statistics
-        if stats is None or not stats.has_min_max or not isinstance(stats.min, str):
-            chosen.append(i)
-            continue
-        at = bisect.bisect_left(ids, stats.min)
-        if at < len(ids) and ids[at] <= stats.max:
-            chosen.append(i)
-    return chosen
-
-
 def lookup_hashes(ids: Sequence[str]) -> np.ndarray:
     """What ``lookup_index_file`` needs of ``ids`` (in order): the hashes of their canonical forms,
     which choose the index bucket (the writer buckets stored values by their canonical form)."""
@@ -112,8 +96,8 @@ def lookup_hashes(ids: Sequence[str]) -> np.ndarray:
 def lookup_index_file(path: str, ids: Sequence[str], id_hashes: np.ndarray, columns: Sequence[str]) -> IndexLookup:
     """Rows of ``ids`` in one index file (``id_hashes``: ``lookup_hashes(ids)``).
 
-    Reads the footer, then only the row groups that may hold an identifier of this file's
-    bucket; an index file without the footer is read whole.
+    Reads the footer, then only the row groups whose hash range holds an identifier of this
+    file's bucket; an index file without the footer is read whole.
     """
     wanted = list(dict.fromkeys(["user_id", *columns]))
     with FileSystems.open(path) as handle:
@@ -127,9 +111,8 @@ def lookup_index_file(path: str, ids: Sequence[str], id_hashes: np.ndarray, colu
             paths = frozenset(pc.unique(table.column("path")).drop_null().to_pylist())
             groups = list(range(metadata.num_row_groups))
         else:
-            mine = bucket_of(id_hashes, footer.buckets) == footer.bucket
-            here = sorted({i for i, keep in zip(ids, mine) if keep})
-            groups = _candidate_groups(metadata, here) if here else []
+            mine = id_hashes[bucket_of(id_hashes, footer.buckets) == footer.bucket]
+            groups = footer.groups_for(mine, metadata.num_row_groups) if len(mine) else []
             table = parquet.read_row_groups(groups, columns=wanted) if groups else None
             records, paths = footer.user_id_records, frozenset(footer.paths)
     if table is None:

@@ -91,13 +91,24 @@ def write_data_file(path: str, table: pa.Table, hashes: np.ndarray | None = None
     write_atomically(path, lambda handle: write_parquet(handle, table, INDEX_ID_COLUMNS, hashes=hashes))
 
 
-def write_index_file(handle, rows: pa.Table, bucket: int, buckets: int, hashes: np.ndarray | None = None) -> None:
-    """One index bucket: rows sorted by identifier, small row groups, its footer and identifier filter."""
-    order = pc.sort_indices(rows, [("user_id", "ascending"), ("path", "ascending"), ("id_kind", "ascending")])
-    rows = rows.take(order)
-    if hashes is not None:
-        hashes = hashes[order.to_numpy()]
-    extra = index_footer_entry(rows, bucket, buckets)
+def write_index_file(
+    handle, rows: pa.Table, bucket: int, buckets: int, hashes: np.ndarray | None = None, sort: bool = True
+) -> None:
+    """One index bucket: small row groups whose hash ranges the footer keeps, and the identifier
+    filter. ``sort``: in order of the identifiers' hashes (so a lookup reads one row group); a
+    purge rewriting an older, unsorted index file keeps its order instead (a sort of a large
+    file would cost more than the purge)."""
+    if hashes is None:
+        hashes = id_hashes(rows)
+    if sort and len(hashes) > 1 and not bool(np.all(hashes[:-1] <= hashes[1:])):
+        order = np.argsort(hashes, kind="stable")
+        rows, hashes = rows.take(pa.array(order)), hashes[order]
+    ranges = []
+    if len(hashes):
+        starts = np.arange(0, len(hashes), INDEX_ROW_GROUP_ROWS)
+        lows, highs = np.minimum.reduceat(hashes, starts), np.maximum.reduceat(hashes, starts)
+        ranges = list(zip(lows.tolist(), highs.tolist()))
+    extra = index_footer_entry(rows, bucket, buckets, ranges)
     write_parquet(handle, rows, ("user_id",), INDEX_ROW_GROUP_ROWS, extra, hashes)
 
 
@@ -107,12 +118,15 @@ def write_index_files(directory: str, prefix: str, rows: pa.Table, hashes: np.nd
         hashes = id_hashes(rows)
     buckets = max(1, min(INDEX_MAX_BUCKETS, -(-rows.num_rows // INDEX_FILE_ROWS)))
     of_row = bucket_of(hashes, buckets)
+    order = np.lexsort((hashes, of_row))  # by bucket, then hash: one take, then a slice per bucket
+    rows, hashes, of_row = rows.take(pa.array(order)), hashes[order], of_row[order]
+    bounds = np.searchsorted(of_row, np.arange(buckets + 1))
     paths = []
     for bucket in range(buckets):
-        chosen = np.flatnonzero(of_row == bucket)
-        if chosen.size == 0 and rows.num_rows:
+        lo, hi = int(bounds[bucket]), int(bounds[bucket + 1])
+        if lo == hi and rows.num_rows:
             continue
-        part, part_hashes = rows.take(pa.array(chosen)), hashes[chosen]
+        part, part_hashes = rows.slice(lo, hi - lo), hashes[lo:hi]
         path = join(directory, unique_part(prefix, ".parquet"))
         write_atomically(path, lambda h, p=part, ph=part_hashes, b=bucket: write_index_file(h, p, b, buckets, ph))
         paths.append(path)

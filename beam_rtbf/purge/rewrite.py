@@ -133,15 +133,15 @@ def _read_table(path: str, columns: Sequence[str] | None = None) -> pa.Table:
         raise PurgeFileError(f"{path}: not a readable Parquet file ({exc})") from exc
 
 
-def _read_for_rewrite(task: FileTask) -> tuple[pa.Table | list[bytes], tuple[int, int]]:
-    """The whole file, and for an index file the hash bucket its footer names ((0, 1): every id),
-    which its rewrite keeps."""
+def _read_for_rewrite(task: FileTask) -> tuple[pa.Table | list[bytes], tuple[int, int] | None]:
+    """The whole file, and for an index file the hash bucket its footer names, which its rewrite
+    keeps (None: an index file written before buckets, which holds every identifier)."""
     if task.kind != "index":
-        return _load(task), (0, 1)
+        return _load(task), None
     try:
         parquet = _open_parquet(task.path)
         footer = read_index_footer(parquet.metadata)
-        return _read_columns(parquet, None), ((footer.bucket, footer.buckets) if footer else (0, 1))
+        return _read_columns(parquet, None), ((footer.bucket, footer.buckets) if footer else None)
     except (pa.ArrowInvalid, OSError) as exc:
         raise PurgeFileError(f"{task.path}: not a readable Parquet file ({exc})") from exc
 
@@ -245,14 +245,15 @@ def _write_journal(journal_dir: str, task: FileTask, removed: Mapping[str, int])
 # -- rewrite --------------------------------------------------------------------------------
 
 
-def _encode(task: FileTask, kept: pa.Table | list[bytes], bucket: tuple[int, int]) -> bytes:
+def _encode(task: FileTask, kept: pa.Table | list[bytes], bucket: tuple[int, int] | None) -> bytes:
     """The kept records in the archive writer's own format: a Parquet file's footer (identifier
     filter; an index file's bucket, files and counts) is rebuilt from them."""
     if task.kind == "deadletter":
         return b"".join(line + b"\n" for line in kept)
     sink = io.BytesIO()
     if task.kind == "index":
-        write_index_file(sink, kept, *bucket)
+        # Kept rows keep their order: hash order in a bucketed file; an older file is not sorted now.
+        write_index_file(sink, kept, *(bucket or (0, 1)), sort=bucket is not None)
     else:
         write_parquet(sink, kept, INDEX_ID_COLUMNS)
     return sink.getvalue()

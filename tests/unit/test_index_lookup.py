@@ -14,7 +14,7 @@ import pytest
 from beam_rtbf.archive import write as archive_write
 from beam_rtbf.archive.index import lookup_archive_index, lookup_hashes, lookup_index_file
 from beam_rtbf.archive.index_footer import read_index_footer
-from beam_rtbf.archive.write import INDEX_DIR, INDEX_SCHEMA, write_index_files
+from beam_rtbf.archive.write import INDEX_DIR, INDEX_SCHEMA, id_hashes, write_index_files
 from beam_rtbf.purge.rewrite import FileTask, rewrite_file
 
 COLUMNS = list(INDEX_SCHEMA.names)
@@ -93,6 +93,25 @@ def test_a_purged_index_file_keeps_its_bucket_and_recounts_its_footer(tmp_path, 
     is_user = pc.equal(kept.column("id_kind"), "user_id")
     assert after.user_id_records == pc.sum(kept.filter(is_user).column("records")).as_py()
     assert after.user_id_records < before.user_id_records
-    assert kept.column("user_id").to_pylist() == sorted(kept.column("user_id").to_pylist())
+    order = id_hashes(kept).tolist()
+    assert order == sorted(order)  # still in the order of the identifiers' hashes
     assert lookup_archive_index(archive, ["user-7"]).num_rows == 0
     assert len(glob.glob(os.path.join(archive, INDEX_DIR, "*.parquet"))) == 5
+
+
+def test_an_older_index_file_rewritten_by_a_purge_keeps_its_order_and_gains_a_footer(tmp_path):
+    archive = str(tmp_path / "archive")
+    os.makedirs(os.path.join(archive, INDEX_DIR))
+    legacy = os.path.join(archive, INDEX_DIR, "part-legacy.parquet")
+    rows = _index_rows(3_000, files=3)
+    pq.write_table(rows, legacy)
+    assert read_index_footer(pq.read_metadata(legacy)) is None
+    result = rewrite_file(FileTask("index", legacy), {"user-7": ("req-7",)}, str(tmp_path / "journal"))
+    assert (result.status, result.removed) == ("purged", {"req-7": 3})
+    footer = read_index_footer(pq.read_metadata(legacy))
+    assert (footer.bucket, footer.buckets) == (0, 1)
+    keep = pc.invert(pc.equal(rows.column("user_id"), "user-7"))
+    assert pq.read_table(legacy).to_pylist() == rows.filter(keep).to_pylist()
+    for user in ("user-8", "User-10@Example.com", "user-7"):
+        expected = rows.filter(keep).filter(pc.equal(rows.filter(keep).column("user_id"), user))
+        assert _sorted(lookup_archive_index(archive, [user])) == _sorted(expected)
