@@ -152,8 +152,16 @@ class _Matcher:
     def __init__(self, id_requests: Mapping[str, Sequence[str]]) -> None:
         self.id_requests = id_requests
         self.ids = pa.array(sorted(id_requests), pa.string())
-        self.subjects = SubjectIdentifiers(id_requests)
+        self._subjects: SubjectIdentifiers | None = None
         self.matched_by: dict[str, dict[str, int]] = {}  # request -> {"field"|"raw_token": lines}, last line_mask
+
+    @property
+    def subjects(self) -> SubjectIdentifiers:
+        """The dead-letter rules (token patterns): built on first use, as only dead letters need them
+        and a matcher is made per file."""
+        if self._subjects is None:
+            self._subjects = SubjectIdentifiers(self.id_requests)
+        return self._subjects
 
     def table_mask(self, table: pa.Table, columns: Sequence[str]) -> tuple[np.ndarray, dict[str, int]]:
         mask = np.zeros(table.num_rows, dtype=bool)
