@@ -7,7 +7,8 @@ from setuptools import find_packages, setup
 # and the runner images' `[aws,kafka,redis]` keep working.
 EXTRAS = {"kafka": [], "aws": [], "gcp": [], "redis": []}
 EXTRAS["test"] = ["pytest>=8,<10", "pytest-timeout>=2.2,<3", "ruff>=0.5", "moto[server]>=5,<6"]
-EXTRAS["bench"] = ["redis>=5,<9", "matplotlib>=3.7,<4"]
+# bench/peers.py runs the same job in DuckDB and PySpark (local[2], Java 17) beside beam-rtbf.
+EXTRAS["bench"] = ["redis>=5,<9", "matplotlib>=3.7,<4", "duckdb>=1.4,<2", "pyspark>=3.5,<4"]
 EXTRAS["dev"] = sorted(set(EXTRAS["test"]) | set(EXTRAS["bench"]))
 
 setup(

@@ -28,6 +28,7 @@ Every purge must end with every request verified and the same records removed by
 from __future__ import annotations
 
 import argparse
+import glob
 import hashlib
 import json
 import os
@@ -116,6 +117,8 @@ def cached_archive(cache: str, records: int, users: int, layout: str) -> str:
     key = "v1" if layout == "legacy" else _writer_fingerprint()
     archive = os.path.join(cache, f"archive-{layout}-{records}-{users}-{key}")
     if not os.path.isdir(archive):
+        for stale in glob.glob(os.path.join(cache, f"archive-{layout}-{records}-{users}-*")):
+            shutil.rmtree(stale, ignore_errors=True)  # written by an older writer: rebuilt below
         started = time.perf_counter()
         building = f"{archive}.building-{os.getpid()}"
         shutil.rmtree(building, ignore_errors=True)

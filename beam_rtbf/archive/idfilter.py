@@ -243,17 +243,21 @@ def write_parquet(
     row_group_rows: int | None = None,
     extra: Mapping[bytes, bytes] | None = None,
     hashes: np.ndarray | None = None,
+    dictionary_columns: Sequence[str] | None = None,
 ) -> None:
     """``table`` as zstd Parquet with its identifier filter (and ``extra`` entries) in the footer.
 
     ``hashes``: the canonical hashes of its identifier values if the caller has them
     (the archive writer gets them from the index rows); computed from the table otherwise.
+    ``dictionary_columns``: the only columns dictionary-encoded (None: all, Arrow's default);
+    a dictionary of nearly unique values (ids, times) costs a third of the write and grows the file.
     """
     columns = [c for c in id_columns if c in table.column_names]
     if hashes is None:
         hashes = canonical_hashes(table.column(c) for c in columns)
     size = min(row_group_rows or _MAX_ROW_GROUP, _MAX_ROW_GROUP)
     groups = [min(size, table.num_rows - start) for start in range(0, table.num_rows, size)] or [0]
-    with pq.ParquetWriter(handle, table.schema, compression="zstd") as writer:
+    use_dictionary = True if dictionary_columns is None else [c for c in dictionary_columns if c in table.column_names]
+    with pq.ParquetWriter(handle, table.schema, compression="zstd", use_dictionary=use_dictionary) as writer:
         writer.write_table(table, row_group_size=size)
         writer.add_key_value_metadata({**filter_entry(hashes, columns, table.num_rows, groups), **(extra or {})})

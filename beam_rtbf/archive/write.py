@@ -40,6 +40,7 @@ __all__ = [
     "partition_path",
     "index_rows",
     "write_data_file",
+    "write_data_parquet",
     "write_index_files",
     "write_index_file",
     "INDEX_DIR",
@@ -76,6 +77,9 @@ def partition_path(start_ms: int, partition_s: int) -> str:
     return path
 
 
+# Dictionary-encoded columns (few distinct values); the others (ids, times, seconds) are written plain.
+DATA_DICTIONARY_COLUMNS = ("action", "action_type", "action_detail", "device_type")
+INDEX_DICTIONARY_COLUMNS = ("id_kind", "path")
 INDEX_FILE_ROWS = 32_768  # an index file a purge rewrites stays small
 INDEX_MAX_BUCKETS = 256
 INDEX_ROW_GROUP_ROWS = 4_096  # a lookup reads one such group per index file of its bucket
@@ -88,7 +92,12 @@ def id_hashes(rows: pa.Table) -> np.ndarray:
 
 def write_data_file(path: str, table: pa.Table, hashes: np.ndarray | None = None) -> None:
     """An archive partition file, with its identifier filter (``hashes``: see ``id_hashes``)."""
-    write_atomically(path, lambda handle: write_parquet(handle, table, INDEX_ID_COLUMNS, hashes=hashes))
+    write_atomically(path, lambda handle: write_data_parquet(handle, table, hashes))
+
+
+def write_data_parquet(handle, table: pa.Table, hashes: np.ndarray | None = None) -> None:
+    """An archive partition's sessions in the archive's format (what a purge rewrites them in too)."""
+    write_parquet(handle, table, INDEX_ID_COLUMNS, hashes=hashes, dictionary_columns=DATA_DICTIONARY_COLUMNS)
 
 
 def write_index_file(
@@ -109,7 +118,7 @@ def write_index_file(
         lows, highs = np.minimum.reduceat(hashes, starts), np.maximum.reduceat(hashes, starts)
         ranges = list(zip(lows.tolist(), highs.tolist()))
     extra = index_footer_entry(rows, bucket, buckets, ranges)
-    write_parquet(handle, rows, ("user_id",), INDEX_ROW_GROUP_ROWS, extra, hashes)
+    write_parquet(handle, rows, ("user_id",), INDEX_ROW_GROUP_ROWS, extra, hashes, INDEX_DICTIONARY_COLUMNS)
 
 
 def write_index_files(directory: str, prefix: str, rows: pa.Table, hashes: np.ndarray | None = None) -> list[str]:

@@ -37,9 +37,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from beam_rtbf.archive.idfilter import write_parquet
 from beam_rtbf.archive.index_footer import read_index_footer
-from beam_rtbf.archive.write import INDEX_ID_COLUMNS, write_index_file
+from beam_rtbf.archive.write import INDEX_ID_COLUMNS, write_data_parquet, write_index_file
 from beam_rtbf.identifiers import canonical_array
 from beam_rtbf.purge import faults as fault_points
 from beam_rtbf.purge.faults import FaultPoints
@@ -263,7 +262,7 @@ def _encode(task: FileTask, kept: pa.Table | list[bytes], bucket: tuple[int, int
         # Kept rows keep their order: hash order in a bucketed file; an older file is not sorted now.
         write_index_file(sink, kept, *(bucket or (0, 1)), sort=bucket is not None)
     else:
-        write_parquet(sink, kept, INDEX_ID_COLUMNS)
+        write_data_parquet(sink, kept)
     return sink.getvalue()
 
 
