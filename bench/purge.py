@@ -1,7 +1,7 @@
 """Purge of one request and of a batch of requests on a partitioned archive, old code against new.
 
     python bench/purge.py            # 10M records, 1 request x3 and 1,000 requests, per variant
-    python bench/purge.py --quick    # 1M records, 1 request x2 and 100 requests, under a minute
+    python bench/purge.py --quick    # 1M records, 1 request x2 and 100 requests, two variants
 
 The archive is laid out as ``beam-rtbf run`` writes it (hourly Parquet partitions plus the
 subject index; 240 partitions, ~20 sessions per user, so one subject is in ~20 partition
@@ -22,6 +22,9 @@ each on a fresh copy of its archive:
 
 Timed: ``run_purge`` from the call to the summary (planning, the Beam pipeline on the local
 runner, rewrites, the independent verification, receipts); not the copy or registration.
+``floor``: the same one-request purge on a 2,400-record archive, interleaved with the others:
+the fixed cost of a purge run (Beam graph and runner, registry, receipts) on this machine;
+``single_above_floor_s`` is what grows with the archive.
 Every purge must end with every request verified and the same records removed by every variant.
 """
 
@@ -190,7 +193,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=None)
     parser.add_argument("--batch", type=int, default=None, help="requests in the batch purge (0: none)")
     parser.add_argument("--reps", type=int, default=None, help="one-request purges per variant")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=None, help=f"of {','.join(VARIANTS)} (--quick: no new@legacy)")
     parser.add_argument("--baseline_ref", default=BASELINE_REF, help="git commit the old@ variants run")
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "rtbf-bench-purge"))
     args = parser.parse_args()
@@ -199,7 +202,8 @@ def main() -> None:
     reps = args.reps or (2 if args.quick else 3)
     users = records // 20  # ~20 sessions per user: a subject touches ~20 partitions
     os.makedirs(args.cache, exist_ok=True)
-    wanted = [v for v in args.variants.split(",") if v]
+    default = [v for v in VARIANTS if not (args.quick and v == "new@legacy")]
+    wanted = [v for v in args.variants.split(",") if v] if args.variants else default
     old_code = baseline_code(args.cache, args.baseline_ref) if any(v.startswith("old@") for v in wanted) else None
     codes = {"old": old_code, "new": REPO}
     variants = [v for v in wanted if codes[v.split("@")[0]]]
@@ -215,11 +219,13 @@ def main() -> None:
     try:
         for worker in workers.values():  # imports done, lazy ones too: not part of any timing
             worker.purge(tiny, os.path.join(args.cache, "work-warmup"), ["u1"])
-        rounds = [("single", subjects[:1])] * reps + ([("batch", subjects)] if batch else [])
+        # "floor": one request on a 2,400-record archive, the fixed cost of a purge run (Beam graph,
+        # runner, registry, receipts), in the same run as the others.
+        rounds = [("floor", ["u1"]), ("single", subjects[:1])] * reps + ([("batch", subjects)] if batch else [])
         for i, (kind, chosen) in enumerate(rounds):
             order = variants[i % len(variants) :] + variants[: i % len(variants)]
             for name in order:
-                archive = archives[name.split("@")[1]]
+                archive = tiny if kind == "floor" else archives[name.split("@")[1]]
                 work = os.path.join(args.cache, f"work-{name.replace('@', '-')}")
                 results.setdefault((name, kind), []).append(workers[name].purge(archive, work, chosen))
     finally:
@@ -228,17 +234,19 @@ def main() -> None:
 
     params = {"records": records, "partitions": PARTITIONS, "users": users, "baseline_ref": args.baseline_ref}
     kinds = ("single", "batch") if batch else ("single",)
-    for kind in kinds:
+    for kind in (*kinds, "floor"):
         removed = {name: results[(name, kind)][0]["records_removed"] for name in variants}
         if len(set(removed.values())) != 1:
             raise SystemExit(f"bench purge: variants removed different records ({kind}): {removed}")
     medians = {}
     for (name, kind), runs in sorted(results.items()):
-        n = 1 if kind == "single" else batch
+        n = batch if kind == "batch" else 1
         times = [r["elapsed_s"] for r in runs]
         medians[(name, kind)] = statistics.median(times)
         last = runs[-1]
         common = {**params, "variant": name, "requests": n, "runs": len(runs)}
+        if kind == "floor":
+            common["records"] = 2_400
         emit(
             BENCH,
             f"{kind}_s",
@@ -260,6 +268,17 @@ def main() -> None:
             files_scanned=sum(v for k, v in scanned.items() if k.endswith("_files")),
             rows_scanned=scanned.get("rows"),
             proven_by_file_metadata=last["verification_by_file_metadata"] or {"files": 0, "rows": 0},
+        )
+    for name in variants:
+        emit(
+            BENCH,
+            "single_above_floor_s",
+            medians[(name, "single")] - medians[(name, "floor")],
+            "s",
+            **params,
+            variant=name,
+            requests=1,
+            note="one request on the big archive minus one on a 2,400-record archive: what grows with the archive",
         )
     for kind in kinds:
         base = medians.get(("old@legacy", kind))
