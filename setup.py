@@ -8,7 +8,8 @@ from setuptools import find_packages, setup
 EXTRAS = {"kafka": [], "aws": [], "gcp": [], "redis": []}
 # playwright drives Debian's chromium in the dashboard tests (executable_path: no browser download).
 EXTRAS["test"] = ["pytest>=8,<10", "pytest-timeout>=2.2,<3", "ruff>=0.5", "moto[server]>=5,<6", "playwright==1.65.2"]
-EXTRAS["bench"] = ["redis>=5,<9", "matplotlib>=3.7,<4"]
+# bench/peers.py runs the same job in DuckDB and PySpark (local[2], Java 17) beside beam-rtbf.
+EXTRAS["bench"] = ["redis>=5,<9", "matplotlib>=3.7,<4", "duckdb>=1.4,<2", "pyspark>=3.5,<4"]
 EXTRAS["dev"] = sorted(set(EXTRAS["test"]) | set(EXTRAS["bench"]))
 
 setup(

@@ -28,9 +28,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["canonical_id", "canonical_ids", "canonical_array", "ZERO_WIDTH"]
+__all__ = ["canonical_id", "canonical_ids", "canonical_array", "ZERO_WIDTH", "CANONICAL_FORM"]
 
 ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff\u00ad"
+# Names these rules (bump the number when they change) and the Unicode data NFC uses: stored
+# identifier filters (archive/idfilter.py) built under another form are not trusted.
+CANONICAL_FORM = f"rtbf-1/unicode-{unicodedata.unidata_version}"
 _ZERO_WIDTH_RE = re.compile(f"[{ZERO_WIDTH}]")
 
 

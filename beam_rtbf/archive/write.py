@@ -8,8 +8,14 @@ Index rows name files relative to the archive root (``dt=.../hour=.../part-<id>.
 so the archive can be read from any working directory and moved as a whole.
 
 The index is what manifests (and the purge) use to find every file holding a
-subject without scanning the archive. Each file is written under a temporary
-name and renamed, so a crash never leaves a half-written partition file.
+subject without scanning the archive. A flush's index rows are split into hash
+buckets of at most ``INDEX_FILE_ROWS`` rows, each sorted by identifier in small row
+groups and described in its footer (``index_footer.py``): a lookup reads footers and
+the few row groups whose min/max hold the identifier. Every file (data and index)
+carries an identifier filter in its footer (``idfilter.py``), which lets the purge's
+verification prove a file holds none of a subject's identifiers without reading it.
+Each file is written under a temporary name and renamed, so a crash never leaves a
+half-written partition file.
 
 With ``exactly_once`` (streaming on Flink with checkpoints, ``sinks/stable.py``) rows are
 gathered per partition for ``flush_s``, written only once the checkpoint covering them
@@ -20,21 +26,34 @@ a job resumed from a checkpoint or savepoint rewrites the same files instead of 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_rtbf import metrics as rtbf_metrics
+from beam_rtbf.archive.idfilter import string_hashes, write_parquet
+from beam_rtbf.archive.index_footer import bucket_of, index_footer_entry
+from beam_rtbf.identifiers import canonical_array
 from beam_rtbf.sinks.files import join, run_write_dir, unique_part, write_atomically
 from beam_rtbf.sinks.stable import GatherForWrite, StableParDo, content_name, table_digest
 
-__all__ = ["WriteArchive", "partition_path", "index_rows", "INDEX_DIR", "INDEX_SCHEMA", "INDEX_ID_COLUMNS"]
+__all__ = [
+    "WriteArchive",
+    "partition_path",
+    "index_rows",
+    "write_data_file",
+    "write_data_parquet",
+    "write_index_files",
+    "write_index_file",
+    "INDEX_DIR",
+    "INDEX_SCHEMA",
+    "INDEX_ID_COLUMNS",
+]
 
 INDEX_DIR = "_index"
 # One row per (identifier, file): the user id, and each alias (email, device id) under its own
@@ -65,8 +84,78 @@ def partition_path(start_ms: int, partition_s: int) -> str:
     return path
 
 
-def _write_parquet(path: str, table: pa.Table) -> None:
-    write_atomically(path, lambda handle: pq.write_table(table, handle, compression="zstd"))
+# Dictionary-encoded columns (few distinct values); the others (ids, times, seconds) are written plain.
+DATA_DICTIONARY_COLUMNS = ("action", "action_type", "action_detail", "device_type")
+INDEX_DICTIONARY_COLUMNS = ("id_kind", "path")
+INDEX_FILE_ROWS = 32_768  # an index file a purge rewrites stays small
+INDEX_MAX_BUCKETS = 256
+INDEX_ROW_GROUP_ROWS = 4_096  # a lookup reads one such group per index file of its bucket
+
+
+def id_hashes(rows: pa.Table) -> np.ndarray:
+    """Canonical hashes of index rows' identifiers (one per row): filters and buckets use them."""
+    return string_hashes(canonical_array(rows.column("user_id")))
+
+
+def write_data_file(path: str, table: pa.Table, hashes: np.ndarray | None = None) -> None:
+    """An archive partition file, with its identifier filter (``hashes``: see ``id_hashes``)."""
+    write_atomically(path, lambda handle: write_data_parquet(handle, table, hashes))
+
+
+def write_data_parquet(handle, table: pa.Table, hashes: np.ndarray | None = None) -> None:
+    """An archive partition's sessions in the archive's format (what a purge rewrites them in too)."""
+    write_parquet(handle, table, INDEX_ID_COLUMNS, hashes=hashes, dictionary_columns=DATA_DICTIONARY_COLUMNS)
+
+
+def write_index_file(
+    handle, rows: pa.Table, bucket: int, buckets: int, hashes: np.ndarray | None = None, sort: bool = True
+) -> None:
+    """One index bucket: small row groups whose hash ranges the footer keeps, and the identifier
+    filter. ``sort``: in order of the identifiers' hashes (so a lookup reads one row group); a
+    purge rewriting an older, unsorted index file keeps its order instead (a sort of a large
+    file would cost more than the purge)."""
+    if hashes is None:
+        hashes = id_hashes(rows)
+    if sort and len(hashes) > 1 and not bool(np.all(hashes[:-1] <= hashes[1:])):
+        order = np.argsort(hashes, kind="stable")
+        rows, hashes = rows.take(pa.array(order)), hashes[order]
+    ranges = []
+    if len(hashes):
+        starts = np.arange(0, len(hashes), INDEX_ROW_GROUP_ROWS)
+        lows, highs = np.minimum.reduceat(hashes, starts), np.maximum.reduceat(hashes, starts)
+        ranges = list(zip(lows.tolist(), highs.tolist()))
+    extra = index_footer_entry(rows, bucket, buckets, ranges)
+    write_parquet(handle, rows, ("user_id",), INDEX_ROW_GROUP_ROWS, extra, hashes, INDEX_DICTIONARY_COLUMNS)
+
+
+def write_index_files(
+    directory: str,
+    prefix: str,
+    rows: pa.Table,
+    hashes: np.ndarray | None = None,
+    name: Callable[[int], str] | None = None,
+) -> list[str]:
+    """A flush's index rows as hash-bucket files under ``directory``; returns their paths.
+
+    ``name``: a bucket's file name (exactly-once writers name files by content); else unique names.
+    """
+    if hashes is None:
+        hashes = id_hashes(rows)
+    buckets = max(1, min(INDEX_MAX_BUCKETS, -(-rows.num_rows // INDEX_FILE_ROWS)))
+    of_row = bucket_of(hashes, buckets)
+    order = np.lexsort((hashes, of_row))  # by bucket, then hash: one take, then a slice per bucket
+    rows, hashes, of_row = rows.take(pa.array(order)), hashes[order], of_row[order]
+    bounds = np.searchsorted(of_row, np.arange(buckets + 1))
+    paths = []
+    for bucket in range(buckets):
+        lo, hi = int(bounds[bucket]), int(bounds[bucket + 1])
+        if lo == hi and rows.num_rows:
+            continue
+        part, part_hashes = rows.slice(lo, hi - lo), hashes[lo:hi]
+        path = join(directory, name(bucket) if name else unique_part(prefix, ".parquet"))
+        write_atomically(path, lambda h, p=part, ph=part_hashes, b=bucket: write_index_file(h, p, b, buckets, ph))
+        paths.append(path)
+    return paths
 
 
 def index_rows(part: pa.Table, path: str) -> pa.Table:
@@ -142,20 +231,26 @@ class _WriteArchiveFn(beam.DoFn):
             yield WindowedValue(path, timestamp, (window,))
 
     def _flush(self) -> list[str]:
-        paths, index_parts = [], []
+        paths, index_parts, hash_parts = [], [], []
         for start, pieces in sorted(self._pieces.items()):
             part = pa.concat_tables(pieces)
             relative = f"{partition_path(start, self._partition_s)}/{unique_part(self._prefix, '.parquet')}"
             path = join(self._directory, relative)
-            _write_parquet(join(self._write_dir, relative), part)
+            rows = index_rows(part, relative)
+            hashes = id_hashes(rows)  # the file's distinct identifiers: its filter, then the index buckets
+            write_data_file(join(self._write_dir, relative), part, hashes)
             self._files.inc()
             self._records.inc(part.num_rows)
-            index_parts.append(index_rows(part, relative))
+            index_parts.append(rows)
+            hash_parts.append(hashes)
             paths.append(path)
         if index_parts:
             # The index is written after the data, so an index entry never names a missing file.
-            _write_parquet(
-                join(self._write_dir, INDEX_DIR, unique_part(self._prefix, ".parquet")), pa.concat_tables(index_parts)
+            write_index_files(
+                join(self._write_dir, INDEX_DIR),
+                self._prefix,
+                pa.concat_tables(index_parts),
+                np.concatenate(hash_parts),
             )
         self._pieces, self._rows = {}, 0
         return paths
@@ -203,10 +298,16 @@ class _WriteGatheredFn(beam.DoFn):
         part = pa.concat_tables(pieces)
         digest = table_digest(part, str(start))
         relative = f"{partition_path(start, self._partition_s)}/{content_name('part', digest, '.parquet')}"
-        _write_parquet(join(self._directory, relative), part)
-        # The index file after the data file, same digest: an index entry never names a missing file.
-        _write_parquet(
-            join(self._directory, INDEX_DIR, content_name("part", digest, ".parquet")), index_rows(part, relative)
+        rows = index_rows(part, relative)
+        hashes = id_hashes(rows)
+        write_data_file(join(self._directory, relative), part, hashes)
+        # The index files after the data file, same digest: an index entry never names a missing file.
+        write_index_files(
+            join(self._directory, INDEX_DIR),
+            "part",
+            rows,
+            hashes,
+            name=lambda bucket: content_name("part", digest, f"-b{bucket}.parquet"),
         )
         self._files.inc()
         self._records.inc(part.num_rows)

@@ -15,11 +15,10 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from beam_rtbf.archive.index import archive_data_files, index_files, read_parquet, resolve
+from beam_rtbf.archive.index import archive_data_files, index_files, lookup_hashes, lookup_index_file, resolve
 from beam_rtbf.archive.write import INDEX_DIR
 from beam_rtbf.purge.analytics import AnalyticsTask, analytics_tasks
 from beam_rtbf.purge.analytics_table import AnalyticsTableTask, analytics_table_tasks
@@ -52,7 +51,8 @@ def plan_purge(
     for manifest in manifests:
         for subject_id in manifest.subject_ids:
             id_requests.setdefault(subject_id, set()).add(manifest.request_id)
-    ids = pa.array(sorted(id_requests), pa.string())
+    ids = sorted(id_requests)
+    hashes = lookup_hashes(ids)
     pending = {m.request_id for m in manifests}
     # Stored paths are relative to the archive root (or full URIs): resolved here, so the purge
     # works from any working directory and on a moved output folder.
@@ -61,11 +61,11 @@ def plan_purge(
     indexed: set[str] = set()
     archive_records = 0
     for path in index_files(archive_dir):
-        table = read_parquet(path, ["user_id", "id_kind", "path", "records"])
-        indexed.update(resolve(archive_dir, p) for p in pc.unique(table.column("path")).to_pylist())
-        is_user = pc.equal(table.column("id_kind"), "user_id")
-        archive_records += pc.sum(pc.if_else(is_user, table.column("records"), 0)).as_py() or 0
-        found = table.filter(pc.is_in(table.column("user_id"), value_set=ids))
+        # The footer names the files and counts the records; only row groups that may hold an id are read.
+        lookup = lookup_index_file(path, ids, hashes, ["path"])
+        indexed.update(resolve(archive_dir, p) for p in lookup.paths)
+        archive_records += lookup.user_id_records
+        found = lookup.rows
         if found.num_rows or _journaled_for(journal_dir, path, pending):
             # A journaled index file lost its rows in a run that crashed before its receipts:
             # planning it again puts its counts in this run's receipts.

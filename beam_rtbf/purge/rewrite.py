@@ -37,7 +37,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from beam_rtbf.archive.write import INDEX_ID_COLUMNS
+from beam_rtbf.archive.index_footer import read_index_footer
+from beam_rtbf.archive.write import INDEX_ID_COLUMNS, write_data_parquet, write_index_file
 from beam_rtbf.identifiers import canonical_array
 from beam_rtbf.purge import faults as fault_points
 from beam_rtbf.purge.faults import FaultPoints
@@ -109,11 +110,39 @@ def _read_bytes(path: str) -> bytes:
         return handle.read()
 
 
-def _read_table(path: str) -> pa.Table:
+def _open_parquet(path: str) -> pq.ParquetFile:
+    # Object stores: one GET of the whole object; local files: Arrow reads only the columns asked for.
+    return pq.ParquetFile(io.BytesIO(_read_bytes(path)) if "://" in path else path)
+
+
+def _read_columns(parquet: pq.ParquetFile, columns: Sequence[str] | None) -> pa.Table:
+    """All rows; with ``columns`` only those of them the file has (the row count stays the file's)."""
+    if columns is None:
+        return parquet.read(use_threads=False)
+    present = [c for c in columns if c in parquet.schema_arrow.names]
+    if not present:  # no identifier column: a table of the file's row count and no column
+        return pa.table({"_": pa.nulls(parquet.metadata.num_rows)}).drop_columns(["_"])
+    return parquet.read(columns=present, use_threads=False)
+
+
+def _read_table(path: str, columns: Sequence[str] | None = None) -> pa.Table:
     try:
-        return pq.read_table(io.BytesIO(_read_bytes(path)))
+        return _read_columns(_open_parquet(path), columns)
     except (pa.ArrowInvalid, OSError) as exc:
         raise PurgeFileError(f"{path}: not a readable Parquet file ({exc})") from exc
+
+
+def _read_for_rewrite(task: FileTask) -> tuple[pa.Table | list[bytes], tuple[int, int] | None]:
+    """The whole file, and for an index file the hash bucket its footer names, which its rewrite
+    keeps (None: an index file written before buckets, which holds every identifier)."""
+    if task.kind != "index":
+        return _load(task), None
+    try:
+        parquet = _open_parquet(task.path)
+        footer = read_index_footer(parquet.metadata)
+        return _read_columns(parquet, None), ((footer.bucket, footer.buckets) if footer else None)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise PurgeFileError(f"{task.path}: not a readable Parquet file ({exc})") from exc
 
 
 class _Matcher:
@@ -122,8 +151,16 @@ class _Matcher:
     def __init__(self, id_requests: Mapping[str, Sequence[str]]) -> None:
         self.id_requests = id_requests
         self.ids = pa.array(sorted(id_requests), pa.string())
-        self.subjects = SubjectIdentifiers(id_requests)
+        self._subjects: SubjectIdentifiers | None = None
         self.matched_by: dict[str, dict[str, int]] = {}  # request -> {"field"|"raw_token": lines}, last line_mask
+
+    @property
+    def subjects(self) -> SubjectIdentifiers:
+        """The dead-letter rules (token patterns): built on first use, as only dead letters need them
+        and a matcher is made per file."""
+        if self._subjects is None:
+            self._subjects = SubjectIdentifiers(self.id_requests)
+        return self._subjects
 
     def table_mask(self, table: pa.Table, columns: Sequence[str]) -> tuple[np.ndarray, dict[str, int]]:
         mask = np.zeros(table.num_rows, dtype=bool)
@@ -168,10 +205,11 @@ def _columns_for(kind: str) -> Sequence[str]:
     return INDEX_ID_COLUMNS if kind == "archive" else ("user_id",)
 
 
-def _load(task: FileTask) -> pa.Table | list[bytes]:
+def _load(task: FileTask, ids_only: bool = False) -> pa.Table | list[bytes]:
+    """A file's records; ``ids_only``: of a Parquet file only the identifier columns (enough to match)."""
     if task.kind == "deadletter":
         return [line for line in _read_bytes(task.path).split(b"\n") if line.strip()]
-    return _read_table(task.path)
+    return _read_table(task.path, _columns_for(task.kind) if ids_only else None)
 
 
 def _mask(task: FileTask, data: pa.Table | list[bytes], matcher: _Matcher) -> tuple[np.ndarray, dict[str, int]]:
@@ -185,7 +223,7 @@ def scan_file(task: FileTask, id_requests: Mapping[str, Sequence[str]]) -> FileS
     if not FileSystems.exists(task.path):
         return FileScan(task, 0, 0, {})
     try:
-        data = _load(task)
+        data = _load(task, ids_only=True)
     except PurgeFileError as exc:
         return FileScan(task, 0, 0, {}, error=str(exc))
     mask, per_request = _mask(task, data, _Matcher(id_requests))
@@ -214,23 +252,29 @@ def _write_journal(journal_dir: str, task: FileTask, removed: Mapping[str, int])
 # -- rewrite --------------------------------------------------------------------------------
 
 
-def _encode(task: FileTask, kept: pa.Table | list[bytes]) -> bytes:
+def _encode(task: FileTask, kept: pa.Table | list[bytes], bucket: tuple[int, int] | None) -> bytes:
+    """The kept records in the archive writer's own format: a Parquet file's footer (identifier
+    filter; an index file's bucket, files and counts) is rebuilt from them."""
     if task.kind == "deadletter":
         return b"".join(line + b"\n" for line in kept)
     sink = io.BytesIO()
-    pq.write_table(kept, sink, compression="zstd")
+    if task.kind == "index":
+        # Kept rows keep their order: hash order in a bucketed file; an older file is not sorted now.
+        write_index_file(sink, kept, *(bucket or (0, 1)), sort=bucket is not None)
+    else:
+        write_data_parquet(sink, kept)
     return sink.getvalue()
 
 
 def _verify(task: FileTask, path: str, expected_rows: int, matcher: _Matcher) -> None:
-    _check(path, _load(FileTask(task.kind, path)), task, expected_rows, matcher)
+    _check(path, _load(FileTask(task.kind, path), ids_only=True), task, expected_rows, matcher)
 
 
 def _verify_bytes(task: FileTask, payload: bytes, expected_rows: int, matcher: _Matcher) -> None:
     if task.kind == "deadletter":
         data: pa.Table | list[bytes] = [line for line in payload.split(b"\n") if line.strip()]
     else:
-        data = pq.read_table(io.BytesIO(payload))
+        data = _read_columns(pq.ParquetFile(io.BytesIO(payload)), _columns_for(task.kind))
     _check(f"{task.path} (new content)", data, task, expected_rows, matcher)
 
 
@@ -278,7 +322,7 @@ def rewrite_file(
         earlier = read_journal(journal_dir, task.path)
         return FileResult(task, "clean", 0, 0, earlier, True, at, "file no longer exists", versions)
     try:
-        data = _load(task)
+        data, bucket = _read_for_rewrite(task)
     except PurgeFileError as exc:
         if _is_stale_temporary(task.path):
             # A writer killed mid-write left it; it was never published and cannot be read: delete it.
@@ -309,7 +353,7 @@ def rewrite_file(
     if remaining == 0:
         FileSystems.delete([task.path])
     else:
-        payload = _encode(task, kept)
+        payload = _encode(task, kept, bucket)
         if is_object_store(task.path):  # one PUT, no temporary object: check the new content first
             _verify_bytes(task, payload, remaining, matcher)
         write_bytes_atomically(task.path, payload, lambda tmp: _verify(task, tmp, remaining, matcher))

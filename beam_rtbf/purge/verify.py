@@ -14,7 +14,12 @@ it. It lists the storage itself after the rewrites and reads every file there:
 Parquet files are read by their identifier columns only (``user_id``, ``email``,
 ``device_id``; ``user_id`` in index files) and matched with vectorised ``is_in``
 against the canonical identifiers of all requests of the run, in one pass for all
-requests. Dead letters follow the purge's own rule (``subjects.py``): the record's
+requests. A Parquet file whose footer holds the archive writer's identifier filter
+(``archive/idfilter.py``: a Bloom filter over the canonical form of every value of
+those columns, bound to the file's row counts) is proven clean by its footer alone
+when none of the run's identifiers may be in it; any other Parquet file (no filter,
+a filter not bound to the file, or a possible match) is read. Every file is still
+listed and opened: the proof is per file, never taken from the plan or the index. Dead letters follow the purge's own rule (``subjects.py``): the record's
 id fields, raw tokens only for bytes that do not parse. Other files are matched by
 raw tokens. A file that cannot be read leaves every request of the run unverified.
 
@@ -38,6 +43,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from beam_rtbf import metrics as rtbf_metrics
+from beam_rtbf.archive.idfilter import read_filter, string_hashes
 from beam_rtbf.archive.write import INDEX_DIR, INDEX_ID_COLUMNS
 from beam_rtbf.purge.subjects import MATCHED_BY_FIELD, MATCHED_BY_RAW_TOKEN, SubjectIdentifiers, canonical_id
 from beam_rtbf.sinks.files import join
@@ -58,8 +64,10 @@ __all__ = [
 METHOD = (
     "after all rewrites, every file under the archive root (partitions, index, unindexed files, "
     "temporaries of crashed runs) and every dead-letter file was listed and read; identifier columns "
-    "(user_id, email, device_id; user_id in index files) matched in canonical form; dead letters by "
-    "their record's id fields, by raw tokens only when unparseable"
+    "(user_id, email, device_id; user_id in index files) matched in canonical form, or, for a Parquet "
+    "file whose footer holds the archive writer's identifier filter bound to its rows, proven absent "
+    "by that filter (by_file_metadata); dead letters by their record's id fields, by raw tokens only "
+    "when unparseable"
 )
 KINDS = ("archive", "index", "deadletter", "other")
 
@@ -81,6 +89,7 @@ class FileVerification:
     matched_by: dict[str, dict[str, int]]  # request id -> {"field"|"raw_token": records}
     error: str = ""
     seconds: float = 0.0
+    by_metadata: bool = False  # proven clean by its footer's identifier filter, columns not read
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,12 +104,15 @@ class VerificationSummary:
     unreadable: list[dict]  # [{"path", "kind", "reason"}]
     scan_s: float  # the files' scan times added up (workers run them in parallel)
     elapsed_s: float  # listing to summary, wall clock
+    # of the scanned files, those proven clean by their footer's identifier filter: {"files", "rows"}
+    by_file_metadata: dict[str, int] = dataclasses.field(default_factory=lambda: {"files": 0, "rows": 0})
 
     def for_request(self, request_id: str) -> dict:
         """The receipt's ``verification`` section (paths and counts only, no identifiers)."""
         found = self.found.get(request_id, 0)
         return {
             "scanned": dict(self.scanned),
+            "by_file_metadata": dict(self.by_file_metadata),
             "found": found,
             "found_in": list(self.found_in.get(request_id, [])),
             "unreadable": list(self.unreadable),
@@ -159,6 +171,8 @@ class VerifyIdentifiers:
     def __init__(self, id_requests: Mapping[str, Sequence[str]]) -> None:
         self.subjects = SubjectIdentifiers(id_requests)
         self.lowered = pa.array(sorted({i.lower() for i in self.subjects.requests_of}), pa.string())
+        # The canonical identifiers as identifier filters hash them.
+        self.hashes = string_hashes(pa.array(sorted(self.subjects.requests_of), pa.string()))
 
     def table_found(self, table: pa.Table, columns: Sequence[str]) -> dict[str, int]:
         """Records per request in ``table`` (a record counts once per request, whatever matched)."""
@@ -184,7 +198,8 @@ def _read_bytes(path: str) -> bytes:
         return handle.read()
 
 
-def _scan_parquet(file: StoredFile, ids: VerifyIdentifiers) -> tuple[int, dict[str, int]]:
+def _scan_parquet(file: StoredFile, ids: VerifyIdentifiers) -> tuple[int, dict[str, int], bool]:
+    """(rows, records per request, whether the footer's identifier filter proved the file clean)."""
     wanted = ("user_id",) if file.kind == "index" else INDEX_ID_COLUMNS
     if "://" in file.path:
         source = pa.BufferReader(_read_bytes(file.path))
@@ -194,9 +209,12 @@ def _scan_parquet(file: StoredFile, ids: VerifyIdentifiers) -> tuple[int, dict[s
     columns = [c for c in wanted if c in parquet.schema_arrow.names]
     rows = parquet.metadata.num_rows
     if not columns:
-        return rows, {}
+        return rows, {}, False
+    id_filter, _ = read_filter(parquet.metadata, wanted)
+    if id_filter is not None and not id_filter.may_contain(ids.hashes).any():
+        return rows, {}, True
     table = parquet.read(columns=columns, use_threads=False)
-    return rows, ids.table_found(table, columns)
+    return rows, ids.table_found(table, columns), False
 
 
 def _scan_lines(file: StoredFile, ids: VerifyIdentifiers) -> tuple[int, dict[str, int], dict[str, dict[str, int]]]:
@@ -219,8 +237,9 @@ def verify_file(file: StoredFile, ids: VerifyIdentifiers) -> FileVerification:
     """Read one stored file and count the subjects' records in it; never raises for a bad file."""
     started = time.perf_counter()
     try:
+        by_metadata = False
         if file.kind in ("archive", "index"):
-            rows, found = _scan_parquet(file, ids)
+            rows, found, by_metadata = _scan_parquet(file, ids)
             matched_by = {r: {MATCHED_BY_FIELD: n} for r, n in found.items()}
         else:
             rows, found, matched_by = _scan_lines(file, ids)
@@ -230,7 +249,7 @@ def verify_file(file: StoredFile, ids: VerifyIdentifiers) -> FileVerification:
         kind = "Parquet" if file.kind in ("archive", "index") else "text"
         reason = f"{file.path}: not a readable {kind} file ({type(exc).__name__}: {exc})"
         return FileVerification(file, 0, {}, {}, reason, time.perf_counter() - started)
-    return FileVerification(file, rows, found, matched_by, "", time.perf_counter() - started)
+    return FileVerification(file, rows, found, matched_by, "", time.perf_counter() - started, by_metadata)
 
 
 def summarize(results: Iterable[FileVerification], request_ids: Sequence[str], listed_at: float) -> VerificationSummary:
@@ -239,8 +258,12 @@ def summarize(results: Iterable[FileVerification], request_ids: Sequence[str], l
     found_in: dict[str, list[dict]] = {r: [] for r in request_ids}
     unreadable = []
     scan_s = 0.0
+    by_metadata = {"files": 0, "rows": 0}
     for result in sorted(results, key=lambda r: (r.file.kind, r.file.path)):
         scan_s += result.seconds
+        if result.by_metadata:
+            by_metadata["files"] += 1
+            by_metadata["rows"] += result.rows
         scanned[f"{result.file.kind}_files"] += 1
         scanned["rows"] += result.rows
         scanned["bytes"] += result.file.size_bytes
@@ -259,7 +282,7 @@ def summarize(results: Iterable[FileVerification], request_ids: Sequence[str], l
                 }
             )
     elapsed = max(0.0, time.time() - listed_at) if listed_at else 0.0
-    return VerificationSummary(scanned, found, found_in, unreadable, round(scan_s, 3), round(elapsed, 3))
+    return VerificationSummary(scanned, found, found_in, unreadable, round(scan_s, 3), round(elapsed, 3), by_metadata)
 
 
 # -- Beam -----------------------------------------------------------------------------------

@@ -106,6 +106,12 @@ class DeletionRegistry(abc.ABC):
     def record_event(self, request_id: str, status: str, at_ms: int, detail: str = "") -> None:
         """Append a step to the request's timeline."""
 
+    def record_events(self, events: Sequence[tuple[str, str, int, str]]) -> None:
+        """Append several steps, (request_id, status, at_ms, detail) each, in order; backends
+        override it to write them at once (one transaction, one round trip)."""
+        for request_id, status, at_ms, detail in events:
+            self.record_event(request_id, status, at_ms, detail)
+
     def record_event_once(self, request_id: str, status: str, at_ms: int, detail: str = "") -> bool:
         """Append the step unless the timeline already has one of this status; True if appended.
 

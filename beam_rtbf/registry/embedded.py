@@ -160,6 +160,15 @@ class EmbeddedRegistry(DeletionRegistry):
         except sqlite3.Error as exc:
             raise RegistryUnavailable(f"embedded registry {self.path!r}: {exc}") from exc
 
+    def record_events(self, events: Sequence[tuple[str, str, int, str]]) -> None:
+        try:
+            with self._lock, self._conn:  # one transaction: one commit (fsync) for them all
+                self._conn.executemany(
+                    "INSERT INTO events (request_id, status, at_ms, detail) VALUES (?,?,?,?)", events
+                )
+        except sqlite3.Error as exc:
+            raise RegistryUnavailable(f"embedded registry {self.path!r}: {exc}") from exc
+
     def record_event_once(self, request_id: str, status: str, at_ms: int, detail: str = "") -> bool:
         try:
             with self._lock, self._conn:

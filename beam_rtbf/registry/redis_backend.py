@@ -179,6 +179,19 @@ class RedisRegistry(DeletionRegistry):
         event = json.dumps({"status": status, "at_ms": at_ms, "detail": detail})
         self._call(self._redis.rpush, f"{self.prefix}:events:{request_id}", event)
 
+    def record_events(self, events: Sequence[tuple[str, str, int, str]]) -> None:
+        def push() -> None:
+            pipe = self._redis.pipeline(transaction=True)  # one round trip, applied in order
+            for request_id, status, at_ms, detail in events:
+                pipe.rpush(
+                    f"{self.prefix}:events:{request_id}",
+                    json.dumps({"status": status, "at_ms": at_ms, "detail": detail}),
+                )
+            pipe.execute()
+
+        if events:
+            self._call(push)
+
     def record_event_once(self, request_id: str, status: str, at_ms: int, detail: str = "") -> bool:
         event = json.dumps({"status": status, "at_ms": at_ms, "detail": detail})
         keys = [f"{self.prefix}:events:{request_id}"]

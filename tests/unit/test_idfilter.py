@@ -1,0 +1,153 @@
+"""Identifier filters in Parquet footers: never a false "absent", and trusted only when bound to the file."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from beam_rtbf.archive.idfilter import BITS_KEY, FOOTER_KEY, read_filter, string_hashes, write_parquet
+from beam_rtbf.archive.write import INDEX_ID_COLUMNS
+from beam_rtbf.identifiers import CANONICAL_FORM, canonical_id
+from beam_rtbf.purge.verify import StoredFile, VerifyIdentifiers, verify_file
+from tests.unit.test_identifiers import TRICKY
+
+
+def _reference_hash(value: str | None) -> int:
+    """The documented hash, one byte at a time in Python."""
+    data = (value or "").encode()
+    h = 0
+    for byte in data:
+        h = (h * 0x100000001B3 + byte + 1) % 2**64
+    h ^= (len(data) * 0x9E3779B97F4A7C15) % 2**64
+    for shift, multiplier in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+        h = ((h ^ (h >> shift)) * multiplier) % 2**64
+    return h ^ (h >> 31)
+
+
+def test_string_hashes_are_the_documented_hash_for_every_length_nulls_and_slices():
+    values = [*TRICKY, None, "x" * 64, "y" * 65, "é" * 70, "", "u1", None, "z" * 500]
+    expected = [_reference_hash(v) for v in values]
+    assert string_hashes(pa.array(values, pa.string())).tolist() == expected
+    assert string_hashes(pa.array(values, pa.string()).slice(5)).tolist() == expected[5:]
+    assert string_hashes(pa.chunked_array([values[:4], values[4:]], pa.string())).tolist() == expected
+
+
+def _table(**columns) -> pa.Table:
+    n = len(next(iter(columns.values())))
+    base = {"user_id": pa.array([f"user-{i}" for i in range(n)]), "event_time_ms": pa.array(range(n), pa.int64())}
+    return pa.table({**base, **{k: pa.array(v, pa.string()) for k, v in columns.items()}})
+
+
+def _written(table: pa.Table, **kwargs) -> pq.FileMetaData:
+    sink = io.BytesIO()
+    write_parquet(sink, table, INDEX_ID_COLUMNS, **kwargs)
+    return pq.ParquetFile(io.BytesIO(sink.getvalue())).metadata
+
+
+def test_a_filter_never_says_absent_for_a_value_the_file_holds_in_any_spelling():
+    emails = [v if i % 3 else None for i, v in enumerate(TRICKY)]
+    table = _table(email=emails, device_id=[f"d-{i}" for i in range(len(TRICKY))])
+    metadata = _written(table, row_group_rows=5)
+    id_filter, why = read_filter(metadata, INDEX_ID_COLUMNS)
+    assert why == "" and id_filter is not None
+    held = {
+        canonical_id(v)
+        for v in [*table.column("user_id").to_pylist(), *emails, *table.column("device_id").to_pylist()]
+        if v is not None
+    }
+    assert id_filter.may_contain(string_hashes(pa.array(sorted(held), pa.string()))).all()
+    others = pa.array([f"other-{i}" for i in range(20_000)], pa.string())
+    assert id_filter.may_contain(string_hashes(others)).mean() < 0.02  # ~0.8% by design
+    # Checked a few at a time (only the probed bytes decoded), the answers are the same.
+    fresh, _ = read_filter(metadata, INDEX_ID_COLUMNS)
+    few = [fresh.may_contain(string_hashes(others.slice(i, 1)))[0] for i in range(0, 2_000, 7)]
+    assert few == id_filter.may_contain(string_hashes(others)).tolist()[0:2_000:7]
+
+
+def _with_footer(table: pa.Table, entries: dict[bytes, bytes]) -> pq.FileMetaData:
+    sink = io.BytesIO()
+    with pq.ParquetWriter(sink, table.schema) as writer:
+        writer.write_table(table)
+        writer.add_key_value_metadata(entries)
+    return pq.ParquetFile(io.BytesIO(sink.getvalue())).metadata
+
+
+def test_a_filter_is_trusted_only_when_bound_to_the_file_it_is_in():
+    table = _table(email=["a@x.com", None, "b@x.com"])
+    metadata = _written(table)
+    assert read_filter(metadata, INDEX_ID_COLUMNS)[0] is not None
+    entry = {key: metadata.metadata[key] for key in (FOOTER_KEY, BITS_KEY)}
+
+    # Read and written again by another tool (here pyarrow itself): the filter is not copied.
+    sink = io.BytesIO()
+    pq.write_table(pq.read_table(io.BytesIO(_parquet_bytes(table))), sink)
+    assert read_filter(pq.ParquetFile(io.BytesIO(sink.getvalue())).metadata, INDEX_ID_COLUMNS) == (
+        None,
+        "no identifier filter in the footer",
+    )
+    # Copied by hand onto other rows: not bound to them.
+    other_rows = _table(email=["a@x.com", None, "b@x.com", "c@x.com"])
+    assert read_filter(_with_footer(other_rows, entry), INDEX_ID_COLUMNS)[1] == (
+        "identifier filter describes other rows than the file's"
+    )
+    # A file with an identifier column the filter does not cover.
+    wider = table.append_column("device_id", pa.array(["d1", "d2", "d3"]))
+    assert read_filter(_with_footer(wider, entry), INDEX_ID_COLUMNS)[1] == (
+        "identifier filter does not cover every identifier column"
+    )
+    # Built under another canonical form (other rules or another Unicode version).
+    body = json.loads(entry[FOOTER_KEY])
+    assert body["canonical_form"] == CANONICAL_FORM
+    stale = {**entry, FOOTER_KEY: json.dumps({**body, "canonical_form": "rtbf-0/unicode-9.0.0"}).encode()}
+    assert read_filter(_with_footer(table, stale), INDEX_ID_COLUMNS)[1] == (
+        "identifier filter built with another canonical form"
+    )
+    # Bits cut short are refused; damaged ones prove nothing absent.
+    short = {**entry, BITS_KEY: entry[BITS_KEY][:-4]}
+    assert read_filter(_with_footer(table, short), INDEX_ID_COLUMNS)[1] == "identifier filter malformed"
+    damaged = read_filter(_with_footer(table, {**entry, BITS_KEY: b"%" * len(entry[BITS_KEY])}), INDEX_ID_COLUMNS)[0]
+    assert damaged.may_contain(string_hashes(pa.array(["nobody", "a@x.com"]))).tolist() == [True, True]
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    write_parquet(sink, table, INDEX_ID_COLUMNS)
+    return sink.getvalue()
+
+
+@pytest.mark.parametrize("spelling", [" Ann@Example.com ", "ann@example.com", "\u200bANN@example.COM"])
+def test_verification_proves_absence_by_the_footer_and_reads_every_other_file(tmp_path, spelling):
+    """Files written with a filter are not read for absent subjects; a possible match, or a file
+    without a usable filter, is read and its records counted."""
+    holder = _table(email=[None, spelling, None])
+    paths = {}
+    for name, table, with_filter in (
+        ("clean", _table(email=["bob@example.com", None, None]), True),
+        ("holder", holder, True),
+        ("plain", holder, False),  # the same records without a filter: read whole
+    ):
+        paths[name] = str(tmp_path / f"{name}.parquet")
+        if with_filter:
+            with open(paths[name], "wb") as handle:
+                write_parquet(handle, table, INDEX_ID_COLUMNS)
+        else:
+            pq.write_table(table, paths[name])
+    ids = VerifyIdentifiers({"ann@example.com": ["req-ann"]})
+    results = {name: verify_file(StoredFile("archive", path), ids) for name, path in paths.items()}
+    assert {n: (r.rows, r.found, r.by_metadata, r.error) for n, r in results.items()} == {
+        "clean": (3, {}, True, ""),
+        "holder": (3, {"req-ann": 1}, False, ""),
+        "plain": (3, {"req-ann": 1}, False, ""),
+    }
+
+
+def test_an_empty_table_still_gets_a_filter_bound_to_its_one_empty_row_group():
+    metadata = _written(_table(email=[]))
+    assert metadata.num_rows == 0 and read_filter(metadata, INDEX_ID_COLUMNS)[1] == ""
+    assert not read_filter(metadata, INDEX_ID_COLUMNS)[0].may_contain(string_hashes(pa.array(["u1"]))).any()
+    assert np.array_equal(string_hashes(pa.array([], pa.string())), np.zeros(0, np.uint64))
