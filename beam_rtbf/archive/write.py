@@ -307,7 +307,8 @@ class _WriteGatheredFn(beam.DoFn):
             "part",
             rows,
             hashes,
-            name=lambda bucket: content_name("part", digest, f"-b{bucket}.parquet"),
+            # the data file's name, and -b<N> for the other buckets of a large flush
+            name=lambda bucket: content_name("part", digest, f"-b{bucket}.parquet" if bucket else ".parquet"),
         )
         self._files.inc()
         self._records.inc(part.num_rows)

@@ -88,7 +88,17 @@ def test_a_replayed_archive_write_rewrites_the_same_files(tmp_path):
 
 
 def test_a_replayed_analytics_pane_and_dead_letters_rewrite_their_files(tmp_path):
-    pane = pa.table({"window_start": ["2026-01-01T00:00:00Z"], "window_end": ["2026-01-01T00:00:01Z"], "sessions": [3]})
+    pane = pa.table(
+        {
+            "window_start": ["2026-01-01T00:00:00Z"],
+            "window_end": ["2026-01-01T00:00:01Z"],
+            "action_type": ["view"],
+            "device_type": ["iPhone"],
+            "sessions": [3],
+            "distinct_users": [2],
+            "avg_secs_elapsed": [1.5],
+        }
+    )
     letter = DeadLetter("sessions", "test://x", "1", "not JSON", b"{bad")
     analytics = _WriteAnalyticsFn(str(tmp_path / "analytics"), content_names=True)
     letters = _WriteGatheredDeadLettersFn(str(tmp_path / "dl"))
