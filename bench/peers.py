@@ -1,7 +1,7 @@
 """The bounded job side by side: beam-rtbf (direct runner), DuckDB, PySpark local[2], plain pyarrow.
 
     python bench/peers.py            # 2,000,010 JSON-lines sessions, 3 runs per system, plot
-    python bench/peers.py --quick    # 200,010 sessions, 1 run per system, under a minute or so
+    python bench/peers.py --quick    # 100,010 sessions, 1 run per system (PySpark's start-up is most of it)
 
 The job, the same in every system: read the sessions (JSON lines in 4 files, 10 of them
 malformed: dead letters, kept raw), drop every session of the 701 forgotten subjects of
@@ -178,6 +178,7 @@ def job_pyspark(info: dict, out: str) -> dict:
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.driver.memory", "4g")
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.parquet.compression.codec", "zstd")
         .getOrCreate()
     )
@@ -458,7 +459,7 @@ def main() -> None:
         print(json.dumps(JOBS[args.system](info, args.out)))
         return
 
-    sessions = args.sessions or (200_000 if args.quick else 2_000_000)
+    sessions = args.sessions or (100_000 if args.quick else 2_000_000)
     runs = args.runs or (1 if args.quick else 3)
     systems = [s for s in args.systems.split(",") if s]
     folder = os.path.join(args.cache, f"input-{sessions}")

@@ -1,7 +1,7 @@
 """Purge of one request and of a batch of requests on a partitioned archive, old code against new.
 
     python bench/purge.py            # 10M records, 1 request x3 and 1,000 requests, per variant
-    python bench/purge.py --quick    # 1M records, 1 request x2 and 100 requests, two variants
+    python bench/purge.py --quick    # 500K records in 60 partitions, 1 and 50 requests, two variants
 
 The archive is laid out as ``beam-rtbf run`` writes it (hourly Parquet partitions plus the
 subject index; 240 partitions, ~20 sessions per user, so one subject is in ~20 partition
@@ -22,7 +22,8 @@ each on a fresh copy of its archive:
 
 Timed: ``run_purge`` from the call to the summary (planning, the Beam pipeline on the local
 runner, rewrites, the independent verification, receipts); not the copy or registration.
-``floor``: the same one-request purge on a 2,400-record archive, interleaved with the others:
+``floor``: the same one-request purge on an archive of the same files with 10 records each
+(2,400 records), interleaved with the others:
 the fixed cost of a purge run (Beam graph and runner, registry, receipts) on this machine;
 ``single_above_floor_s`` is what grows with the archive.
 Every purge must end with every request verified and the same records removed by every variant.
@@ -54,7 +55,7 @@ from beam_rtbf.records import SESSION_SCHEMA
 BENCH = "purge"
 T0 = 1_767_225_600_000
 HOUR = 3_600_000
-PARTITIONS = 240  # ten days of hourly partitions
+PARTITIONS = 240  # ten days of hourly partitions (--quick: 60)
 RUNS = 8  # the runs that wrote the archive: each wrote the index of its partitions
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASELINE_REF = "fba5372"  # main before identifier filters and the bucketed index
@@ -81,15 +82,15 @@ def _partition_table(rng: np.random.Generator, start: int, rows: int, users: int
     )
 
 
-def build_archive(archive: str, records: int, users: int, layout: str, seed: int = 7) -> None:
+def build_archive(archive: str, records: int, users: int, layout: str, partitions: int, seed: int = 7) -> None:
     """Hourly partitions of uniform users; the same records in either layout."""
     rng = np.random.default_rng(seed)
-    per_partition = records // PARTITIONS
+    per_partition = records // partitions
     os.makedirs(os.path.join(archive, INDEX_DIR), exist_ok=True)
-    per_run = -(-PARTITIONS // RUNS)
+    per_run = -(-partitions // RUNS)
     for run in range(RUNS):
         index_parts = []
-        for part in range(run * per_run, min(PARTITIONS, (run + 1) * per_run)):
+        for part in range(run * per_run, min(partitions, (run + 1) * per_run)):
             start = T0 + part * HOUR
             table = _partition_table(rng, start, per_partition, users)
             relative = f"{partition_path(start, 3600)}/part-run{run}.parquet"
@@ -116,16 +117,16 @@ def _writer_fingerprint() -> str:
     return digest.hexdigest()[:10]
 
 
-def cached_archive(cache: str, records: int, users: int, layout: str) -> str:
+def cached_archive(cache: str, records: int, users: int, layout: str, partitions: int) -> str:
     key = "v1" if layout == "legacy" else _writer_fingerprint()
-    archive = os.path.join(cache, f"archive-{layout}-{records}-{users}-{key}")
+    archive = os.path.join(cache, f"archive-{layout}-{records}-{users}-{partitions}-{key}")
     if not os.path.isdir(archive):
-        for stale in glob.glob(os.path.join(cache, f"archive-{layout}-{records}-{users}-*")):
+        for stale in glob.glob(os.path.join(cache, f"archive-{layout}-{records}-{users}-{partitions}-*")):
             shutil.rmtree(stale, ignore_errors=True)  # written by an older writer: rebuilt below
         started = time.perf_counter()
         building = f"{archive}.building-{os.getpid()}"
         shutil.rmtree(building, ignore_errors=True)
-        build_archive(building, records, users, layout)
+        build_archive(building, records, users, layout, partitions)
         os.rename(building, archive)
         print(f"built {archive} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return archive
@@ -197,9 +198,10 @@ def main() -> None:
     parser.add_argument("--baseline_ref", default=BASELINE_REF, help="git commit the old@ variants run")
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "rtbf-bench-purge"))
     args = parser.parse_args()
-    records = args.records or (1_000_000 if args.quick else 10_000_000)
-    batch = args.batch if args.batch is not None else (100 if args.quick else 1000)
-    reps = args.reps or (2 if args.quick else 3)
+    records = args.records or (500_000 if args.quick else 10_000_000)
+    batch = args.batch if args.batch is not None else (50 if args.quick else 1000)
+    reps = args.reps or (1 if args.quick else 3)
+    partitions = 60 if args.quick else PARTITIONS
     users = records // 20  # ~20 sessions per user: a subject touches ~20 partitions
     os.makedirs(args.cache, exist_ok=True)
     default = [v for v in VARIANTS if not (args.quick and v == "new@legacy")]
@@ -208,9 +210,10 @@ def main() -> None:
     codes = {"old": old_code, "new": REPO}
     variants = [v for v in wanted if codes[v.split("@")[0]]]
     archives = {
-        layout: cached_archive(args.cache, records, users, layout) for layout in {v.split("@")[1] for v in variants}
+        layout: cached_archive(args.cache, records, users, layout, partitions)
+        for layout in {v.split("@")[1] for v in variants}
     }
-    tiny = cached_archive(args.cache, 2_400, 120, "legacy")
+    tiny = cached_archive(args.cache, 10 * partitions, 120, "legacy", partitions)  # the same files, 10 rows each
 
     rng = np.random.default_rng(11)
     subjects = [f"u{i}" for i in rng.choice(users, max(batch, 1), replace=False)]
@@ -219,7 +222,7 @@ def main() -> None:
     try:
         for worker in workers.values():  # imports done, lazy ones too: not part of any timing
             worker.purge(tiny, os.path.join(args.cache, "work-warmup"), ["u1"])
-        # "floor": one request on a 2,400-record archive, the fixed cost of a purge run (Beam graph,
+        # "floor": one request on the same files with 10 records each, the fixed cost of a purge run (Beam graph,
         # runner, registry, receipts), in the same run as the others.
         rounds = [("floor", ["u1"]), ("single", subjects[:1])] * reps + ([("batch", subjects)] if batch else [])
         for i, (kind, chosen) in enumerate(rounds):
@@ -232,7 +235,7 @@ def main() -> None:
         for worker in workers.values():
             worker.close()
 
-    params = {"records": records, "partitions": PARTITIONS, "users": users, "baseline_ref": args.baseline_ref}
+    params = {"records": records, "partitions": partitions, "users": users, "baseline_ref": args.baseline_ref}
     kinds = ("single", "batch") if batch else ("single",)
     for kind in (*kinds, "floor"):
         removed = {name: results[(name, kind)][0]["records_removed"] for name in variants}
@@ -246,7 +249,7 @@ def main() -> None:
         last = runs[-1]
         common = {**params, "variant": name, "requests": n, "runs": len(runs)}
         if kind == "floor":
-            common["records"] = 2_400
+            common["records"] = 10 * partitions
         emit(
             BENCH,
             f"{kind}_s",
@@ -278,7 +281,7 @@ def main() -> None:
             **params,
             variant=name,
             requests=1,
-            note="one request on the big archive minus one on a 2,400-record archive: what grows with the archive",
+            note="one request on the big archive minus the floor: what grows with the records",
         )
     for kind in kinds:
         base = medians.get(("old@legacy", kind))

@@ -9,7 +9,7 @@ negatives: if none of a request's identifiers is in it, the file holds none of
 its records, and the file's columns need not be read.
 
 The filter is bound to the file it describes and used only when all of these hold
-(``read_filter``), otherwise the file is read in full, as before:
+(``read_filter``); otherwise the file's identifier columns are read, as before:
 
 - it is in the Parquet footer's key-value metadata, written after the row groups
   (``ParquetWriter.add_key_value_metadata``), not in the Arrow schema: a tool that
@@ -40,6 +40,7 @@ from beam_rtbf.identifiers import CANONICAL_FORM, canonical_array
 
 __all__ = [
     "FOOTER_KEY",
+    "BITS_KEY",
     "IdFilter",
     "string_hashes",
     "canonical_hashes",
