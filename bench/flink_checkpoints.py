@@ -130,6 +130,8 @@ def one_run(job: str, minutes: float, work: str) -> None:
         began = time.monotonic()
         while time.monotonic() - began < minutes * 60:
             time.sleep(SAMPLE_S)
+            if process.poll() is not None:
+                raise RuntimeError(f"{job}: the job ended after {time.monotonic() - began:.0f} s (see {work}/run.log)")
             latest = (rest.checkpoint_stats(job_id).get("latest") or {}).get("completed")
             if not latest:
                 continue
@@ -164,10 +166,8 @@ def main() -> None:
     for job in args.jobs.split(","):
         work = tempfile.mkdtemp(prefix=f"rtbf-bench-ckpt-{job}-")
         cmd = [sys.executable, os.path.abspath(__file__), f"--minutes={minutes}", f"--jobs={job}", f"--inside={work}"]
-        try:
-            subprocess.run([*netns_prefix(), *cmd], cwd=ROOT, check=True, timeout=minutes * 60 + 900)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        subprocess.run([*netns_prefix(), *cmd], cwd=ROOT, check=True, timeout=minutes * 60 + 900)
+        shutil.rmtree(work, ignore_errors=True)  # kept when the run failed: its run.log says why
 
 
 if __name__ == "__main__":
