@@ -210,17 +210,35 @@ def _advance(watermark: ManualWatermarkEstimator, ms: int | None) -> None:
 
 
 def _poll_rounds(
-    poller: Poller, tracker: PositionTracker, watermark: ManualWatermarkEstimator, rounds: int, stop_token: str | None
+    poller: Poller,
+    tracker: PositionTracker,
+    watermark: ManualWatermarkEstimator,
+    rounds: int,
+    stop_token: str | None,
+    call_s: float = 0.0,
+    pause_s: float = 0.0,
 ) -> Generator[window.TimestampedValue, None, str]:
-    """Up to ``rounds`` polls of one restriction: yields what they read, claims each checkpoint,
-    moves the watermark. Returns how it ended: "stopped" (this run's stop request: the restriction
-    ends, the caller closes the poller), "done" (the source ended), "split" (the runner took the
-    rest), or "more" (idle or out of rounds: the caller defers the remainder)."""
-    for _ in range(rounds):
+    """Polls of one restriction for at least ``call_s`` seconds (pausing ``pause_s`` after an empty
+    poll) and ``rounds`` polls while data flows: yields what they read, claims each checkpoint,
+    moves the watermark. With ``call_s=0``, up to ``rounds`` polls, ending at the first empty one.
+
+    Why a minimum call time: every deferred remainder is a residual the runner stores. Beam's Flink
+    runner (2.62) keeps each one in its checkpointed state for good and rounds a sub-second defer to
+    no delay (apache/beam#27648: checkpoints of polling splittable DoFns grow without bound), so an
+    idle read deferring every 50 ms grew the checkpoint by megabytes a minute; one residual per
+    ``call_s`` bounds that growth's rate.
+
+    Returns how it ended: "stopped" (this run's stop request: the restriction ends, the caller
+    closes the poller), "done" (the source ended), "split" (the runner took the rest), or "more"
+    (idle or out of time and rounds: the caller defers the remainder)."""
+    until = time.monotonic() + call_s
+    polls = 0
+    while True:
         if stop_requested(stop_token):
             tracker.try_claim(None)  # the read ends here: its watermark moves to the end
             return "stopped"
         result = poller.poll()
+        polls += 1
         for element, ts_ms in result.elements:
             yield window.TimestampedValue(element, Timestamp(micros=ts_ms * 1000))
         if result.done:
@@ -229,16 +247,21 @@ def _poll_rounds(
         if not tracker.try_claim(poller.checkpoint()):
             return "split"
         _advance(watermark, result.watermark_ms)
+        left = until - time.monotonic()
+        if left <= 0 and (polls >= rounds or not result.elements):
+            return "more"
         if not result.elements:
-            break
-    return "more"
+            time.sleep(min(pause_s, left))
 
 
 class _PollFn(beam.DoFn):
-    def __init__(self, make_poller: Callable[[], Poller], poll_interval_s: float, polls_per_call: int) -> None:
+    def __init__(
+        self, make_poller: Callable[[], Poller], poll_interval_s: float, polls_per_call: int, call_s: float = 0.0
+    ) -> None:
         self._make_poller = make_poller
         self._poll_interval_s = poll_interval_s
         self._polls_per_call = polls_per_call
+        self._call_s = call_s
         self._poller: Poller | None = None
         self.stop_token: str | None = None  # set by stop_reads_on: this run's stop request, in-process workers
 
@@ -266,7 +289,9 @@ class _PollFn(beam.DoFn):
         if position.done:
             return
         poller = self._poller_at(position.state)
-        ended = yield from _poll_rounds(poller, tracker, watermark, self._polls_per_call, self.stop_token)
+        ended = yield from _poll_rounds(
+            poller, tracker, watermark, self._polls_per_call, self.stop_token, self._call_s, self._poll_interval_s
+        )
         if ended == "stopped":
             self._close()  # checkpoints the source where it stands
         elif ended == "more":
@@ -339,12 +364,18 @@ class _ReadShardFn(beam.DoFn):
     and reused when they stand exactly at the restriction's checkpoint."""
 
     def __init__(
-        self, shards: ShardedPollers, poll_interval_s: float, polls_per_call: int, trace: str | None = None
+        self,
+        shards: ShardedPollers,
+        poll_interval_s: float,
+        polls_per_call: int,
+        trace: str | None = None,
+        call_s: float = 0.0,
     ) -> None:
         self._shards = shards
         self._trace = trace
         self._poll_interval_s = poll_interval_s
         self._polls_per_call = polls_per_call
+        self._call_s = call_s
         self._pollers: dict[str, Poller] = {}
         self.stop_token: str | None = None  # set by stop_reads_on
 
@@ -379,7 +410,9 @@ class _ReadShardFn(beam.DoFn):
         started = time.time()
         rows = 0
         poller = self._poller_at(root, added, position.state)
-        rounds = _poll_rounds(poller, tracker, watermark, self._polls_per_call, self.stop_token)
+        rounds = _poll_rounds(
+            poller, tracker, watermark, self._polls_per_call, self.stop_token, self._call_s, self._poll_interval_s
+        )
         try:
             while True:
                 try:
@@ -444,8 +477,11 @@ class ReadFromPoller(beam.PTransform):
         polls_per_call: int = 100,
         shards: ShardedPollers | None = None,
         read_trace: str | None = None,
+        call_s: float = 1.0,
     ) -> None:
+        """``call_s``: each splittable-DoFn call polls at least this long before deferring (``_poll_rounds``)."""
         super().__init__()
+        self.call_s = call_s
         self.read_trace = read_trace  # diagnostics (--read_trace): a JSON line per shard-reader call
         self.make_poller = make_poller  # the whole stream: the local streaming runner's form
         self.poll_interval_s = poll_interval_s
@@ -465,7 +501,8 @@ class ReadFromPoller(beam.PTransform):
             return (
                 pbegin
                 | "Start" >> beam.Impulse()
-                | "Poll" >> beam.ParDo(_PollFn(self.make_poller, self.poll_interval_s, self.polls_per_call))
+                | "Poll"
+                >> beam.ParDo(_PollFn(self.make_poller, self.poll_interval_s, self.polls_per_call, self.call_s))
             )
         return (
             pbegin
@@ -473,5 +510,7 @@ class ReadFromPoller(beam.PTransform):
             | "Discover" >> beam.ParDo(_DiscoverFn(self.shards))
             | "Spread" >> beam.Reshuffle()
             | "ReadShard"
-            >> beam.ParDo(_ReadShardFn(self.shards, self.poll_interval_s, self.polls_per_call, self.read_trace))
+            >> beam.ParDo(
+                _ReadShardFn(self.shards, self.poll_interval_s, self.polls_per_call, self.read_trace, self.call_s)
+            )
         )

@@ -114,7 +114,7 @@ def global_side_input_refresh() -> dict:
     for name in ("plain", "windowed"):
         with open(os.path.join(out, name)) as handle:
             values = [float(v) for v in handle.read().split()]
-        ages[name] = {"reads": len(values), "max_age_s": max(values), "last_age_s": values[-1]}
+        ages[name] = {"reads": len(values), "max_age_s": max(values), "last_age_s": values[-1], "ages_s": values}
     return ages
 
 

@@ -39,6 +39,7 @@ class FlinkRun:
     def __init__(self, work: Path, *flags: str, netns: bool = True) -> None:
         self.work = work
         self.out = work / "out"
+        self.flags = flags
         self.argv = [
             sys.executable, "-m", "beam_rtbf.cli", "run", "--runner=flink-local", "--streaming",
             f"--output={self.out}", f"--registry=embedded://{work / 'r.sqlite'}", *flags,

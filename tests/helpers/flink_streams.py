@@ -6,9 +6,11 @@ stream server runs beside them, on that namespace's loopback):
 
     python -m tests.helpers.flink_streams WORK {kinesis|kafka} [beam-rtbf run flags...]
 
-Sessions come in two waves: wave 1 before any request; then requests forget ``FORGOTTEN``
+Sessions come in three waves: wave 1 before any request; then requests forget ``FORGOTTEN``
 subjects; wave 2 is written once every request has its manifest (the filter applies it), so
-none of wave 2's sessions of a forgotten subject may reach the archive.
+none of wave 2's sessions of a forgotten subject may reach the archive. Then the job is stopped
+with a savepoint, wave 3 is written while it is stopped, and the job resumes from the savepoint:
+it reads on from where it stood (wave 3 once, nothing again).
 """
 
 from __future__ import annotations
@@ -136,6 +138,18 @@ def main(work: Path, kind: str, flags: list[str]) -> dict[str, Any]:
         time.sleep(5)  # a replay or a late copy would show now
         timings["run_s"] = time.monotonic() - started
         summary = run.stop()
+        # Wave 3 while the job is stopped; the job resumes from its savepoint and reads on from there.
+        wave3 = _sessions(2 * WAVE, WAVE)
+        _put_sessions(streams, wave3)
+        written += wave3
+        run.kill()
+        run = FlinkRun(work, *run.flags, f"--savepoint_path={summary['resume_from']}", netns=False).start()
+        must = {r["event_id"] for r in written if r["user_id"] not in FORGOTTEN}
+        timings["wave3_archived_after_resume_s"] = wait_for(
+            lambda: must <= set(archived_ids(out)), 400, "wave 3 archived after the resume", run
+        )
+        time.sleep(5)
+        resumed = run.stop()
         return {
             "written": written,
             "put_requests_at_ms": int(put_at * 1000),
@@ -144,6 +158,7 @@ def main(work: Path, kind: str, flags: list[str]) -> dict[str, Any]:
             "windows_while_running": windows_while_running,
             "timings": {k: round(v, 1) for k, v in timings.items()},
             "summary": summary,
+            "resumed": resumed,
         }
     finally:
         if run is not None:

@@ -3,7 +3,8 @@
 
 Everything runs in a network namespace of its own (``tests/helpers/flink_streams.py``: the stream
 server, the job server, Flink); this test reads what that helper reports. Checkpoints are on, so
-outputs are exactly-once, and the run is stopped with a savepoint.
+outputs are exactly-once; the run is stopped with a savepoint, more sessions are written while it
+is stopped, and it resumes from the savepoint.
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ def test_requests_put_mid_run_stop_the_subjects_sessions_on_flink(tmp_path, kind
     written = report["written"]
     archived = Counter(report["archived"])
     assert set(archived.values()) == {1}  # none twice (at-least-once reads, checkpoints, the savepoint)
-    wave1, wave2 = written[:WAVE], written[WAVE:]
+    wave1, later = written[:WAVE], written[WAVE:]  # later: wave 2 (running), wave 3 (stopped, then resumed)
+    assert len(later) == 2 * WAVE
     assert {r["event_id"] for r in wave1} <= set(archived)  # before any request: every session kept
-    forgotten_later = {r["event_id"] for r in wave2 if r["user_id"] in FORGOTTEN}
-    kept_later = {r["event_id"] for r in wave2 if r["user_id"] not in FORGOTTEN}
-    assert len(forgotten_later) > 100 and forgotten_later.isdisjoint(archived)  # forgotten: never archived
+    forgotten_later = {r["event_id"] for r in later if r["user_id"] in FORGOTTEN}
+    kept_later = {r["event_id"] for r in later if r["user_id"] not in FORGOTTEN}
+    assert len(forgotten_later) > 200 and forgotten_later.isdisjoint(archived)  # forgotten: never archived
     assert kept_later <= set(archived)
     assert set(archived) == {r["event_id"] for r in wave1} | kept_later
 
@@ -49,6 +51,7 @@ def test_requests_put_mid_run_stop_the_subjects_sessions_on_flink(tmp_path, kind
         print(f"{kind} {manifest['request_id']}: effective {effective - report['put_requests_at_ms']} ms after the put")
 
     assert report["windows_while_running"] > 0  # analytics written while the job ran
-    summary = report["summary"]
+    summary, resumed = report["summary"], report["resumed"]
     assert (summary["stopped_with"], summary["runner"], summary["mode"]) == ("savepoint", "FlinkRunner", "streaming")
+    assert resumed["stopped_with"] == "savepoint"
     print(f"{kind} timings: {report['timings']}")

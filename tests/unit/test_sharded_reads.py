@@ -257,3 +257,32 @@ def test_synthetic_sessions_are_sharded_only_when_shards_is_given():
         assert batch.num_rows == 100
         ids |= set(batch.column("event_id").to_pylist())
     assert len(ids) == 400  # distinct ids across shards
+
+
+class IdlePoller(ListPoller):
+    """Never has anything (a quiet stream): counts its polls."""
+
+    polls = 0
+
+    def poll(self) -> PollResult:
+        IdlePoller.polls += 1
+        return PollResult([], T0_MS, done=False)
+
+
+def test_an_idle_read_defers_once_per_call_time_not_after_every_empty_poll():
+    """Each deferral is a residual Beam's Flink runner keeps in its checkpoint for good
+    (apache/beam#27648): with ``call_s`` a quiet read polls on for that long, pausing between polls."""
+    shards = ScriptedShards([[ShardInfo("a")]])
+    shards.poller_for = lambda roots, added=False: IdlePoller("a")
+    IdlePoller.polls = 0
+    quick = _ReadShardFn(shards, poll_interval_s=0.05, polls_per_call=100)
+    quick.setup()
+    _, residual, _ = _call(quick, ("a", False), PollerPosition({}), None)
+    assert residual is not None and IdlePoller.polls == 1  # call_s=0: deferred after the first empty poll
+    IdlePoller.polls = 0
+    patient = _ReadShardFn(shards, poll_interval_s=0.05, polls_per_call=100, call_s=0.4)
+    patient.setup()
+    started = time.monotonic()
+    _, residual, _ = _call(patient, ("a", False), PollerPosition({}), None)
+    assert residual is not None and time.monotonic() - started >= 0.4
+    assert 4 <= IdlePoller.polls <= 10  # about one poll per pause, one residual for the call
