@@ -47,9 +47,9 @@ def purge(archive: str, work: str, subjects: list[str]) -> dict:
     shutil.copytree(archive, os.path.join(work, "archive"))
     registry_url = _register(work, subjects)
     argv = [f"--output={work}", f"--registry={registry_url}", "--max_total_share=1", "--max_partition_share=1"]
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     summary = run_purge(argv)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     report = os.path.join(work, "receipts", "_runs", f"{summary.get('run')}-verification.json")
     by_metadata = {}
     if os.path.exists(report):
@@ -59,6 +59,7 @@ def purge(archive: str, work: str, subjects: list[str]) -> dict:
     checked = summary.get("verification", {})
     return {
         "elapsed_s": elapsed,
+        "cpu_s": cpu,  # all threads of this process: steadier than wall time on a shared machine
         "verified": summary.get("verified"),
         "files_planned": summary.get("files_planned"),
         "records_removed": summary.get("archive_records_removed"),

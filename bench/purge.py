@@ -22,6 +22,9 @@ each on a fresh copy of its archive:
 
 Timed: ``run_purge`` from the call to the summary (planning, the Beam pipeline on the local
 runner, rewrites, the independent verification, receipts); not the copy or registration.
+``cpu_s`` beside each time is the worker's CPU time over the same span (every thread; the
+local runner runs in the worker's process): steadier than wall time when other jobs share
+the machine.
 ``floor``: the same one-request purge on an archive of the same files with 10 records each
 (2,400 records), interleaved with the others:
 the fixed cost of a purge run (Beam graph and runner, registry, receipts) on this machine;
@@ -257,6 +260,7 @@ def main() -> None:
             "s",
             **common,
             all_s=[round(t, 3) for t in times],
+            cpu_s=round(statistics.median(r["cpu_s"] for r in runs), 3),
             files_planned=last["files_planned"],
             records_removed=last["records_removed"],
             peak_rss_mb=round(last["peak_rss_mb"]),

@@ -2,11 +2,18 @@
 
 The purge's verification must cover every file under the archive root, yet one
 request's subject is in a few of hundreds of files. Each Parquet file the archive
-(or the purge's rewrite) writes carries in its footer a Bloom filter over the
-canonical form of every value of its identifier columns (``user_id``, ``email``,
-``device_id``; ``user_id`` in index files). A Bloom filter has no false
-negatives: if none of a request's identifiers is in it, the file holds none of
-its records, and the file's columns need not be read.
+(or the purge's rewrite) writes carries in its footer a Bloom filter over every
+distinct value of its identifier columns (``user_id``, ``email``, ``device_id``;
+``user_id`` in index files), keyed as the verification's own candidate rule keys
+them (``verify.canonical_candidates``): ASCII-lower-cased and trimmed. A Bloom
+filter has no false negatives: if none of a request's identifiers is in it, the
+file holds none of its records, and the file's columns need not be read.
+
+For printable ASCII text that key is the canonical identifier lower-cased, so the
+proof does not depend on the vectorised canonical form (``canonical_array``) being
+right; a file holding any identifier value outside printable ASCII gets a filter
+marked so, which proves nothing (the verification reads such files, as its rule
+sends those values to ``canonical_id`` anyway).
 
 The filter is bound to the file it describes and used only when all of these hold
 (``read_filter``); otherwise the file's identifier columns are read, as before:
@@ -16,11 +23,12 @@ The filter is bound to the file it describes and used only when all of these hol
   reads a table and writes it again (pyarrow, Spark, DuckDB) does not copy it;
 - its row count and per-row-group row counts are the footer's own;
 - it covers every identifier column the file has;
-- it was built with the canonical identifier form of this code
+- every value it covers was printable ASCII;
+- it was built under the canonical identifier form of this code
   (``identifiers.CANONICAL_FORM``, which names the Unicode version too).
 
 Hashing is vectorised (numpy over the Arrow string buffers), so a filter costs a
-few passes over the identifier bytes at write time.
+few passes over the distinct identifier values at write time.
 """
 
 from __future__ import annotations
@@ -36,14 +44,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from beam_rtbf.identifiers import CANONICAL_FORM, canonical_array
+from beam_rtbf.identifiers import CANONICAL_FORM
 
 __all__ = [
     "FOOTER_KEY",
     "BITS_KEY",
     "IdFilter",
     "string_hashes",
-    "canonical_hashes",
+    "filter_keys",
+    "query_hashes",
     "filter_entry",
     "read_filter",
     "write_parquet",
@@ -178,27 +187,36 @@ class IdFilter:
         return (((stored >> (positions & 7).astype(np.uint8)) & 1) == 1).all(axis=1)
 
 
-def canonical_hashes(columns: Iterable[pa.Array | pa.ChunkedArray]) -> np.ndarray:
-    """Hashes of the distinct canonical forms of the non-null values of these columns."""
-    parts = [
-        pc.unique(canonical_array(column)).drop_null()
-        for column in columns
-        if len(column) and column.null_count < len(column)
-    ]
+def filter_keys(columns: Iterable[pa.Array | pa.ChunkedArray]) -> tuple[np.ndarray, bool]:
+    """(hashes of the distinct keys of the non-null values of these columns, whether every
+    value is printable ASCII). The key is the value ASCII-lower-cased and trimmed."""
+    parts, printable = [], True
+    for column in columns:
+        if len(column) == 0 or column.null_count == len(column):
+            continue
+        distinct = pc.unique(column).drop_null()
+        printable = printable and bool(pc.all(pc.ascii_is_printable(distinct)).as_py() in (True, None))
+        parts.append(pc.ascii_trim_whitespace(pc.ascii_lower(distinct)).cast(pa.string()))
     if not parts:
-        return np.zeros(0, np.uint64)
-    return string_hashes(pc.unique(pa.concat_arrays([p.cast(pa.string()) for p in parts])))
+        return np.zeros(0, np.uint64), printable
+    return string_hashes(pc.unique(pa.concat_arrays(parts))), printable
+
+
+def query_hashes(canonical_ids: Iterable[str]) -> np.ndarray:
+    """What to look up in filters for these canonical identifiers (their keys, as ``filter_keys``)."""
+    return string_hashes(pa.array(sorted({i.lower() for i in canonical_ids}), pa.string()))
 
 
 def filter_entry(
-    hashes: np.ndarray, columns: Sequence[str], rows: int, row_groups: Sequence[int]
+    hashes: np.ndarray, printable: bool, columns: Sequence[str], rows: int, row_groups: Sequence[int]
 ) -> dict[bytes, bytes]:
     """The footer entry of a file with ``rows`` rows in ``row_groups`` whose ``columns`` hold exactly
-    the identifiers with these canonical ``hashes``."""
+    the values with these key ``hashes`` (``filter_keys``)."""
     bloom = IdFilter.of_hashes(hashes)
     body = {
         "version": FORMAT_VERSION,
         "canonical_form": CANONICAL_FORM,
+        "printable_ascii": printable,
         "columns": list(columns),
         "rows": rows,
         "row_groups": list(row_groups),
@@ -223,6 +241,8 @@ def read_filter(metadata: pq.FileMetaData, id_columns: Sequence[str]) -> tuple[I
             return None, f"identifier filter version {body.get('version')!r}"
         if body.get("canonical_form") != CANONICAL_FORM:
             return None, "identifier filter built with another canonical form"
+        if body.get("printable_ascii") is not True:
+            return None, "identifier values outside printable ASCII: the filter proves nothing"
         present = set(metadata.schema.to_arrow_schema().names) & set(id_columns)
         if not present <= set(body["columns"]):
             return None, "identifier filter does not cover every identifier column"
@@ -243,22 +263,19 @@ def write_parquet(
     id_columns: Sequence[str],
     row_group_rows: int | None = None,
     extra: Mapping[bytes, bytes] | None = None,
-    hashes: np.ndarray | None = None,
     dictionary_columns: Sequence[str] | None = None,
 ) -> None:
     """``table`` as zstd Parquet with its identifier filter (and ``extra`` entries) in the footer.
 
-    ``hashes``: the canonical hashes of its identifier values if the caller has them
-    (the archive writer gets them from the index rows); computed from the table otherwise.
     ``dictionary_columns``: the only columns dictionary-encoded (None: all, Arrow's default);
     a dictionary of nearly unique values (ids, times) costs a third of the write and grows the file.
     """
     columns = [c for c in id_columns if c in table.column_names]
-    if hashes is None:
-        hashes = canonical_hashes(table.column(c) for c in columns)
+    hashes, printable = filter_keys(table.column(c) for c in columns)
     size = min(row_group_rows or _MAX_ROW_GROUP, _MAX_ROW_GROUP)
     groups = [min(size, table.num_rows - start) for start in range(0, table.num_rows, size)] or [0]
     use_dictionary = True if dictionary_columns is None else [c for c in dictionary_columns if c in table.column_names]
     with pq.ParquetWriter(handle, table.schema, compression="zstd", use_dictionary=use_dictionary) as writer:
         writer.write_table(table, row_group_size=size)
-        writer.add_key_value_metadata({**filter_entry(hashes, columns, table.num_rows, groups), **(extra or {})})
+        entry = filter_entry(hashes, printable, columns, table.num_rows, groups)
+        writer.add_key_value_metadata({**entry, **(extra or {})})

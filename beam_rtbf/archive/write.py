@@ -93,18 +93,19 @@ INDEX_ROW_GROUP_ROWS = 4_096  # a lookup reads one such group per index file of 
 
 
 def id_hashes(rows: pa.Table) -> np.ndarray:
-    """Canonical hashes of index rows' identifiers (one per row): filters and buckets use them."""
+    """Hashes of the canonical form of index rows' identifiers (one per row): they choose the bucket
+    and the order of index rows."""
     return string_hashes(canonical_array(rows.column("user_id")))
 
 
-def write_data_file(path: str, table: pa.Table, hashes: np.ndarray | None = None) -> None:
-    """An archive partition file, with its identifier filter (``hashes``: see ``id_hashes``)."""
-    write_atomically(path, lambda handle: write_data_parquet(handle, table, hashes))
+def write_data_file(path: str, table: pa.Table) -> None:
+    """An archive partition file, with its identifier filter."""
+    write_atomically(path, lambda handle: write_data_parquet(handle, table))
 
 
-def write_data_parquet(handle, table: pa.Table, hashes: np.ndarray | None = None) -> None:
+def write_data_parquet(handle, table: pa.Table) -> None:
     """An archive partition's sessions in the archive's format (what a purge rewrites them in too)."""
-    write_parquet(handle, table, INDEX_ID_COLUMNS, hashes=hashes, dictionary_columns=DATA_DICTIONARY_COLUMNS)
+    write_parquet(handle, table, INDEX_ID_COLUMNS, dictionary_columns=DATA_DICTIONARY_COLUMNS)
 
 
 def write_index_file(
@@ -125,7 +126,7 @@ def write_index_file(
         lows, highs = np.minimum.reduceat(hashes, starts), np.maximum.reduceat(hashes, starts)
         ranges = list(zip(lows.tolist(), highs.tolist()))
     extra = index_footer_entry(rows, bucket, buckets, ranges)
-    write_parquet(handle, rows, ("user_id",), INDEX_ROW_GROUP_ROWS, extra, hashes, INDEX_DICTIONARY_COLUMNS)
+    write_parquet(handle, rows, ("user_id",), INDEX_ROW_GROUP_ROWS, extra, INDEX_DICTIONARY_COLUMNS)
 
 
 def write_index_files(
@@ -237,8 +238,8 @@ class _WriteArchiveFn(beam.DoFn):
             relative = f"{partition_path(start, self._partition_s)}/{unique_part(self._prefix, '.parquet')}"
             path = join(self._directory, relative)
             rows = index_rows(part, relative)
-            hashes = id_hashes(rows)  # the file's distinct identifiers: its filter, then the index buckets
-            write_data_file(join(self._write_dir, relative), part, hashes)
+            hashes = id_hashes(rows)  # choose the index buckets
+            write_data_file(join(self._write_dir, relative), part)
             self._files.inc()
             self._records.inc(part.num_rows)
             index_parts.append(rows)

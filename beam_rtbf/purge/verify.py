@@ -15,9 +15,9 @@ Parquet files are read by their identifier columns only (``user_id``, ``email``,
 ``device_id``; ``user_id`` in index files) and matched with vectorised ``is_in``
 against the canonical identifiers of all requests of the run, in one pass for all
 requests. A Parquet file whose footer holds the archive writer's identifier filter
-(``archive/idfilter.py``: a Bloom filter over the canonical form of every value of
-those columns, bound to the file's row counts) is proven clean by its footer alone
-when none of the run's identifiers may be in it; any other Parquet file (no filter,
+(``archive/idfilter.py``: a Bloom filter over every value of those columns keyed as
+``canonical_candidates`` keys them, bound to the file's row counts) is proven clean by
+its footer alone when none of the run's identifiers may be in it; any other Parquet file (no filter,
 a filter not bound to the file, or a possible match) is read. Every file is still
 listed and opened: the proof is per file, never taken from the plan or the index. Dead letters follow the purge's own rule (``subjects.py``): the record's
 id fields, raw tokens only for bytes that do not parse. Other files are matched by
@@ -43,7 +43,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from beam_rtbf import metrics as rtbf_metrics
-from beam_rtbf.archive.idfilter import read_filter, string_hashes
+from beam_rtbf.archive.idfilter import query_hashes, read_filter
 from beam_rtbf.archive.write import INDEX_DIR, INDEX_ID_COLUMNS
 from beam_rtbf.purge.subjects import MATCHED_BY_FIELD, MATCHED_BY_RAW_TOKEN, SubjectIdentifiers, canonical_id
 from beam_rtbf.sinks.files import join
@@ -171,8 +171,8 @@ class VerifyIdentifiers:
     def __init__(self, id_requests: Mapping[str, Sequence[str]]) -> None:
         self.subjects = SubjectIdentifiers(id_requests)
         self.lowered = pa.array(sorted({i.lower() for i in self.subjects.requests_of}), pa.string())
-        # The canonical identifiers as identifier filters hash them.
-        self.hashes = string_hashes(pa.array(sorted(self.subjects.requests_of), pa.string()))
+        # The identifiers as identifier filters key them (lower-cased: the candidate rule below).
+        self.hashes = query_hashes(self.subjects.requests_of)
 
     def table_found(self, table: pa.Table, columns: Sequence[str]) -> dict[str, int]:
         """Records per request in ``table`` (a record counts once per request, whatever matched)."""

@@ -91,6 +91,21 @@ def test_requests_and_timeline(backend):
         assert registry.timeline("nope") == []
 
 
+def test_several_steps_recorded_at_once_are_appended_in_order(backend):
+    url, _ = backend
+    with open_registry(url) as registry:
+        registry.add([_request("r1", "alice"), _request("r2", "bob")])
+        registry.record_events(
+            [("r1", "purged", 7, "28 files"), ("r2", "purged", 8, ""), ("r1", "verified", 9, "receipt")]
+        )
+        registry.record_events([])
+        assert [(e.status, e.at_ms, e.detail) for e in registry.timeline("r1")[1:]] == [
+            ("purged", 7, "28 files"),
+            ("verified", 9, "receipt"),
+        ]
+        assert [(e.status, e.at_ms) for e in registry.timeline("r2")[1:]] == [("purged", 8)]
+
+
 def test_a_step_recorded_once_is_appended_exactly_once(backend):
     url, _ = backend
     with open_registry(url) as registry:
