@@ -126,3 +126,23 @@ def test_a_purge_keeps_the_staged_parts_of_a_run_in_flight_which_then_count_once
         assert [r[3] for r in pg.window_rows(conn, target, [start_ms])] == [3]
         pg.publish_run(conn, target, "live")
         assert [r[3:5] for r in pg.window_rows(conn, target, [start_ms])] == [(5, 5)]  # 3 recomputed + 2 live
+
+
+def test_a_database_error_in_a_receipt_keeps_its_code_and_message_but_not_the_values_it_quotes(pg_server):
+    """PostgreSQL's DETAIL lines quote row values ("Key (k)=(...) already exists"); a receipt outlives
+    the data, so it keeps the error's SQLSTATE and primary message only."""
+    import psycopg
+
+    from beam_rtbf.purge.analytics_table import AnalyticsTableTask, _error
+
+    with pg_server.connect() as conn:
+        conn.execute("CREATE TEMP TABLE quoted (k text PRIMARY KEY)")
+        conn.execute("INSERT INTO quoted VALUES ('alice@example.com')")
+        with pytest.raises(psycopg.errors.UniqueViolation) as caught:
+            conn.execute("INSERT INTO quoted VALUES ('alice@example.com')")
+    assert "alice@example.com" in str(caught.value)  # the full text does quote it
+    text = _error(AnalyticsTableTask("postgresql://127.0.0.1:1/db?table=t", (), ()), caught.value)
+    assert text == (
+        "postgresql://127.0.0.1:1/db?table=t: UniqueViolation [23505]: "
+        'duplicate key value violates unique constraint "quoted_pkey"'
+    )
