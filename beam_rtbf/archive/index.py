@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -41,6 +42,7 @@ __all__ = [
     "lookup_index_file",
     "lookup_hashes",
     "FooterCache",
+    "shared_footer_cache",
     "stamped_index_files",
 ]
 
@@ -127,26 +129,44 @@ class FooterCache:
         )
         self._bytes = 0
         self._max_bytes = max_bytes
+        self._lock = threading.Lock()  # SDK workers run bundles on several threads
 
     def get(self, key: tuple) -> tuple[IndexFooter, IdFilter | None, int] | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        self._entries.move_to_end(key)
-        return entry[:3]
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            return entry[:3]
 
     def put(self, key: tuple, footer: IndexFooter, id_filter: IdFilter | None, row_groups: int) -> None:
         cost = 256 + sum(len(p) for p in footer.paths) + (id_filter.nbytes if id_filter else 0)
-        if key in self._entries or cost > self._max_bytes:
-            return
-        self._entries[key] = (footer, id_filter, row_groups, cost)
-        self._bytes += cost
-        while self._bytes > self._max_bytes:
-            _, dropped = self._entries.popitem(last=False)
-            self._bytes -= dropped[3]
+        with self._lock:
+            if key in self._entries or cost > self._max_bytes:
+                return
+            self._entries[key] = (footer, id_filter, row_groups, cost)
+            self._bytes += cost
+            while self._bytes > self._max_bytes:
+                _, dropped = self._entries.popitem(last=False)
+                self._bytes -= dropped[3]
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+_SHARED_FOOTERS = FooterCache()
+
+
+def shared_footer_cache() -> FooterCache:
+    """The process's footer cache. Process-wide because Beam's local runners set a DoFn up for
+    every bundle (the BundleBasedDirectRunner round-trips it through pickle each time), so a
+    cache a DoFn made in ``setup`` would live one bundle; keys carry each file's size and time,
+    so sharing it across jobs and DoFns in one process is safe."""
+    return _SHARED_FOOTERS
 
 
 def lookup_index_file(

@@ -32,7 +32,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from beam_rtbf import metrics as rtbf_metrics
-from beam_rtbf.archive.index import FooterCache, lookup_archive_index
+from beam_rtbf.archive.index import FooterCache, lookup_archive_index, shared_footer_cache
 from beam_rtbf.bundling import BundleDoFn
 from beam_rtbf.records import AcceptedRequest, iso_ms
 from beam_rtbf.sinks.files import join, safe_file_name, write_bytes_atomically
@@ -197,12 +197,6 @@ class _WriteManifestFn(BundleDoFn):
         self._streams = list(streams)
         self._stream_retention_s = stream_retention_s
         self._written = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.MANIFESTS_WRITTEN)
-        self._footers: FooterCache | None = None
-
-    def setup(self) -> None:
-        super().setup()
-        # A streaming job adds an index file per flush; every bundle of requests looks in all of them.
-        self._footers = FooterCache()
 
     def teardown(self) -> None:
         if self._registry is not None:
@@ -219,7 +213,8 @@ class _WriteManifestFn(BundleDoFn):
             self._streams,
             self._stream_retention_s,
             analytics_sink=self._analytics_sink,
-            footers=self._footers,
+            # A streaming job adds an index file per flush; every bundle of requests looks in all of them.
+            footers=shared_footer_cache(),
         )
         outputs: list[list[dict]] = [[] for _ in elements]
         for i, manifest in enumerate(manifests):
