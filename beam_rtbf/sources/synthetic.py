@@ -354,7 +354,9 @@ class SyntheticSessionPoller(Poller):
         elements = []
         if n > 0:
             rng = np.random.default_rng([cfg.seed, 7, self._key + 1, self._seq])
-            span_ms = max(1, int((now - self._last) * 1000))
+            # The span these n sessions cover at the offered rate: a capped poll (a job behind its
+            # stream) leaves the rest as backlog with older times, as a real stream would.
+            span_ms = max(1, int(n / cfg.rate * 1000))
             arrival = np.sort(int(self._last * 1000) + rng.integers(0, span_ms, n))
             delay = rng.integers(0, cfg.max_delay_ms + 1, n) if cfg.max_delay_ms else 0
             times = arrival - delay

@@ -92,3 +92,21 @@ def test_the_requests_a_run_makes_are_known_in_advance():
             break
         time.sleep(0.01)
     assert made == live_requests(cfg) and len(made) == 20
+
+
+def test_a_poll_capped_by_batch_rows_leaves_a_backlog_with_older_event_times():
+    """A job behind its stream polls late: it gets ``batch_rows`` sessions whose times cover what they
+    are (n / rate seconds from where the stream stood), and the rest waits with older times, so the
+    lag a soak measures from event times is the job's real lag."""
+    cfg = SyntheticConfig(users=300, rate=1000, duration_s=10, seed=3, batch_rows=100)
+    poller = SyntheticSessionPoller(cfg)
+    poller.open()
+    started_ms = time.time() * 1000
+    time.sleep(0.5)  # 500 sessions due, 100 per poll
+    ((batch, _),) = poller.poll().elements
+    times = batch.column("event_time_ms").to_numpy()
+    assert batch.num_rows == 100
+    assert started_ms - 5 <= times.min() and times.max() <= started_ms + 100 + 5  # 100 sessions = 0.1 s at 1,000/s
+    ((batch, _),) = poller.poll().elements  # the backlog: the next 0.1 s of the stream
+    times = batch.column("event_time_ms").to_numpy()
+    assert started_ms + 100 - 5 <= times.min() and times.max() <= started_ms + 200 + 5
