@@ -1,7 +1,7 @@
 """The receipt's proof: after every rewrite, scan every stored file for the purged subjects.
 
-    rewrite results --(wait)--> ListStoredFiles --> SpreadStoredFiles --> ScanStoredFiles
-        --> CollectFileScans --> SummarizeVerification (one summary, a side input of the receipts)
+    rewrite results (a side input: waited for) --> ListStoredFiles --> SpreadStoredFiles --> ScanStoredFiles
+        (a side input) --> SummarizeVerification (one summary, a side input of the receipts)
 
 The purge plan comes from the archive's subject index; this check does not trust
 it. It lists the storage itself after the rewrites and reads every file there:
@@ -293,7 +293,7 @@ class _ListStoredFilesFn(beam.DoFn):
         self._archive_dir = archive_dir
         self._deadletter_dir = deadletter_dir
 
-    def process(self, unused, rewrites_done: int):
+    def process(self, unused, rewrites_done):
         del unused, rewrites_done  # only waited for: the side input is complete once every rewrite is
         listed_at = time.time()
         for file in list_stored_files(self._archive_dir, self._deadletter_dir):
@@ -343,19 +343,23 @@ class VerifyErasure(beam.PTransform):
         self._id_requests = {k: tuple(sorted(v)) for k, v in id_requests.items()}
 
     def expand(self, rewrites):
-        done = rewrites | "CountRewrites" >> beam.combiners.Count.Globally()
-        return (
-            rewrites.pipeline
-            | "StartVerification" >> beam.Create([None])
+        # Side inputs, not global combiners: a side input is complete before its consumer starts, which
+        # is the wait this needs, and the graph stays small (its fixed cost is paid on every runner).
+        start = rewrites.pipeline | "StartVerification" >> beam.Create([None])
+        scanned = (
+            start
             | "ListStoredFiles"
             >> beam.ParDo(
                 _ListStoredFilesFn(self._archive_dir, self._deadletter_dir),
-                rewrites_done=beam.pvalue.AsSingleton(done),
+                rewrites_done=beam.pvalue.AsIter(rewrites),
             )
             | "SpreadStoredFiles" >> beam.Reshuffle()
             | "ScanStoredFiles" >> beam.ParDo(_ScanStoredFileFn(self._id_requests))
-            | "CollectFileScans" >> beam.combiners.ToList()
-            | "SummarizeVerification" >> beam.Map(_summarize, self._request_ids)
+        )
+        return start | "SummarizeVerification" >> beam.Map(
+            lambda _, items, request_ids: _summarize(items, request_ids),
+            beam.pvalue.AsList(scanned),
+            self._request_ids,
         )
 
 
