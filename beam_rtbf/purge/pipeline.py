@@ -367,8 +367,17 @@ def _locations_and_registry(opts: PipelineOptions) -> tuple[Locations, str]:
     return locations(opts), opts.view_as(RtbfOptions).registry
 
 
-def _judge_and_report(unused, scans: list, archive_records: int, max_partition_share: float, max_total_share: float,
-                      min_partition_records: int, confirmed: bool, receipts_dir: str, run_id: str) -> GuardDecision:
+def _judge_and_report(
+    unused,
+    scans: list,
+    archive_records: int,
+    max_partition_share: float,
+    max_total_share: float,
+    min_partition_records: int,
+    confirmed: bool,
+    receipts_dir: str,
+    run_id: str,
+) -> GuardDecision:
     """The guard's one decision for the whole batch (``judge_blast_radius``), written down before any rewrite."""
     del unused
     decision = judge_blast_radius(
