@@ -151,3 +151,35 @@ def test_a_path_that_does_not_hold_the_verified_bytes_after_the_replace_fails_th
 @pytest.mark.parametrize("base,parts", [("/a/b", ("c",)), ("/a/b/", ("c", "d.json")), ("rel/x", ("y",)), ("/a", ())])
 def test_local_join_is_what_the_file_system_joins(base, parts):
     assert join(base, *parts) == FileSystems.join(base, *parts) == os.path.join(base, *parts)
+
+
+@pytest.mark.parametrize(
+    "files,size,chunks", [(0, 1, 0), (1, 1, 1), (32, 1, 32), (33, 2, 17), (536, 17, 32), (5000, 64, 79)]
+)
+def test_the_verification_scans_the_listing_in_chunks(files, size, chunks):
+    from beam_rtbf.purge.verify import chunk_size
+
+    assert chunk_size(files) == size
+    assert len(range(0, files, size)) == chunks
+
+
+def test_every_listed_file_is_scanned_once_whatever_the_chunks(tmp_path):
+    from beam_rtbf.purge.verify import VerifyErasure
+
+    archive = tmp_path / "archive"
+    for i in range(70):  # 3 chunks of 3 files and more
+        (archive / f"h{i % 7}").mkdir(parents=True, exist_ok=True)
+        (archive / f"h{i % 7}" / f"x{i}.txt").write_text("nobody\nalice\n" if i == 69 else "nobody\n")
+    (tmp_path / "deadletter").mkdir()
+    with beam.Pipeline() as p:
+        done = p | beam.Create([1])
+        summary = done | VerifyErasure(str(archive), str(tmp_path / "deadletter"), {"req-a": ("alice",)})
+        (
+            summary
+            | beam.Map(lambda s: (s.scanned["other_files"], s.scanned["rows"], s.found))
+            | beam.Map(lambda got: _expect(got, (70, 71, {"req-a": 1})))
+        )
+
+
+def _expect(got, want):
+    assert got == want, got
