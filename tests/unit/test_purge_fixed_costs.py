@@ -183,3 +183,41 @@ def test_every_listed_file_is_scanned_once_whatever_the_chunks(tmp_path):
 
 def _expect(got, want):
     assert got == want, got
+
+
+def test_option_views_are_built_once_per_class_and_share_their_values():
+    import copy
+    import pickle
+
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    from beam_rtbf.options import RtbfOptions, ViewCachingOptions, with_cached_views
+
+    original = PipelineOptions(["--output=/x", "--registry=embedded:///x/r.sqlite"])
+    options = with_cached_views(original)
+    assert isinstance(options, ViewCachingOptions) and with_cached_views(options) is options
+    assert options.view_as(RtbfOptions) is options.view_as(RtbfOptions)
+    assert options.view_as(RtbfOptions).output == "/x"
+    options.view_as(StandardOptions).streaming = True
+    assert original.view_as(StandardOptions).streaming is True  # one set of values
+    original.view_as(RtbfOptions).output = "/y"
+    assert options.view_as(RtbfOptions).output == "/y"
+    for other in (copy.deepcopy(options), pickle.loads(pickle.dumps(options))):
+        assert other.view_as(RtbfOptions) is not options.view_as(RtbfOptions)
+        assert (other.view_as(RtbfOptions).output, other.view_as(StandardOptions).streaming) == ("/y", True)
+        other.view_as(RtbfOptions).output = "/z"
+        assert options.view_as(RtbfOptions).output == "/y"
+
+
+def test_building_the_purge_graph_parses_the_flags_a_bounded_number_of_times(tmp_path, monkeypatch):
+    from apache_beam.options import pipeline_options
+
+    parses = []
+    original = pipeline_options._BeamArgumentParser.parse_known_args
+    monkeypatch.setattr(
+        pipeline_options._BeamArgumentParser,
+        "parse_known_args",
+        lambda self, *a, **k: parses.append(1) or original(self, *a, **k),
+    )
+    _graph(tmp_path)
+    assert len(parses) <= 40, len(parses)  # was 300 and more: one parse per view_as
