@@ -85,7 +85,8 @@ class FileScan:
 
 @dataclasses.dataclass(frozen=True)
 class FileResult:
-    """What the purge did to one file, per request; ``verified`` means a re-scan found zero records."""
+    """What the purge did to one file, per request; ``verified`` means a re-scan of the new content
+    found zero records (read back from the stored temporary or object) and the path holds it."""
 
     task: FileTask
     status: str  # "purged" | "clean" | "blocked" | "error"
