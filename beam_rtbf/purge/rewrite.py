@@ -30,6 +30,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
 import time
 from collections.abc import Mapping, Sequence
 
@@ -301,8 +302,11 @@ def _parquet_rows(path: str) -> int:
 
 def _check_renamed(path: str, size: int, expected_rows: int) -> None:
     try:
-        (match,) = FileSystems.match([path])
-        stored = match.metadata_list[0].size_in_bytes if match.metadata_list else -1
+        if "://" not in path:  # a local path is not a pattern (it may hold "[" or "*")
+            stored = os.path.getsize(path)
+        else:
+            (match,) = FileSystems.match([path])
+            stored = match.metadata_list[0].size_in_bytes if match.metadata_list else -1
         rows = _parquet_rows(path) if stored == size else -1
     except (pa.ArrowInvalid, OSError, ValueError) as exc:
         raise PurgeFileError(f"{path}: not readable after the replace ({exc})") from exc

@@ -129,7 +129,9 @@ class _Overwrite:
             self.path.write_bytes(self.payload)
 
 
-def test_a_renamed_file_is_checked_to_be_the_verified_one(tmp_path):
+@pytest.mark.parametrize("root", ["out", "out[1]*"])  # a local path is not a glob pattern
+def test_a_renamed_file_is_checked_to_be_the_verified_one(tmp_path, root):
+    tmp_path = tmp_path / root
     path = _archive_file(tmp_path)
     result = rewrite_file(FileTask("archive", str(path)), {"alice": ("req-a",)}, str(tmp_path / "j"))
     assert (result.status, result.records_before, result.records_after, result.verified) == ("purged", 10, 5, True)
