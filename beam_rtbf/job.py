@@ -27,7 +27,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, PortableOption
 
 from beam_rtbf.flink_local import LocalFlinkConf, is_flink_local, settle_checkpoint_options
 from beam_rtbf.job_servers import provide_job_server_jar
-from beam_rtbf.options import RtbfOptions, resolve_paths
+from beam_rtbf.options import RtbfOptions, resolve_paths, with_cached_views
 from beam_rtbf.prism import prism_binary
 from beam_rtbf.runner_names import EMBEDDED_PORTABLE, LOCAL_RUNNERS, PRISM, PRISM_EXTERNAL
 from beam_rtbf.sinks.ledger import RunInProgress, RunLedger
@@ -99,7 +99,8 @@ def job_options(argv: list[str] | PipelineOptions | None) -> PipelineOptions:
     ``FileSystems.set_options`` comes first: the driver reads and writes files itself before the
     pipeline starts (s3:// needs the --s3_* options then).
     """
-    options = argv if isinstance(argv, PipelineOptions) else PipelineOptions(argv)
+    # Views cached: Beam asks for them hundreds of times while building and translating a graph.
+    options = with_cached_views(argv if isinstance(argv, PipelineOptions) else PipelineOptions(argv))
     FileSystems.set_options(options)
     resolve_paths(options)
     return options

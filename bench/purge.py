@@ -18,7 +18,9 @@ each on a fresh copy of its archive:
 - ``old@legacy``: ``beam_rtbf`` of ``--baseline_ref`` (extracted with ``git archive``) on the
   legacy layout: what a purge cost before;
 - ``new@legacy``: this code on the legacy layout (an archive written before the upgrade);
-- ``new@current``: this code on the current layout.
+- ``new@current``: this code on the current layout;
+- ``old@current`` (not by default): ``--baseline_ref`` on the current layout, e.g. the previous
+  head to measure a change of the purge itself in the same run.
 
 Timed: ``run_purge`` from the call to the summary (planning, the Beam pipeline on the local
 runner, rewrites, the independent verification, receipts); not the copy or registration.
@@ -62,7 +64,7 @@ PARTITIONS = 240  # ten days of hourly partitions (--quick: 60)
 RUNS = 8  # the runs that wrote the archive: each wrote the index of its partitions
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASELINE_REF = "fba5372"  # main before identifier filters and the bucketed index
-VARIANTS = ("old@legacy", "new@legacy", "new@current")
+VARIANTS = ("old@legacy", "new@legacy", "new@current")  # also accepted: old@current (--baseline_ref's code)
 
 
 def _partition_table(rng: np.random.Generator, start: int, rows: int, users: int) -> pa.Table:
@@ -288,17 +290,20 @@ def main() -> None:
             note="one request on the big archive minus the floor: what grows with the records",
         )
     for kind in kinds:
-        base = medians.get(("old@legacy", kind))
         for name in variants:
-            if base and name != "old@legacy":
+            if name.startswith("old@"):
+                continue
+            # Against the old code on the same layout when it ran, else against old@legacy.
+            baseline = next((b for b in (f"old@{name.split('@')[1]}", "old@legacy") if (b, kind) in medians), None)
+            if baseline:
                 emit(
                     BENCH,
                     f"{kind}_speedup",
-                    base / medians[(name, kind)],
+                    medians[(baseline, kind)] / medians[(name, kind)],
                     "x",
                     **params,
                     variant=name,
-                    baseline="old@legacy",
+                    baseline=baseline,
                     requests=1 if kind == "single" else batch,
                 )
 

@@ -92,9 +92,11 @@ def _recomputed_by_request(
     decision: beam.PCollection,
     results: beam.PCollection,
     all_requests: tuple[str, ...],
-) -> beam.PCollection:
+) -> beam.PCollection | None:
     """(request id, result) for each analytics task (files or a table), recomputed once every rewrite is
-    done and only if the guard let the purge through."""
+    done and only if the guard let the purge through; None (no steps in the graph) without tasks."""
+    if not tasks:
+        return None
     create, step, by_request = labels
     return (
         p
@@ -146,6 +148,17 @@ class _FinishRequestFn(beam.DoFn):
         # Opened once, not per request: opening an embedded registry costs a commit (~25 ms here).
         self._registry = open_registry(self._registry_url)
 
+    def start_bundle(self) -> None:
+        self._events: list[tuple[str, str, int, str]] = []
+        self._redact: list[tuple[str, str]] = []
+
+    def finish_bundle(self) -> None:
+        if self._events:
+            self._registry.record_events(self._events)
+        for path, receipt_name in self._redact:  # only once its "verified" event is recorded
+            redact_manifest(path, self._hasher, receipt_name, self._purge_versions)
+        self._events, self._redact = [], []
+
     def teardown(self) -> None:
         registry = getattr(self, "_registry", None)
         if registry is not None:
@@ -154,21 +167,21 @@ class _FinishRequestFn(beam.DoFn):
     def process(self, element, verification: VerificationSummary):
         request_id, groups = element
         manifest: PendingManifest = self._manifests[request_id]
-        files = list(groups["files"])
+        files = list(groups.get("files", ()))
         at = iso_ms(now_ms())
         checked = verification.for_request(request_id)
         receipt = build_receipt(
             manifest,
             files,
-            list(groups["api_done"]),
-            list(groups["api_failed"]),
+            list(groups.get("api_done", ())),
+            list(groups.get("api_failed", ())),
             self._hasher,
             self._run_id,
             at,
-            list(groups["analytics"]),
+            list(groups.get("analytics", ())),
             self._roots,
             checked,
-            list(groups["tables"]),
+            list(groups.get("tables", ())),
         )
         receipt_path = receipt_path_for(self._receipts_dir, request_id)
         receipt_name = receipt_path.rsplit("/", 1)[-1]  # stored relative to the receipts root
@@ -179,13 +192,14 @@ class _FinishRequestFn(beam.DoFn):
             f"dead letters {removed['deadletter']}; verification scanned {checked['scanned']['rows']} rows in "
             f"{sum(v for k, v in checked['scanned'].items() if k.endswith('_files'))} files; run {self._run_id}"
         )
+        # The registry's events and the manifest's redaction wait for the end of the bundle: one
+        # registry transaction for the bundle's requests (a commit each cost ~3 ms), events first.
         if receipt["status"] == "verified":
-            self._registry.record_events(
-                [
-                    (request_id, "purged", now_ms(), detail),
-                    (request_id, "verified", now_ms(), f"receipt {receipt_name}"),
-                ]
-            )
+            self._events += [
+                (request_id, "purged", now_ms(), detail),
+                (request_id, "verified", now_ms(), f"receipt {receipt_name}"),
+            ]
+            self._redact.append((manifest.path, receipt_name))
         else:
             reasons = {
                 loc.get("verification") or loc.get("reason") or ""
@@ -193,9 +207,7 @@ class _FinishRequestFn(beam.DoFn):
                 if loc["kind"] != "stream" and not loc.get("verified", False)
             }
             why = "; ".join([p for p in [verification_problem(checked)] if p] + sorted(reasons - {""}))
-            self._registry.record_event(request_id, f"purge_{receipt['status']}", now_ms(), why[:500])
-        if receipt["status"] == "verified":
-            redact_manifest(manifest.path, self._hasher, receipt_name, self._purge_versions)
+            self._events.append((request_id, f"purge_{receipt['status']}", now_ms(), why[:500]))
         for location in receipt["locations"]:
             yield {
                 "at": at,
@@ -249,22 +261,22 @@ def build_purge_pipeline(
     all_requests = tuple(m.request_id for m in manifests)
     id_requests = plan.id_requests
 
+    # One element that the singletons (the guard's decision) hang off: side inputs instead of global
+    # combiners keep the graph (and its fixed cost on every runner) small.
+    start = p | "Start" >> beam.Create([None])
     tasks = p | "FileTasks" >> beam.Create(list(plan.tasks)) | "SpreadFiles" >> beam.Reshuffle()
     scans = tasks | "ScanFiles" >> beam.Map(scan_file, id_requests)
-    decision = (
-        scans
-        | "CollectScans" >> beam.combiners.ToList()
-        | "BlastRadius"
-        >> beam.Map(
-            judge_blast_radius,
-            plan.archive_records,
-            opts.max_partition_share,
-            opts.max_total_share,
-            opts.guard_min_partition_records,
-            opts.confirm,
-        )
+    decision = start | "BlastRadius" >> beam.Map(
+        _judge_and_report,
+        beam.pvalue.AsList(scans),
+        plan.archive_records,
+        opts.max_partition_share,
+        opts.max_total_share,
+        opts.guard_min_partition_records,
+        opts.confirm,
+        receipts_dir,
+        run_id,
     )
-    decision | "WriteGuardReport" >> beam.Map(_write_guard_report, receipts_dir, run_id)
     results = tasks | "RewriteFiles" >> beam.ParDo(
         _RewriteFn(id_requests, join(receipts_dir, "_journal"), not opts.keep_old_versions),
         decision=beam.pvalue.AsSingleton(decision),
@@ -300,19 +312,20 @@ def build_purge_pipeline(
         all_requests,
     )
 
-    requests = p | "Requests" >> beam.Create(
-        [{"request_id": m.request_id, "subject_ids": list(m.subject_ids)} for m in manifests]
-    )
-    keyed_requests = requests | "KeyRequests" >> beam.Map(lambda r: (r["request_id"], r["request_id"]))
     groups: dict[str, Any] = {
-        "request": keyed_requests,
+        "request": p | "Requests" >> beam.Create([(m.request_id, m.request_id) for m in manifests]),
         "files": files_by_request,
-        "analytics": analytics,
-        "tables": tables,
     }
+    if analytics is not None:
+        groups["analytics"] = analytics
+    if tables is not None:
+        groups["tables"] = tables
     if opts.erasure_api_url:
         from beam_rtbf.purge.api_sink import CallErasureApi
 
+        requests = p | "ApiRequests" >> beam.Create(
+            [{"request_id": m.request_id, "subject_ids": list(m.subject_ids)} for m in manifests]
+        )
         api = requests | "CallErasureApi" >> CallErasureApi(
             opts.erasure_api_url,
             action=opts.erasure_api_action,
@@ -325,9 +338,6 @@ def build_purge_pipeline(
         api["deadletter"] | "WriteApiDeadLetters" >> beam.ParDo(
             _WriteJsonLinesFn(join(where.deadletter, "erasure_api"), f"purge-{run_id}")
         )
-    else:
-        groups["api_done"] = p | "NoApiDone" >> beam.Create([])
-        groups["api_failed"] = p | "NoApiFailed" >> beam.Create([])
     audit = (
         groups
         | "JoinPerRequest" >> beam.CoGroupByKey()
@@ -355,6 +365,26 @@ def build_purge_pipeline(
 
 def _locations_and_registry(opts: PipelineOptions) -> tuple[Locations, str]:
     return locations(opts), opts.view_as(RtbfOptions).registry
+
+
+def _judge_and_report(
+    unused,
+    scans: list,
+    archive_records: int,
+    max_partition_share: float,
+    max_total_share: float,
+    min_partition_records: int,
+    confirmed: bool,
+    receipts_dir: str,
+    run_id: str,
+) -> GuardDecision:
+    """The guard's one decision for the whole batch (``judge_blast_radius``), written down before any rewrite."""
+    del unused
+    decision = judge_blast_radius(
+        scans, archive_records, max_partition_share, max_total_share, min_partition_records, confirmed
+    )
+    _write_guard_report(decision, receipts_dir, run_id)
+    return decision
 
 
 def _write_guard_report(decision: GuardDecision, receipts_dir: str, run_id: str) -> None:

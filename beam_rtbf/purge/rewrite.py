@@ -15,8 +15,10 @@ same way:
    the new file, never both or neither): a verified temporary sibling renamed
    onto it on local/HDFS paths, one PUT on object stores, followed there by
    deleting the object's older versions, which would still hold the records;
-5. re-scan the final file (the file's own check; the receipt's ``verified`` also
-   needs the independent scan of every stored file in ``verify.py``).
+5. check the final file: on object stores re-scan what the PUT stored; where a
+   verified temporary was renamed onto the path, check that the path holds those
+   bytes (size and footer row count); the receipt's ``verified`` also needs the
+   independent scan of every stored file in ``verify.py``.
 
 A re-run finds nothing left to remove and changes nothing, so a crash at any
 point followed by a re-run ends in the state of one clean run.
@@ -28,6 +30,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
 import time
 from collections.abc import Mapping, Sequence
 
@@ -83,7 +86,8 @@ class FileScan:
 
 @dataclasses.dataclass(frozen=True)
 class FileResult:
-    """What the purge did to one file, per request; ``verified`` means a re-scan found zero records."""
+    """What the purge did to one file, per request; ``verified`` means a re-scan of the new content
+    found zero records (read back from the stored temporary or object) and the path holds it."""
 
     task: FileTask
     status: str  # "purged" | "clean" | "blocked" | "error"
@@ -119,7 +123,8 @@ def _read_columns(parquet: pq.ParquetFile, columns: Sequence[str] | None) -> pa.
     """All rows; with ``columns`` only those of them the file has (the row count stays the file's)."""
     if columns is None:
         return parquet.read()  # the whole file: Arrow decodes columns in parallel, as pq.read_table does
-    present = [c for c in columns if c in parquet.schema_arrow.names]
+    names = set(parquet.schema_arrow.names)  # built anew by each access: once per file
+    present = [c for c in columns if c in names]
     if not present:  # no identifier column: a table of the file's row count and no column
         return pa.table({"_": pa.nulls(parquet.metadata.num_rows)}).drop_columns(["_"])
     return parquet.read(columns=present, use_threads=False)
@@ -165,7 +170,8 @@ class _Matcher:
     def table_mask(self, table: pa.Table, columns: Sequence[str]) -> tuple[np.ndarray, dict[str, int]]:
         mask = np.zeros(table.num_rows, dtype=bool)
         hits: list[np.ndarray] = []
-        present = [c for c in columns if c in table.column_names]
+        # An all-null column matches nothing: its canonical form is not computed.
+        present = [c for c in columns if c in table.column_names and table.column(c).null_count < table.num_rows]
         # Stored values are compared in canonical form (written canonical since the parser made them so;
         # older files may not be): the ids (from the registry) are canonical already.
         canonical = {column: canonical_array(table.column(column)) for column in present}
@@ -287,6 +293,30 @@ def _check(label: str, data, task: FileTask, expected_rows: int, matcher: _Match
         )
 
 
+def _parquet_rows(path: str) -> int:
+    if "://" not in path:
+        return pq.read_metadata(path).num_rows
+    with FileSystems.open(path) as handle:
+        return pq.ParquetFile(handle).metadata.num_rows
+
+
+def _check_renamed(path: str, size: int, expected_rows: int) -> None:
+    try:
+        if "://" not in path:  # a local path is not a pattern (it may hold "[" or "*")
+            stored = os.path.getsize(path)
+        else:
+            (match,) = FileSystems.match([path])
+            stored = match.metadata_list[0].size_in_bytes if match.metadata_list else -1
+        rows = _parquet_rows(path) if stored == size else -1
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
+        raise PurgeFileError(f"{path}: not readable after the replace ({exc})") from exc
+    if stored != size or rows != expected_rows:
+        raise PurgeFileError(
+            f"{path}: after the replace holds {stored} bytes and {rows} records, "
+            f"not the verified {size} bytes and {expected_rows} records"
+        )
+
+
 STALE_TEMPORARY_S = 300  # a temporary this old has no live writer: write_atomically renames within seconds
 
 
@@ -360,8 +390,13 @@ def rewrite_file(
     fault_points.reached("after_replace", faults)
     if purge_versions:
         versions += _purge_versions(task.path)
-    if remaining:
-        _verify(task, task.path, remaining, matcher)
+    if remaining and (is_object_store(task.path) or task.kind == "deadletter"):
+        _verify(task, task.path, remaining, matcher)  # what the PUT stored (or a dead-letter file), read back
+    elif remaining:
+        # Renamed onto the path after its own re-scan (``_verify`` of the temporary): the final file
+        # is checked to be those bytes (size, footer row count) rather than scanned a second time; the
+        # run's independent verification reads every stored file again after all rewrites.
+        _check_renamed(task.path, len(payload), remaining)
     elif FileSystems.exists(task.path):
         raise PurgeFileError(f"{task.path}: still exists after deleting it")
     return FileResult(

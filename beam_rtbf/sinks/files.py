@@ -71,6 +71,8 @@ _RENAMING_SCHEMES = frozenset({"", "file", "hdfs"})
 
 
 def join(base: str, *parts: str) -> str:
+    if "://" not in base:  # a local path: what FileSystems.join does for it, without resolving a file system
+        return os.path.join(base, *parts)
     return FileSystems.join(base, *parts)
 
 

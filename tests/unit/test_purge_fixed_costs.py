@@ -1,0 +1,225 @@
+"""What keeps a purge's fixed cost down without changing what it proves: a small graph (no empty
+branches, no global combiners), one registry transaction per bundle of receipts, no second full scan
+of a renamed file (but a check that the path holds the verified bytes), and local path joins."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.io.filesystems import FileSystems
+
+from beam_rtbf.archive.write import write_data_file
+from beam_rtbf.job import job_options
+from beam_rtbf.options import PurgeOptions
+from beam_rtbf.purge import pipeline as purge_pipeline
+from beam_rtbf.purge.manifests import PendingManifest
+from beam_rtbf.purge.plan import PurgePlan
+from beam_rtbf.purge.rewrite import FileTask, PurgeFileError, rewrite_file
+from beam_rtbf.purge.verify import VerificationSummary
+from beam_rtbf.records import SESSION_SCHEMA
+from beam_rtbf.sinks.files import join
+
+
+def _manifest(root: Path, request_id: str, subject: str) -> PendingManifest:
+    path = root / "manifests" / f"{request_id}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"request_id": request_id, "subject_ids": [subject], "status": "pending"}))
+    return PendingManifest(str(path), request_id, (subject,), "gdpr", "2026-02-01T00:00:00Z", (), ())
+
+
+def _graph(tmp_path: Path, *flags: str) -> list[str]:
+    options = job_options([f"--output={tmp_path}", f"--registry=embedded://{tmp_path}/r.sqlite", *flags])
+    manifests = [_manifest(tmp_path, "req-a", "alice")]
+    plan = PurgePlan((FileTask("archive", f"{tmp_path}/archive/a.parquet"),), {"alice": ("req-a",)}, 10, "")
+    p = beam.Pipeline(options=options)
+    purge_pipeline.build_purge_pipeline(p, options.view_as(PurgeOptions), manifests, plan, "run-1")
+    proto = p.to_runner_api()
+    return sorted(t.unique_name for t in proto.components.transforms.values() if not t.subtransforms)
+
+
+def test_the_purge_graph_has_no_empty_branches_nor_global_combiners(tmp_path):
+    leaves = _graph(tmp_path)
+    for absent in (
+        "Analytics",
+        "RecomputeWindows",
+        "RecomputeTableRows",
+        "NoApi",
+        "CallErasureApi",
+        "Combine",
+        "Count",
+    ):
+        assert not [n for n in leaves if absent in n], absent
+    for present in ("ScanFiles", "BlastRadius", "RewriteFiles", "VerifyErasure/ScanStoredFiles", "FinishRequests"):
+        assert [n for n in leaves if present in n], present
+    # The whole graph: was 91 leaf transforms (ToList/Count combiners, empty analytics and API branches).
+    assert len(leaves) == 41, leaves
+
+
+def test_the_erasure_api_branch_is_there_when_asked_for(tmp_path):
+    leaves = _graph(tmp_path, "--erasure_api_url=http://127.0.0.1:9/erase")
+    assert [n for n in leaves if n.startswith("CallErasureApi")]
+
+
+class _Registry:
+    def __init__(self, manifests: list[PendingManifest]) -> None:
+        self.calls: list[list[tuple]] = []
+        self.manifests = manifests
+
+    def record_events(self, events):
+        # Redaction comes after the events: at this point every manifest still names its subject.
+        assert all("subject_ids" in json.loads(Path(m.path).read_text()) for m in self.manifests)
+        self.calls.append(list(events))
+
+    def record_event(self, *args):
+        raise AssertionError("one event at a time: a commit each")
+
+    def close(self):
+        pass
+
+
+def test_finish_requests_records_a_bundles_events_in_one_transaction_then_redacts(tmp_path, monkeypatch):
+    monkeypatch.setenv("RTBF_SUBJECT_HASH_KEY", "test-key")
+    manifests = [_manifest(tmp_path, f"req-{s}", s) for s in ("alice", "bob", "carol")]
+    fn = purge_pipeline._FinishRequestFn(
+        {m.request_id: m for m in manifests}, f"embedded://{tmp_path}/r.sqlite", str(tmp_path / "receipts"),
+        "run-1", True, None, {"archive": str(tmp_path / "archive")},
+    )  # fmt: skip
+    fn.setup()
+    fn._registry.close()
+    fn._registry = registry = _Registry(manifests)
+    ids = [m.request_id for m in manifests]
+    scanned = {"archive_files": 3, "index_files": 0, "deadletter_files": 0, "other_files": 0, "rows": 30, "bytes": 1}
+    summary = VerificationSummary(scanned, dict.fromkeys(ids, 0), {r: [] for r in ids}, [], 0.0, 0.0)
+    fn.start_bundle()
+    for request_id in ids:
+        list(fn.process((request_id, {"request": [request_id], "files": []}), summary))
+    assert registry.calls == []  # nothing recorded before the bundle ends
+    fn.finish_bundle()
+    assert len(registry.calls) == 1
+    assert sorted((e[0], e[1]) for e in registry.calls[0]) == sorted(
+        (r, s) for r in ids for s in ("purged", "verified")
+    )
+    for m in manifests:
+        body = json.loads(Path(m.path).read_text())
+        assert "subject_ids" not in body and len(body["subject_hashes"]) == 1
+        assert json.loads(Path(tmp_path / "receipts" / body["receipt"]).read_text())["status"] == "verified"
+
+
+def _archive_file(tmp_path: Path) -> Path:
+    rows = [{"user_id": u, "event_time_ms": 1_767_225_600_000 + i} for i, u in enumerate(["alice", "bob"] * 5)]
+    table = pa.Table.from_pylist(rows, schema=SESSION_SCHEMA)
+    path = tmp_path / "archive" / "dt=2026-01-01" / "part-0.parquet"
+    path.parent.mkdir(parents=True)
+    write_data_file(str(path), table)
+    return path
+
+
+class _Overwrite:
+    def __init__(self, path: Path, payload: bytes) -> None:
+        self.path, self.payload = path, payload
+
+    def reached(self, point: str) -> None:
+        if point == "after_replace":
+            self.path.write_bytes(self.payload)
+
+
+@pytest.mark.parametrize("root", ["out", "out[1]*"])  # a local path is not a glob pattern
+def test_a_renamed_file_is_checked_to_be_the_verified_one(tmp_path, root):
+    tmp_path = tmp_path / root
+    path = _archive_file(tmp_path)
+    result = rewrite_file(FileTask("archive", str(path)), {"alice": ("req-a",)}, str(tmp_path / "j"))
+    assert (result.status, result.records_before, result.records_after, result.verified) == ("purged", 10, 5, True)
+    assert set(pq.read_table(path, columns=["user_id"]).column(0).to_pylist()) == {"bob"}
+
+
+def test_a_path_that_does_not_hold_the_verified_bytes_after_the_replace_fails_the_file(tmp_path):
+    path = _archive_file(tmp_path)
+    original = path.read_bytes()  # something replaced the file again right after the rename
+    with pytest.raises(PurgeFileError, match="not the verified"):
+        rewrite_file(
+            FileTask("archive", str(path)),
+            {"alice": ("req-a",)},
+            str(tmp_path / "j"),
+            faults=_Overwrite(path, original),
+        )
+
+
+@pytest.mark.parametrize("base,parts", [("/a/b", ("c",)), ("/a/b/", ("c", "d.json")), ("rel/x", ("y",)), ("/a", ())])
+def test_local_join_is_what_the_file_system_joins(base, parts):
+    assert join(base, *parts) == FileSystems.join(base, *parts) == os.path.join(base, *parts)
+
+
+@pytest.mark.parametrize(
+    "files,size,chunks", [(0, 1, 0), (1, 1, 1), (32, 1, 32), (33, 2, 17), (536, 17, 32), (5000, 64, 79)]
+)
+def test_the_verification_scans_the_listing_in_chunks(files, size, chunks):
+    from beam_rtbf.purge.verify import chunk_size
+
+    assert chunk_size(files) == size
+    assert len(range(0, files, size)) == chunks
+
+
+def test_every_listed_file_is_scanned_once_whatever_the_chunks(tmp_path):
+    from beam_rtbf.purge.verify import VerifyErasure
+
+    archive = tmp_path / "archive"
+    for i in range(70):  # 3 chunks of 3 files and more
+        (archive / f"h{i % 7}").mkdir(parents=True, exist_ok=True)
+        (archive / f"h{i % 7}" / f"x{i}.txt").write_text("nobody\nalice\n" if i == 69 else "nobody\n")
+    (tmp_path / "deadletter").mkdir()
+    with beam.Pipeline() as p:
+        done = p | beam.Create([1])
+        summary = done | VerifyErasure(str(archive), str(tmp_path / "deadletter"), {"req-a": ("alice",)})
+        (
+            summary
+            | beam.Map(lambda s: (s.scanned["other_files"], s.scanned["rows"], s.found))
+            | beam.Map(lambda got: _expect(got, (70, 71, {"req-a": 1})))
+        )
+
+
+def _expect(got, want):
+    assert got == want, got
+
+
+def test_option_views_are_built_once_per_class_and_share_their_values():
+    import copy
+    import pickle
+
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    from beam_rtbf.options import RtbfOptions, ViewCachingOptions, with_cached_views
+
+    original = PipelineOptions(["--output=/x", "--registry=embedded:///x/r.sqlite"])
+    options = with_cached_views(original)
+    assert isinstance(options, ViewCachingOptions) and with_cached_views(options) is options
+    assert options.view_as(RtbfOptions) is options.view_as(RtbfOptions)
+    assert options.view_as(RtbfOptions).output == "/x"
+    options.view_as(StandardOptions).streaming = True
+    assert original.view_as(StandardOptions).streaming is True  # one set of values
+    original.view_as(RtbfOptions).output = "/y"
+    assert options.view_as(RtbfOptions).output == "/y"
+    for other in (copy.deepcopy(options), pickle.loads(pickle.dumps(options))):
+        assert other.view_as(RtbfOptions) is not options.view_as(RtbfOptions)
+        assert (other.view_as(RtbfOptions).output, other.view_as(StandardOptions).streaming) == ("/y", True)
+        other.view_as(RtbfOptions).output = "/z"
+        assert options.view_as(RtbfOptions).output == "/y"
+
+
+def test_building_the_purge_graph_parses_the_flags_a_bounded_number_of_times(tmp_path, monkeypatch):
+    from apache_beam.options import pipeline_options
+
+    parses = []
+    original = pipeline_options._BeamArgumentParser.parse_known_args
+    monkeypatch.setattr(
+        pipeline_options._BeamArgumentParser,
+        "parse_known_args",
+        lambda self, *a, **k: parses.append(1) or original(self, *a, **k),
+    )
+    _graph(tmp_path)
+    assert len(parses) <= 40, len(parses)  # was 300 and more: one parse per view_as
