@@ -167,6 +167,15 @@ class RtbfOptions(PipelineOptions):
             "records (process, reader, shard, rows, times): who read what, e.g. across Flink task slots",
         )
         streaming.add_argument(
+            "--read_call_s",
+            type=float,
+            default=1.0,
+            help="Streaming reads on portable runners (Flink): each splittable-DoFn call polls at least this "
+            "long before deferring; fewer deferred residuals, which Beam's Flink runner keeps in every "
+            "checkpoint (apache/beam#27648). 0: defer after the first empty poll. The requests read ends its "
+            "call as soon as it read a request",
+        )
+        streaming.add_argument(
             "--refresh_interval_s",
             type=float,
             default=1.0,
