@@ -176,6 +176,14 @@ class RtbfOptions(PipelineOptions):
             "call as soon as it read a request",
         )
         streaming.add_argument(
+            "--read_gather_s",
+            type=float,
+            default=0.25,
+            help="Streaming sessions reads on portable runners (Flink): the pause after a poll that read "
+            "something, within a --read_call_s call (whose outputs leave its stage when it ends anyway): "
+            "fewer, bigger batches. 0: poll back to back while data flows",
+        )
+        streaming.add_argument(
             "--refresh_interval_s",
             type=float,
             default=1.0,
