@@ -30,11 +30,14 @@ from __future__ import annotations
 import threading
 import time
 import weakref
+from typing import Any
 
-from apache_beam import pvalue
+from apache_beam import coders, pvalue
+from apache_beam.internal import pickler
 from apache_beam.options.pipeline_options import DirectOptions
 from apache_beam.options.value_provider import RuntimeValueProvider
 from apache_beam.pipeline import PipelineVisitor, PTransformOverride
+from apache_beam.runners.common import DoFnRunner, DoFnState
 from apache_beam.runners.direct.bundle_factory import BundleFactory
 from apache_beam.runners.direct.clock import RealClock, TestClock
 from apache_beam.runners.direct.consumer_tracking_pipeline_visitor import ConsumerTrackingPipelineVisitor
@@ -43,6 +46,7 @@ from apache_beam.runners.direct.direct_runner import (
     DirectPipelineResult,
     _get_transform_overrides,
 )
+from apache_beam.runners.direct.direct_userstate import DirectUserStateContext
 from apache_beam.runners.direct.evaluation_context import EvaluationContext
 from apache_beam.runners.direct.executor import (
     Executor,
@@ -52,12 +56,14 @@ from apache_beam.runners.direct.executor import (
 from apache_beam.runners.direct.transform_evaluator import (
     TransformEvaluatorRegistry,
     TransformResult,
+    _ParDoEvaluator,
+    _TaggedReceivers,
     _TransformEvaluator,
 )
 from apache_beam.runners.direct.watermark_manager import WatermarkManager
 from apache_beam.runners.worker import statesampler
 from apache_beam.testing.test_stream import TestStream
-from apache_beam.transforms import PTransform
+from apache_beam.transforms import PTransform, core, userstate
 from apache_beam.transforms.external import ExternalTransform
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils import counters
@@ -198,23 +204,114 @@ class _PollingReadOverride(PTransformOverride):
         return _DirectPollingRead(applied_ptransform.transform, self._stop)
 
 
+class _DoFnFacts:
+    """What Beam's direct runner asks of a ParDo's DoFn on every bundle, asked once per step.
+
+    ``userstate.get_dofn_specs`` wraps every method of the DoFn to read its parameters; Beam
+    calls it (through ``is_stateful_dofn``) to schedule each bundle and again to start it.
+    Streaming in small bundles, those calls were ~16 % of the job's CPU (py-spy, 100 K
+    sessions/s); the answers depend only on the DoFn's class and specs, fixed for the run."""
+
+    def __init__(self) -> None:
+        self._facts: dict[int, tuple[object, bool, tuple]] = {}
+        self._lock = threading.Lock()
+
+    def of(self, applied_ptransform) -> tuple[bool, tuple]:
+        """(stateful, timer specs) of a ParDo step's DoFn."""
+        key = id(applied_ptransform)
+        with self._lock:
+            known = self._facts.get(key)
+        if known is not None and known[0] is applied_ptransform:
+            return known[1], known[2]
+        dofn = applied_ptransform.transform.dofn
+        stateful = userstate.is_stateful_dofn(dofn)
+        timers = tuple(userstate.get_dofn_specs(dofn)[1]) if stateful else ()
+        with self._lock:
+            self._facts[key] = (applied_ptransform, stateful, timers)  # the step itself: ids are reused
+        return stateful, timers
+
+
+class _ParDoOnceEvaluator(_ParDoEvaluator):
+    """Beam's ParDo evaluator with the DoFn's introspection asked once per step (``_DoFnFacts``)."""
+
+    def __init__(self, evaluation_context, applied_ptransform, input_committed_bundle, side_inputs, facts):
+        super().__init__(evaluation_context, applied_ptransform, input_committed_bundle, side_inputs)
+        self._facts = facts
+
+    def start_bundle(self):
+        # Beam 2.77's _ParDoEvaluator.start_bundle with is_stateful_dofn/get_dofn_specs answered by
+        # _DoFnFacts: keep in step with it (tests/unit/test_local_runner_isolation.py pins its source).
+        transform = self._applied_ptransform.transform
+        self._tagged_receivers = _TaggedReceivers(self._evaluation_context)
+        for output_tag in self._applied_ptransform.outputs:
+            output_pcollection = pvalue.PCollection(None, tag=output_tag)
+            output_pcollection.producer = self._applied_ptransform
+            self._tagged_receivers[output_tag] = self._evaluation_context.create_bundle(output_pcollection)
+            self._tagged_receivers[output_tag].tag = output_tag
+        self._counter_factory = counters.CounterFactory()
+        dofn = pickler.roundtrip(transform.dofn) if self._perform_dofn_pickle_test else transform.dofn
+        args = transform.args if hasattr(transform, "args") else []
+        kwargs = transform.kwargs if hasattr(transform, "kwargs") else {}
+        self.user_state_context = None
+        self.user_timer_map = {}
+        stateful, timer_specs = self._facts.of(self._applied_ptransform)
+        if stateful:
+            kv_type_hint = self._applied_ptransform.inputs[0].element_type
+            if kv_type_hint and kv_type_hint != Any:
+                coder = coders.registry.get_coder(kv_type_hint)
+                self.key_coder = coder.key_coder()
+            else:
+                self.key_coder = coders.registry.get_coder(Any)
+            self.user_state_context = DirectUserStateContext(self._step_context, dofn, self.key_coder)
+            for timer_spec in timer_specs:
+                self.user_timer_map["user/%s" % timer_spec.name] = timer_spec  # noqa: UP031 - as in Beam
+        self.runner = DoFnRunner(
+            dofn,
+            args,
+            kwargs,
+            self._side_inputs,
+            self._applied_ptransform.inputs[0].windowing,
+            tagged_receivers=self._tagged_receivers,
+            step_name=self._applied_ptransform.full_label,
+            state=DoFnState(self._counter_factory),
+            user_state_context=self.user_state_context,
+        )
+        self.runner.setup()
+        self.runner.start()
+
+
 class _StreamingEvaluatorRegistry(TransformEvaluatorRegistry):
-    """Beam's evaluators, plus the polling read's with this run's pollers.
+    """Beam's evaluators, plus the polling read's with this run's pollers, and ParDo's with
+    its DoFn introspection asked once per step (``_DoFnFacts``).
 
     Beam's registry offers a class-level ``_test_evaluators_overrides`` dict; writing
     to it would change every later DirectRunner in the process, so this run's
-    registry answers for ``_DirectPollingRead`` itself instead."""
+    registry answers for ``_DirectPollingRead`` and ``ParDo`` itself instead."""
 
     def __init__(self, evaluation_context, pollers: _RunPollers) -> None:
         super().__init__(evaluation_context)
         self._pollers = pollers
+        self._facts = _DoFnFacts()
 
     def get_evaluator(self, applied_ptransform, input_committed_bundle, side_inputs):
-        if isinstance(applied_ptransform.transform, _DirectPollingRead):
+        transform = applied_ptransform.transform
+        if isinstance(transform, _DirectPollingRead):
             return _PollingReadEvaluator(
                 self._evaluation_context, applied_ptransform, input_committed_bundle, side_inputs, self._pollers
             )
+        if type(transform) is core.ParDo and self._evaluators.get(core.ParDo) is _ParDoEvaluator:
+            # Exactly ParDo (subclasses such as ProcessKeyedElements keep their own evaluators).
+            assert bool(applied_ptransform.side_inputs) == bool(side_inputs)
+            return _ParDoOnceEvaluator(
+                self._evaluation_context, applied_ptransform, input_committed_bundle, side_inputs, self._facts
+            )
         return super().get_evaluator(applied_ptransform, input_committed_bundle, side_inputs)
+
+    def should_execute_serially(self, applied_ptransform):
+        # Beam's answer (a ParDo runs serially when its DoFn is stateful), asked once per step.
+        if isinstance(applied_ptransform.transform, core.ParDo):
+            return self._facts.of(applied_ptransform)[0]
+        return super().should_execute_serially(applied_ptransform)
 
 
 class _PerBundleMetricsTransformExecutor(TransformExecutor):

@@ -33,3 +33,20 @@ def timer():
     started = time.perf_counter()
     yield box
     box["s"] = time.perf_counter() - started
+
+
+def effectiveness_latencies_ms(manifests_dir: str) -> list[int]:
+    """Each request's effectiveness latency from its manifest (effective_at - requested_at), sorted."""
+    from beam_rtbf.records import parse_time_ms
+
+    latencies = []
+    for name in sorted(os.listdir(manifests_dir)) if os.path.isdir(manifests_dir) else []:
+        with open(os.path.join(manifests_dir, name)) as handle:
+            manifest = json.load(handle)
+        latencies.append(parse_time_ms(manifest["effective_at"]) - parse_time_ms(manifest["requested_at"]))
+    return sorted(latencies)
+
+
+def quantile(sorted_values: list[float], q: float) -> float:
+    """The q-quantile of already sorted values (nearest rank)."""
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]

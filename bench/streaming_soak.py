@@ -32,7 +32,7 @@ import time
 
 import pyarrow.parquet as pq
 
-from _common import emit
+from _common import effectiveness_latencies_ms, emit, quantile
 
 BENCH = "streaming_soak"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -176,6 +176,11 @@ def main() -> None:
             job.send_signal(2)
             job.wait(120)
         summarise(samples, params, seconds, args.rate)
+        latencies = effectiveness_latencies_ms(os.path.join(work, "out", "manifests"))
+        if latencies:  # request accepted -> the filter drops the subject, from every manifest
+            for q in (0.5, 0.99):
+                emit(BENCH, f"effectiveness_latency_p{int(q * 100)}_ms", quantile(latencies, q), "ms", **params,
+                     requests=len(latencies), target_p99=2_000)  # fmt: skip
     finally:
         for process in (producer,):
             if process is not None and process.poll() is None:

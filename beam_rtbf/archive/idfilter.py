@@ -163,6 +163,11 @@ class IdFilter:
         return cls(size_bits, PROBES, np.packbits(bits, bitorder="little"))
 
     @property
+    def nbytes(self) -> int:
+        """Memory held: the footer's text and, once decoded, the bits."""
+        return len(self._encoded) + (self._bits.nbytes if self._bits is not None else 0)
+
+    @property
     def bits(self) -> np.ndarray:
         if self._bits is None:
             self._bits = np.frombuffer(binascii.a2b_base64(self._encoded), np.uint8)

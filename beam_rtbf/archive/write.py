@@ -301,7 +301,7 @@ class _WriteGatheredFn(beam.DoFn):
         relative = f"{partition_path(start, self._partition_s)}/{content_name('part', digest, '.parquet')}"
         rows = index_rows(part, relative)
         hashes = id_hashes(rows)
-        write_data_file(join(self._directory, relative), part, hashes)
+        write_data_file(join(self._directory, relative), part)
         # The index files after the data file, same digest: an index entry never names a missing file.
         write_index_files(
             join(self._directory, INDEX_DIR),

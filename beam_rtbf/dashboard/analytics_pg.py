@@ -18,19 +18,14 @@ so every view works the same on either store. Reads are read-only transactions.
 from __future__ import annotations
 
 import os
-import re
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pyarrow as pa
 
 from beam_rtbf.dashboard.data import ANALYTICS_SCHEMA, AnalyticsFilters
 from beam_rtbf.redact import mask_secrets
+from beam_rtbf.sinks.postgres import DEFAULT_TABLE, PASSWORD_ENV, parse_sink
 
 __all__ = ["PostgresAnalytics", "PASSWORD_ENV", "DEFAULT_TABLE", "parse_analytics_url", "AnalyticsUnavailable"]
-
-PASSWORD_ENV = "RTBF_POSTGRES_PASSWORD"
-DEFAULT_TABLE = "rtbf_analytics"
-_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
 
 
 class AnalyticsUnavailable(RuntimeError):
@@ -38,24 +33,15 @@ class AnalyticsUnavailable(RuntimeError):
 
 
 def parse_analytics_url(url: str) -> tuple[str, str]:
-    """(libpq connection URL without ``table``, table name); ValueError for what cannot work."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("postgresql", "postgres"):
-        raise ValueError(f"--analytics must be postgresql://HOST:PORT/DB?table=NAME, not {mask_secrets(url)!r}")
-    if parts.password is not None:
-        raise ValueError(
-            f"--analytics: no password in the URL (it would show in the process list): set ${PASSWORD_ENV}"
-        )
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    table = next((v for k, v in query if k == "table"), DEFAULT_TABLE)
-    if not _TABLE.match(table):
-        raise ValueError(f"--analytics: table {table!r} is not a plain name (letters, digits, _; schema.table allowed)")
-    if any(k == "password" for k, _ in query):
-        raise ValueError(
-            f"--analytics: no password in the URL (it would show in the process list): set ${PASSWORD_ENV}"
-        )
-    rest = urlencode([(k, v) for k, v in query if k != "table"])
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, "")), table
+    """(libpq connection URL without ``table``, table name); ValueError for what cannot work.
+
+    The sink's own parser (``sinks/postgres.parse_sink``): the dashboard reads exactly the tables
+    ``run --analytics_sink`` can write, and refuses a password in the URL the same way."""
+    try:
+        target = parse_sink(url)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("--analytics_sink", "--analytics", 1)) from None
+    return target.conninfo, target.label
 
 
 class PostgresAnalytics:

@@ -32,7 +32,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from beam_rtbf import metrics as rtbf_metrics
-from beam_rtbf.archive.index import lookup_archive_index
+from beam_rtbf.archive.index import FooterCache, lookup_archive_index, shared_footer_cache
 from beam_rtbf.bundling import BundleDoFn
 from beam_rtbf.records import AcceptedRequest, iso_ms
 from beam_rtbf.sinks.files import join, safe_file_name, write_bytes_atomically
@@ -142,11 +142,13 @@ def write_manifests(
     stream_retention_s: int,
     replace: bool = False,
     analytics_sink: str | None = None,
+    footers: FooterCache | None = None,
 ) -> list[dict | None]:
     """Write the manifest of each (request, effective_at_ms); one archive-index scan for all.
 
     A manifest that exists is kept (one per request, ever: idempotent across duplicates and
     re-runs) unless ``replace``; returns the manifest written, or None, per element.
+    ``footers``: index footers kept between calls (``archive/index.FooterCache``).
     """
     paths = [manifest_path(manifests_dir, accepted.request.request_id) for accepted, _ in elements]
     todo = [i for i, path in enumerate(paths) if replace or not FileSystems.exists(path)]
@@ -154,7 +156,7 @@ def write_manifests(
     if not todo:
         return outputs
     subjects = sorted({s for i in todo for s in elements[i][0].request.subject_ids})
-    index = lookup_archive_index(archive_dir, subjects)
+    index = lookup_archive_index(archive_dir, subjects, cache=footers)
     written: set[str] = set()
     for i in todo:
         accepted, effective_at_ms = elements[i]
@@ -211,6 +213,8 @@ class _WriteManifestFn(BundleDoFn):
             self._streams,
             self._stream_retention_s,
             analytics_sink=self._analytics_sink,
+            # A streaming job adds an index file per flush; every bundle of requests looks in all of them.
+            footers=shared_footer_cache(),
         )
         outputs: list[list[dict]] = [[] for _ in elements]
         for i, manifest in enumerate(manifests):

@@ -155,4 +155,12 @@ def recompute_table(
 
 
 def _error(task: AnalyticsTableTask, exc: BaseException) -> str:
-    return mask_secrets(f"{task.uri}: {type(exc).__name__}: {' '.join(str(exc).split())}")[:500]
+    """What a receipt says of a database error: its SQLSTATE and primary message only. The full text's
+    DETAIL and CONTEXT lines can quote a row's values, and a receipt outlives the data it is about."""
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    if primary:
+        text = f"{type(exc).__name__} [{diag.sqlstate}]: {primary}"
+    else:
+        text = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return mask_secrets(f"{task.uri}: {' '.join(text.split())}")[:500]

@@ -331,18 +331,25 @@ def register_run(conn, target: PostgresTarget, run_id: str, staged: bool) -> Non
         )
 
 
+def _set_run_state(cur, target: PostgresTarget, run_id: str, state: str) -> None:
+    """The run's row says ``state`` (inserted if the run never registered)."""
+    from psycopg import sql
+
+    cur.execute(
+        sql.SQL(
+            "INSERT INTO {} (run_id, state) VALUES (%s, %s) "
+            "ON CONFLICT (run_id) DO UPDATE SET state = EXCLUDED.state, updated_at = now()"
+        ).format(_ident(target, "_runs")),
+        (run_id, state),
+    )
+
+
 def publish_run(conn, target: PostgresTarget, run_id: str) -> int:
     """Make a staged run's parts count (idempotent: the ledger calls it again after a crash). Returns parts."""
     from psycopg import sql
 
     with conn.transaction(), conn.cursor() as cur:
-        cur.execute(
-            sql.SQL(
-                "INSERT INTO {} (run_id, state) VALUES (%s, 'committed') "
-                "ON CONFLICT (run_id) DO UPDATE SET state = 'committed', updated_at = now()"
-            ).format(_ident(target, "_runs")),
-            (run_id,),
-        )
+        _set_run_state(cur, target, run_id, COMMITTED)
         cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE run_id = %s").format(_ident(target, "_parts")), (run_id,))
         return int(cur.fetchone()[0])
 
@@ -352,13 +359,7 @@ def discard_run(conn, target: PostgresTarget, run_id: str) -> int:
     from psycopg import sql
 
     with conn.transaction(), conn.cursor() as cur:
-        cur.execute(
-            sql.SQL(
-                "INSERT INTO {} (run_id, state) VALUES (%s, 'abandoned') "
-                "ON CONFLICT (run_id) DO UPDATE SET state = 'abandoned', updated_at = now()"
-            ).format(_ident(target, "_runs")),
-            (run_id,),
-        )
+        _set_run_state(cur, target, run_id, ABANDONED)
         cur.execute(sql.SQL("DELETE FROM {} WHERE run_id = %s").format(_ident(target, "_parts")), (run_id,))
         return cur.rowcount
 
@@ -498,12 +499,6 @@ def replace_windows(
             (starts,),
         )
         deleted = cur.rowcount
-        cur.execute(
-            sql.SQL(
-                "INSERT INTO {} (run_id, state) VALUES (%s, 'committed') "
-                "ON CONFLICT (run_id) DO UPDATE SET state = 'committed', updated_at = now()"
-            ).format(_ident(target, "_runs")),
-            (run_id,),
-        )
+        _set_run_state(cur, target, run_id, COMMITTED)
         _copy_and_merge(cur, target, _unique_by_key(rows))
     return sum(int(r[3]) for r in before), len(before), deleted

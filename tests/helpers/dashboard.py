@@ -109,8 +109,16 @@ class DashboardProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = out.parent / f"dashboard-{self.port}.log"
-        command = [sys.executable, "-m", "beam_rtbf.cli", "dashboard", f"--output={out}", f"--host={host}",
-                   f"--port={self.port}", *extra]
+        command = [
+            sys.executable,
+            "-m",
+            "beam_rtbf.cli",
+            "dashboard",
+            f"--output={out}",
+            f"--host={host}",
+            f"--port={self.port}",
+            *extra,
+        ]
         environment = {**os.environ, **(env or {})}
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT)

@@ -8,30 +8,35 @@ Python (``aggregate_archive``) and against the analytics files.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import apache_beam as beam
 import pyarrow as pa
 import pytest
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-from apache_beam.runners.runner import PipelineResult
 from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming
 
 from beam_rtbf.analytics.aggregate import merge_partials, partial_aggregates, with_iso_windows
 from beam_rtbf.analytics.postgres import _UpsertPanesFn
 from beam_rtbf.cli import main
-from beam_rtbf.job import job_options
 from beam_rtbf.options import locations
-from beam_rtbf.pipeline import RunJob
 from beam_rtbf.sinks import postgres as pg
 from beam_rtbf.sinks.ledger import RunLedger
 from beam_rtbf.testing.postgres_server import PostgresServer
 from tests.helpers.data import sessions as session_batch
+from tests.helpers.postgres_analytics import (
+    ROOT,
+    SECRET,
+    parts,
+    run_flags,
+    run_without_publishing,
+    runs,
+    sessions_file,
+    table_of,
+    view_rows,
+)
 from tests.helpers.purge_setup import (
     FORGOTTEN,
     HOUR,
@@ -46,96 +51,29 @@ from tests.helpers.purge_setup import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ROOT = str(Path(__file__).resolve().parents[2])
-SECRET = "pg-Secret-4711-do-not-log"
 
-
-@pytest.fixture(scope="module")
-def server():
-    db = PostgresServer(password=SECRET)
-    db.start()
-    yield db
-    db.close()
-
-
-@pytest.fixture
-def sink(server, request, monkeypatch) -> str:
-    """A table of this test's own on the module's server; the password in the environment only."""
-    monkeypatch.setenv(pg.PASSWORD_ENV, SECRET)
-    monkeypatch.setenv("RTBF_SUBJECT_HASH_KEY", "test-key")
-    return server.sink_uri("t_" + request.node.name.split("[")[0][5:45])
-
-
-def table_of(uri: str) -> str:
-    return pg.parse_sink(uri).table
-
-
-def view_rows(server: PostgresServer, uri: str) -> dict[tuple[str, str, str], tuple[int, int, float]]:
-    """The table's view as ``analytics_rows`` reads the files: (window_start, action, device) -> figures."""
-    with server.connect() as conn:
-        rows = conn.execute(
-            f"SELECT window_start, action_type, device_type, sessions, distinct_users, avg_secs_elapsed "
-            f"FROM {table_of(uri)}"
-        ).fetchall()
-    return {
-        (start.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z"), a, d): (s, u, round(avg, 6))
-        for start, a, d, s, u, avg in rows
-    }
-
-
-def runs(server: PostgresServer, uri: str) -> dict[str, str]:
-    with server.connect() as conn:
-        return dict(conn.execute(f"SELECT run_id, state FROM {table_of(uri)}_runs").fetchall())
-
-
-def parts(server: PostgresServer, uri: str, run_id: str | None = None) -> int:
-    with server.connect() as conn:
-        query = f"SELECT count(*) FROM {table_of(uri)}_parts" + (" WHERE run_id = %s" if run_id else "")
-        return conn.execute(query, (run_id,) if run_id else ()).fetchone()[0]
-
-
-def sessions_file(tmp_path: Path) -> Path:
-    data = tmp_path / "data"
-    data.mkdir(exist_ok=True)
-    path = data / "sessions.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in sample_sessions()))
-    (data / "empty.jsonl").write_text("")
-    return path
-
-
-def run_flags(tmp_path: Path, sink: str, sessions: Path) -> list[str]:
-    return [
-        f"--sessions=file://{sessions}",
-        f"--requests=file://{sessions.parent / 'empty.jsonl'}",
-        f"--output={tmp_path / 'out'}",
-        f"--registry=embedded://{tmp_path / 'registry.sqlite'}",
-        f"--analytics_sink={sink}",
-        "--dedupe=off",
-    ]
-
-
-def test_a_run_writes_exactly_the_windows_of_the_files_and_a_rerun_counts_nothing_twice(server, sink, tmp_path):
+def test_a_run_writes_exactly_the_windows_of_the_files_and_a_rerun_counts_nothing_twice(pg_server, pg_sink, tmp_path):
     sessions = sessions_file(tmp_path)
-    flags = run_flags(tmp_path, sink, sessions)
+    flags = run_flags(tmp_path, pg_sink, sessions)
     out = tmp_path / "out"
     assert main(["run", *flags]) == 0
     expected = aggregate_archive(out)
     assert len(expected) == 22 and sum(v[0] for v in expected.values()) == len(sample_sessions())
-    assert view_rows(server, sink) == analytics_rows(out) == expected
+    assert view_rows(pg_server, pg_sink) == analytics_rows(out) == expected
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["analytics_db_rows"] == 22 and summary["analytics_sink"] == sink
-    (run_id,) = runs(server, sink)
-    assert runs(server, sink) == {run_id: "committed"} and run_id == summary["run_id"]
+    assert summary["analytics_db_rows"] == 22 and summary["analytics_sink"] == pg_sink
+    (run_id,) = runs(pg_server, pg_sink)
+    assert runs(pg_server, pg_sink) == {run_id: "committed"} and run_id == summary["run_id"]
 
     # The same input again: the ledger makes it a no-op, in the table too.
     assert main(["run", *flags]) == 0
-    assert view_rows(server, sink) == expected and len(runs(server, sink)) == 1
+    assert view_rows(pg_server, pg_sink) == expected and len(runs(pg_server, pg_sink)) == 1
 
     # --append: the same data added on purpose counts twice, as in the files (a part per run).
     assert main(["run", *flags, "--append"]) == 0
     doubled = {k: (2 * s, 2 * u, avg) for k, (s, u, avg) in expected.items()}
-    assert view_rows(server, sink) == doubled
-    assert sorted(runs(server, sink).values()) == ["committed", "committed"]
+    assert view_rows(pg_server, pg_sink) == doubled
+    assert sorted(runs(pg_server, pg_sink).values()) == ["committed", "committed"]
 
 
 def _pane(batch_rows: list[tuple[str, int]], window_ms: int = 60_000) -> pa.Table:
@@ -155,42 +93,31 @@ def _deliver(uri: str, run_id: str, pane: pa.Table, index: int) -> None:
     fn.teardown()
 
 
-def test_a_retried_bundle_replaces_its_rows_and_a_late_pane_adds_its_own(server, sink):
+def test_a_retried_bundle_replaces_its_rows_and_a_late_pane_adds_its_own(pg_server, pg_sink):
     on_time = _pane([("a", T0 + 1_000), ("b", T0 + 2_000), ("a", T0 + 3_000)])
     late = _pane([("c", T0 + 4_000)])
     key = ("2026-01-01T00:00:00.000Z", "view", "iPhone")
-    _deliver(sink, "s-1", on_time, 0)
-    _deliver(sink, "s-1", on_time, 0)  # the runner retried the bundle after the write
-    assert view_rows(server, sink) == {key: (3, 2, 10.0)}
-    _deliver(sink, "s-1", late, 1)  # a late pane: only its own sessions (discarding mode)
-    _deliver(sink, "s-1", late, 1)  # ... delivered twice
-    assert view_rows(server, sink) == {key: (4, 3, 10.0)}
-    assert parts(server, sink, "s-1") == 2
+    _deliver(pg_sink, "s-1", on_time, 0)
+    _deliver(pg_sink, "s-1", on_time, 0)  # the runner retried the bundle after the write
+    assert view_rows(pg_server, pg_sink) == {key: (3, 2, 10.0)}
+    _deliver(pg_sink, "s-1", late, 1)  # a late pane: only its own sessions (discarding mode)
+    _deliver(pg_sink, "s-1", late, 1)  # ... delivered twice
+    assert view_rows(pg_server, pg_sink) == {key: (4, 3, 10.0)}
+    assert parts(pg_server, pg_sink, "s-1") == 2
 
 
-def _run_without_publishing(flags: list[str]) -> tuple[RunJob, PipelineResult]:
-    """A bounded run whose pipeline finished and whose driver died before the ledger published (kill -9)."""
-    job = RunJob(job_options(flags))
-    assert job.prepare("FnApiRunner") is None
-    pipeline = beam.Pipeline(runner=FnApiRunner(), options=job.options)
-    job.build(pipeline)
-    result = pipeline.run()
-    result.wait_until_finish()
-    return job, result
-
-
-def test_a_run_killed_before_it_published_is_invisible_and_its_rerun_counts_once(server, sink, tmp_path):
+def test_a_run_killed_before_it_published_is_invisible_and_its_rerun_counts_once(pg_server, pg_sink, tmp_path):
     sessions = sessions_file(tmp_path)
-    flags = run_flags(tmp_path, sink, sessions)
-    dead, _ = _run_without_publishing(flags)
+    flags = run_flags(tmp_path, pg_sink, sessions)
+    dead, _ = run_without_publishing(flags)
     dead_run = dead.record["run_id"]
-    assert parts(server, sink, dead_run) == 22  # written, but staged:
-    assert runs(server, sink) == {dead_run: "staged"} and view_rows(server, sink) == {}
+    assert parts(pg_server, pg_sink, dead_run) == 22  # written, but staged:
+    assert runs(pg_server, pg_sink) == {dead_run: "staged"} and view_rows(pg_server, pg_sink) == {}
 
     assert main(["run", *flags]) == 0  # recovery deletes the dead run's rows; the re-run writes its own
     out = tmp_path / "out"
-    assert view_rows(server, sink) == analytics_rows(out) == aggregate_archive(out)
-    assert parts(server, sink, dead_run) == 0 and runs(server, sink)[dead_run] == "abandoned"
+    assert view_rows(pg_server, pg_sink) == analytics_rows(out) == aggregate_archive(out)
+    assert parts(pg_server, pg_sink, dead_run) == 0 and runs(pg_server, pg_sink)[dead_run] == "abandoned"
 
 
 def test_a_publish_the_database_interrupted_is_finished_by_the_next_run(tmp_path, monkeypatch):
@@ -200,7 +127,7 @@ def test_a_publish_the_database_interrupted_is_finished_by_the_next_run(tmp_path
         monkeypatch.setenv(pg.PASSWORD_ENV, SECRET)
         uri = db.sink_uri()
         flags = run_flags(tmp_path, uri, sessions_file(tmp_path))
-        job, result = _run_without_publishing(flags)
+        job, result = run_without_publishing(flags)
         db.stop()
         with pytest.raises(pg.AnalyticsSinkUnavailable, match="analytics sink .* unavailable"):
             job.finish(result, 1.0, None)  # the ledger's publish: the files, then the table
@@ -216,17 +143,17 @@ def test_a_publish_the_database_interrupted_is_finished_by_the_next_run(tmp_path
         db.close()
 
 
-def test_purge_recomputes_the_rows_that_counted_the_subjects_and_the_receipt_says_so(server, sink, tmp_path):
-    setup = build(tmp_path / "a", f"embedded://{tmp_path / 'reg.sqlite'}", extra=[f"--analytics_sink={sink}"])
-    before = view_rows(server, sink)
+def test_purge_recomputes_the_rows_that_counted_the_subjects_and_the_receipt_says_so(pg_server, pg_sink, tmp_path):
+    setup = build(tmp_path / "a", f"embedded://{tmp_path / 'reg.sqlite'}", extra=[f"--analytics_sink={pg_sink}"])
+    before = view_rows(pg_server, pg_sink)
     assert before == analytics_rows(setup.out) == aggregate_archive(setup.out)
     # The manifest names the table and the windows of its rows that counted the subject.
     tables = manifest(setup.out, "req-a")["locations"]["analytics_tables"]
     windows = manifest(setup.out, "req-a")["locations"]["analytics_windows"]
-    assert tables == [{"uri": sink, "table": table_of(sink), "rows": tables[0]["rows"], "windows": windows}]
+    assert tables == [{"uri": pg_sink, "table": table_of(pg_sink), "rows": tables[0]["rows"], "windows": windows}]
 
     assert setup.purge() == 0
-    after = view_rows(server, sink)
+    after = view_rows(pg_server, pg_sink)
     assert after == analytics_rows(setup.out) == aggregate_archive(setup.out)
     assert sum(v[0] for v in after.values()) == sum(setup.expected_after.values())
 
@@ -240,7 +167,7 @@ def test_purge_recomputes_the_rows_that_counted_the_subjects_and_the_receipt_say
     assert location["sessions_before"] - location["sessions_after"] == sum(setup.subject_records.values()) == 29
     assert location["verified"] is True and location["status"] == "recomputed" and receipt["status"] == "verified"
     assert location["verification"].startswith("re-read after commit:")
-    purge_runs = [r for r, state in runs(server, sink).items() if r.startswith("purge-") and state == "committed"]
+    purge_runs = [r for r, state in runs(pg_server, pg_sink).items() if r.startswith("purge-") and state == "committed"]
     assert len(purge_runs) == 1
 
 
@@ -277,13 +204,13 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def test_the_password_reaches_no_log_and_no_file(server, sink, tmp_path):
+def test_the_password_reaches_no_log_and_no_file(pg_server, pg_sink, tmp_path):
     env = {**os.environ, pg.PASSWORD_ENV: SECRET, "RTBF_SUBJECT_HASH_KEY": "test-key", "PYTHONPATH": ROOT}
     sessions = sessions_file(tmp_path)
     requests = tmp_path / "data" / "requests.jsonl"
     requests.write_text(json.dumps({"request_id": "r1", "subject_id": "bob", "requested_at": T0 + 4 * HOUR}) + "\n")
     out = tmp_path / "out"
-    common = [f"--output={out}", f"--registry=embedded://{tmp_path / 'reg.sqlite'}", f"--analytics_sink={sink}"]
+    common = [f"--output={out}", f"--registry=embedded://{tmp_path / 'reg.sqlite'}", f"--analytics_sink={pg_sink}"]
     logs = []
     for done in (
         _cli("run", *common, f"--sessions=file://{sessions}", f"--requests=file://{sessions.parent / 'empty.jsonl'}", env=env),
@@ -297,7 +224,7 @@ def test_the_password_reaches_no_log_and_no_file(server, sink, tmp_path):
     # Wrong password, and a password put in the URI: one line each, exit 2, and the secret never shown.
     wrong = _cli("run", *common, f"--sessions=file://{sessions}", "--append", env={**env, pg.PASSWORD_ENV: "nope-x"})
     assert wrong.returncode == 2 and "password authentication failed" in wrong.stderr
-    with_password = sink.replace("rtbf@", f"rtbf:{SECRET}@")
+    with_password = pg_sink.replace("rtbf@", f"rtbf:{SECRET}@")
     in_uri = _cli("run", *common[:2], f"--analytics_sink={with_password}", env=env)
     assert in_uri.returncode == 2 and "a password in the URI is refused" in in_uri.stderr
     logs += [wrong.stdout + wrong.stderr, in_uri.stdout + in_uri.stderr]
@@ -305,11 +232,11 @@ def test_the_password_reaches_no_log_and_no_file(server, sink, tmp_path):
     for path in out.rglob("*"):
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
-    assert SECRET not in server.log_text()
+    assert SECRET not in pg_server.log_text()
 
 
-def test_the_schema_is_created_once_migrated_and_never_takes_over_a_foreign_table(server, sink):
-    target = pg.parse_sink(sink)
+def test_the_schema_is_created_once_migrated_and_never_takes_over_a_foreign_table(pg_server, pg_sink):
+    target = pg.parse_sink(pg_sink)
     with pg.connection(target) as conn:
         assert pg.ensure_schema(conn, target) == 0
         assert pg.ensure_schema(conn, target) == pg.SCHEMA_VERSION  # already there: nothing done
@@ -317,6 +244,6 @@ def test_the_schema_is_created_once_migrated_and_never_takes_over_a_foreign_tabl
         with pytest.raises(ValueError, match="schema version 99, written by a newer beam-rtbf"):
             pg.ensure_schema(conn, target)
         conn.execute(f"CREATE TABLE {target.table}_x (a int)")
-    foreign = pg.parse_sink(sink.replace(f"table={target.table}", f"table={target.table}_x"))
+    foreign = pg.parse_sink(pg_sink.replace(f"table={target.table}", f"table={target.table}_x"))
     with pg.connection(foreign) as conn, pytest.raises(ValueError, match="was not created by beam-rtbf"):
         pg.ensure_schema(conn, foreign)

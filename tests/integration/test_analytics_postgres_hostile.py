@@ -11,46 +11,32 @@ import pytest
 from beam_rtbf.cli import main
 from beam_rtbf.sinks import postgres as pg
 from beam_rtbf.testing.postgres_server import PostgresServer
-from tests.helpers.purge_setup import aggregate_archive, analytics_rows, build, read_receipt
-from tests.integration.test_analytics_postgres import (
+from tests.helpers.postgres_analytics import (
     ROOT,
     SECRET,
-    _run_without_publishing,
     run_flags,
+    run_without_publishing,
     runs,
     sessions_file,
     view_rows,
 )
+from tests.helpers.purge_setup import aggregate_archive, analytics_rows, build, read_receipt
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+TABLE_PREFIX = "h_"  # tables of their own on a server shared with nothing else
 
 
-@pytest.fixture(scope="module")
-def server():
-    db = PostgresServer(password=SECRET)
-    db.start()
-    yield db
-    db.close()
-
-
-@pytest.fixture
-def sink(server, request, monkeypatch) -> str:
-    monkeypatch.setenv(pg.PASSWORD_ENV, SECRET)
-    monkeypatch.setenv("RTBF_SUBJECT_HASH_KEY", "test-key")
-    return server.sink_uri("h_" + request.node.name[5:40])
-
-
-def _drop_all(server: PostgresServer, table: str) -> None:
-    with server.connect() as conn:
+def _drop_all(pg_server: PostgresServer, table: str) -> None:
+    with pg_server.connect() as conn:
         conn.execute(f'DROP VIEW IF EXISTS "{table}"')
         for suffix in ("_parts", "_runs", "_meta"):
             conn.execute(f'DROP TABLE IF EXISTS "{table}{suffix}"')
 
 
-def test_a_schema_that_does_not_exist_is_one_line_and_leaves_no_run(server, sink, tmp_path):
+def test_a_schema_that_does_not_exist_is_one_line_and_leaves_no_run(pg_server, pg_sink, tmp_path):
     import os
 
-    missing = sink.replace("table=", "table=nosuch.")
+    missing = pg_sink.replace("table=", "table=nosuch.")
     flags = run_flags(tmp_path, missing, sessions_file(tmp_path))
     env = {**os.environ, pg.PASSWORD_ENV: SECRET, "PYTHONPATH": ROOT}
     done = subprocess.run(
@@ -65,19 +51,19 @@ def test_a_schema_that_does_not_exist_is_one_line_and_leaves_no_run(server, sink
     assert not ledger.exists() or not list(ledger.glob("*.json"))  # a refused database leaves no run behind
 
 
-def test_tables_dropped_under_a_dead_run_do_not_stop_its_recovery(server, sink, tmp_path):
-    flags = run_flags(tmp_path, sink, sessions_file(tmp_path))
-    dead, _ = _run_without_publishing(flags)
-    _drop_all(server, pg.parse_sink(sink).table)  # someone dropped the analytics tables meanwhile
+def test_tables_dropped_under_a_dead_run_do_not_stop_its_recovery(pg_server, pg_sink, tmp_path):
+    flags = run_flags(tmp_path, pg_sink, sessions_file(tmp_path))
+    dead, _ = run_without_publishing(flags)
+    _drop_all(pg_server, pg.parse_sink(pg_sink).table)  # someone dropped the analytics tables meanwhile
     assert main(["run", *flags]) == 0  # recovery discards the dead run (tables created again), the re-run writes
     out = tmp_path / "out"
-    assert view_rows(server, sink) == analytics_rows(out) == aggregate_archive(out)
-    assert runs(server, sink)[dead.record["run_id"]] == "abandoned"
+    assert view_rows(pg_server, pg_sink) == analytics_rows(out) == aggregate_archive(out)
+    assert runs(pg_server, pg_sink)[dead.record["run_id"]] == "abandoned"
 
 
-def test_purge_after_the_tables_were_dropped_verifies_what_is_there(server, sink, tmp_path):
-    setup = build(tmp_path / "a", f"embedded://{tmp_path / 'reg.sqlite'}", extra=[f"--analytics_sink={sink}"])
-    _drop_all(server, pg.parse_sink(sink).table)
+def test_purge_after_the_tables_were_dropped_verifies_what_is_there(pg_server, pg_sink, tmp_path):
+    setup = build(tmp_path / "a", f"embedded://{tmp_path / 'reg.sqlite'}", extra=[f"--analytics_sink={pg_sink}"])
+    _drop_all(pg_server, pg.parse_sink(pg_sink).table)
     assert setup.purge() == 0
     receipt = read_receipt(setup.out, "req-a")
     (location,) = [loc for loc in receipt["locations"] if loc["kind"] == "analytics_table"]
@@ -120,10 +106,10 @@ def test_the_database_lost_mid_run_fails_the_run_claims_nothing_and_the_rerun_co
         db.close()
 
 
-def test_a_purge_keeps_the_staged_parts_of_a_run_in_flight_which_then_count_once(server, sink):
+def test_a_purge_keeps_the_staged_parts_of_a_run_in_flight_which_then_count_once(pg_server, pg_sink):
     """A purge recomputing windows that a running (staged) run also writes deleted that run's parts: once
     the run published, the table lacked its sessions while its files had them."""
-    target = pg.parse_sink(sink)
+    target = pg.parse_sink(pg_sink)
     window = ("2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z")
     with pg.connection(target) as conn:
         pg.ensure_schema(conn, target)
@@ -140,3 +126,23 @@ def test_a_purge_keeps_the_staged_parts_of_a_run_in_flight_which_then_count_once
         assert [r[3] for r in pg.window_rows(conn, target, [start_ms])] == [3]
         pg.publish_run(conn, target, "live")
         assert [r[3:5] for r in pg.window_rows(conn, target, [start_ms])] == [(5, 5)]  # 3 recomputed + 2 live
+
+
+def test_a_database_error_in_a_receipt_keeps_its_code_and_message_but_not_the_values_it_quotes(pg_server):
+    """PostgreSQL's DETAIL lines quote row values ("Key (k)=(...) already exists"); a receipt outlives
+    the data, so it keeps the error's SQLSTATE and primary message only."""
+    import psycopg
+
+    from beam_rtbf.purge.analytics_table import AnalyticsTableTask, _error
+
+    with pg_server.connect() as conn:
+        conn.execute("CREATE TEMP TABLE quoted (k text PRIMARY KEY)")
+        conn.execute("INSERT INTO quoted VALUES ('alice@example.com')")
+        with pytest.raises(psycopg.errors.UniqueViolation) as caught:
+            conn.execute("INSERT INTO quoted VALUES ('alice@example.com')")
+    assert "alice@example.com" in str(caught.value)  # the full text does quote it
+    text = _error(AnalyticsTableTask("postgresql://127.0.0.1:1/db?table=t", (), ()), caught.value)
+    assert text == (
+        "postgresql://127.0.0.1:1/db?table=t: UniqueViolation [23505]: "
+        'duplicate key value violates unique constraint "quoted_pkey"'
+    )

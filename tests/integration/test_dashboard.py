@@ -88,7 +88,9 @@ def _analytics_sessions(out: Path, device: str | None = None) -> int:
 
 
 def _table(page, selector: str) -> list[list[str]]:
-    return page.eval_on_selector_all(f"{selector} tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.innerText))")
+    return page.eval_on_selector_all(
+        f"{selector} tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.innerText))"
+    )
 
 
 def test_dashboard_shows_the_run_exactly_and_no_identifier(run, dashboard, screens):
@@ -205,14 +207,19 @@ def test_dashboard_shows_the_run_exactly_and_no_identifier(run, dashboard, scree
     leaks += [("DOM", pattern.search(dom).group()) for dom in doms if pattern.search(dom)]
     assert leaks == []
     # The check itself finds an identifier where one is.
-    assert pattern.search(f'<td>{run.identifiers[0]}</td>') and pattern.search('"u0000011"')
+    assert pattern.search(f"<td>{run.identifiers[0]}</td>") and pattern.search('"u0000011"')
 
 
 def test_token_required_off_loopback(run):
     token = "dashboard-test-token-0123456789abcdef"
     probe = subprocess.run(
-        [*netns_prefix(), sys.executable, str(ROOT / "tests" / "helpers" / "dashboard_token_probe.py"), str(run.out),
-         token],
+        [
+            *netns_prefix(),
+            sys.executable,
+            str(ROOT / "tests" / "helpers" / "dashboard_token_probe.py"),
+            str(run.out),
+            token,
+        ],
         capture_output=True,
         text=True,
         timeout=180,

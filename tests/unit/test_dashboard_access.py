@@ -88,8 +88,9 @@ def test_command_refuses_a_missing_folder_and_a_bad_port(tmp_path, capsys):
     assert "is not a TCP port" in capsys.readouterr().err
     assert main(["dashboard", f"--output={tmp_path}", "--analytics", "postgresql://u:pw@h:5432/db"]) == 2
     assert capsys.readouterr().err == (
-        "beam-rtbf dashboard: --analytics: no password in the URL (it would show in the process list): "
-        "set $RTBF_POSTGRES_PASSWORD\n"
+        "beam-rtbf dashboard: --analytics postgresql://u:***@h:5432/db: a password in the URI is refused (it "
+        "would reach shell history, logs and manifests); put it in $RTBF_POSTGRES_PASSWORD, ~/.pgpass or a libpq "
+        "service file\n"
     )
 
 
@@ -101,9 +102,11 @@ def test_analytics_url():
     assert parse_analytics_url("postgresql://h/db") == ("postgresql://h/db", "rtbf_analytics")
     assert parse_analytics_url("postgresql://h/db?table=metrics.windows")[1] == "metrics.windows"
     for bad, message in [
-        ("mysql://h/db", "must be postgresql://"),
-        ("postgresql://h/db?table=x;drop", "not a plain name"),
-        ("postgresql://h/db?password=p", "no password"),
+        ("mysql://h/db", "expected postgresql://"),
+        ("postgresql://h/db?table=x;drop", "must be NAME or SCHEMA.NAME"),
+        ("postgresql://h/db?password=p", "a password parameter is refused"),
+        # the sink's limit (room for its _parts/_runs/_meta suffixes): a table it cannot have written
+        ("postgresql://h/db?table=" + "a" * 49, "at most 48 characters"),
     ]:
         with pytest.raises(ValueError, match=message):
             parse_analytics_url(bad)

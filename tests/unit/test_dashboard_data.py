@@ -38,7 +38,11 @@ def _row(minute: int, action: str, device: str, sessions: int, users: int, avg: 
     }
 
 
-ROWS_H0 = [_row(0, "view", "iPhone", 4, 3, 10.0), _row(0, "click", "iPhone", 2, 2, 40.0), _row(5, "view", "Mac", 1, 1, 7.5)]
+ROWS_H0 = [
+    _row(0, "view", "iPhone", 4, 3, 10.0),
+    _row(0, "click", "iPhone", 2, 2, 40.0),
+    _row(5, "view", "Mac", 1, 1, 7.5),
+]
 ROWS_H1 = [_row(60, "view", "iPhone", 3, 3, 20.0), _row(61, "click", "Mac", 5, 4, 2.0)]
 
 
@@ -50,7 +54,9 @@ def analytics_out(tmp_path: Path) -> Path:
     (out / "analytics/dt=2026-01-01/hour=01/empty.jsonl").write_text("")
     # Not published: a temporary of an atomic write, and a bounded run's staging folder.
     _write_jsonl(out / "analytics/dt=2026-01-01/hour=01/.tmp-abc-pane.jsonl", [_row(62, "view", "Mac", 99, 9, 1.0)])
-    _write_jsonl(out / "analytics/_staging/r2/dt=2026-01-01/hour=01/pane-r2.jsonl", [_row(62, "view", "Mac", 99, 9, 1.0)])
+    _write_jsonl(
+        out / "analytics/_staging/r2/dt=2026-01-01/hour=01/pane-r2.jsonl", [_row(62, "view", "Mac", 99, 9, 1.0)]
+    )
     return out
 
 
@@ -93,20 +99,45 @@ def test_analytics_series_per_hour_and_window(analytics_out):
 
 def test_run_figures_latest_runs_and_purges(tmp_path):
     out = tmp_path / "out"
-    summary = {"sessions_in": 10, "clean": 6, "suppressed": 3, "dead_lettered": 1, "sessions_per_s": 5.5,
-               "elapsed_s": 2.0, "runner": "FnApiRunner", "mode": "bounded", "run_id": "r2",
-               "registry": "redis://:secret@host:6379/0", "sessions": "kafka://broker/topic"}
+    summary = {
+        "sessions_in": 10,
+        "clean": 6,
+        "suppressed": 3,
+        "dead_lettered": 1,
+        "sessions_per_s": 5.5,
+        "elapsed_s": 2.0,
+        "runner": "FnApiRunner",
+        "mode": "bounded",
+        "run_id": "r2",
+        "registry": "redis://:secret@host:6379/0",
+        "sessions": "kafka://broker/topic",
+    }
     out.mkdir()
     (out / "summary.json").write_text(json.dumps(summary))
     (out / "_runs").mkdir()
     for run_id, started, sessions_in in (("r1", "2026-01-01T00:00:00.000Z", 7), ("r2", "2026-01-02T00:00:00.000Z", 10)):
-        record = {"run_id": run_id, "state": "committed", "started_at": started, "committed_at": started,
-                  "summary": {**summary, "sessions_in": sessions_in}}
+        record = {
+            "run_id": run_id,
+            "state": "committed",
+            "started_at": started,
+            "committed_at": started,
+            "summary": {**summary, "sessions_in": sessions_in},
+        }
         (out / "_runs" / f"{run_id}.json").write_text(json.dumps(record))
     (out / "receipts" / "_runs").mkdir(parents=True)
-    (out / "receipts/_runs/20260103T000000Z-aa-summary.json").write_text(json.dumps(
-        {"run": "20260103T000000Z-aa", "requests_pending": 3, "verified": 2, "incomplete": ["x"], "blocked": [],
-         "archive_records_removed": 12, "elapsed_s": 1.5}))
+    (out / "receipts/_runs/20260103T000000Z-aa-summary.json").write_text(
+        json.dumps(
+            {
+                "run": "20260103T000000Z-aa",
+                "requests_pending": 3,
+                "verified": 2,
+                "incomplete": ["x"],
+                "blocked": [],
+                "archive_records_removed": 12,
+                "elapsed_s": 1.5,
+            }
+        )
+    )
     figures = data.run_figures(out)
     assert figures.latest["sessions_in"] == 10 and figures.latest["dead_lettered"] == 1
     assert "registry" not in figures.latest and "sessions" not in figures.latest  # URIs may hold secrets
@@ -134,32 +165,63 @@ def _requests_out(tmp_path: Path) -> tuple[Path, EmbeddedRegistry, dict[str, Era
     for key in ("done", "late"):
         a = accepted[key]
         registry.record_event(a.request.request_id, "suppressed", a.accepted_at_ms + 250 * (1 if key == "done" else 4))
-        body = {"manifest_version": 1, "request_id": a.request.request_id, "subject_ids": list(a.request.subject_ids),
-                "regulation": "gdpr", "requested_at": iso_ms(a.request.requested_at_ms),
-                "accepted_at": iso_ms(a.accepted_at_ms),
-                "effective_at": iso_ms(a.accepted_at_ms + 250 * (1 if key == "done" else 4)),
-                "deadline": iso_ms(a.request.deadline_ms), "status": "pending", "locations": {}}
+        body = {
+            "manifest_version": 1,
+            "request_id": a.request.request_id,
+            "subject_ids": list(a.request.subject_ids),
+            "regulation": "gdpr",
+            "requested_at": iso_ms(a.request.requested_at_ms),
+            "accepted_at": iso_ms(a.accepted_at_ms),
+            "effective_at": iso_ms(a.accepted_at_ms + 250 * (1 if key == "done" else 4)),
+            "deadline": iso_ms(a.request.deadline_ms),
+            "status": "pending",
+            "locations": {},
+        }
         path = Path(manifest_path(str(out / "manifests"), a.request.request_id))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(body))
     done = accepted["done"]
     registry.record_event(done.request.request_id, "purged", done.accepted_at_ms + 5000, "archive 3 records")
-    registry.record_event(done.request.request_id, "verified", done.accepted_at_ms + 5001, "receipt erase-alice_...json")
+    registry.record_event(
+        done.request.request_id, "verified", done.accepted_at_ms + 5001, "receipt erase-alice_...json"
+    )
     receipt = {
         "request_id": done.request.request_id,
         "subject_hash": HASHER.hash("alice"),
         "alias_hashes": [HASHER.hash("alice@example.com")],
-        "regulation": "gdpr", "deadline": iso_ms(done.request.deadline_ms), "purge_run": "p1", "status": "verified",
+        "regulation": "gdpr",
+        "deadline": iso_ms(done.request.deadline_ms),
+        "purge_run": "p1",
+        "status": "verified",
         "records_removed": {"archive_partition": 3, "index": 2, "deadletter": 1},
         "locations": [
-            {"kind": "archive_partition", "path": "dt=2026-01-01/hour=00/part-a.parquet", "status": "rewritten",
-             "records_removed": 3, "records_after": 7, "verified": True,
-             "verification": "re-scan found 0 records of the subject", "at": "t", "secret_field": "alice"},
-            {"kind": "api", "location": "https://api.example/erase", "status": "failed", "verified": False,
-             "reason": "HTTP 500: no such user alice@example.com"},
+            {
+                "kind": "archive_partition",
+                "path": "dt=2026-01-01/hour=00/part-a.parquet",
+                "status": "rewritten",
+                "records_removed": 3,
+                "records_after": 7,
+                "verified": True,
+                "verification": "re-scan found 0 records of the subject",
+                "at": "t",
+                "secret_field": "alice",
+            },
+            {
+                "kind": "api",
+                "location": "https://api.example/erase",
+                "status": "failed",
+                "verified": False,
+                "reason": "HTTP 500: no such user alice@example.com",
+            },
         ],
-        "verification": {"passed": True, "found": 0, "found_in": [], "unreadable": [], "method": "scan",
-                         "scanned": {"rows": 20, "archive_files": 2, "index_files": 1, "deadletter_files": 1}},
+        "verification": {
+            "passed": True,
+            "found": 0,
+            "found_in": [],
+            "unreadable": [],
+            "method": "scan",
+            "scanned": {"rows": 20, "archive_files": 2, "index_files": 1, "deadletter_files": 1},
+        },
         "completed_at": "c",
     }
     path = Path(receipt_path(str(out / "receipts"), done.request.request_id))
@@ -168,15 +230,29 @@ def _requests_out(tmp_path: Path) -> tuple[Path, EmbeddedRegistry, dict[str, Era
     return out, registry, requests
 
 
-RAW_IDS = ["alice", "alice@example.com", "bob", "carol", "dave", "erase-alice@example.com", "req-bob", "req-carol",
-           "req-dave"]
+RAW_IDS = [
+    "alice",
+    "alice@example.com",
+    "bob",
+    "carol",
+    "dave",
+    "erase-alice@example.com",
+    "req-bob",
+    "req-carol",
+    "req-dave",
+]
 
 
 def test_requests_table_by_deadline_with_status_counts(tmp_path):
     out, registry, requests = _requests_out(tmp_path)
     view = data.requests_table(out, registry, NOW, HASHER)
     by_ref = {request_ref(HASHER, r.request_id): k for k, r in requests.items()}
-    assert [by_ref[r.ref] for r in view.rows] == ["done", "late", "open", "ccpa"]  # deadlines: Jan 31, Feb 1, Mar 7, Mar 8
+    assert [by_ref[r.ref] for r in view.rows] == [
+        "done",
+        "late",
+        "open",
+        "ccpa",
+    ]  # deadlines: Jan 31, Feb 1, Mar 7, Mar 8
     assert view.counts_by_status == {"received": 2, "suppressed": 1, "verified": 1}
     assert view.overdue == 1
     rows = {by_ref[r.ref]: r for r in view.rows}
@@ -197,8 +273,10 @@ def test_latencies_from_the_manifests(tmp_path):
     out, registry, _ = _requests_out(tmp_path)
     lat = data.latencies(data.requests_table(out, registry, NOW, HASHER).rows)
     assert lat.values_s == [0.25, 1.0] and lat.p50_s == 0.25 and lat.p99_s == 1.0 and lat.max_s == 1.0
-    rows = [data.RequestRow("r", "h", "gdpr", "x", None, 0, ms, None, None, None, None, False, None, False)
-            for ms in range(1000, 101_000, 1000)]  # 1..100 s
+    rows = [
+        data.RequestRow("r", "h", "gdpr", "x", None, 0, ms, None, None, None, None, False, None, False)
+        for ms in range(1000, 101_000, 1000)
+    ]  # 1..100 s
     lat = data.latencies(rows)
     assert (lat.count, lat.p50_s, lat.p99_s, lat.max_s) == (100, 50.0, 99.0, 100.0)
     assert data.latencies([]) == data.Latencies([], None, None, None)
@@ -295,11 +373,15 @@ def test_load_hasher_creates_no_key_file(tmp_path, monkeypatch):
     "reason, category",
     [
         ("bad UTF-8 at byte 12", "bad UTF-8 at byte N"),
-        ("malformed JSON: Expecting value: line 1 column 35 (char 34)",
-         "malformed JSON: Expecting value: line N column N (char N)"),
-        ("bad event_time: not RFC 3339 or epoch millis in [0, year 9999]",
-         "bad event_time: not RFC 3339 or epoch millis in [0, year 9999]"),
-        ("bad time \"x\\\"y\" here", "bad time '…' here"),
+        (
+            "malformed JSON: Expecting value: line 1 column 35 (char 34)",
+            "malformed JSON: Expecting value: line N column N (char N)",
+        ),
+        (
+            "bad event_time: not RFC 3339 or epoch millis in [0, year 9999]",
+            "bad event_time: not RFC 3339 or epoch millis in [0, year 9999]",
+        ),
+        ('bad time "x\\"y" here', "bad time '…' here"),
         ("", "no reason given"),
     ],
 )

@@ -115,3 +115,67 @@ def test_an_older_index_file_rewritten_by_a_purge_keeps_its_order_and_gains_a_fo
     for user in ("user-8", "User-10@Example.com", "user-7"):
         expected = rows.filter(keep).filter(pc.equal(rows.filter(keep).column("user_id"), user))
         assert _sorted(lookup_archive_index(archive, [user])) == _sorted(expected)
+
+
+def test_an_identifier_the_filters_rule_out_reads_no_row_group_and_one_present_is_still_found(tmp_path, small_buckets):
+    archive = str(tmp_path / "archive")
+    rows = _index_rows(5_000, files=7)
+    paths = write_index_files(os.path.join(archive, INDEX_DIR), "part-r1", rows)
+    absent = [f"nobody-{i}" for i in range(20)]
+    lookups = [lookup_index_file(p, absent, lookup_hashes(absent), ["path"]) for p in paths]
+    assert [look.row_groups_read for look in lookups] == [0] * len(paths)  # footers only
+    assert all(look.rows.num_rows == 0 for look in lookups)
+    present = [lookup_index_file(p, ["user-7"], lookup_hashes(["user-7"]), ["path"]) for p in paths]
+    assert sum(look.rows.num_rows for look in present) == 3 and sum(look.row_groups_read for look in present) >= 1
+
+
+def test_the_footer_cache_answers_as_the_files_do_opens_nothing_it_rules_out_and_sees_a_rewrite(
+    tmp_path, small_buckets, monkeypatch
+):
+    from apache_beam.io.filesystems import FileSystems
+
+    from beam_rtbf.archive.index import FooterCache
+
+    archive = str(tmp_path / "archive")
+    rows = _index_rows(5_000, files=7)
+    write_index_files(os.path.join(archive, INDEX_DIR), "part-r1", rows)
+    cache = FooterCache()
+    wanted = ["user-7", "User-10@Example.com", "nobody"]
+    expected = _sorted(lookup_archive_index(archive, wanted))
+    assert _sorted(lookup_archive_index(archive, wanted, cache=cache)) == expected and len(expected) == 4
+    assert len(cache) == 5  # every bucket file's footer
+
+    opened = []
+    real_open = FileSystems.open
+    monkeypatch.setattr(FileSystems, "open", lambda path, *a, **k: opened.append(path) or real_open(path, *a, **k))
+    assert lookup_archive_index(archive, ["nobody", "nobody-else"], cache=cache).num_rows == 0
+    assert opened == []  # the cached footers and filters answered
+    assert _sorted(lookup_archive_index(archive, wanted, cache=cache)) == expected
+    assert 1 <= len(opened) <= 2  # only the bucket files that may hold them
+
+    # A purge rewrites a file in place (new size and time): the cache reads it again, never answers from the old footer.
+    (holder,) = [
+        p
+        for p in glob.glob(os.path.join(archive, INDEX_DIR, "*.parquet"))
+        if "user-7" in pq.read_table(p).column("user_id").to_pylist()
+    ]
+    rewrite_file(FileTask("index", holder), {"user-7": ("req-7",)}, str(tmp_path / "journal"))
+    assert lookup_archive_index(archive, ["user-7"], cache=cache).num_rows == 0
+    assert _sorted(lookup_archive_index(archive, wanted, cache=cache)) == _sorted(lookup_archive_index(archive, wanted))
+
+
+def test_the_footer_cache_stays_within_its_bytes():
+    import numpy as np
+
+    from beam_rtbf.archive.idfilter import IdFilter
+    from beam_rtbf.archive.index import FooterCache
+    from beam_rtbf.archive.index_footer import IndexFooter
+
+    id_filter = IdFilter.of_hashes(np.arange(1_000, dtype=np.uint64))
+    cost = 256 + len("p.parquet") + id_filter.nbytes
+    cache = FooterCache(max_bytes=3 * cost)
+    for i in range(10):
+        cache.put((f"f{i}", (1, 0.0)), IndexFooter(0, 1, ["p.parquet"], 1, []), id_filter, 1)
+    assert len(cache) == 3
+    assert cache.get(("f9", (1, 0.0))) is not None and cache.get(("f0", (1, 0.0))) is None  # least recent out
+    assert cache.get(("f9", (2, 0.0))) is None  # another size: another file

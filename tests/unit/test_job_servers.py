@@ -156,4 +156,7 @@ def test_the_local_profiles_dry_run(capsys):
 
 def test_the_module_command_refuses_an_unknown_engine(capsys):
     assert job_servers.main(["flnk"]) == 2
-    assert capsys.readouterr().err == "beam_rtbf.job_servers: no job server for 'flnk'; known: flink, kafka-expansion, spark\n"
+    assert (
+        capsys.readouterr().err
+        == "beam_rtbf.job_servers: no job server for 'flnk'; known: flink, kafka-expansion, spark\n"
+    )

@@ -23,12 +23,17 @@ CHUNKS = [[f"a{i}" for i in range(5)], [], [f"b{i}" for i in range(7)], [f"c{i}"
 EVENTS: list[str] = []  # what the pollers did, in order (module level: the poller is pickled by reference)
 
 # sha256 of the Beam methods local_runner re-states, as in apache-beam 2.77.0. A change
-# means Beam moved: re-sync LocalStreamingRunner.run_pipeline and
-# _PerBundleMetricsParallelExecutor.schedule_consumption with the new source, then update.
+# means Beam moved: re-sync LocalStreamingRunner.run_pipeline,
+# _PerBundleMetricsParallelExecutor.schedule_consumption, _ParDoOnceEvaluator.start_bundle and
+# _StreamingEvaluatorRegistry.should_execute_serially with the new source, then update.
 PINNED_SOURCES = {
     "BundleBasedDirectRunner.run_pipeline": "1948c09b5b5903b94f580266f28fb22d26036ce88e8a6fe4046571c7f74bfd35",
     "_ExecutorServiceParallelExecutor.schedule_consumption": (
         "4ce07e42bfe6b9e6701ac3571afdcb4e1c5ccd2c0640ec541041bf22d35f8377"
+    ),
+    "_ParDoEvaluator.start_bundle": "23c7e2f6f26f091dd2c51711a19deebae07f76c9032a110fce51ca552b3fd13e",
+    "TransformEvaluatorRegistry.should_execute_serially": (
+        "30fcdba9c0dfdd7e723cdba351e8da5a2993a4dce1c63101f691000c9ca96d62"
     ),
 }
 
@@ -111,6 +116,10 @@ def test_the_beam_internals_the_runner_builds_on_keep_their_shape():
         "_ExecutorServiceParallelExecutor.schedule_consumption": (
             executor._ExecutorServiceParallelExecutor.schedule_consumption
         ),
+        "_ParDoEvaluator.start_bundle": transform_evaluator._ParDoEvaluator.start_bundle,
+        "TransformEvaluatorRegistry.should_execute_serially": (
+            transform_evaluator.TransformEvaluatorRegistry.should_execute_serially
+        ),
     }
     digests = {name: hashlib.sha256(inspect.getsource(fn).encode()).hexdigest() for name, fn in sources.items()}
     assert digests == PINNED_SOURCES
@@ -174,3 +183,52 @@ def test_the_beam_internals_the_runner_builds_on_keep_their_shape():
     assert _params(direct_runner.DirectPipelineResult.__init__) == ["self", "executor", "evaluation_context"]
     assert _params(direct_runner._get_transform_overrides) == ["pipeline_options"]
     assert WatermarkManager.WATERMARK_POS_INF > WatermarkManager.WATERMARK_NEG_INF
+
+
+class _Stateful(beam.DoFn):
+    from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
+
+    BAG = BagStateSpec("bag", beam.coders.StrUtf8Coder())
+    FLUSH = TimerSpec("flush", beam.transforms.timeutil.TimeDomain.WATERMARK)
+
+    def process(self, element, bag=beam.DoFn.StateParam(BAG), flush=beam.DoFn.TimerParam(FLUSH)):
+        bag.add(element[1])
+        flush.set(0)
+
+    @on_timer(FLUSH)
+    def on_flush(self, bag=beam.DoFn.StateParam(BAG)):
+        yield from bag.read()
+
+
+def test_the_registry_answers_as_beams_for_every_step_asking_each_dofn_once(monkeypatch):
+    """The cached DoFn facts (stateful or not, timer specs) equal Beam's own answers, step by step."""
+    from apache_beam.transforms import userstate
+
+    from beam_rtbf.local_runner import _RunPollers, _StreamingEvaluatorRegistry
+
+    p = beam.Pipeline()
+    keyed = p | beam.Create([("k", "a"), ("k", "b")]) | "Plain" >> beam.Map(lambda kv: kv)
+    keyed | "Stateful" >> beam.ParDo(_Stateful())
+    keyed | beam.GroupByKey()
+    steps = []
+
+    class Collect(beam.pipeline.PipelineVisitor):
+        def visit_transform(self, applied):
+            steps.append(applied)
+
+    p.visit(Collect())
+    context = object()  # the answers never read the evaluation context
+    beams = transform_evaluator.TransformEvaluatorRegistry(context)
+    ours = _StreamingEvaluatorRegistry(context, _RunPollers())
+    expected = {s.full_label: beams.should_execute_serially(s) for s in steps}
+    assert expected["Stateful"] is True and expected["Plain"] is False
+    assert sum(expected.values()) == 1  # before the direct runner's overrides a GroupByKey is not yet its serial steps
+    asked = []
+    real = userstate.is_stateful_dofn
+    monkeypatch.setattr(userstate, "is_stateful_dofn", lambda dofn: asked.append(dofn) or real(dofn))
+    for _ in range(3):  # every bundle asks again
+        assert {s.full_label: ours.should_execute_serially(s) for s in steps} == expected
+    par_dos = [s for s in steps if isinstance(s.transform, beam.ParDo)]
+    assert len(asked) == len(par_dos) >= 2  # once per ParDo step, not once per bundle
+    stateful = next(s for s in steps if s.full_label == "Stateful")
+    assert ours._facts.of(stateful)[1] == tuple(userstate.get_dofn_specs(stateful.transform.dofn)[1])
