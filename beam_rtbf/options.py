@@ -172,8 +172,8 @@ class RtbfOptions(PipelineOptions):
             default=1.0,
             help="Streaming reads on portable runners (Flink): each splittable-DoFn call polls at least this "
             "long before deferring; fewer deferred residuals, which Beam's Flink runner keeps in every "
-            "checkpoint (apache/beam#27648). 0: defer after the first empty poll. The requests read ends its "
-            "call as soon as it read a request",
+            "checkpoint (apache/beam#27648). 0: defer after the first empty poll (or, with --read_gather_s, "
+            "after the first poll). The requests read ends its call as soon as it read a request",
         )
         streaming.add_argument(
             "--read_gather_s",
