@@ -204,6 +204,23 @@ class RtbfOptions(PipelineOptions):
             "records (process, reader, shard, rows, times): who read what, e.g. across Flink task slots",
         )
         streaming.add_argument(
+            "--read_call_s",
+            type=float,
+            default=1.0,
+            help="Streaming reads on portable runners (Flink): each splittable-DoFn call polls at least this "
+            "long before deferring; fewer deferred residuals, which Beam's Flink runner keeps in every "
+            "checkpoint (apache/beam#27648). 0: defer after the first empty poll (or, with --read_gather_s, "
+            "after the first poll). The requests read ends its call as soon as it read a request",
+        )
+        streaming.add_argument(
+            "--read_gather_s",
+            type=float,
+            default=0.25,
+            help="Streaming sessions reads on portable runners (Flink): the pause after a poll that read "
+            "something, within a --read_call_s call (whose outputs leave its stage when it ends anyway): "
+            "fewer, bigger batches. 0: poll back to back while data flows",
+        )
+        streaming.add_argument(
             "--refresh_interval_s",
             type=float,
             default=1.0,

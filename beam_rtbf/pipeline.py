@@ -69,9 +69,17 @@ class GraphOutputs:
     manifests: beam.PCollection
 
 
-def read_source(source: Source, read_trace: str | None = None) -> beam.PTransform:
+def read_source(
+    source: Source,
+    read_trace: str | None = None,
+    call_s: float = 1.0,
+    end_call_on_data: bool = False,
+    gather_s: float = 0.0,
+) -> beam.PTransform:
     """The bounded read of a bounded source, else the streaming read over its poller."""
-    return source.read() if source.bounded else source.streaming_read(read_trace)
+    if source.bounded:
+        return source.read()
+    return source.streaming_read(read_trace, call_s, end_call_on_data, gather_s)
 
 
 def build_pipeline(
@@ -94,9 +102,15 @@ def build_pipeline(
     """
     where = locations(opts)
     if sessions is None:
-        sessions = p | "ReadSessions" >> read_source(source_for(opts.sessions, "sessions"), opts.read_trace)
+        sessions = p | "ReadSessions" >> read_source(
+            source_for(opts.sessions, "sessions"), opts.read_trace, opts.read_call_s, gather_s=opts.read_gather_s
+        )
     if requests is None:
-        requests = p | "ReadRequests" >> read_source(source_for(opts.requests, "requests"), opts.read_trace)
+        # A request is accepted (registry commit) and sent on only when its read's call ends: the
+        # requests read ends its call on data, effectiveness latency is measured from there.
+        requests = p | "ReadRequests" >> read_source(
+            source_for(opts.requests, "requests"), opts.read_trace, opts.read_call_s, end_call_on_data=True
+        )
 
     parsed_sessions = sessions | "ParseSessions" >> ParseSessions(opts.max_record_bytes)
     session_batches = parsed_sessions.sessions

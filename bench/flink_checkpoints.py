@@ -1,6 +1,6 @@
 """Checkpoint size on Flink (flink-local) over a long streaming run: does state grow?
 
-    python bench/flink_checkpoints.py [--quick] [--minutes 10] [--jobs rtbf-state,periodic-impulse]
+    python bench/flink_checkpoints.py [--quick] [--minutes 10] [--jobs rtbf-state,periodic-impulse] [--call_s 1]
 
 apache/beam#27648: Python splittable DoFns that poll with ``defer_remainder`` (Beam's
 PeriodicImpulse, and beam-rtbf's stream reads, ``sources/polling.py``) were reported to grow
@@ -67,12 +67,12 @@ def _conf_dir(work: str) -> tuple[str, int]:
     return conf, port
 
 
-def _rtbf_job(work: str, conf: str, minutes: float) -> subprocess.Popen:
+def _rtbf_job(work: str, conf: str, minutes: float, call_s: float) -> subprocess.Popen:
     duration = int(minutes * 60) + 120
     argv = [
         sys.executable, "-m", "beam_rtbf.cli", "run", "--runner=flink-local", "--streaming",
         "--filter_strategy=state", f"--output={work}/out", f"--registry=embedded://{work}/r.sqlite",
-        f"--flink_conf_dir={conf}",
+        f"--flink_conf_dir={conf}", f"--read_call_s={call_s}",
         f"--sessions=synthetic://sessions?users=5000&rate=500&duration_s={duration}&seed=3&shards=2",
         f"--requests=synthetic://requests?users=5000&request_rate=0.2&duration_s={duration}&active_users=500&seed=3",
         *_checkpoint_flags(work),
@@ -81,7 +81,7 @@ def _rtbf_job(work: str, conf: str, minutes: float) -> subprocess.Popen:
         return subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _impulse_job(work: str, conf: str, minutes: float) -> subprocess.Popen:
+def _impulse_job(work: str, conf: str, minutes: float, call_s: float) -> subprocess.Popen:
     """PeriodicImpulse alone, through Beam's FlinkRunner (this file run with --impulse-job)."""
     argv = [sys.executable, os.path.abspath(__file__), f"--impulse-job={work}", f"--conf={conf}"]
     with open(os.path.join(work, "run.log"), "w") as log:
@@ -112,11 +112,13 @@ def impulse_job(work: str, conf: str) -> None:
         _ = p | "RefreshTicks" >> PeriodicImpulse(fire_interval=1, apply_windowing=False) | beam.Map(lambda t: t)
 
 
-def one_run(job: str, minutes: float, work: str) -> None:
+def one_run(job: str, minutes: float, work: str, call_s: float) -> None:
     """Inside a network namespace: start ``job``, sample every SAMPLE_S, stop it."""
     conf, port = _conf_dir(work)
-    process = (_rtbf_job if job == "rtbf-state" else _impulse_job)(work, conf, minutes)
+    process = (_rtbf_job if job == "rtbf-state" else _impulse_job)(work, conf, minutes, call_s)
     params = {"job": job, "minutes": minutes, "checkpoint_interval_ms": 5000}
+    if job == "rtbf-state":
+        params["read_call_s"] = call_s
     rest = FlinkRest(f"http://127.0.0.1:{port}")
     try:
         job_id, started = None, time.monotonic()
@@ -152,6 +154,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 minutes per job instead of --minutes")
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--jobs", default="rtbf-state,periodic-impulse")
+    parser.add_argument("--call_s", type=float, default=1.0, help="rtbf-state: the reads' --read_call_s")
     parser.add_argument("--inside", default=None, help=argparse.SUPPRESS)  # WORK: already in the namespace
     parser.add_argument("--impulse-job", default=None, help=argparse.SUPPRESS)  # WORK: run the PeriodicImpulse job
     parser.add_argument("--conf", default=None, help=argparse.SUPPRESS)
@@ -161,11 +164,12 @@ def main() -> None:
         impulse_job(args.impulse_job, args.conf)
         return
     if args.inside:
-        one_run(args.jobs, minutes, args.inside)
+        one_run(args.jobs, minutes, args.inside, args.call_s)
         return
     for job in args.jobs.split(","):
         work = tempfile.mkdtemp(prefix=f"rtbf-bench-ckpt-{job}-")
-        cmd = [sys.executable, os.path.abspath(__file__), f"--minutes={minutes}", f"--jobs={job}", f"--inside={work}"]
+        cmd = [sys.executable, os.path.abspath(__file__), f"--minutes={minutes}", f"--jobs={job}", f"--inside={work}",
+               f"--call_s={args.call_s}"]  # fmt: skip
         subprocess.run([*netns_prefix(), *cmd], cwd=ROOT, check=True, timeout=minutes * 60 + 900)
         shutil.rmtree(work, ignore_errors=True)  # kept when the run failed: its run.log says why
 

@@ -57,10 +57,24 @@ class Source(abc.ABC):
         on portable runners; None (the default) reads the whole stream as one."""
         return None
 
-    def streaming_read(self, read_trace: str | None = None) -> beam.PTransform:
+    def streaming_read(
+        self,
+        read_trace: str | None = None,
+        call_s: float = 1.0,
+        end_call_on_data: bool = False,
+        gather_s: float = 0.0,
+    ) -> beam.PTransform:
         """The unbounded read: beam-rtbf's own reader over ``poller()`` (split per ``shards()``
-        on portable runners) unless a source overrides it; ``read_trace``: see ``ReadFromPoller``."""
-        return ReadFromPoller(self.poller, shards=self.shards(), read_trace=read_trace)
+        on portable runners) unless a source overrides it; ``read_trace``, ``call_s``,
+        ``end_call_on_data``, ``gather_s``: see ``ReadFromPoller``."""
+        return ReadFromPoller(
+            self.poller,
+            shards=self.shards(),
+            read_trace=read_trace,
+            call_s=call_s,
+            end_call_on_data=end_call_on_data,
+            gather_s=gather_s,
+        )
 
     def check(self) -> None:
         """Raise ``ValueError`` with one clear message if the stream cannot be read at all."""

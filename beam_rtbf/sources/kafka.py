@@ -444,9 +444,15 @@ class KafkaSource(Source):
     def shards(self) -> KafkaPartitions:
         return KafkaPartitions(self.kwargs)
 
-    def streaming_read(self, read_trace: str | None = None) -> beam.PTransform:
+    def streaming_read(
+        self,
+        read_trace: str | None = None,
+        call_s: float = 1.0,
+        end_call_on_data: bool = False,
+        gather_s: float = 0.0,
+    ) -> beam.PTransform:
         if self.impl == "native":
-            return super().streaming_read(read_trace)
+            return super().streaming_read(read_trace, call_s, end_call_on_data, gather_s)
         return ReadFromKafkaCrossLanguage(self.kwargs, self.expansion_service)
 
 

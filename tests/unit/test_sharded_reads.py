@@ -286,3 +286,71 @@ def test_an_idle_read_defers_once_per_call_time_not_after_every_empty_poll():
     _, residual, _ = _call(patient, ("a", False), PollerPosition({}), None)
     assert residual is not None and time.monotonic() - started >= 0.4
     assert 4 <= IdlePoller.polls <= 10  # about one poll per pause, one residual for the call
+
+
+class TrickleThenIdlePoller(ListPoller):
+    """One record at its first poll, nothing after (a request on a quiet stream): counts its polls."""
+
+    polls = 0
+
+    def poll(self) -> PollResult:
+        TrickleThenIdlePoller.polls += 1
+        out = [("request-1", T0_MS)] if TrickleThenIdlePoller.polls == 1 else []
+        return PollResult(out, T0_MS, done=False)
+
+
+def test_a_read_that_ends_its_call_on_data_defers_right_after_a_poll_that_read_something():
+    """On Flink a call's outputs leave its stage when the call ends: with ``end_on_data`` (the
+    requests read) a record does not wait out ``call_s``; idle, the call still lasts ``call_s``."""
+    shards = ScriptedShards([[ShardInfo("a")]])
+    shards.poller_for = lambda roots, added=False: TrickleThenIdlePoller("a")
+    eager = _ReadShardFn(shards, poll_interval_s=0.05, polls_per_call=100, call_s=0.4, end_on_data=True)
+    eager.setup()
+    TrickleThenIdlePoller.polls = 0
+    started = time.monotonic()
+    outputs, residual, _ = _call(eager, ("a", False), PollerPosition({}), None)
+    assert [o.value for o in outputs] == ["request-1"] and residual is not None
+    assert TrickleThenIdlePoller.polls == 1 and time.monotonic() - started < 0.2
+    started = time.monotonic()
+    outputs, residual, _ = _call(eager, ("a", False), residual, None)  # idle now: the whole call_s
+    assert outputs == [] and residual is not None and time.monotonic() - started >= 0.4
+    patient = _ReadShardFn(shards, poll_interval_s=0.05, polls_per_call=100, call_s=0.4)
+    patient.setup()
+    TrickleThenIdlePoller.polls = 0
+    started = time.monotonic()
+    outputs, residual, _ = _call(patient, ("a", False), PollerPosition({}), None)
+    assert [o.value for o in outputs] == ["request-1"] and time.monotonic() - started >= 0.4
+    assert TrickleThenIdlePoller.polls >= 4
+
+
+class FlowingPoller(ListPoller):
+    """Always has one more record (a busy stream): counts its polls."""
+
+    polls = 0
+
+    def poll(self) -> PollResult:
+        FlowingPoller.polls += 1
+        return PollResult([(f"r{FlowingPoller.polls}", T0_MS)], T0_MS, done=False)
+
+    def checkpoint(self) -> dict:
+        return {"polls": FlowingPoller.polls}
+
+
+def test_a_read_that_gathers_pauses_after_each_poll_with_data_and_ends_at_its_call_time():
+    """With ``gather_s`` a busy read polls about once per ``gather_s`` (fewer, bigger batches) and
+    its call ends at ``call_s``; back to back it makes ``polls_per_call`` polls, however long."""
+    shards = ScriptedShards([[ShardInfo("a")]])
+    shards.poller_for = lambda roots, added=False: FlowingPoller("a")
+    gathering = _ReadShardFn(shards, poll_interval_s=0.05, polls_per_call=100, call_s=0.45, gather_s=0.1)
+    gathering.setup()
+    FlowingPoller.polls = 0
+    started = time.monotonic()
+    outputs, residual, _ = _call(gathering, ("a", False), PollerPosition({}), None)
+    took = time.monotonic() - started
+    assert residual is not None and 0.45 <= took < 0.7, took
+    assert len(outputs) == FlowingPoller.polls and 4 <= FlowingPoller.polls <= 6  # one per 0.1 s, not 100
+    eager = _ReadShardFn(shards, poll_interval_s=0.05, polls_per_call=100, call_s=0.0)
+    eager.setup()
+    FlowingPoller.polls = 0
+    outputs, residual, _ = _call(eager, ("a", False), PollerPosition({}), None)
+    assert residual is not None and len(outputs) == FlowingPoller.polls == 100
