@@ -22,9 +22,8 @@ import sys
 import tempfile
 import time
 
-from _common import emit
+from _common import effectiveness_latencies_ms, emit, quantile
 from beam_rtbf.generate import generate_files
-from beam_rtbf.records import parse_time_ms
 from beam_rtbf.sources.synthetic import SyntheticConfig
 from tests.helpers.netns import netns_prefix
 
@@ -84,16 +83,12 @@ def streaming_latency(seconds: int, work: str) -> None:
         "--window_s=1", f"--sessions=synthetic://sessions?users=5000&rate=5000&duration_s={seconds}&seed=3",
         f"--requests=synthetic://requests?users=5000&request_rate=5&duration_s={seconds}&active_users=500&seed=3",
     ])  # fmt: skip
-    latencies = []
-    for name in os.listdir(os.path.join(out, "manifests")):
-        with open(os.path.join(out, "manifests", name)) as f:
-            m = json.load(f)
-        latencies.append(parse_time_ms(m["effective_at"]) - parse_time_ms(m["requested_at"]))
-    latencies.sort()
+    latencies = effectiveness_latencies_ms(os.path.join(out, "manifests"))
     params = {"runner": "FlinkRunner", "strategy": "state", "requests": len(latencies), "stream_s": seconds}
     for q in (0.5, 0.99):
-        value = latencies[min(len(latencies) - 1, int(q * len(latencies)))]
-        emit(BENCH, f"effectiveness_latency_p{int(q * 100)}_ms", value, "ms", **params, target_p99=2_000)
+        emit(
+            BENCH, f"effectiveness_latency_p{int(q * 100)}_ms", quantile(latencies, q), "ms", **params, target_p99=2_000
+        )
     emit(BENCH, "streaming_sessions_per_s", summary["sessions_per_s"], "sessions/s", **params)
 
 

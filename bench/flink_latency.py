@@ -27,16 +27,12 @@ import sys
 import tempfile
 import time
 
-from _common import emit
+from _common import emit, quantile
 from beam_rtbf.records import parse_time_ms
 from tests.helpers.netns import netns_prefix
 
 BENCH = "flink_latency"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _quantile(values: list[int], q: float) -> int:
-    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 def one_run(code: str, out: str, stream_s: int, rate: int, extra: list[str]) -> tuple[dict[str, list[int]], dict]:
@@ -98,7 +94,7 @@ def main() -> None:
                 for segment, values in segments.items():
                     for q in (0.5, 0.99, 1.0):
                         name = "max" if q == 1.0 else f"p{int(q * 100)}"
-                        emit(BENCH, f"{segment}_{name}_ms", _quantile(values, q), "ms", **params, target_p99=2_000)
+                        emit(BENCH, f"{segment}_{name}_ms", quantile(values, q), "ms", **params, target_p99=2_000)
                 emit(BENCH, "sessions_per_s", summary.get("sessions_per_s") or 0, "sessions/s", **params)
                 shutil.rmtree(out, ignore_errors=True)
     finally:

@@ -169,6 +169,17 @@ def shared_footer_cache() -> FooterCache:
     return _SHARED_FOOTERS
 
 
+def _hashes_it_may_hold(
+    footer: IndexFooter, id_filter: IdFilter | None, id_hashes: np.ndarray, key_hashes: np.ndarray
+) -> np.ndarray:
+    """The ``id_hashes`` of this file's bucket, or none when its identifier filter rules every
+    identifier out (the one rule a lookup applies, from a cached footer or a freshly read one)."""
+    mine = id_hashes[bucket_of(id_hashes, footer.buckets) == footer.bucket]
+    if len(mine) and id_filter is not None and not id_filter.may_contain(key_hashes).any():
+        return mine[:0]
+    return mine
+
+
 def lookup_index_file(
     path: str,
     ids: Sequence[str],
@@ -191,8 +202,7 @@ def lookup_index_file(
     cached = cache.get((path, stamp)) if cache is not None and stamp is not None else None
     if cached is not None:
         footer, id_filter, row_groups = cached
-        mine = id_hashes[bucket_of(id_hashes, footer.buckets) == footer.bucket]
-        if not len(mine) or (id_filter is not None and not id_filter.may_contain(keys).any()):
+        if not len(_hashes_it_may_hold(footer, id_filter, id_hashes, keys)):
             empty = pa.schema([INDEX_SCHEMA.field(c) for c in wanted]).empty_table()
             return IndexLookup(empty, frozenset(footer.paths), footer.user_id_records, 0, row_groups)
     with FileSystems.open(path) as handle:
@@ -209,9 +219,7 @@ def lookup_index_file(
             id_filter, _ = read_filter(metadata, ("user_id",))
             if cache is not None and stamp is not None:
                 cache.put((path, stamp), footer, id_filter, metadata.num_row_groups)
-            mine = id_hashes[bucket_of(id_hashes, footer.buckets) == footer.bucket]
-            if len(mine) and id_filter is not None and not id_filter.may_contain(keys).any():
-                mine = mine[:0]  # the file's identifier filter rules every identifier out
+            mine = _hashes_it_may_hold(footer, id_filter, id_hashes, keys)
             groups = footer.groups_for(mine, metadata.num_row_groups) if len(mine) else []
             table = parquet.read_row_groups(groups, columns=wanted) if groups else None
             records, paths = footer.user_id_records, frozenset(footer.paths)
