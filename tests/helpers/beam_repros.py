@@ -46,33 +46,46 @@ def _options(*flags: str) -> PipelineOptions:
     ])  # fmt: skip
 
 
-def _run_for(pipeline: beam.Pipeline, seconds: float) -> None:
-    result = pipeline.run()
-    time.sleep(seconds)
-    result.cancel()
-
-
-def side_input_checkpoint() -> dict:
-    """A ParDo over ticks with a one-element side input, checkpoints every 2 s."""
-    captured = _Captured()
-    logging.getLogger().addHandler(captured)
-    logging.getLogger().setLevel(logging.INFO)
+def _side_input_checkpoint_once(captured: _Captured) -> dict:
+    captured.lines.clear()
     out = tempfile.mktemp()
-    p = beam.Pipeline(options=_options("--checkpointing_interval=2000"))
+    p = beam.Pipeline(options=_options("--checkpointing_interval=2000", "--finish_bundle_before_checkpointing"))
     side = p | "Side" >> beam.Create(["x"])
     _ = (
         p
         | "Main" >> PeriodicImpulse(fire_interval=1, apply_windowing=False)
         | "UseSide" >> beam.Map(lambda t, s: open(out, "a").write(f"{t}\n"), beam.pvalue.AsSingleton(side))  # noqa: SIM115
     )
-    _run_for(p, _RUN_S)
+    result = p.run()
+    deadline = time.monotonic() + _RUN_S
+    while time.monotonic() < deadline and not any("Checkpoint was declined" in line for line in captured.lines):
+        time.sleep(1)
+    result.cancel()
     text = "\n".join(captured.lines)
     return {
         "declined": text.count("Checkpoint was declined"),
         "cast_error": "cannot be cast to class org.apache.beam.sdk.util.WindowedValue" in text,
-        "completed": text.count("Completed checkpoint"),
         "main_outputs": sum(1 for _ in open(out)) if os.path.exists(out) else 0,
     }
+
+
+def side_input_checkpoint() -> dict:
+    """A ParDo over ticks with a one-element side input, checkpoints every 2 s, bundles finished
+    before each checkpoint as beam-rtbf runs its Flink jobs (``flink_local.settle_checkpoint_options``;
+    without it about half the runs here moved nothing at all: every task idle, no error).
+
+    Flink's log shows a declined checkpoint (WARN) but not a completed one (INFO is off), so a run
+    is conclusive when a checkpoint is declined or ticks flow past the side input with none
+    declined. A run that moves nothing says nothing and is tried again, at most three times."""
+    captured = _Captured()
+    logging.getLogger().addHandler(captured)
+    logging.getLogger().setLevel(logging.INFO)
+    attempts = []
+    for _ in range(3):
+        attempts.append(_side_input_checkpoint_once(captured))
+        if attempts[-1]["declined"] or attempts[-1]["main_outputs"]:
+            break
+    return {**attempts[-1], "attempts": attempts}
 
 
 def global_side_input_refresh() -> dict:

@@ -27,7 +27,7 @@ def test_a_streaming_stage_with_a_side_input_cannot_be_checkpointed():
     state is declared with a windowed-value coder but holds bare values) and the job restarts.
     beam-rtbf refuses broadcast/bloom with --checkpointing_interval (filter/strategies.py)."""
     got = _repro("side_input_checkpoint")
-    assert got["cast_error"] and got["declined"] >= 1 and got["completed"] == 0, got
+    assert got["cast_error"] and got["declined"] >= 1, got
 
 
 def test_a_global_side_input_is_read_once_unless_the_dofn_takes_its_window():
