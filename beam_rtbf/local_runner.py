@@ -183,7 +183,7 @@ class _PollingReadEvaluator(_TransformEvaluator):
         if result.done:
             return TransformResult(self, bundles, [], None, {None: WatermarkManager.WATERMARK_POS_INF})
         if not result.elements:
-            time.sleep(read.poll_interval_s)
+            time.sleep(read.pacing.poll_interval_s)
         again = self._evaluation_context.create_bundle(pvalue.PBegin(self._applied_ptransform.transform.pipeline))
         hold = (
             Timestamp(micros=result.watermark_ms * 1000)

@@ -43,6 +43,7 @@ from beam_rtbf.sinks.files import WriteDeadLetters, join
 from beam_rtbf.sinks.ledger import RunLedger, input_fingerprint, new_run_id
 from beam_rtbf.sinks.postgres import prepare_writer
 from beam_rtbf.sources import Source, source_for
+from beam_rtbf.sources.polling import ReadPacing
 from beam_rtbf.summary import collect_counters, summarize
 
 if TYPE_CHECKING:
@@ -69,17 +70,11 @@ class GraphOutputs:
     manifests: beam.PCollection
 
 
-def read_source(
-    source: Source,
-    read_trace: str | None = None,
-    call_s: float = 1.0,
-    end_call_on_data: bool = False,
-    gather_s: float = 0.0,
-) -> beam.PTransform:
+def read_source(source: Source, read_trace: str | None = None, pacing: ReadPacing = ReadPacing()) -> beam.PTransform:
     """The bounded read of a bounded source, else the streaming read over its poller."""
     if source.bounded:
         return source.read()
-    return source.streaming_read(read_trace, call_s, end_call_on_data, gather_s)
+    return source.streaming_read(read_trace, pacing)
 
 
 def build_pipeline(
@@ -103,13 +98,17 @@ def build_pipeline(
     where = locations(opts)
     if sessions is None:
         sessions = p | "ReadSessions" >> read_source(
-            source_for(opts.sessions, "sessions"), opts.read_trace, opts.read_call_s, gather_s=opts.read_gather_s
+            source_for(opts.sessions, "sessions"),
+            opts.read_trace,
+            ReadPacing(call_s=opts.read_call_s, gather_s=opts.read_gather_s),
         )
     if requests is None:
         # A request is accepted (registry commit) and sent on only when its read's call ends: the
         # requests read ends its call on data, effectiveness latency is measured from there.
         requests = p | "ReadRequests" >> read_source(
-            source_for(opts.requests, "requests"), opts.read_trace, opts.read_call_s, end_call_on_data=True
+            source_for(opts.requests, "requests"),
+            opts.read_trace,
+            ReadPacing(call_s=opts.read_call_s, end_call_on_data=True),
         )
 
     parsed_sessions = sessions | "ParseSessions" >> ParseSessions(opts.max_record_bytes)

@@ -13,7 +13,7 @@ from typing import Any
 import apache_beam as beam
 
 from beam_rtbf.sources.poller import Poller, PollResult, ShardedPollers
-from beam_rtbf.sources.polling import ReadFromPoller
+from beam_rtbf.sources.polling import ReadFromPoller, ReadPacing
 from beam_rtbf.sources.spec import SourceSpec, check_params
 
 __all__ = ["Source", "Poller", "PollResult", "STREAM_KINDS"]
@@ -57,24 +57,11 @@ class Source(abc.ABC):
         on portable runners; None (the default) reads the whole stream as one."""
         return None
 
-    def streaming_read(
-        self,
-        read_trace: str | None = None,
-        call_s: float = 1.0,
-        end_call_on_data: bool = False,
-        gather_s: float = 0.0,
-    ) -> beam.PTransform:
+    def streaming_read(self, read_trace: str | None = None, pacing: ReadPacing = ReadPacing()) -> beam.PTransform:
         """The unbounded read: beam-rtbf's own reader over ``poller()`` (split per ``shards()``
-        on portable runners) unless a source overrides it; ``read_trace``, ``call_s``,
-        ``end_call_on_data``, ``gather_s``: see ``ReadFromPoller``."""
-        return ReadFromPoller(
-            self.poller,
-            shards=self.shards(),
-            read_trace=read_trace,
-            call_s=call_s,
-            end_call_on_data=end_call_on_data,
-            gather_s=gather_s,
-        )
+        on portable runners) unless a source overrides it; ``read_trace``, ``pacing``: see
+        ``ReadFromPoller``."""
+        return ReadFromPoller(self.poller, pacing, shards=self.shards(), read_trace=read_trace)
 
     def check(self) -> None:
         """Raise ``ValueError`` with one clear message if the stream cannot be read at all."""

@@ -44,6 +44,7 @@ import apache_beam as beam
 from beam_rtbf.records import RawBatch, parse_time_ms
 from beam_rtbf.sources.base import Poller, PollResult, Source
 from beam_rtbf.sources.poller import ShardedPollers, ShardInfo
+from beam_rtbf.sources.polling import ReadPacing
 from beam_rtbf.sources.spec import SourceSpec
 
 __all__ = ["KafkaSource", "KafkaPoller", "KafkaPartitions", "KafkaWriter"]
@@ -444,15 +445,9 @@ class KafkaSource(Source):
     def shards(self) -> KafkaPartitions:
         return KafkaPartitions(self.kwargs)
 
-    def streaming_read(
-        self,
-        read_trace: str | None = None,
-        call_s: float = 1.0,
-        end_call_on_data: bool = False,
-        gather_s: float = 0.0,
-    ) -> beam.PTransform:
+    def streaming_read(self, read_trace: str | None = None, pacing: ReadPacing = ReadPacing()) -> beam.PTransform:
         if self.impl == "native":
-            return super().streaming_read(read_trace, call_s, end_call_on_data, gather_s)
+            return super().streaming_read(read_trace, pacing)
         return ReadFromKafkaCrossLanguage(self.kwargs, self.expansion_service)
 
 

@@ -69,7 +69,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
 from beam_rtbf.sources.poller import Poller, ShardedPollers, roots_of
 
-__all__ = ["ReadFromPoller", "stop_reads_on", "stop_requested", "release_stop"]
+__all__ = ["ReadFromPoller", "ReadPacing", "stop_reads_on", "stop_requested", "release_stop"]
 
 
 class _Stop(Protocol):
@@ -199,6 +199,22 @@ class _PollRestrictions(RestrictionProvider):
         return 0 if restriction.done else 1
 
 
+@dataclasses.dataclass(frozen=True)
+class ReadPacing:
+    """How a splittable read spends one call (``_poll_rounds`` says why each knob exists).
+
+    ``poll_interval_s``: the pause after an empty poll, and the deferral when a call ends with
+    more to read; ``polls_per_call``: the polls a call makes while data flows; ``call_s``: the least
+    time a call polls before deferring; ``end_call_on_data``: end the call right after a poll that
+    read something; ``gather_s``: the pause after a poll that read something."""
+
+    poll_interval_s: float = 0.05
+    polls_per_call: int = 100
+    call_s: float = 1.0
+    end_call_on_data: bool = False
+    gather_s: float = 0.0
+
+
 def _advance(watermark: ManualWatermarkEstimator, ms: int | None) -> None:
     """Move the watermark to ``ms`` if that is later (a source's own estimate may step back)."""
     if ms is None:
@@ -213,23 +229,19 @@ def _poll_rounds(
     poller: Poller,
     tracker: PositionTracker,
     watermark: ManualWatermarkEstimator,
-    rounds: int,
+    pacing: ReadPacing,
     stop_token: str | None,
-    call_s: float = 0.0,
-    pause_s: float = 0.0,
-    end_on_data: bool = False,
-    gather_s: float = 0.0,
 ) -> Generator[window.TimestampedValue, None, str]:
-    """Polls of one restriction for at least ``call_s`` seconds (pausing ``pause_s`` after an empty
-    poll) and ``rounds`` polls while data flows: yields what they read, claims each checkpoint,
-    moves the watermark. With ``call_s=0``, up to ``rounds`` polls, ending at the first empty one.
-    With ``end_on_data``, the call also ends right after a poll that read something (however short
+    """Polls of one restriction for at least ``call_s`` seconds (pausing ``poll_interval_s`` after an
+    empty poll) and ``polls_per_call`` polls while data flows: yields what they read, claims each checkpoint,
+    moves the watermark. With ``call_s=0``, up to ``polls_per_call`` polls, ending at the first empty one.
+    With ``end_call_on_data``, the call also ends right after a poll that read something (however short
     the call was): on Flink what a call yields leaves its stage only when the call ends (the SDK
     sends a bundle's outputs at its end, the runner emits them when the bundle closes, and bundle
     DoFns downstream in the same stage, the registry commit of RecordRequests, run then), so a
     latency-critical read (requests) does not sit up to ``call_s`` on what it read.
     With ``gather_s``, a poll that read something is followed by a pause of that long (within the
-    call's time), and the call ends at ``call_s`` whatever ``rounds``: for the same reason, pausing
+    call's time), and the call ends at ``call_s`` whatever ``polls_per_call``: for the same reason, pausing
     costs a read that does not end its call on data no latency, and each poll gathers that much
     more. Polled back to back, a read of 5,000 sessions/s made a batch of ~90 every ~37 ms, each
     element with its per-element cost in every stage; and 100 polls took ~3.7 s per call.
@@ -243,6 +255,7 @@ def _poll_rounds(
     Returns how it ended: "stopped" (this run's stop request: the restriction ends, the caller
     closes the poller), "done" (the source ended), "split" (the runner took the rest), or "more"
     (idle or out of time and rounds: the caller defers the remainder)."""
+    call_s, rounds, gather_s = pacing.call_s, pacing.polls_per_call, pacing.gather_s
     until = time.monotonic() + call_s
     polls = 0
     while True:
@@ -259,33 +272,21 @@ def _poll_rounds(
         if not tracker.try_claim(poller.checkpoint()):
             return "split"
         _advance(watermark, result.watermark_ms)
-        if end_on_data and result.elements:
+        if pacing.end_call_on_data and result.elements:
             return "more"
         left = until - time.monotonic()
         if left <= 0 and (polls >= rounds or not result.elements or gather_s > 0):
             return "more"
         if not result.elements:
-            time.sleep(min(pause_s, left))
+            time.sleep(min(pacing.poll_interval_s, left))
         elif gather_s > 0 and left > 0:
             time.sleep(min(gather_s, left))
 
 
 class _PollFn(beam.DoFn):
-    def __init__(
-        self,
-        make_poller: Callable[[], Poller],
-        poll_interval_s: float,
-        polls_per_call: int,
-        call_s: float = 0.0,
-        end_on_data: bool = False,
-        gather_s: float = 0.0,
-    ) -> None:
+    def __init__(self, make_poller: Callable[[], Poller], pacing: ReadPacing) -> None:
         self._make_poller = make_poller
-        self._end_on_data = end_on_data
-        self._gather_s = gather_s
-        self._poll_interval_s = poll_interval_s
-        self._polls_per_call = polls_per_call
-        self._call_s = call_s
+        self._pacing = pacing
         self._poller: Poller | None = None
         self.stop_token: str | None = None  # set by stop_reads_on: this run's stop request, in-process workers
 
@@ -317,17 +318,13 @@ class _PollFn(beam.DoFn):
             poller,
             tracker,
             watermark,
-            self._polls_per_call,
+            self._pacing,
             self.stop_token,
-            self._call_s,
-            self._poll_interval_s,
-            self._end_on_data,
-            self._gather_s,
         )
         if ended == "stopped":
             self._close()  # checkpoints the source where it stands
         elif ended == "more":
-            tracker.defer_remainder(Duration.of(self._poll_interval_s))
+            tracker.defer_remainder(Duration.of(self._pacing.poll_interval_s))
 
     def _close(self) -> None:
         if self._poller is not None:
@@ -395,23 +392,10 @@ class _ReadShardFn(beam.DoFn):
     One DoFn instance may hold several roots' restrictions in turn: open pollers are kept per root
     and reused when they stand exactly at the restriction's checkpoint."""
 
-    def __init__(
-        self,
-        shards: ShardedPollers,
-        poll_interval_s: float,
-        polls_per_call: int,
-        trace: str | None = None,
-        call_s: float = 0.0,
-        end_on_data: bool = False,
-        gather_s: float = 0.0,
-    ) -> None:
+    def __init__(self, shards: ShardedPollers, pacing: ReadPacing, trace: str | None = None) -> None:
         self._shards = shards
-        self._end_on_data = end_on_data
-        self._gather_s = gather_s
+        self._pacing = pacing
         self._trace = trace
-        self._poll_interval_s = poll_interval_s
-        self._polls_per_call = polls_per_call
-        self._call_s = call_s
         self._pollers: dict[str, Poller] = {}
         self.stop_token: str | None = None  # set by stop_reads_on
 
@@ -450,12 +434,8 @@ class _ReadShardFn(beam.DoFn):
             poller,
             tracker,
             watermark,
-            self._polls_per_call,
+            self._pacing,
             self.stop_token,
-            self._call_s,
-            self._poll_interval_s,
-            self._end_on_data,
-            self._gather_s,
         )
         try:
             while True:
@@ -470,7 +450,7 @@ class _ReadShardFn(beam.DoFn):
                 self._pollers.pop(root, None)
                 poller.close()  # checkpoints the source where it stands
             elif ended == "more":
-                tracker.defer_remainder(Duration.of(self._poll_interval_s))
+                tracker.defer_remainder(Duration.of(self._pacing.poll_interval_s))
         finally:
             if self._trace and rows:
                 self._write_trace(root, rows, started)
@@ -517,25 +497,14 @@ class ReadFromPoller(beam.PTransform):
     def __init__(
         self,
         make_poller: Callable[[], Poller],
-        poll_interval_s: float = 0.05,
-        polls_per_call: int = 100,
+        pacing: ReadPacing = ReadPacing(),
         shards: ShardedPollers | None = None,
         read_trace: str | None = None,
-        call_s: float = 1.0,
-        end_call_on_data: bool = False,
-        gather_s: float = 0.0,
     ) -> None:
-        """``call_s``: each splittable-DoFn call polls at least this long before deferring, and with
-        ``end_call_on_data`` ends right after a poll that read something; ``gather_s``: the pause
-        after a poll that read something (``_poll_rounds``)."""
         super().__init__()
-        self.call_s = call_s
-        self.end_call_on_data = end_call_on_data
-        self.gather_s = gather_s
+        self.pacing = pacing
         self.read_trace = read_trace  # diagnostics (--read_trace): a JSON line per shard-reader call
         self.make_poller = make_poller  # the whole stream: the local streaming runner's form
-        self.poll_interval_s = poll_interval_s
-        self.polls_per_call = polls_per_call
         self.shards = shards  # units of work: a restriction per root on portable runners
 
     def to_runner_api_parameter(self, unused_context):
@@ -548,36 +517,11 @@ class ReadFromPoller(beam.PTransform):
 
     def expand(self, pbegin):
         if self.shards is None:
-            return (
-                pbegin
-                | "Start" >> beam.Impulse()
-                | "Poll"
-                >> beam.ParDo(
-                    _PollFn(
-                        self.make_poller,
-                        self.poll_interval_s,
-                        self.polls_per_call,
-                        self.call_s,
-                        self.end_call_on_data,
-                        self.gather_s,
-                    )
-                )
-            )
+            return pbegin | "Start" >> beam.Impulse() | "Poll" >> beam.ParDo(_PollFn(self.make_poller, self.pacing))
         return (
             pbegin
             | "Start" >> beam.Impulse()
             | "Discover" >> beam.ParDo(_DiscoverFn(self.shards))
             | "Spread" >> beam.Reshuffle()
-            | "ReadShard"
-            >> beam.ParDo(
-                _ReadShardFn(
-                    self.shards,
-                    self.poll_interval_s,
-                    self.polls_per_call,
-                    self.read_trace,
-                    self.call_s,
-                    self.end_call_on_data,
-                    self.gather_s,
-                )
-            )
+            | "ReadShard" >> beam.ParDo(_ReadShardFn(self.shards, self.pacing, self.read_trace))
         )

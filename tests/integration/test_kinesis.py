@@ -206,7 +206,7 @@ def test_splittable_dofn_form_reads_everything_on_the_fn_api_runner(kinesis):
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
     from apache_beam.testing.util import assert_that, equal_to
 
-    from beam_rtbf.sources.polling import ReadFromPoller
+    from beam_rtbf.sources.polling import ReadFromPoller, ReadPacing
 
     _create(kinesis.endpoint, "sdf", 2)
     _write(kinesis.endpoint, "sdf", 0, 150)
@@ -220,7 +220,7 @@ def test_splittable_dofn_form_reads_everything_on_the_fn_api_runner(kinesis):
     with beam.Pipeline(runner=FnApiRunner()) as p:
         ids = (
             p
-            | ReadFromPoller(lambda: KinesisPoller(**source_kwargs), poll_interval_s=0.05, polls_per_call=3)
+            | ReadFromPoller(lambda: KinesisPoller(**source_kwargs), ReadPacing(poll_interval_s=0.05, polls_per_call=3))
             | beam.FlatMap(lambda raw: [json.loads(line)["event_id"] for line in raw.data.splitlines()])
         )
         assert_that(ids, equal_to([f"e{i}" for i in range(150)]))

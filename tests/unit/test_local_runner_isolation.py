@@ -16,7 +16,7 @@ from apache_beam.runners.direct.watermark_manager import WatermarkManager
 
 from beam_rtbf.local_runner import LocalStreamingRunner
 from beam_rtbf.sources.base import Poller, PollResult
-from beam_rtbf.sources.polling import ReadFromPoller
+from beam_rtbf.sources.polling import ReadFromPoller, ReadPacing
 
 T0_MS = 1_767_225_600_000
 CHUNKS = [[f"a{i}" for i in range(5)], [], [f"b{i}" for i in range(7)], [f"c{i}" for i in range(3)]]
@@ -71,7 +71,11 @@ class CountSeen(beam.DoFn):
 def _run_counting_pipeline() -> int:
     """Reads every chunk on a LocalStreamingRunner and returns the committed ``seen`` counter."""
     pipeline = beam.Pipeline(runner=LocalStreamingRunner(), options=PipelineOptions(["--streaming"]))
-    _ = pipeline | "Read" >> ReadFromPoller(ChunkPoller, poll_interval_s=0.01) | "Count" >> beam.ParDo(CountSeen())
+    _ = (
+        pipeline
+        | "Read" >> ReadFromPoller(ChunkPoller, ReadPacing(poll_interval_s=0.01))
+        | "Count" >> beam.ParDo(CountSeen())
+    )
     result = pipeline.run()
     result.wait_until_finish()
     counters = result.metrics().query(MetricsFilter().with_name("seen"))["counters"]

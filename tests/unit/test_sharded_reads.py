@@ -18,7 +18,14 @@ from beam_rtbf.local_runner import LocalStreamingRunner
 from beam_rtbf.sources import source_for
 from beam_rtbf.sources.kinesis import KinesisPoller
 from beam_rtbf.sources.poller import Poller, PollResult, ShardedPollers, ShardInfo, owner, roots_of
-from beam_rtbf.sources.polling import PollerPosition, PositionTracker, ReadFromPoller, _DiscoverFn, _ReadShardFn
+from beam_rtbf.sources.polling import (
+    PollerPosition,
+    PositionTracker,
+    ReadFromPoller,
+    ReadPacing,
+    _DiscoverFn,
+    _ReadShardFn,
+)
 
 T0_MS = 1_767_225_600_000
 RECORDS = {"a": [f"a{i}" for i in range(7)], "b": [f"b{i}" for i in range(4)], "c": [f"c{i}" for i in range(5)]}
@@ -128,14 +135,14 @@ def test_a_restriction_per_root_resumes_exactly_on_another_worker():
     """Each root's residual holds its own checkpoint; a fresh DoFn (another worker) continues it."""
     OPENED.clear()
     shards = ScriptedShards([[ShardInfo(r) for r in RECORDS]])
-    first = _ReadShardFn(shards, poll_interval_s=0.0, polls_per_call=1)
+    first = _ReadShardFn(shards, ReadPacing(poll_interval_s=0.0, polls_per_call=1, call_s=0.0))
     first.setup()
     residuals, read = {}, []
     for root in RECORDS:  # one DoFn instance, three roots in turn
         outputs, residuals[root], _ = _call(first, (root, False), PollerPosition({}), None)
         read += [o.value for o in outputs]
     assert residuals["a"] == PollerPosition({"a": 2}) and residuals["c"] == PollerPosition({"c": 2})
-    second = _ReadShardFn(shards, poll_interval_s=0.0, polls_per_call=3)
+    second = _ReadShardFn(shards, ReadPacing(poll_interval_s=0.0, polls_per_call=3, call_s=0.0))
     second.setup()
     for root, position in residuals.items():
         while position is not None:
@@ -150,7 +157,7 @@ def test_a_restriction_per_root_resumes_exactly_on_another_worker():
 
 def test_the_reader_keeps_its_poller_while_it_stands_at_the_restriction():
     OPENED.clear()
-    fn = _ReadShardFn(ScriptedShards([[ShardInfo("a")]]), poll_interval_s=0.0, polls_per_call=1)
+    fn = _ReadShardFn(ScriptedShards([[ShardInfo("a")]]), ReadPacing(poll_interval_s=0.0, polls_per_call=1, call_s=0.0))
     fn.setup()
     position, wm, seen = PollerPosition({}), None, []
     while position is not None:
@@ -224,7 +231,7 @@ def test_the_local_streaming_runner_reads_a_sharded_source_as_one_whole_stream_p
 
     shards = ScriptedShards([[ShardInfo(r) for r in RECORDS]], idle_stop_s=0.0)
     pipeline = beam.Pipeline(runner=LocalStreamingRunner(), options=PipelineOptions(["--streaming"]))
-    _ = pipeline | ReadFromPoller(ListPoller, poll_interval_s=0.01, shards=shards) | beam.Map(count)
+    _ = pipeline | ReadFromPoller(ListPoller, ReadPacing(poll_interval_s=0.01), shards=shards) | beam.Map(count)
     result = pipeline.run()
     result.wait_until_finish()
     counters = result.metrics().query()["counters"]
@@ -237,7 +244,7 @@ def test_sharded_read_on_the_fn_api_runner_reads_every_root_once():
     OPENED.clear()
     shards = ScriptedShards([[ShardInfo(r) for r in RECORDS]], idle_stop_s=0.0)
     with beam.Pipeline(runner=FnApiRunner()) as p:
-        got = p | ReadFromPoller(ListPoller, poll_interval_s=0.0, polls_per_call=2, shards=shards)
+        got = p | ReadFromPoller(ListPoller, ReadPacing(poll_interval_s=0.0, polls_per_call=2), shards=shards)
         assert_that(got, equal_to([r for v in RECORDS.values() for r in v]))
     assert sorted(OPENED) == ["a", "b", "c"]
 
@@ -275,12 +282,12 @@ def test_an_idle_read_defers_once_per_call_time_not_after_every_empty_poll():
     shards = ScriptedShards([[ShardInfo("a")]])
     shards.poller_for = lambda roots, added=False: IdlePoller("a")
     IdlePoller.polls = 0
-    quick = _ReadShardFn(shards, poll_interval_s=0.05, polls_per_call=100)
+    quick = _ReadShardFn(shards, ReadPacing(poll_interval_s=0.05, polls_per_call=100, call_s=0.0))
     quick.setup()
     _, residual, _ = _call(quick, ("a", False), PollerPosition({}), None)
     assert residual is not None and IdlePoller.polls == 1  # call_s=0: deferred after the first empty poll
     IdlePoller.polls = 0
-    patient = _ReadShardFn(shards, poll_interval_s=0.05, polls_per_call=100, call_s=0.4)
+    patient = _ReadShardFn(shards, ReadPacing(poll_interval_s=0.05, polls_per_call=100, call_s=0.4))
     patient.setup()
     started = time.monotonic()
     _, residual, _ = _call(patient, ("a", False), PollerPosition({}), None)
@@ -300,11 +307,13 @@ class TrickleThenIdlePoller(ListPoller):
 
 
 def test_a_read_that_ends_its_call_on_data_defers_right_after_a_poll_that_read_something():
-    """On Flink a call's outputs leave its stage when the call ends: with ``end_on_data`` (the
+    """On Flink a call's outputs leave its stage when the call ends: with ``end_call_on_data`` (the
     requests read) a record does not wait out ``call_s``; idle, the call still lasts ``call_s``."""
     shards = ScriptedShards([[ShardInfo("a")]])
     shards.poller_for = lambda roots, added=False: TrickleThenIdlePoller("a")
-    eager = _ReadShardFn(shards, poll_interval_s=0.05, polls_per_call=100, call_s=0.4, end_on_data=True)
+    eager = _ReadShardFn(
+        shards, ReadPacing(poll_interval_s=0.05, polls_per_call=100, call_s=0.4, end_call_on_data=True)
+    )
     eager.setup()
     TrickleThenIdlePoller.polls = 0
     started = time.monotonic()
@@ -314,7 +323,7 @@ def test_a_read_that_ends_its_call_on_data_defers_right_after_a_poll_that_read_s
     started = time.monotonic()
     outputs, residual, _ = _call(eager, ("a", False), residual, None)  # idle now: the whole call_s
     assert outputs == [] and residual is not None and time.monotonic() - started >= 0.4
-    patient = _ReadShardFn(shards, poll_interval_s=0.05, polls_per_call=100, call_s=0.4)
+    patient = _ReadShardFn(shards, ReadPacing(poll_interval_s=0.05, polls_per_call=100, call_s=0.4))
     patient.setup()
     TrickleThenIdlePoller.polls = 0
     started = time.monotonic()
@@ -341,7 +350,7 @@ def test_a_read_that_gathers_pauses_after_each_poll_with_data_and_ends_at_its_ca
     its call ends at ``call_s``; back to back it makes ``polls_per_call`` polls, however long."""
     shards = ScriptedShards([[ShardInfo("a")]])
     shards.poller_for = lambda roots, added=False: FlowingPoller("a")
-    gathering = _ReadShardFn(shards, poll_interval_s=0.05, polls_per_call=100, call_s=0.45, gather_s=0.1)
+    gathering = _ReadShardFn(shards, ReadPacing(poll_interval_s=0.05, polls_per_call=100, call_s=0.45, gather_s=0.1))
     gathering.setup()
     FlowingPoller.polls = 0
     started = time.monotonic()
@@ -349,7 +358,7 @@ def test_a_read_that_gathers_pauses_after_each_poll_with_data_and_ends_at_its_ca
     took = time.monotonic() - started
     assert residual is not None and 0.45 <= took < 0.7, took
     assert len(outputs) == FlowingPoller.polls and 4 <= FlowingPoller.polls <= 6  # one per 0.1 s, not 100
-    eager = _ReadShardFn(shards, poll_interval_s=0.05, polls_per_call=100, call_s=0.0)
+    eager = _ReadShardFn(shards, ReadPacing(poll_interval_s=0.05, polls_per_call=100, call_s=0.0))
     eager.setup()
     FlowingPoller.polls = 0
     outputs, residual, _ = _call(eager, ("a", False), PollerPosition({}), None)
