@@ -20,6 +20,7 @@ from beam_rtbf.dashboard.app import DashboardConfig, build_app
 from beam_rtbf.records import iso_ms
 from beam_rtbf.sinks.postgres import PASSWORD_ENV as SINK_PASSWORD_ENV
 from beam_rtbf.testing.postgres_server import PostgresServer
+from tests.helpers.dash_callbacks import analytics_answer
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -104,23 +105,7 @@ def test_reader_returns_the_files_rows(postgres, filled, monkeypatch):
 def test_dashboard_analytics_from_postgres(postgres, filled, monkeypatch):
     monkeypatch.setenv(PASSWORD_ENV, postgres.password)
     app = build_app(DashboardConfig(filled, None, None, f"{postgres.host_uri}?table=rtbf_analytics"))
-    body = {
-        "output": "..analytics-graph.figure...analytics-totals.children..",
-        "outputs": [
-            {"id": "analytics-graph", "property": "figure"},
-            {"id": "analytics-totals", "property": "children"},
-        ],
-        "inputs": [
-            {"id": "analytics-metric", "property": "value", "value": "sessions"},
-            {"id": "analytics-split", "property": "value", "value": "device_type"},
-            {"id": "analytics-resolution", "property": "value", "value": "hour"},
-            {"id": "analytics-actions", "property": "value", "value": []},
-            {"id": "analytics-devices", "property": "value", "value": ["iPhone"]},
-        ],
-        "changedPropIds": ["analytics-devices.value"],
-        "state": [],
-    }
-    answer = app.server.test_client().post("/_dash-update-component", json=body)
+    answer = analytics_answer(app.server.test_client(), devices=["iPhone"])
     assert answer.status_code == 200
     totals = json.loads(answer.data)["response"]["analytics-totals"]["children"]
     shown = {

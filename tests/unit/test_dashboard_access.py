@@ -13,6 +13,7 @@ from beam_rtbf.dashboard.analytics_pg import parse_analytics_url
 from beam_rtbf.dashboard.app import DashboardConfig, build_app
 from beam_rtbf.records import ErasureRequest
 from beam_rtbf.registry.embedded import EmbeddedRegistry
+from tests.helpers.dash_callbacks import render_page
 
 TOKEN = "a-test-token-of-32-characters-xx"
 
@@ -112,18 +113,6 @@ def test_analytics_url():
             parse_analytics_url(bad)
 
 
-def _render(client, pathname: str) -> dict:
-    """The page callback's answer for ``pathname``, as the browser would ask for it."""
-    body = {
-        "output": "page.children",
-        "outputs": {"id": "page", "property": "children"},
-        "inputs": [{"id": "url", "property": "pathname", "value": pathname}],
-        "changedPropIds": ["url.pathname"],
-        "state": [],
-    }
-    return client.post("/_dash-update-component", json=body)
-
-
 def test_overview_answer_holds_no_identifier_and_the_guard_refuses_one(tmp_path):
     registry = EmbeddedRegistry(str(tmp_path / "_state" / "registry.sqlite"))
     registry.add([ErasureRequest("erase-zoe@example.com", "zoe-4711", 1_767_225_600_000, aliases=("zoe@example.com",))])
@@ -133,7 +122,7 @@ def test_overview_answer_holds_no_identifier_and_the_guard_refuses_one(tmp_path)
     client = app.server.test_client()
     leak = client.get("/leak")  # before any view has read the requests: the guard reads them itself
     assert leak.status_code == 500 and b"zoe" not in leak.data
-    answer = _render(client, "/")
+    answer = render_page(client, "/")
     assert answer.status_code == 200
     text = answer.get_data(as_text=True)
     assert "requests-count-received" in text

@@ -12,6 +12,7 @@ from beam_rtbf.dashboard.app import DashboardConfig, build_app
 from beam_rtbf.dashboard.privacy import REDACTED, Redactor
 from beam_rtbf.records import ErasureRequest
 from beam_rtbf.registry.embedded import EmbeddedRegistry
+from tests.helpers.dash_callbacks import analytics_answer, render_page
 
 T0 = 1_767_225_600_000
 
@@ -21,17 +22,6 @@ def _app(tmp_path: Path, requests: list[ErasureRequest]):
     registry.add(requests)
     registry.close()
     return build_app(DashboardConfig(tmp_path, f"embedded://{tmp_path}/_state/registry.sqlite", None))
-
-
-def _render(client, pathname: str):
-    body = {
-        "output": "page.children",
-        "outputs": {"id": "page", "property": "children"},
-        "inputs": [{"id": "url", "property": "pathname", "value": pathname}],
-        "changedPropIds": ["url.pathname"],
-        "state": [],
-    }
-    return client.post("/_dash-update-component", json=body)
 
 
 @pytest.mark.parametrize(
@@ -78,7 +68,7 @@ def test_unknown_request_page_does_not_echo_what_was_typed(tmp_path):
     app = _app(tmp_path, [ErasureRequest("erase-zoe", "zoe-4711", T0, aliases=("zoe@example.com",))])
     client = app.server.test_client()
     for typed in ("/request/Zoe@Example.COM", "/request/someone-else@example.org", "/request/<b>x</b>"):
-        answer = _render(client, typed)
+        answer = render_page(client, typed)
         assert answer.status_code == 200
         text = answer.get_data(as_text=True)
         assert "Unknown request" in text
@@ -94,7 +84,7 @@ def test_guard_fails_closed_when_the_registry_cannot_be_read_and_logs_no_url(tmp
     client = app.server.test_client()
     with caplog.at_level(logging.DEBUG):
         page = client.get("/request/zoe@example.com")  # the index page, for an address a person typed
-        answer = _render(client, "/request/zoe@example.com")
+        answer = render_page(client, "/request/zoe@example.com")
     assert page.status_code == 503 and page.data == b"refused: the registry cannot be read right now"
     assert answer.status_code == 503
     assert "identifiers to guard cannot be read" in caplog.text
@@ -166,7 +156,7 @@ def test_damaged_files_show_as_such_and_the_rest_still_answers(tmp_path, monkeyp
     monkeypatch.setenv("RTBF_SUBJECT_HASH_KEY", "k" * 32)
     app, hasher = _damaged_out(tmp_path)
     client = app.server.test_client()
-    overview = _render(client, "/")
+    overview = render_page(client, "/")
     assert overview.status_code == 200
     text = overview.get_data(as_text=True)
     assert text.count('"unreadable"') == 2  # the receipt column of both requests
@@ -175,7 +165,7 @@ def test_damaged_files_show_as_such_and_the_rest_still_answers(tmp_path, monkeyp
         ("erase-zoe", "receipt unreadable: the receipt's records_removed, verification are not what a receipt holds"),
         ("erase-max", "receipt unreadable: the receipt file is not readable JSON"),
     ]:
-        page = _render(client, f"/request/{request_ref(hasher, request_id)}")
+        page = render_page(client, f"/request/{request_ref(hasher, request_id)}")
         assert page.status_code == 200 and why in page.get_data(as_text=True)
 
 
@@ -186,28 +176,8 @@ def test_a_manifest_whose_subject_ids_is_a_string_does_not_redact_letters(tmp_pa
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"request_id": "erase-al", "subject_ids": "a", "regulation": "gdpr"}))
     app = build_app(DashboardConfig(tmp_path, None, None))
-    answer = _render(app.server.test_client(), "/")
+    answer = render_page(app.server.test_client(), "/")
     assert answer.status_code == 200 and "erase-al" not in answer.get_data(as_text=True)
-
-
-def _analytics_answer(client, actions=(), devices=()):
-    body = {
-        "output": "..analytics-graph.figure...analytics-totals.children..",
-        "outputs": [
-            {"id": "analytics-graph", "property": "figure"},
-            {"id": "analytics-totals", "property": "children"},
-        ],
-        "inputs": [
-            {"id": "analytics-metric", "property": "value", "value": "sessions"},
-            {"id": "analytics-split", "property": "value", "value": "device_type"},
-            {"id": "analytics-resolution", "property": "value", "value": "hour"},
-            {"id": "analytics-actions", "property": "value", "value": list(actions)},
-            {"id": "analytics-devices", "property": "value", "value": list(devices)},
-        ],
-        "changedPropIds": ["analytics-devices.value"],
-        "state": [],
-    }
-    return client.post("/_dash-update-component", json=body)
 
 
 def test_analytics_labels_that_are_identifiers_or_e_mails_are_masked_not_refused(tmp_path):
@@ -222,14 +192,14 @@ def test_analytics_labels_that_are_identifiers_or_e_mails_are_masked_not_refused
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     app = _app(tmp_path, [ErasureRequest("erase-zoe", "zoe-4711", T0, aliases=("zoe@example.com",))])
     client = app.server.test_client()
-    overview = _render(client, "/")
+    overview = render_page(client, "/")
     assert overview.status_code == 200  # not refused by the guard: the labels are masked
     text = overview.get_data(as_text=True)
     assert "zoe" not in text.lower() and "else.org" not in text and REDACTED in text
-    answer = _analytics_answer(client)
+    answer = analytics_answer(client)
     assert answer.status_code == 200 and "zoe" not in answer.get_data(as_text=True).lower()
     assert '"id":"analytics-sessions"' in answer.get_data(as_text=True)
-    masked = _analytics_answer(client, devices=[REDACTED])  # the masked devices can still be chosen
+    masked = analytics_answer(client, devices=[REDACTED])  # the masked devices can still be chosen
     assert masked.status_code == 200
     figures = json.loads(masked.data)["response"]["analytics-totals"]["children"]
     sessions = next(f for f in figures if f["props"]["children"][1]["props"]["id"] == "analytics-sessions")
@@ -259,25 +229,10 @@ def test_chart_labels_from_the_data_are_not_plotly_markup(tmp_path):
     )
     app = build_app(DashboardConfig(tmp_path, None, None))
     client = app.server.test_client()
-    body = {
-        "output": "..analytics-graph.figure...analytics-totals.children..",
-        "outputs": [
-            {"id": "analytics-graph", "property": "figure"},
-            {"id": "analytics-totals", "property": "children"},
-        ],
-        "inputs": [
-            {"id": "analytics-metric", "property": "value", "value": "sessions"},
-            {"id": "analytics-split", "property": "value", "value": "action_type"},
-            {"id": "analytics-resolution", "property": "value", "value": "hour"},
-            {"id": "analytics-actions", "property": "value", "value": []},
-            {"id": "analytics-devices", "property": "value", "value": []},
-        ],
-        "changedPropIds": [],
-        "state": [],
-    }
-    figure = json.loads(client.post("/_dash-update-component", json=body).data)["response"]["analytics-graph"]["figure"]
+    answer = analytics_answer(client, split="action_type", changed=False)
+    figure = json.loads(answer.data)["response"]["analytics-graph"]["figure"]
     assert [trace["name"] for trace in figure["data"]] == ['&lt;a href="https://evil.example/"&gt;click&lt;/a&gt;']
-    overview = json.loads(_render(client, "/").data)
+    overview = json.loads(render_page(client, "/").data)
 
     def graphs(node):
         if isinstance(node, dict):
@@ -305,8 +260,8 @@ def test_an_analytics_error_quoting_a_value_reaches_neither_page_nor_log(tmp_pat
     app = build_app(DashboardConfig(tmp_path, None, None))
     client = app.server.test_client()
     with caplog.at_level(logging.DEBUG):
-        overview = _render(client, "/")
-        answer = _analytics_answer(client)
+        overview = render_page(client, "/")
+        answer = analytics_answer(client)
     assert overview.status_code == 200 and answer.status_code == 200
     text = answer.get_data(as_text=True)
     assert "analytics unavailable: ValueError while reading the analytics" in text
