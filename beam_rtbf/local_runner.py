@@ -46,7 +46,7 @@ from apache_beam.runners.direct.direct_runner import (
     DirectPipelineResult,
     _get_transform_overrides,
 )
-from apache_beam.runners.direct.direct_userstate import DirectUserStateContext
+from apache_beam.runners.direct.direct_userstate import DirectUserStateContext, ReadModifyWriteRuntimeState
 from apache_beam.runners.direct.evaluation_context import EvaluationContext
 from apache_beam.runners.direct.executor import (
     Executor,
@@ -231,8 +231,43 @@ class _DoFnFacts:
         return stateful, timers
 
 
+class _InProcessValueState(ReadModifyWriteRuntimeState):
+    """A value state kept as the object itself: the local runner's state never leaves the process."""
+
+    def _encode(self, value):
+        return value
+
+    def _decode(self, value):
+        return value
+
+
+class _InProcessStateContext(DirectUserStateContext):
+    """Beam's direct-runner state with value states (``ReadModifyWriteStateSpec``) not encoded.
+
+    Beam encodes a value state with its coder on every write and decodes it on every read, so a
+    DoFn that keeps a large value pays its size on each element: the dedupe memory (up to 4 M ids,
+    32 MB per shard) cost ~47 ms per batch in pickling alone, growing as it filled, and a streaming
+    run slowed after its first two minutes. Here nothing reads the encoded form (no checkpoint, no
+    other process), and a bundle that fails fails the run, so a value mutated before its write is
+    never seen by a retry. Flink and the other portable runners keep encoding it, as they must."""
+
+    def get_state(self, state_spec, key, window):
+        if not isinstance(state_spec, userstate.ReadModifyWriteStateSpec):
+            return super().get_state(state_spec, key, window)
+        # Beam 2.77's DirectUserStateContext.get_state with the runtime state's class swapped
+        # (tests/unit/test_local_runner_isolation.py pins its source).
+        assert state_spec in self.all_state_specs
+        cache_key = (self.key_coder.encode(key), window, state_spec)
+        if cache_key not in self.cached_states:
+            self.cached_states[cache_key] = _InProcessValueState(
+                state_spec, self.state_tags[state_spec], lambda: self._get_underlying_state(state_spec, key, window)
+            )
+        return self.cached_states[cache_key]
+
+
 class _ParDoOnceEvaluator(_ParDoEvaluator):
-    """Beam's ParDo evaluator with the DoFn's introspection asked once per step (``_DoFnFacts``)."""
+    """Beam's ParDo evaluator with the DoFn's introspection asked once per step (``_DoFnFacts``)
+    and value states kept unencoded (``_InProcessStateContext``)."""
 
     def __init__(self, evaluation_context, applied_ptransform, input_committed_bundle, side_inputs, facts):
         super().__init__(evaluation_context, applied_ptransform, input_committed_bundle, side_inputs)
@@ -262,7 +297,7 @@ class _ParDoOnceEvaluator(_ParDoEvaluator):
                 self.key_coder = coder.key_coder()
             else:
                 self.key_coder = coders.registry.get_coder(Any)
-            self.user_state_context = DirectUserStateContext(self._step_context, dofn, self.key_coder)
+            self.user_state_context = _InProcessStateContext(self._step_context, dofn, self.key_coder)
             for timer_spec in timer_specs:
                 self.user_timer_map["user/%s" % timer_spec.name] = timer_spec  # noqa: UP031 - as in Beam
         self.runner = DoFnRunner(

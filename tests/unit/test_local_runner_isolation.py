@@ -8,11 +8,13 @@ import hashlib
 import inspect
 
 import apache_beam as beam
+from apache_beam.coders import PickleCoder
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.runners.direct import direct_runner, executor, transform_evaluator
+from apache_beam.runners.direct import direct_runner, direct_userstate, executor, transform_evaluator
 from apache_beam.runners.direct.evaluation_context import EvaluationContext
 from apache_beam.runners.direct.watermark_manager import WatermarkManager
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from beam_rtbf.local_runner import LocalStreamingRunner
 from beam_rtbf.sources.base import Poller, PollResult
@@ -25,7 +27,8 @@ EVENTS: list[str] = []  # what the pollers did, in order (module level: the poll
 # sha256 of the Beam methods local_runner re-states, as in apache-beam 2.77.0. A change
 # means Beam moved: re-sync LocalStreamingRunner.run_pipeline,
 # _PerBundleMetricsParallelExecutor.schedule_consumption, _ParDoOnceEvaluator.start_bundle and
-# _StreamingEvaluatorRegistry.should_execute_serially with the new source, then update.
+# _StreamingEvaluatorRegistry.should_execute_serially and _InProcessStateContext.get_state with the
+# new source (and check _InProcessValueState still stands for the value state), then update.
 PINNED_SOURCES = {
     "BundleBasedDirectRunner.run_pipeline": "1948c09b5b5903b94f580266f28fb22d26036ce88e8a6fe4046571c7f74bfd35",
     "_ExecutorServiceParallelExecutor.schedule_consumption": (
@@ -35,6 +38,10 @@ PINNED_SOURCES = {
     "TransformEvaluatorRegistry.should_execute_serially": (
         "30fcdba9c0dfdd7e723cdba351e8da5a2993a4dce1c63101f691000c9ca96d62"
     ),
+    "DirectUserStateContext.get_state": "f90a4605ac214f50b8d0728a9ea546c257d615b27536aade052b4bd7ffb384e4",
+    "DirectUserStateContext.commit": "afb3fd9fc02bfc056bed924393ad32618e90fc89ec2094660132614943481d84",
+    "ReadModifyWriteRuntimeState.read": "b97030e6caa3fdae5877dfb5bbed791cbe3bb028311e832507826a9f478b3ea1",
+    "ReadModifyWriteRuntimeState.write": "1e498149a4f194a4ecaf5801f885dbf5e1465a3a2cd06a7d9e5de5558d57cd75",
 }
 
 
@@ -124,6 +131,10 @@ def test_the_beam_internals_the_runner_builds_on_keep_their_shape():
         "TransformEvaluatorRegistry.should_execute_serially": (
             transform_evaluator.TransformEvaluatorRegistry.should_execute_serially
         ),
+        "DirectUserStateContext.get_state": direct_userstate.DirectUserStateContext.get_state,
+        "DirectUserStateContext.commit": direct_userstate.DirectUserStateContext.commit,
+        "ReadModifyWriteRuntimeState.read": direct_userstate.ReadModifyWriteRuntimeState.read,
+        "ReadModifyWriteRuntimeState.write": direct_userstate.ReadModifyWriteRuntimeState.write,
     }
     digests = {name: hashlib.sha256(inspect.getsource(fn).encode()).hexdigest() for name, fn in sources.items()}
     assert digests == PINNED_SOURCES
@@ -236,3 +247,57 @@ def test_the_registry_answers_as_beams_for_every_step_asking_each_dofn_once(monk
     assert len(asked) == len(par_dos) >= 2  # once per ParDo step, not once per bundle
     stateful = next(s for s in steps if s.full_label == "Stateful")
     assert ours._facts.of(stateful)[1] == tuple(userstate.get_dofn_specs(stateful.transform.dofn)[1])
+
+
+CODER_CALLS: list[str] = []  # what the value state's coder was asked, in order
+RUNNING: list[tuple] = []  # what _RunningList emitted (module level: the DoFns are pickled by reference)
+
+
+class _CountingCoder(PickleCoder):
+    def encode(self, value):
+        CODER_CALLS.append("encode")
+        return super().encode(value)
+
+    def decode(self, encoded):
+        CODER_CALLS.append("decode")
+        return super().decode(encoded)
+
+
+class _RunningList(beam.DoFn):
+    """Keeps every value seen per key in a value state (mutated in place, as the dedupe memory is)."""
+
+    SEEN = ReadModifyWriteStateSpec("seen", _CountingCoder())
+
+    def process(self, element, seen_state=beam.DoFn.StateParam(SEEN)):
+        key, value = element
+        seen = seen_state.read() or []
+        seen.append(value)
+        seen_state.write(seen)
+        yield key, tuple(sorted(seen))
+
+
+def _keep(element) -> None:
+    RUNNING.append(element)
+
+
+def _running_lists(runner) -> list:
+    RUNNING.clear()
+    with beam.Pipeline(runner=runner, options=PipelineOptions(["--streaming"] if runner else [])) as p:
+        _ = (
+            p
+            | beam.Create([("a", 1), ("b", 10), ("a", 2), ("a", 3), ("b", 20)])
+            | beam.ParDo(_RunningList())
+            | beam.Map(_keep)
+        )
+    return sorted(RUNNING)
+
+
+def test_value_state_is_kept_unencoded_by_the_local_runner_with_the_same_answers():
+    """Beam's direct runner encodes a value state on every write and decodes it on every read (a
+    large dedupe memory paid its size per batch); the local streaming runner keeps the object."""
+    CODER_CALLS.clear()
+    local = _running_lists(LocalStreamingRunner())
+    assert CODER_CALLS == []
+    assert local == [("a", (1,)), ("a", (1, 2)), ("a", (1, 2, 3)), ("b", (10,)), ("b", (10, 20))]
+    beams = _running_lists(direct_runner.BundleBasedDirectRunner())
+    assert beams == local and CODER_CALLS.count("encode") == 5  # Beam's own runner: one per write
