@@ -189,9 +189,14 @@ def validate_session_batch(
     return batch.cast(SESSION_SCHEMA) if batch.num_rows else _empty_batch(), sorted(reasons.items())
 
 
-def _fast_parse(raw: RawBatch, body: bytes, single_block: bool = False) -> pa.Table:
+# The JSON reader parses blocks in parallel: a chunk (~4 MB) read as one block used one core. A
+# block must hold at least one whole line, so it grows with the longest line of the range.
+JSON_BLOCK_BYTES = 1 << 20
+
+
+def _fast_parse(raw: RawBatch, body: bytes, single_block: bool = False, longest_line: int = 0) -> pa.Table:
     if raw.fmt == "jsonl":
-        block_size = len(body) + 1 if single_block else 1 << 22
+        block_size = len(body) + 1 if single_block else max(JSON_BLOCK_BYTES, 2 * longest_line + 2)
         table = pajson.read_json(
             io.BytesIO(body),
             read_options=pajson.ReadOptions(block_size=block_size, use_threads=not single_block),
@@ -352,7 +357,8 @@ def _fast_range(
         hint = None
         try:
             # Retries parse as one block, so the row in an error message counts from ``lo``.
-            table = _fast_parse(raw, body, single_block=retry)
+            longest = int((ends[lo:hi] - starts[lo:hi]).max()) + 1
+            table = _fast_parse(raw, body, single_block=retry, longest_line=longest)
             # The JSON reader passes invalid UTF-8 inside strings through; catch it here.
             table.validate(full=True)
         except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError, ValueError) as exc:

@@ -292,6 +292,34 @@ def test_large_chunk_with_few_bad_lines(monkeypatch):
     assert len(per_line_calls) < 1_000
 
 
+@pytest.mark.parametrize("long_detail", [0, 40_000])
+def test_chunk_of_many_json_blocks_is_parsed_vectorised_in_order(monkeypatch, long_detail):
+    """The JSON reader parses a chunk in blocks (on several threads); a block grows to hold the
+    longest line. Rows come out in line order, none on the per-line path."""
+    per_line_calls = []
+    real_parse_line = session_batch.parse_session_line
+    monkeypatch.setattr(
+        session_batch, "parse_session_line", lambda raw, line: per_line_calls.append(line) or real_parse_line(raw, line)
+    )
+    monkeypatch.setattr(session_batch, "JSON_BLOCK_BYTES", 16 * 1024)  # ~120 lines a block: many blocks
+    reads = []
+    real_fast_parse = session_batch._fast_parse
+    monkeypatch.setattr(session_batch, "_fast_parse", lambda *a, **kw: reads.append(kw) or real_fast_parse(*a, **kw))
+    n = 30_000
+    lines = [_good(i) for i in range(n)]
+    if long_detail:  # lines longer than a block: the block grows, the chunk stays on the fast path
+        for i in (5, 12_345, n - 1):
+            lines[i] = lines[i][:-1] + b',"action_detail":"' + b"d" * long_detail + b'"}'
+    parsed = _parse(lines, max_record_bytes=DEFAULT_MAX_RECORD_BYTES)
+    assert per_line_calls == []
+    assert len(reads) == 1  # one read of the chunk: no block too small for a line, no retry
+    assert parsed.dead_letters == []
+    assert parsed.batch.column("user_id").to_pylist() == [f"g{i}" for i in range(n)]
+    assert parsed.batch.column("event_time_ms").to_pylist() == [T0 + i for i in range(n)]
+    details = parsed.batch.column("action_detail").to_pylist()
+    assert [i for i, d in enumerate(details) if d] == ([5, 12_345, n - 1] if long_detail else [])
+
+
 def _oracle(lines: list[bytes], source: str, first_offset: int, max_record_bytes: int):
     """Each line parsed alone (always the per-line path): what the whole chunk must give."""
     rows, letters, records_in = [], [], 0
