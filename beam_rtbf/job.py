@@ -18,6 +18,7 @@ This module imports no job kind: both job modules import it, never each other.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -182,6 +183,7 @@ def run_job(job: Job, stop: StopRequest | None = None) -> dict[str, Any]:
     )
     provide_job_server_jar(options)  # flink-local / spark-local: the job server, fetched once
     flink_conf = local_flink_conf(options, job.streaming)
+    pipeline = None
     try:
         stopping = RunStopping(stop, job.streaming, name, options, flink_conf.rest if flink_conf else None)
         pipeline = beam.Pipeline(runner=runner, options=options)
@@ -200,6 +202,8 @@ def run_job(job: Job, stop: StopRequest | None = None) -> dict[str, Any]:
     finally:
         if flink_conf is not None:
             flink_conf.close()
+        if pipeline is not None:  # Beam removes its temporary folder only after a run, not a failed build
+            shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)
     stopped_by = stop.reason if stop is not None and stop.requested else None
     summary = job.finish(result, elapsed, stopped_by)
     if stopped:

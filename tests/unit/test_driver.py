@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 from typing import Any
 
 import apache_beam as beam
@@ -251,6 +252,27 @@ def test_a_job_done_in_prepare_writes_that_summary_and_builds_nothing(tmp_path, 
     assert json.loads((tmp_path / "summary.json").read_text()) == done
     assert not job.built
     assert [r for r in caplog.records if r.name == "beam_rtbf.job"] == []
+
+
+class _BrokenBuildJob(_CountJob):
+    def build(self, pipeline: beam.Pipeline) -> None:
+        raise RuntimeError("the registry went away while the graph was built")
+
+
+@pytest.mark.parametrize("job_kind", [_CountJob, _BrokenBuildJob])
+def test_run_job_leaves_no_temporary_folder_whether_the_build_fails_or_not(tmp_path, monkeypatch, job_kind):
+    """Beam makes a temporary folder per Pipeline and removes it only after a run: a failed build
+    left one in $TMPDIR per attempt (hundreds over a day of retries)."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    job = job_kind(job_options([f"--output={tmp_path}/out"]), str(tmp_path / "summary.json"))
+    if job_kind is _BrokenBuildJob:
+        with pytest.raises(RuntimeError, match="registry went away"):
+            run_job(job)
+    else:
+        assert run_job(job)["state"] == "DONE"
+    assert sorted(p.name for p in temp.iterdir() if p.name.startswith("beam-pipeline-temp")) == []
 
 
 def test_job_options_makes_local_paths_absolute(tmp_path, monkeypatch):
