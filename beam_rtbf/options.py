@@ -172,6 +172,15 @@ class RtbfOptions(PipelineOptions):
             default=3600,
             help="Archive partition length in seconds (3600: dt=/hour= folders)",
         )
+        outputs.add_argument(
+            "--archive_flush_s",
+            type=int,
+            default=None,
+            help="Streaming: gather archive rows per partition for this many seconds of processing time, "
+            "then write one file per partition and writer (fewer, larger files, so a manifest's lookup and "
+            "the purge read fewer); 0: a file per partition per bundle. Default: 5 on the local streaming "
+            "runner, 1 with exactly-once outputs (which always gather), else 0",
+        )
         sources.add_argument(
             "--request_tag_field",
             default=None,
@@ -346,6 +355,8 @@ def validate_options(opts: RtbfOptions) -> None:
         problems.append("--window_s must be >= 1")
     if opts.archive_partition_s < 1:
         problems.append("--archive_partition_s must be >= 1")
+    if opts.archive_flush_s is not None and opts.archive_flush_s < 0:
+        problems.append("--archive_flush_s must be >= 0")
     if opts.allowed_lateness_s < 0:
         problems.append("--allowed_lateness_s must be >= 0")
     if opts.state_shards < 1:
