@@ -283,11 +283,15 @@ class _ByPartition:
 
 
 class _WriteGatheredFn(beam.DoFn):
-    """One file per gathered element, named by its content: a replay rewrites the same file."""
+    """One file per gathered element. ``content_names`` (exactly-once outputs): named by its
+    content, so a replay after a restore rewrites the same file. Without checkpoints nothing is
+    replayed, and unique names keep two panes that happen to hold the same rows (sessions without
+    an event id, repeated) from landing on one name, where the second would replace the first."""
 
-    def __init__(self, directory: str, partition_s: int) -> None:
+    def __init__(self, directory: str, partition_s: int, content_names: bool = True) -> None:
         self._directory = directory
         self._partition_s = partition_s
+        self._content_names = content_names
         self._files = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.ARCHIVE_FILES)
         self._records = Metrics.counter(rtbf_metrics.NAMESPACE, rtbf_metrics.ARCHIVE_RECORDS)
 
@@ -297,20 +301,20 @@ class _WriteGatheredFn(beam.DoFn):
         if not pieces:  # a processing-time pane can fire with nothing new in it
             return
         part = pa.concat_tables(pieces)
-        digest = table_digest(part, str(start))
-        relative = f"{partition_path(start, self._partition_s)}/{content_name('part', digest, '.parquet')}"
+        name = None
+        if self._content_names:
+            digest = table_digest(part, str(start))
+            file_name = content_name("part", digest, ".parquet")
+            # the data file's name, and -b<N> for the other buckets of a large flush
+            name = lambda bucket: content_name("part", digest, f"-b{bucket}.parquet" if bucket else ".parquet")  # noqa: E731
+        else:
+            file_name = unique_part("part", ".parquet")
+        relative = f"{partition_path(start, self._partition_s)}/{file_name}"
         rows = index_rows(part, relative)
         hashes = id_hashes(rows)
         write_data_file(join(self._directory, relative), part)
-        # The index files after the data file, same digest: an index entry never names a missing file.
-        write_index_files(
-            join(self._directory, INDEX_DIR),
-            "part",
-            rows,
-            hashes,
-            # the data file's name, and -b<N> for the other buckets of a large flush
-            name=lambda bucket: content_name("part", digest, f"-b{bucket}.parquet" if bucket else ".parquet"),
-        )
+        # The index files after the data file: an index entry never names a missing file.
+        write_index_files(join(self._directory, INDEX_DIR), "part", rows, hashes, name=name)
         self._files.inc()
         self._records.inc(part.num_rows)
         yield join(self._directory, relative)
@@ -354,7 +358,8 @@ class WriteArchive(beam.PTransform):
                 clean
                 | "GatherPartitions"
                 >> GatherForWrite(_ByPartition(self._partition_s, self._write_shards), self._flush_s or 1)
-                | "WritePartitions" >> write(_WriteGatheredFn(self._directory, self._partition_s))
+                | "WritePartitions"
+                >> write(_WriteGatheredFn(self._directory, self._partition_s, content_names=self._exactly_once))
             )
         return clean | "WritePartitions" >> beam.ParDo(
             _WriteArchiveFn(self._directory, self._partition_s, run_id=self._run_id)
