@@ -119,17 +119,28 @@ class FooterCache:
 
     A streaming job writes an index file per flush and looks up every request's subject in all of
     them; parsing each footer again cost ~1.5 ms a file per lookup, so a job slowed as its archive
-    grew. Bounded by bytes (least recently used out first); a file whose size or time changed is
-    read again.
+    grew. A file whose size or time changed is read again.
+
+    Bounded by bytes, and scan-resistant: every lookup visits every index file in the same order,
+    so a least-recently-used cache smaller than the index evicted each entry just before its next
+    use and answered nothing (1,800 index files in 60 MB: 0.91 s a lookup, as without a cache,
+    against 0.42 s with all of them cached). Each lookup is a generation (``new_scan``); when full,
+    an entry no lookup used in this scan or the one before (a file rewritten or deleted) makes room,
+    else the new entry is not kept, so the cache keeps answering for as many files as it holds.
     """
 
     def __init__(self, max_bytes: int = 128 << 20) -> None:
-        self._entries: collections.OrderedDict[tuple, tuple[IndexFooter, IdFilter | None, int, int]] = (
-            collections.OrderedDict()
-        )
+        # key -> (footer, filter, row groups, cost, scan that last used it)
+        self._entries: collections.OrderedDict[tuple, list] = collections.OrderedDict()
         self._bytes = 0
         self._max_bytes = max_bytes
+        self._scan = 0
         self._lock = threading.Lock()  # SDK workers run bundles on several threads
+
+    def new_scan(self) -> None:
+        """A lookup over the index files begins."""
+        with self._lock:
+            self._scan += 1
 
     def get(self, key: tuple) -> tuple[IndexFooter, IdFilter | None, int] | None:
         with self._lock:
@@ -137,18 +148,22 @@ class FooterCache:
             if entry is None:
                 return None
             self._entries.move_to_end(key)
-            return entry[:3]
+            entry[4] = self._scan
+            return entry[0], entry[1], entry[2]
 
     def put(self, key: tuple, footer: IndexFooter, id_filter: IdFilter | None, row_groups: int) -> None:
         cost = 256 + sum(len(p) for p in footer.paths) + (id_filter.nbytes if id_filter else 0)
         with self._lock:
             if key in self._entries or cost > self._max_bytes:
                 return
-            self._entries[key] = (footer, id_filter, row_groups, cost)
+            while self._bytes + cost > self._max_bytes:
+                oldest_key, oldest = next(iter(self._entries.items()))
+                if oldest[4] >= self._scan - 1:  # still in use: keep what is cached, do not keep this one
+                    return
+                del self._entries[oldest_key]
+                self._bytes -= oldest[3]
+            self._entries[key] = [footer, id_filter, row_groups, cost, self._scan]
             self._bytes += cost
-            while self._bytes > self._max_bytes:
-                _, dropped = self._entries.popitem(last=False)
-                self._bytes -= dropped[3]
 
     @property
     def nbytes(self) -> int:
@@ -240,6 +255,8 @@ def lookup_archive_index(
     hashes, keys = lookup_hashes(ids), query_hashes(ids)
     schema = INDEX_SCHEMA.append(pa.field("index_file", pa.string())) if with_index_file else INDEX_SCHEMA
     tables = []
+    if cache is not None:
+        cache.new_scan()
     for path, stamp in stamped_index_files(archive_dir):
         found = lookup_index_file(path, ids, hashes, INDEX_SCHEMA.names, keys, cache, stamp).rows
         if found.num_rows:

@@ -164,7 +164,7 @@ def test_the_footer_cache_answers_as_the_files_do_opens_nothing_it_rules_out_and
     assert _sorted(lookup_archive_index(archive, wanted, cache=cache)) == _sorted(lookup_archive_index(archive, wanted))
 
 
-def test_the_footer_cache_stays_within_its_bytes():
+def test_the_footer_cache_stays_within_its_bytes_and_keeps_answering_when_the_index_outgrows_it():
     import numpy as np
 
     from beam_rtbf.archive.idfilter import IdFilter
@@ -174,8 +174,27 @@ def test_the_footer_cache_stays_within_its_bytes():
     id_filter = IdFilter.of_hashes(np.arange(1_000, dtype=np.uint64))
     cost = 256 + len("p.parquet") + id_filter.nbytes
     cache = FooterCache(max_bytes=3 * cost)
-    for i in range(10):
-        cache.put((f"f{i}", (1, 0.0)), IndexFooter(0, 1, ["p.parquet"], 1, []), id_filter, 1)
-    assert len(cache) == 3
-    assert cache.get(("f9", (1, 0.0))) is not None and cache.get(("f0", (1, 0.0))) is None  # least recent out
+
+    def scan(files: list[str]) -> int:
+        """One lookup over ``files`` in order, as lookup_archive_index does: how many the cache answered."""
+        cache.new_scan()
+        hits = 0
+        for name in files:
+            if cache.get((name, (1, 0.0))) is not None:
+                hits += 1
+            else:
+                cache.put((name, (1, 0.0)), IndexFooter(0, 1, ["p.parquet"], 1, []), id_filter, 1)
+            assert cache.nbytes <= 3 * cost
+        return hits
+
+    files = [f"f{i}" for i in range(10)]
+    assert scan(files) == 0 and len(cache) == 3
+    # More files than it holds, visited in the same order every time: a least-recently-used cache
+    # would evict each entry just before its next use and answer none; this one answers for 3.
+    assert [scan(files) for _ in range(3)] == [3, 3, 3]
     assert cache.get(("f9", (2, 0.0))) is None  # another size: another file
+    # Files that are gone (rewritten: new stamps) make room after a scan without them.
+    renamed = [f"g{i}" for i in range(10)]
+    assert scan(renamed) == 0  # the old entries were used in the scan before: still kept
+    assert scan(renamed) == 0 and {k for k in cache._entries} == {(f"g{i}", (1, 0.0)) for i in range(3)}
+    assert scan(renamed) == 3
