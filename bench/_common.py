@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import sys
 import time
 from contextlib import contextmanager
@@ -12,7 +13,16 @@ from contextlib import contextmanager
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def peak_rss_mb() -> float:
+    """The largest resident set so far of this process and of its finished children (the jobs a
+    bench ran in-process or as children; a child still running is sampled by its bench)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(max(own, children) / 1024, 1)  # Linux: KiB
+
+
 def emit(bench: str, metric: str, value: float, unit: str, **params) -> None:
+    """One result line; every line carries the bench's peak RSS so far (``bench_peak_rss_mb``)."""
     print(
         json.dumps(
             {
@@ -20,7 +30,12 @@ def emit(bench: str, metric: str, value: float, unit: str, **params) -> None:
                 "metric": metric,
                 "value": round(value, 3),
                 "unit": unit,
-                "params": {**params, "cpus": os.cpu_count(), "python": platform.python_version()},
+                "params": {
+                    **params,
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "bench_peak_rss_mb": peak_rss_mb(),
+                },
             }
         ),
         flush=True,
