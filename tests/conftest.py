@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import glob
 import logging
+import os
+import tempfile
 
 import pytest
 
@@ -13,3 +16,18 @@ logging.getLogger().setLevel(logging.ERROR)
 @pytest.fixture
 def registry_url(tmp_path) -> str:
     return f"embedded://{tmp_path / 'registry.sqlite'}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_leftover_beam_temp_folders():
+    """Beam makes an empty ``beam-pipeline-temp*`` folder in $TMPDIR for every Pipeline object and
+    removes it only after a run; tests that build a graph without running it left hundreds a day.
+    The ones this session made and left empty are removed at its end (others are not touched)."""
+    pattern = os.path.join(tempfile.gettempdir(), "beam-pipeline-temp*")
+    before = set(glob.glob(pattern))
+    yield
+    for folder in set(glob.glob(pattern)) - before:
+        try:
+            os.rmdir(folder)  # only if empty: a folder with content is somebody's, left alone
+        except OSError:
+            pass
