@@ -129,9 +129,16 @@ class FooterCache:
     else the new entry is not kept, so the cache keeps answering for as many files as it holds.
     """
 
+    @dataclasses.dataclass
+    class _Entry:
+        footer: IndexFooter
+        id_filter: IdFilter | None
+        row_groups: int
+        cost: int  # bytes counted against the bound
+        used_in_scan: int
+
     def __init__(self, max_bytes: int = 128 << 20) -> None:
-        # key -> (footer, filter, row groups, cost, scan that last used it)
-        self._entries: collections.OrderedDict[tuple, list] = collections.OrderedDict()
+        self._entries: collections.OrderedDict[tuple, FooterCache._Entry] = collections.OrderedDict()
         self._bytes = 0
         self._max_bytes = max_bytes
         self._scan = 0
@@ -148,8 +155,8 @@ class FooterCache:
             if entry is None:
                 return None
             self._entries.move_to_end(key)
-            entry[4] = self._scan
-            return entry[0], entry[1], entry[2]
+            entry.used_in_scan = self._scan
+            return entry.footer, entry.id_filter, entry.row_groups
 
     def put(self, key: tuple, footer: IndexFooter, id_filter: IdFilter | None, row_groups: int) -> None:
         cost = 256 + sum(len(p) for p in footer.paths) + (id_filter.nbytes if id_filter else 0)
@@ -158,11 +165,11 @@ class FooterCache:
                 return
             while self._bytes + cost > self._max_bytes:
                 oldest_key, oldest = next(iter(self._entries.items()))
-                if oldest[4] >= self._scan - 1:  # still in use: keep what is cached, do not keep this one
+                if oldest.used_in_scan >= self._scan - 1:  # still in use: keep what is cached, not this one
                     return
                 del self._entries[oldest_key]
-                self._bytes -= oldest[3]
-            self._entries[key] = [footer, id_filter, row_groups, cost, self._scan]
+                self._bytes -= oldest.cost
+            self._entries[key] = FooterCache._Entry(footer, id_filter, row_groups, cost, self._scan)
             self._bytes += cost
 
     @property

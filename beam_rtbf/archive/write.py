@@ -304,11 +304,12 @@ class _WriteGatheredFn(beam.DoFn):
         name = None
         if self._content_names:
             digest = table_digest(part, str(start))
-            file_name = content_name("part", digest, ".parquet")
-            # the data file's name, and -b<N> for the other buckets of a large flush
-            name = lambda bucket: content_name("part", digest, f"-b{bucket}.parquet" if bucket else ".parquet")  # noqa: E731
-        else:
-            file_name = unique_part("part", ".parquet")
+
+            def name(bucket: int) -> str:
+                """The data file's name for bucket 0, and -b<N> for the other buckets of a large flush."""
+                return content_name("part", digest, f"-b{bucket}.parquet" if bucket else ".parquet")
+
+        file_name = name(0) if name else unique_part("part", ".parquet")
         relative = f"{partition_path(start, self._partition_s)}/{file_name}"
         rows = index_rows(part, relative)
         hashes = id_hashes(rows)
