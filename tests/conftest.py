@@ -22,11 +22,13 @@ def registry_url(tmp_path) -> str:
 def _no_leftover_beam_temp_folders():
     """Beam makes an empty ``beam-pipeline-temp*`` folder in $TMPDIR for every Pipeline object and
     removes it only after a run; tests that build a graph without running it left hundreds a day.
-    The ones this session made and left empty are removed at its end (others are not touched)."""
-    pattern = os.path.join(tempfile.gettempdir(), "beam-pipeline-temp*")
-    before = set(glob.glob(pattern))
+    Its job servers (Flink, Spark, Prism) make a ``beam-temp*`` folder removed only at a clean exit:
+    runs the tests kill leave it. The ones this session made and left empty are
+    removed at its end (others are not touched)."""
+    patterns = [os.path.join(tempfile.gettempdir(), p) for p in ("beam-pipeline-temp*", "beam-temp*")]
+    before = {f for pattern in patterns for f in glob.glob(pattern)}
     yield
-    for folder in set(glob.glob(pattern)) - before:
+    for folder in {f for pattern in patterns for f in glob.glob(pattern)} - before:
         try:
             os.rmdir(folder)  # only if empty: a folder with content is somebody's, left alone
         except OSError:

@@ -19,8 +19,13 @@ The filter is bound to the file it describes and used only when all of these hol
 (``read_filter``); otherwise the file's identifier columns are read, as before:
 
 - it is in the Parquet footer's key-value metadata, written after the row groups
-  (``ParquetWriter.add_key_value_metadata``), not in the Arrow schema: a tool that
-  reads a table and writes it again (pyarrow, Spark, DuckDB) does not copy it;
+  (``ParquetWriter.add_key_value_metadata``), and not in the Arrow schema the file
+  stores (``ARROW:schema``): ``write_parquet`` drops the metadata of the table it is
+  given. Spark, DuckDB and ``pq.read_table`` do not carry footer entries into a table,
+  but ``pq.ParquetFile(...).read()`` does, and pyarrow writes a table's metadata both
+  into the footer and into the stored Arrow schema: a filter found in the stored
+  Arrow schema was copied by a read and a write of the table, whose rows may have
+  changed, and proves nothing;
 - its row count and per-row-group row counts are the footer's own;
 - it covers every identifier column the file has;
 - every value it covers was printable ASCII;
@@ -240,6 +245,8 @@ def read_filter(metadata: pq.FileMetaData, id_columns: Sequence[str]) -> tuple[I
     raw = entries.get(FOOTER_KEY)
     if raw is None:
         return None, "no identifier filter in the footer"
+    if _in_stored_arrow_schema(entries, FOOTER_KEY):
+        return None, "identifier filter copied with the table by a tool that rewrote the file"
     try:
         body = json.loads(raw)
         if body.get("version") != FORMAT_VERSION:
@@ -262,6 +269,19 @@ def read_filter(metadata: pq.FileMetaData, id_columns: Sequence[str]) -> tuple[I
         return None, f"identifier filter unreadable ({type(exc).__name__})"
 
 
+def _in_stored_arrow_schema(entries: Mapping[bytes, bytes], key: bytes) -> bool:
+    """Whether the Arrow schema pyarrow stores in the footer carries ``key`` in its metadata
+    (it does when a table read with its footer entries was written again); unreadable counts."""
+    stored = entries.get(b"ARROW:schema")
+    if stored is None:
+        return False
+    try:
+        schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(stored)))
+    except (ValueError, binascii.Error, pa.ArrowException):
+        return True
+    return key in (schema.metadata or {})
+
+
 def write_parquet(
     handle: IO[bytes],
     table: pa.Table,
@@ -275,6 +295,9 @@ def write_parquet(
     ``dictionary_columns``: the only columns dictionary-encoded (None: all, Arrow's default);
     a dictionary of nearly unique values (ids, times) costs a third of the write and grows the file.
     """
+    # The footer is this writer's alone: a table read back carries the file's entries (the old
+    # filter, whose bits still answer for identifiers a purge removed) into its schema.
+    table = table.replace_schema_metadata(None)
     columns = [c for c in id_columns if c in table.column_names]
     hashes, printable = filter_keys(table.column(c) for c in columns)
     size = min(row_group_rows or _MAX_ROW_GROUP, _MAX_ROW_GROUP)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import os
 import json
 
 import numpy as np
@@ -159,3 +161,64 @@ def test_an_empty_table_still_gets_a_filter_bound_to_its_one_empty_row_group():
     assert metadata.num_rows == 0 and read_filter(metadata, INDEX_ID_COLUMNS)[1] == ""
     assert not read_filter(metadata, INDEX_ID_COLUMNS)[0].may_contain(string_hashes(pa.array(["u1"]))).any()
     assert np.array_equal(string_hashes(pa.array([], pa.string())), np.zeros(0, np.uint64))
+
+
+def _stored_arrow_schema_metadata(metadata: pq.FileMetaData) -> dict:
+    stored = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(metadata.metadata[b"ARROW:schema"])))
+    return dict(stored.metadata or {})
+
+
+def test_a_filter_copied_with_the_table_by_another_tool_proves_nothing(tmp_path):
+    """``pq.ParquetFile(...).read()`` carries the footer's entries into the table and pyarrow writes
+    them back: a tool that changed an identifier and kept the row counts must not get the old
+    filter's word that the new value is absent."""
+    path = str(tmp_path / "part.parquet")
+    with open(path, "wb") as handle:
+        write_parquet(handle, _table(email=["a@x.com", None, "b@x.com"]), INDEX_ID_COLUMNS)
+    assert _stored_arrow_schema_metadata(pq.read_metadata(path)) == {}  # the writer's own file: footer only
+    table = pq.ParquetFile(path).read()
+    assert FOOTER_KEY in table.schema.metadata
+    pq.write_table(table.set_column(2, "email", pa.array([None, "ann@example.com", None])), path)
+    copied = pq.read_metadata(path)
+    assert FOOTER_KEY in copied.metadata and copied.num_rows == 3  # the footer looks bound to the rows
+    assert read_filter(copied, INDEX_ID_COLUMNS) == (
+        None,
+        "identifier filter copied with the table by a tool that rewrote the file",
+    )
+    result = verify_file(StoredFile("archive", path), VerifyIdentifiers({"ann@example.com": ["req-ann"]}))
+    assert (result.rows, result.found, result.by_metadata, result.error) == (3, {"req-ann": 1}, False, "")
+
+
+def test_a_table_read_back_with_its_footer_is_written_with_a_new_filter_only():
+    """What a purge does: read a file whole, drop a subject's rows, write the rest. The old filter
+    (whose bits answer for the removed identifier) must not survive anywhere in the new file."""
+    table = _table(email=["gone@x.com", "kept@x.com", None])
+    read_back = pq.ParquetFile(io.BytesIO(_parquet_bytes(table))).read()
+    old_bits = read_back.schema.metadata[BITS_KEY]
+    kept = read_back.slice(1)
+    new = pq.ParquetFile(io.BytesIO(_parquet_bytes(kept))).metadata
+    assert _stored_arrow_schema_metadata(new) == {}
+    assert set(new.metadata) == {b"ARROW:schema", FOOTER_KEY, BITS_KEY}
+    assert new.metadata[BITS_KEY] != old_bits
+    id_filter, why = read_filter(new, INDEX_ID_COLUMNS)
+    assert why == ""
+    probes = ["gone@x.com", "user-0", "kept@x.com", "user-1"]
+    assert [bool(id_filter.may_contain(query_hashes([p]))[0]) for p in probes] == [False, False, True, True]
+
+
+def test_a_purged_file_holds_no_copy_of_its_old_filter(tmp_path):
+    from beam_rtbf.archive.write import write_data_file
+    from beam_rtbf.purge.rewrite import FileTask, rewrite_file
+
+    path = str(tmp_path / "archive" / "dt=2026-01-01" / "hour=00" / "part-a.parquet")
+    os.makedirs(os.path.dirname(path))
+    write_data_file(path, _table(email=["gone@x.com", "kept@x.com", None]))
+    old_bits = pq.read_metadata(path).metadata[BITS_KEY]
+    result = rewrite_file(FileTask("archive", path), {"user-0": ("req-0",)}, str(tmp_path / "journal"))
+    assert (result.status, result.records_before, result.records_after) == ("purged", 3, 2)
+    with open(path, "rb") as handle:
+        stored = handle.read()
+    assert old_bits not in stored and base64.b64decode(old_bits) not in stored
+    assert _stored_arrow_schema_metadata(pq.read_metadata(path)) == {}
+    id_filter, why = read_filter(pq.read_metadata(path), INDEX_ID_COLUMNS)
+    assert why == "" and not id_filter.may_contain(query_hashes(["gone@x.com"])).any()
