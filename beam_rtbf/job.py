@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
 import apache_beam as beam
@@ -91,6 +92,10 @@ class Job(Protocol):
 
     def summary_path(self) -> str:
         """Where the summary is written."""
+        ...
+
+    def exclusive(self) -> AbstractContextManager[Any]:
+        """Held from before ``prepare`` until the summary is written (purge: the output's purge lock)."""
         ...
 
 
@@ -165,6 +170,11 @@ def run_job(job: Job, stop: StopRequest | None = None) -> dict[str, Any]:
     ``stop``: on the local streaming runner, setting it ends the reads; the job drains, writes
     every output and its summary (``stopped_by``: the reason given) and returns normally.
     """
+    with job.exclusive():
+        return _run_job(job, stop)
+
+
+def _run_job(job: Job, stop: StopRequest | None) -> dict[str, Any]:
     options = job.options
     runner = resolve_runner(options.view_as(StandardOptions).runner, job.streaming, stop)
     name = runner_name(runner, options)

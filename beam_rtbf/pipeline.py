@@ -14,6 +14,7 @@ Run it with the embedded defaults (generated data, SQLite registry, local files)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -309,6 +310,10 @@ class RunJob:
 
     def summary_path(self) -> str:
         return join(self.opts.output, "summary.json")
+
+    def exclusive(self) -> contextlib.AbstractContextManager[None]:
+        """Nothing: a run writes new files only (the run ledger refuses a second bounded run)."""
+        return contextlib.nullcontext()
 
 
 def run(argv: list[str] | PipelineOptions | None = None, stop: StopRequest | None = None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ The same graph runs on the local runner and, as a bounded job, on Spark or Flink
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -32,6 +33,7 @@ from beam_rtbf.options import Locations, PurgeOptions, RtbfOptions, locations, s
 from beam_rtbf.purge.analytics import recompute_windows
 from beam_rtbf.purge.analytics_table import recompute_table
 from beam_rtbf.purge.hashing import SubjectHasher
+from beam_rtbf.purge.lock import PurgeLock, purge_lock
 from beam_rtbf.purge.manifests import ManifestProblem, PendingManifest, load_pending_manifests, redact_manifest
 from beam_rtbf.purge.plan import GuardDecision, PurgePlan, judge_blast_radius, plan_purge
 from beam_rtbf.purge.receipts import build_receipt, verification_problem
@@ -450,7 +452,7 @@ class PurgeJob:
         validate_purge_options(self.opts)
         options.view_as(StandardOptions).streaming = False
         self.where, self.registry_url = _locations_and_registry(options)
-        self.run_id = ""
+        self.run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
         self.manifests: list[PendingManifest] = []
         self.plan: PurgePlan | None = None
         self.summary: dict[str, Any] = {}  # the fields known once planned; ``finish`` adds the outcome
@@ -462,7 +464,6 @@ class PurgeJob:
         # A bounded run still writing into this output would publish files after this purge verified:
         # refuse; a dead run's staged files are removed (a killed publish is finished) before planning.
         recover_ledger(RunLedger.for_locations(self.options.view_as(RtbfOptions).output, where))
-        self.run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
         request_ids = [r.strip() for r in self.opts.request_ids.split(",") if r.strip()]
         try:
             with open_registry(self.registry_url) as registry:
@@ -540,6 +541,11 @@ class PurgeJob:
 
     def summary_path(self) -> str:
         return join(self.where.receipts, "_runs", f"{self.run_id}-summary.json")
+
+    def exclusive(self) -> contextlib.AbstractContextManager[PurgeLock]:
+        """The output's purge lock (``purge/lock.py``), from before the manifests are read until the
+        receipts and the summary are written: two purges' rewrites would undo each other's."""
+        return purge_lock(self.where.receipts, self.run_id)
 
     def _with_elapsed(self, summary: dict[str, Any]) -> dict[str, Any]:
         return {**summary, "elapsed_s": round(time.perf_counter() - self._started, 3)}

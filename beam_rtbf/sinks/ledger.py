@@ -108,7 +108,8 @@ def _list(pattern: str) -> list[str]:
         return []
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` on this host is running (a zombie is not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -195,7 +196,7 @@ class RunLedger:
             state = record.get("state")
             if state == COMMITTED:
                 continue
-            if record.get("host") == host and record.get("pid") != os.getpid() and _pid_alive(record.get("pid", -1)):
+            if record.get("host") == host and record.get("pid") != os.getpid() and pid_alive(record.get("pid", -1)):
                 raise RunInProgress(
                     f"run {record['run_id']} (pid {record['pid']}) is still writing into {self.output}; "
                     "wait for it to end, or use another --output"

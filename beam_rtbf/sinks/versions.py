@@ -18,7 +18,7 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
-__all__ = ["purge_noncurrent_versions", "OldVersionsError"]
+__all__ = ["purge_noncurrent_versions", "OldVersionsError", "s3_client"]
 
 _BATCH = 1000  # DeleteObjects takes at most 1000 keys
 
@@ -34,7 +34,7 @@ def _split(path: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _client() -> Any:
+def s3_client() -> Any:
     """A boto3 client with the same --s3_* options Beam's S3 filesystem uses in this process."""
     from apache_beam.io.aws.clients.s3.boto3_client import Client
 
@@ -51,7 +51,7 @@ def purge_noncurrent_versions(path: str, client: Any = None) -> int:
     if not path.startswith("s3://"):
         return 0
     bucket, key = _split(path)
-    client = client or _client()
+    client = client or s3_client()
     doomed: list[dict[str, str]] = []
     try:
         for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key):

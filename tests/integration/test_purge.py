@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from beam_rtbf.cli import main
+from beam_rtbf.job import OutputInUse
+from beam_rtbf.purge import faults
 from beam_rtbf.purge.hashing import SubjectHasher
+from beam_rtbf.purge.lock import PurgeLock
 from beam_rtbf.registry import open_registry
 from beam_rtbf.testing.erasure_api import ErasureApiServer
 from tests.helpers.crash_purge import crash_purge_command
@@ -93,6 +98,68 @@ def test_purge_erases_every_identifier_everywhere_and_keeps_everyone_else(setup,
     assert setup.purge() == 0
     assert "requests_pending          0" in capsys.readouterr().out
     assert archive_table(setup.out).equals(archive_before)
+
+
+def test_a_purge_is_refused_while_another_holds_the_output_and_runs_once_it_is_gone(setup, capsys):
+    """Two purges rewriting one file would undo each other's erasure: the second is refused, changes
+    nothing, and runs once the first is gone (here killed with SIGKILL, which frees the lock)."""
+    before = files_mentioning(setup.out, ALL_IDS)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(setup.out / "receipts")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert setup.purge() == 2
+        err = capsys.readouterr().err
+        assert f"purge run-elsewhere (host {socket.gethostname()}, pid {holder.pid}, since " in err
+        assert "one purge at a time per output" in err and len(err.strip().splitlines()) == 1
+        assert files_mentioning(setup.out, ALL_IDS) == before
+        assert not list((setup.out / "receipts").glob("*.json"))
+        assert [e for r in FORGOTTEN for e in _timeline(setup.registry, r) if e not in ("received", "suppressed")] == []
+    finally:
+        holder.kill()
+        holder.wait()
+    assert setup.purge() == 0
+    assert files_mentioning(setup.out, ALL_IDS) == {}
+    assert {read_receipt(setup.out, r)["status"] for r in FORGOTTEN} == {"verified"}
+
+
+class _TryTheLock:
+    """At each rewrite, what another purge of the same output would be told."""
+
+    def __init__(self, receipts: str) -> None:
+        self.receipts = receipts
+        self.answers: list[str] = []
+
+    def reached(self, point: str) -> None:
+        if point == "before_replace":
+            try:
+                PurgeLock(self.receipts, "run-intruder").acquire()
+                self.answers.append("acquired")
+            except OutputInUse as exc:
+                self.answers.append(str(exc).split(" (")[0])
+
+
+def test_the_purge_holds_the_lock_while_it_rewrites(setup):
+    probe = _TryTheLock(str(setup.out / "receipts"))
+    previous = faults.install(probe)
+    try:
+        assert setup.purge() == 0
+    finally:
+        faults.install(previous)
+    (summary_path,) = (setup.out / "receipts" / "_runs").glob("*-summary.json")
+    run = json.loads(summary_path.read_text())["run"]
+    assert len(probe.answers) >= 3 and set(probe.answers) == {f"purge {run}"}
+    PurgeLock(str(setup.out / "receipts"), "run-after").acquire()  # let go of once the purge is done
+
+
+_HOLD_LOCK = """
+import sys, time
+from beam_rtbf.purge.lock import PurgeLock
+PurgeLock(sys.argv[1], "run-elsewhere").acquire()
+print("held", flush=True)
+time.sleep(300)
+"""
 
 
 @pytest.mark.parametrize("point", ["before_replace:2", "after_replace:2", "analytics_written:1"])

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
+from beam_rtbf.job import OutputInUse
+from beam_rtbf.purge.lock import LockLost, PurgeLock
 from beam_rtbf.purge.receipts import receipt_path
 from beam_rtbf.testing.s3_server import ACCESS_KEY, REGION, SECRET_KEY, S3Server
 from tests.helpers.crash_purge import crash_purge_command
@@ -135,3 +139,79 @@ def test_s3_sources_that_match_nothing_or_name_no_bucket_fail_before_the_run(s3_
     with pytest.raises(ValueError, match=r"s3://no-such-bucket-rtbf/in/\*\.jsonl"):
         run(["--sessions=s3://no-such-bucket-rtbf/in/*.jsonl", *common])
     assert not (tmp_path / "out").exists()
+
+
+def _lock(s3_server, bucket: str, run_id: str, **timing: float) -> PurgeLock:
+    return PurgeLock(f"s3://{bucket}/run/receipts", run_id, client=s3_server.client(), **timing)
+
+
+@pytest.fixture
+def lock_bucket(s3_server, request) -> str:
+    bucket = f"rtbf-lock-{request.node.name.replace('_', '-')[:30].lower()}"
+    client = s3_server.client()
+    client.create_bucket(Bucket=bucket)
+    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    return bucket
+
+
+def test_the_s3_purge_lock_has_one_holder_and_is_deleted_by_it(s3_server, lock_bucket):
+    client = s3_server.client()
+    key = "run/receipts/_runs/purge.lock"
+    first = _lock(s3_server, lock_bucket, "run-a")
+    first.acquire()
+    assert json.loads(client.get_object(Bucket=lock_bucket, Key=key)["Body"].read())["run"] == "run-a"
+    with pytest.raises(OutputInUse, match=r"purge run-a \(host \S+, pid \d+, since .*one purge at a time"):
+        _lock(s3_server, lock_bucket, "run-b").acquire()
+    first.release()
+    assert "Contents" not in client.list_objects_v2(Bucket=lock_bucket, Prefix=key)
+    second = _lock(s3_server, lock_bucket, "run-b")  # created again over the delete marker
+    second.acquire()
+    assert json.loads(client.get_object(Bucket=lock_bucket, Key=key)["Body"].read())["run"] == "run-b"
+    second.release()
+
+
+def test_a_beating_s3_lock_stays_a_dead_one_is_taken_over_and_its_holder_learns_it(s3_server, lock_bucket):
+    alive = _lock(s3_server, lock_bucket, "run-a", heartbeat_s=0.3, stale_after_s=2.0)
+    alive.acquire()
+    time.sleep(3.0)  # longer than stale_after_s: the heartbeats keep it
+    with pytest.raises(OutputInUse, match="purge run-a"):
+        _lock(s3_server, lock_bucket, "run-b", stale_after_s=2.0).acquire()
+    alive._impl._stop.set()  # the holder stops beating (as if hung or killed) ...
+    alive._impl._thread.join()
+    time.sleep(3.0)  # ... for longer than stale_after_s
+    taker = _lock(s3_server, lock_bucket, "run-b", stale_after_s=2.0)
+    taker.acquire()
+    with pytest.raises(LockLost, match="taken over by another purge"):
+        alive.release()  # the old holder does not delete the new holder's lock, and fails
+    with pytest.raises(OutputInUse, match="purge run-b"):
+        _lock(s3_server, lock_bucket, "run-c", stale_after_s=2.0).acquire()
+    taker.release()
+
+
+def test_a_purge_on_s3_is_refused_while_another_holds_the_lock(s3_setup, s3_server, capsys):
+    bucket = str(s3_setup.out).split("/")[2]
+    holder = _lock(s3_server, bucket, "run-elsewhere")
+    holder.acquire()
+    try:
+        assert s3_setup.purge() == 2
+        assert "purge run-elsewhere (host" in capsys.readouterr().err
+    finally:
+        holder.release()
+    assert s3_setup.purge() == 0
+    client = s3_server.client()
+    assert "Contents" not in client.list_objects_v2(Bucket=bucket, Prefix="run/receipts/_runs/purge.lock")
+
+
+def test_an_s3_lock_of_a_dead_process_of_this_host_is_taken_over_at_once(s3_server, lock_bucket):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    body = {"run": "run-crashed", "host": socket.gethostname(), "pid": dead.pid, "since": time.time()}
+    key = "run/receipts/_runs/purge.lock"
+    s3_server.client().put_object(Bucket=lock_bucket, Key=key, Body=json.dumps(body).encode())
+    elsewhere = {**body, "host": "another-host", "run": "run-elsewhere"}
+    taker = _lock(s3_server, lock_bucket, "run-b")
+    taker.acquire()  # fresh, but its holder is gone: no need to wait five minutes
+    taker.release()
+    s3_server.client().put_object(Bucket=lock_bucket, Key=key, Body=json.dumps(elsewhere).encode())
+    with pytest.raises(OutputInUse, match="purge run-elsewhere"):  # a process elsewhere: cannot tell
+        _lock(s3_server, lock_bucket, "run-c").acquire()

@@ -3,6 +3,7 @@ the shared steps of ``run_job`` on a small job, and no upward import from purge.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -207,8 +208,18 @@ class _CountJob:
         self.done = done
         self.prepared_for: str | None = None
         self.built = False
+        self.events: list[str] = []
+
+    @contextlib.contextmanager
+    def exclusive(self):
+        self.events.append("locked")
+        try:
+            yield
+        finally:
+            self.events.append("unlocked, summary written" if os.path.exists(self.path) else "unlocked")
 
     def prepare(self, runner_name: str) -> dict[str, Any] | None:
+        self.events.append("prepare")
         self.prepared_for = runner_name
         return self.done
 
@@ -237,6 +248,7 @@ def test_run_job_resolves_the_runner_logs_one_start_line_runs_waits_and_writes_t
 
     assert summary == {"state": "DONE", "stopped_by": None, "timed": True}
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    assert job.events == ["locked", "prepare", "unlocked, summary written"]
     assert job.prepared_for == "FnApiRunner" and job.built
     assert [r.getMessage() for r in caplog.records if r.name == "beam_rtbf.job"] == [
         "beam-rtbf: bounded count on FnApiRunner, three numbers (a test)"
@@ -270,6 +282,7 @@ def test_run_job_leaves_no_temporary_folder_whether_the_build_fails_or_not(tmp_p
     if job_kind is _BrokenBuildJob:
         with pytest.raises(RuntimeError, match="registry went away"):
             run_job(job)
+        assert job.events == ["locked", "prepare", "unlocked"]  # let go of on a failure too
     else:
         assert run_job(job)["state"] == "DONE"
     assert sorted(p.name for p in temp.iterdir() if p.name.startswith("beam-pipeline-temp")) == []
