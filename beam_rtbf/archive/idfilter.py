@@ -276,7 +276,10 @@ def _in_stored_arrow_schema(entries: Mapping[bytes, bytes], key: bytes) -> bool:
     if stored is None:
         return False
     try:
-        schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(stored)))
+        serialized = base64.b64decode(stored)
+        if key not in serialized:  # metadata keys are stored verbatim: not there, not in the schema
+            return False
+        schema = pa.ipc.read_schema(pa.py_buffer(serialized))
     except (ValueError, binascii.Error, pa.ArrowException):
         return True
     return key in (schema.metadata or {})
