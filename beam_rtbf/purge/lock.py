@@ -1,26 +1,32 @@
-"""One purge at a time per output: two purges rewriting one file would undo each other's erasure.
+"""One purge at a time per archive: two purges rewriting one file would undo each other's erasure.
 
 Purge A reads a file, purge B reads it too, A writes it without A's subject and verifies,
 then B writes its copy (without B's subject, with A's) over it: A's subject is back after
 A's receipt said ``verified``. So a purge holds an exclusive lock from before it loads
-the manifests until its receipts are written; a second purge on the same output is
+the manifests until its receipts are written; a second purge of the same archive is
 refused with one line (``OutputInUse``, exit code 2) and changes nothing.
 
-The lock is ``RECEIPTS/_runs/purge.lock`` (receipts default to ``OUTPUT/receipts``; outputs
-that share an ``--archive_dir`` must share ``--receipts_dir`` too). Its body names the holder
-(run, host, pid, since) for the refusal message.
+The lock is ``ARCHIVE.purge.lock``, next to the archive root (``rtbf-out/archive.purge.lock``):
+the archive is what two purges would fight over, whatever their ``--output`` or
+``--receipts_dir``; outside the root, so the verification's listing of the archive is not
+changed by it (an archive at a bucket's root gets ``s3://bucket/.purge.lock``, inside it:
+scanned as any other file). Its body names the holder (run, host, pid, since) for the
+refusal message.
 
 - Local and mounted file systems: ``flock`` on the file, held by the purge's process. The
   kernel releases it when the process ends in any way (``kill -9`` included), so a crashed
   purge never leaves a lock behind. The file itself stays (removing it would let a waiting
-  process lock an inode nobody else sees).
+  process lock an inode nobody else sees). A symbolic link, a folder or a pipe there is
+  refused, never followed or written through.
 - ``s3://``: the object is created with ``If-None-Match: *`` (S3 conditional writes), so
   exactly one of two racing purges gets it, and rewritten with ``If-Match`` on its ETag every
   ``heartbeat_s`` while held. A lock whose last write (the server's ``Last-Modified`` against
   the server's ``Date``: no client clock) is older than ``stale_after_s``, or whose holder was
-  a process of this host that is gone (a crashed purge re-run where it ran), belongs to a dead
-  purge: it is taken over by a conditional write on its ETag, so two takers cannot both win.
-  Released by deleting it, after checking it is still this holder's.
+  a process of this machine that is gone (same boot and pid namespace, a crashed purge re-run
+  where it ran), belongs to a dead purge: it is taken over by a conditional write on its ETag,
+  so two takers cannot both win. A holder whose heartbeat finds the lock taken over stops
+  replacing files (``check_held``: the rewrite's last step before a replace, in this process)
+  and fails. Released by deleting it, after checking it is still this holder's.
 - Other schemes (``gs://``): no lock here (Beam's GCS client has no conditional create); a
   warning says to run one purge at a time.
 """
@@ -33,32 +39,61 @@ import json
 import logging
 import os
 import socket
+import stat
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from beam_rtbf.sinks.files import join
+from beam_rtbf.job import OutputInUse
 
-__all__ = ["LOCK_NAME", "PurgeLock", "LockLost", "purge_lock", "lock_path"]
+__all__ = ["PurgeLock", "LockLost", "purge_lock", "lock_path", "check_held"]
 
 _LOGGER = logging.getLogger(__name__)
 
-LOCK_NAME = "purge.lock"
 HEARTBEAT_S = 30.0  # s3: how often a held lock is rewritten
 STALE_AFTER_S = 300.0  # s3: a lock not rewritten for this long belongs to a dead purge
+_CONFLICT = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+_ATTEMPTS = 3  # s3: a lock that vanishes between the refused create and its read is tried again
 
 
-class LockLost(RuntimeError):
-    """An s3 lock this purge held was taken over (its heartbeats stopped for ``stale_after_s``)."""
+class LockLost(OutputInUse):
+    """An s3 lock this purge held was taken over (its heartbeats stopped for ``stale_after_s``):
+    another purge works on the archive, so this one must not replace files or write receipts."""
 
 
-def lock_path(receipts_dir: str) -> str:
-    return join(receipts_dir, "_runs", LOCK_NAME)
+_lost: list[str] = []  # why a lock held by this process was lost (at most one purge runs per process)
 
 
-def _holder(run_id: str) -> dict[str, Any]:
-    return {"run": run_id, "host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
+def check_held() -> None:
+    """Raise ``LockLost`` if this process held a purge lock that another purge took over: a
+    rewrite must not replace a file then (its copy may predate the other purge's rewrite)."""
+    if _lost:
+        raise LockLost(_lost[0])
+
+
+def lock_path(archive_dir: str) -> str:
+    """``ARCHIVE.purge.lock`` beside the archive root; inside it when the root is a bucket."""
+    root = archive_dir.rstrip("/")
+    scheme, sep, rest = root.partition("://")
+    if sep and "/" not in rest:  # s3://bucket: no sibling
+        return f"{root}/.purge.lock"
+    return f"{root}.purge.lock"
+
+
+def _machine() -> str:
+    """This boot of this machine and this pid namespace: a pid means the same process only here."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+            boot = handle.read().strip()
+        return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return ""
+
+
+def _holder(run_id: str, since: float) -> bytes:
+    body = {"run": run_id, "host": socket.gethostname(), "machine": _machine(), "pid": os.getpid(), "since": since}
+    return json.dumps(body).encode()
 
 
 def _describe(body: bytes, path: str) -> str:
@@ -68,7 +103,11 @@ def _describe(body: bytes, path: str) -> str:
         who = f"purge {holder['run']} (host {holder['host']}, pid {holder['pid']}, since {since})"
     except (ValueError, KeyError, TypeError):
         who = "another purge"
-    return f"{who} holds {path}: one purge at a time per output (their rewrites would undo each other's)"
+    return f"{who} holds {path}: one purge at a time per archive (their rewrites would undo each other's)"
+
+
+def _in_use(message: str) -> Exception:
+    return OutputInUse(message)
 
 
 class _LocalLock:
@@ -78,18 +117,24 @@ class _LocalLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        from beam_rtbf.job import OutputInUse
-
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            body = os.pread(fd, 4096, 0)
+            fd = os.open(self.path, flags, 0o600)
+        except OSError as exc:  # a symbolic link (ELOOP), a folder (EISDIR): not followed, not used
+            raise _in_use(f"{self.path} cannot be the purge lock ({exc.strerror}): remove it") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise _in_use(f"{self.path} is not a regular file and cannot be the purge lock: remove it")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise _in_use(_describe(os.pread(fd, 4096, 0), self.path)) from None
+        except BaseException:
             os.close(fd)
-            raise OutputInUse(_describe(body, self.path)) from None
+            raise
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(_holder(self._run_id)).encode(), 0)
+        os.pwrite(fd, _holder(self._run_id, time.time()), 0)
         self._fd = fd
 
     def release(self) -> None:
@@ -113,40 +158,52 @@ class _S3Lock:
         self._client = client
         self._heartbeat_s = heartbeat_s
         self._stale_after_s = stale_after_s
+        self._since = time.time()
         self._etag: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.lost: str = ""  # why the lock was lost while held (the heartbeat's conditional write failed)
+        self.lost: str = ""  # why the lock was lost while held
 
     def _put(self, **condition: str) -> str:
-        body = json.dumps(_holder(self._run_id)).encode()
+        body = _holder(self._run_id, self._since)
         return self._client.put_object(Bucket=self._bucket, Key=self._key, Body=body, **condition)["ETag"]
 
     def acquire(self) -> None:
-        from botocore.exceptions import ClientError
+        for _ in range(_ATTEMPTS):
+            if self._try_acquire():
+                self._thread = threading.Thread(target=self._beat, name="purge-lock-heartbeat", daemon=True)
+                self._thread.start()
+                return
+        raise _in_use(f"{self.path} changed hands {_ATTEMPTS} times while this purge tried to take it: try again")
 
-        from beam_rtbf.job import OutputInUse
+    def _try_acquire(self) -> bool:
+        """True: taken; False: it vanished or changed meanwhile (try again); raises if held."""
+        from botocore.exceptions import ClientError
 
         try:
             self._etag = self._put(IfNoneMatch="*")
+            return True
         except ClientError as exc:
-            if _code(exc) not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            if _code(exc) not in _CONFLICT:
                 raise
+        try:
             current = self._client.get_object(Bucket=self._bucket, Key=self._key)
-            body = current["Body"].read()
-            server_now = _server_time(current)
-            age = server_now - current["LastModified"].timestamp()
-            if age < self._stale_after_s and not _dead_here(body):
-                raise OutputInUse(_describe(body, self.path)) from None
-            try:  # a dead purge's lock: only one taker wins the write on its ETag
-                self._etag = self._put(IfMatch=current["ETag"])
-            except ClientError as taken:
-                if _code(taken) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "NoSuchKey"):
-                    raise OutputInUse(_describe(body, self.path)) from None
-                raise
-            _LOGGER.warning("took over %s, not rewritten for %.0f s: %s", self.path, age, _describe(body, self.path))
-        self._thread = threading.Thread(target=self._beat, name="purge-lock-heartbeat", daemon=True)
-        self._thread.start()
+        except ClientError as exc:
+            if _code(exc) in ("NoSuchKey", "404"):
+                return False  # released between the refused create and this read
+            raise
+        body = current["Body"].read()
+        age = _server_time(current) - current["LastModified"].timestamp()
+        if age < self._stale_after_s and not _dead_here(body):
+            raise _in_use(_describe(body, self.path))
+        try:  # a dead purge's lock: only one taker wins the write on its ETag
+            self._etag = self._put(IfMatch=current["ETag"])
+        except ClientError as exc:
+            if _code(exc) in (*_CONFLICT, "NoSuchKey", "404"):
+                return False
+            raise
+        _LOGGER.warning("took over %s, not rewritten for %.0f s: %s", self.path, age, _describe(body, self.path))
+        return True
 
     def _beat(self) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -155,13 +212,17 @@ class _S3Lock:
             try:
                 self._etag = self._put(IfMatch=self._etag)
             except ClientError as exc:
-                if _code(exc) in ("PreconditionFailed", "412", "NoSuchKey", "ConditionalRequestConflict"):
-                    self.lost = f"{self.path} was taken over by another purge while this one held it"
-                    _LOGGER.error(self.lost)
+                if _code(exc) in (*_CONFLICT, "NoSuchKey", "404"):
+                    self._lose()
                     return
                 _LOGGER.warning("purge lock heartbeat failed (retried): %s", exc)
             except BotoCoreError as exc:  # connection trouble: the next beat retries
                 _LOGGER.warning("purge lock heartbeat failed (retried): %s", exc)
+
+    def _lose(self) -> None:
+        self.lost = f"{self.path} was taken over by another purge while this one held it"
+        _lost.append(self.lost)
+        _LOGGER.error("%s: no file is replaced any more; this purge fails", self.lost)
 
     def release(self) -> None:
         self._stop.set()
@@ -174,18 +235,19 @@ class _S3Lock:
         if head["ETag"] == self._etag:  # still this purge's: remove it
             self._client.delete_object(Bucket=self._bucket, Key=self._key)
         else:
-            self.lost = f"{self.path} was taken over by another purge while this one held it"
+            self._lose()
         self._etag = None
 
 
 def _dead_here(body: bytes) -> bool:
-    """Whether the holder was a process of this host that is gone (a crashed purge re-run here
-    need not wait for its lock to go stale)."""
+    """Whether the holder was a process of this machine (same boot, same pid namespace) that is
+    gone: a crashed purge re-run where it ran need not wait for its lock to go stale."""
     from beam_rtbf.sinks.ledger import pid_alive
 
     try:
         holder = json.loads(body)
-        return holder["host"] == socket.gethostname() and not pid_alive(int(holder["pid"]))
+        machine = _machine()
+        return bool(machine) and holder["machine"] == machine and not pid_alive(int(holder["pid"]))
     except (ValueError, KeyError, TypeError):
         return False
 
@@ -204,10 +266,10 @@ def _server_time(response: dict) -> float:
 
 
 class PurgeLock:
-    """The output's purge lock for ``run_id``: ``acquire`` (raises ``OutputInUse`` if held), ``release``."""
+    """The archive's purge lock for ``run_id``: ``acquire`` (raises ``OutputInUse`` if held), ``release``."""
 
-    def __init__(self, receipts_dir: str, run_id: str, client: Any = None, **s3_timing: float) -> None:
-        self.path = lock_path(receipts_dir)
+    def __init__(self, archive_dir: str, run_id: str, client: Any = None, **s3_timing: float) -> None:
+        self.path = lock_path(archive_dir)
         self._impl: _LocalLock | _S3Lock | None
         if "://" not in self.path:
             self._impl = _LocalLock(self.path, run_id)
@@ -222,25 +284,26 @@ class PurgeLock:
 
     def acquire(self) -> None:
         if self._impl is None:
-            _LOGGER.warning("no purge lock on %s: run one purge at a time on this output", self.path)
+            _LOGGER.warning("no purge lock on %s: run one purge at a time on this archive", self.path)
             return
         self._impl.acquire()
 
     def release(self) -> None:
-        """Let go; raises ``LockLost`` if an s3 lock was taken over while held (the purge's rewrites
-        may have raced another purge's: its receipts must not be trusted)."""
+        """Let go; raises ``LockLost`` if an s3 lock was taken over while held."""
         if self._impl is None:
             return
         self._impl.release()
         lost = getattr(self._impl, "lost", "")
+        _lost.clear()  # the process holds no lock any more
         if lost:
             raise LockLost(lost)
 
 
 @contextlib.contextmanager
-def purge_lock(receipts_dir: str, run_id: str) -> Iterator[PurgeLock]:
-    lock = PurgeLock(receipts_dir, run_id)
+def purge_lock(archive_dir: str, run_id: str) -> Iterator[PurgeLock]:
+    lock = PurgeLock(archive_dir, run_id)
     lock.acquire()
+    _lost.clear()
     try:
         yield lock
     finally:

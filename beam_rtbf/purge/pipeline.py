@@ -8,12 +8,15 @@
     per request: receipts/, audit/, registry timeline (purged, verified), manifest redacted;
     ``verified`` only if that independent scan found none of the subject's records
 
-The same graph runs on the local runner and, as a bounded job, on Spark or Flink.
+The same graph runs on the local runner and, as a bounded job, on Spark or Flink. A plan of at
+most ``--one_step_max_files`` files without an erasure API runs as one step instead
+(``one_step.py``: the same functions in the same order, without the stages' fixed cost).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -32,15 +35,15 @@ from beam_rtbf.manifests.build import write_manifests
 from beam_rtbf.options import Locations, PurgeOptions, RtbfOptions, locations, subject_key_file, validate_purge_options
 from beam_rtbf.purge.analytics import recompute_windows
 from beam_rtbf.purge.analytics_table import recompute_table
-from beam_rtbf.purge.hashing import SubjectHasher
+from beam_rtbf.purge.finish import RequestFinisher, requests_of_result
 from beam_rtbf.purge.lock import PurgeLock, purge_lock
-from beam_rtbf.purge.manifests import ManifestProblem, PendingManifest, load_pending_manifests, redact_manifest
+from beam_rtbf.purge.manifests import ManifestProblem, PendingManifest, load_pending_manifests
+from beam_rtbf.purge.one_step import PurgeInOneStep, fits_one_step
 from beam_rtbf.purge.plan import GuardDecision, PurgePlan, judge_blast_radius, plan_purge
-from beam_rtbf.purge.receipts import build_receipt, verification_problem
 from beam_rtbf.purge.receipts import receipt_path as receipt_path_for
-from beam_rtbf.purge.rewrite import FileResult, FileTask, PurgeFileError, rewrite_file, scan_file
+from beam_rtbf.purge.rewrite import FileResult, FileTask, rewrite_or_error, scan_file
 from beam_rtbf.purge.verify import VerificationSummary, VerifyErasure, summary_json
-from beam_rtbf.records import AcceptedRequest, iso_ms, now_ms
+from beam_rtbf.records import AcceptedRequest
 from beam_rtbf.registry import open_registry
 from beam_rtbf.registry.base import RegistryUnavailable
 from beam_rtbf.sinks.files import join, json_lines, unique_part, write_bytes_atomically
@@ -64,12 +67,9 @@ class _RewriteFn(beam.DoFn):
 
     def process(self, task: FileTask, decision: GuardDecision):
         reason = "; ".join(decision.reasons)
-        try:
-            result = rewrite_file(
-                task, self._id_requests, self._journal_dir, decision.allowed, reason, self._purge_versions
-            )
-        except PurgeFileError as exc:  # verification failed: the original stays in place
-            result = FileResult(task, "error", 0, 0, {}, False, iso_ms(now_ms()), str(exc))
+        result = rewrite_or_error(
+            task, self._id_requests, self._journal_dir, decision.allowed, reason, self._purge_versions
+        )
         if result.status == "purged":
             self._files.inc()
             self._removed.inc(result.records_before - result.records_after)
@@ -116,16 +116,13 @@ def _recomputed_by_request(
     )
 
 
-def _route(result: FileResult, all_requests: tuple[str, ...], id_requests: dict) -> list[tuple[str, FileResult]]:
-    """Which requests a file result belongs to: those it removed records for, or all on block/error."""
-    if result.status in ("blocked", "error"):
-        return [(r, result) for r in all_requests]
-    # ``removed`` may name requests of earlier runs (from the journal): only this run's are routed.
-    return [(r, result) for r in sorted(result.removed) if r in all_requests]
+def _route(result: FileResult, all_requests: tuple[str, ...]) -> list[tuple[str, FileResult]]:
+    return [(r, result) for r in requests_of_result(result, all_requests)]
 
 
 class _FinishRequestFn(beam.DoFn):
-    """Per request: receipt, audit lines, registry timeline, and the manifest redacted once verified."""
+    """Per request: receipt, audit lines, registry timeline, and the manifest redacted once verified
+    (``finish.RequestFinisher``; its registry events are recorded once per bundle)."""
 
     def __init__(
         self,
@@ -137,102 +134,22 @@ class _FinishRequestFn(beam.DoFn):
         key_file: str | None,
         roots: dict[str, str],
     ) -> None:
-        self._key_file = key_file
-        self._roots = roots
-        self._manifests = manifests
-        self._purge_versions = purge_versions
-        self._registry_url = registry_url
-        self._receipts_dir = receipts_dir
-        self._run_id = run_id
+        self._args = (manifests, registry_url, receipts_dir, run_id, purge_versions, key_file, roots)
 
     def setup(self) -> None:
-        self._hasher = SubjectHasher(key_file=self._key_file)
-        # Opened once, not per request: opening an embedded registry costs a commit (~25 ms here).
-        self._registry = open_registry(self._registry_url)
-
-    def start_bundle(self) -> None:
-        self._events: list[tuple[str, str, int, str]] = []
-        self._redact: list[tuple[str, str]] = []
+        self._finisher = RequestFinisher(*self._args)
 
     def finish_bundle(self) -> None:
-        if self._events:
-            self._registry.record_events(self._events)
-        for path, receipt_name in self._redact:  # only once its "verified" event is recorded
-            redact_manifest(path, self._hasher, receipt_name, self._purge_versions)
-        self._events, self._redact = [], []
+        self._finisher.flush()
 
     def teardown(self) -> None:
-        registry = getattr(self, "_registry", None)
-        if registry is not None:
-            registry.close()
+        finisher = getattr(self, "_finisher", None)
+        if finisher is not None:
+            finisher.close()
 
     def process(self, element, verification: VerificationSummary):
         request_id, groups = element
-        manifest: PendingManifest = self._manifests[request_id]
-        files = list(groups.get("files", ()))
-        at = iso_ms(now_ms())
-        checked = verification.for_request(request_id)
-        receipt = build_receipt(
-            manifest,
-            files,
-            list(groups.get("api_done", ())),
-            list(groups.get("api_failed", ())),
-            self._hasher,
-            self._run_id,
-            at,
-            list(groups.get("analytics", ())),
-            self._roots,
-            checked,
-            list(groups.get("tables", ())),
-        )
-        receipt_path = receipt_path_for(self._receipts_dir, request_id)
-        receipt_name = receipt_path.rsplit("/", 1)[-1]  # stored relative to the receipts root
-        write_bytes_atomically(receipt_path, json.dumps(receipt, indent=2, sort_keys=True).encode())
-        removed = receipt["records_removed"]
-        detail = (
-            f"archive {removed['archive_partition']} records, index {removed['index']}, "
-            f"dead letters {removed['deadletter']}; verification scanned {checked['scanned']['rows']} rows in "
-            f"{sum(v for k, v in checked['scanned'].items() if k.endswith('_files'))} files; run {self._run_id}"
-        )
-        # The registry's events and the manifest's redaction wait for the end of the bundle: one
-        # registry transaction for the bundle's requests (a commit each cost ~3 ms), events first.
-        if receipt["status"] == "verified":
-            self._events += [
-                (request_id, "purged", now_ms(), detail),
-                (request_id, "verified", now_ms(), f"receipt {receipt_name}"),
-            ]
-            self._redact.append((manifest.path, receipt_name))
-        else:
-            reasons = {
-                loc.get("verification") or loc.get("reason") or ""
-                for loc in receipt["locations"]
-                if loc["kind"] != "stream" and not loc.get("verified", False)
-            }
-            why = "; ".join([p for p in [verification_problem(checked)] if p] + sorted(reasons - {""}))
-            self._events.append((request_id, f"purge_{receipt['status']}", now_ms(), why[:500]))
-        for location in receipt["locations"]:
-            yield {
-                "at": at,
-                "run": self._run_id,
-                "request_id": request_id,
-                "subject_hash": receipt["subject_hash"],
-                "location_kind": location["kind"],
-                "location": location.get("path") or location.get("uri") or location.get("location"),
-                "records_removed": location.get("records_removed", 0),
-                "sessions_before": location.get("sessions_before"),
-                "sessions_after": location.get("sessions_after"),
-                "verified": location.get("verified", False),
-                "status": location.get("status"),
-            }
-        yield {
-            "at": at,
-            "run": self._run_id,
-            "request_id": request_id,
-            "subject_hash": receipt["subject_hash"],
-            "event": "receipt",
-            "status": receipt["status"],
-            "receipt": receipt_name,
-        }
+        yield from self._finisher.finish(request_id, groups, verification)
 
 
 class _WriteJsonLinesFn(beam.DoFn):
@@ -249,10 +166,13 @@ class _WriteJsonLinesFn(beam.DoFn):
         self._rows.append(row)
 
     def finish_bundle(self) -> None:
-        if self._rows:
-            path = join(self._directory, unique_part(self._prefix, ".jsonl"))
-            write_bytes_atomically(path, json_lines(self._rows))
-            self._rows = []
+        _write_json_lines(self._directory, self._prefix, self._rows)
+        self._rows = []
+
+
+def _write_json_lines(directory: str, prefix: str, rows: list[dict]) -> None:
+    if rows:
+        write_bytes_atomically(join(directory, unique_part(prefix, ".jsonl")), json_lines(rows))
 
 
 def build_purge_pipeline(
@@ -262,6 +182,37 @@ def build_purge_pipeline(
     receipts_dir = where.receipts
     all_requests = tuple(m.request_id for m in manifests)
     id_requests = plan.id_requests
+    roots = {
+        "archive": where.archive,
+        "index": where.archive,
+        "deadletter": where.deadletter,
+        "analytics": where.analytics,
+    }
+    if fits_one_step(plan, opts.one_step_max_files, bool(opts.erasure_api_url)):
+        _ = (
+            p
+            | "Start" >> beam.Create([None])
+            | "PurgeInOneStep"
+            >> beam.ParDo(
+                PurgeInOneStep(
+                    plan,
+                    manifests,
+                    (opts.max_partition_share, opts.max_total_share, opts.guard_min_partition_records, opts.confirm),
+                    {"receipts": receipts_dir, "archive": where.archive, "deadletter": where.deadletter},
+                    run_id,
+                    registry_url,
+                    not opts.keep_old_versions,
+                    subject_key_file(opts),
+                    roots,
+                    (
+                        functools.partial(_write_guard_report, receipts_dir=receipts_dir, run_id=run_id),
+                        functools.partial(_write_verification_report, receipts_dir=receipts_dir, run_id=run_id),
+                    ),
+                    functools.partial(_write_json_lines, where.audit, f"purge-{run_id}"),
+                )
+            )
+        )
+        return
 
     # One element that the singletons (the guard's decision) hang off: side inputs instead of global
     # combiners keep the graph (and its fixed cost on every runner) small.
@@ -283,7 +234,7 @@ def build_purge_pipeline(
         _RewriteFn(id_requests, join(receipts_dir, "_journal"), not opts.keep_old_versions),
         decision=beam.pvalue.AsSingleton(decision),
     )
-    files_by_request = results | "ByRequest" >> beam.FlatMap(_route, all_requests, id_requests)
+    files_by_request = results | "ByRequest" >> beam.FlatMap(_route, all_requests)
     # Not the plan's file list: the storage is listed and re-read once every rewrite is done.
     verification = results | "VerifyErasure" >> VerifyErasure(
         plan.archive_dir or where.archive, where.deadletter, {m.request_id: m.subject_ids for m in manifests}
@@ -352,12 +303,7 @@ def build_purge_pipeline(
                 run_id,
                 not opts.keep_old_versions,
                 subject_key_file(opts),
-                {
-                    "archive": where.archive,
-                    "index": where.archive,
-                    "deadletter": where.deadletter,
-                    "analytics": where.analytics,
-                },
+                roots,
             ),
             verification=beam.pvalue.AsSingleton(verification),
         )
@@ -543,9 +489,9 @@ class PurgeJob:
         return join(self.where.receipts, "_runs", f"{self.run_id}-summary.json")
 
     def exclusive(self) -> contextlib.AbstractContextManager[PurgeLock]:
-        """The output's purge lock (``purge/lock.py``), from before the manifests are read until the
+        """The archive's purge lock (``purge/lock.py``), from before the manifests are read until the
         receipts and the summary are written: two purges' rewrites would undo each other's."""
-        return purge_lock(self.where.receipts, self.run_id)
+        return purge_lock(self.where.archive, self.run_id)
 
     def _with_elapsed(self, summary: dict[str, Any]) -> dict[str, Any]:
         return {**summary, "elapsed_s": round(time.perf_counter() - self._started, 3)}

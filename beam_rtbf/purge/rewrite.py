@@ -45,6 +45,7 @@ from beam_rtbf.archive.write import INDEX_ID_COLUMNS, write_data_parquet, write_
 from beam_rtbf.identifiers import canonical_array
 from beam_rtbf.purge import faults as fault_points
 from beam_rtbf.purge.faults import FaultPoints
+from beam_rtbf.purge.lock import LockLost, check_held
 from beam_rtbf.purge.subjects import SubjectIdentifiers
 from beam_rtbf.records import iso_ms, now_ms
 from beam_rtbf.sinks.files import is_object_store, join, write_bytes_atomically
@@ -56,6 +57,7 @@ __all__ = [
     "PurgeFileError",
     "scan_file",
     "rewrite_file",
+    "rewrite_or_error",
     "read_journal",
     "partition_of",
 ]
@@ -380,6 +382,10 @@ def rewrite_file(
     remaining = total - removing
     versions = 0
     fault_points.reached("before_replace", faults)
+    try:
+        check_held()  # another purge took the archive over: this copy may predate its rewrite
+    except LockLost as exc:
+        raise PurgeFileError(f"{task.path}: not replaced: {exc}") from exc
     if remaining == 0:
         FileSystems.delete([task.path])
     else:
@@ -414,3 +420,18 @@ def _purge_versions(path: str) -> int:
         return purge_noncurrent_versions(path)
     except OldVersionsError as exc:  # the current object is clean, but the request stays open
         raise PurgeFileError(str(exc)) from exc
+
+
+def rewrite_or_error(
+    task: FileTask,
+    id_requests: Mapping[str, Sequence[str]],
+    journal_dir: str,
+    allowed: bool,
+    reason: str,
+    purge_versions: bool,
+) -> FileResult:
+    """``rewrite_file``, with a failed verification as the file's error result (the original stays)."""
+    try:
+        return rewrite_file(task, id_requests, journal_dir, allowed, reason, purge_versions)
+    except PurgeFileError as exc:
+        return FileResult(task, "error", 0, 0, {}, False, iso_ms(now_ms()), str(exc))

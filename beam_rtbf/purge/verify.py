@@ -59,6 +59,8 @@ __all__ = [
     "canonical_candidates",
     "VerifyIdentifiers",
     "METHOD",
+    "requests_by_identifier",
+    "verify_stored_files",
 ]
 
 METHOD = (
@@ -340,6 +342,25 @@ def _summarize(items: list, request_ids: Sequence[str]) -> VerificationSummary:
     return summarize([r for _, chunk in items for r in chunk], request_ids, listed_at)
 
 
+def requests_by_identifier(subjects: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ...]]:
+    """request id -> identifiers, turned into identifier -> the requests naming it."""
+    id_requests: dict[str, set[str]] = {}
+    for request_id, identifiers in subjects.items():
+        for identifier in identifiers:
+            id_requests.setdefault(identifier, set()).add(request_id)
+    return {k: tuple(sorted(v)) for k, v in id_requests.items()}
+
+
+def verify_stored_files(
+    archive_dir: str, deadletter_dir: str, subjects: Mapping[str, Sequence[str]]
+) -> VerificationSummary:
+    """The verification in one call (a small purge's one step): list the storage now, re-read every file."""
+    listed_at = time.time()
+    ids = VerifyIdentifiers(requests_by_identifier(subjects))
+    results = [verify_file(f, ids) for f in list_stored_files(archive_dir, deadletter_dir)]
+    return summarize(results, tuple(sorted(subjects)), listed_at)
+
+
 class VerifyErasure(beam.PTransform):
     """Rewrite results -> one VerificationSummary: every stored file re-read once all rewrites are done."""
 
@@ -351,11 +372,7 @@ class VerifyErasure(beam.PTransform):
         self._archive_dir = archive_dir
         self._deadletter_dir = deadletter_dir
         self._request_ids = tuple(sorted(subjects))
-        id_requests: dict[str, set[str]] = {}
-        for request_id, identifiers in subjects.items():
-            for identifier in identifiers:
-                id_requests.setdefault(identifier, set()).add(request_id)
-        self._id_requests = {k: tuple(sorted(v)) for k, v in id_requests.items()}
+        self._id_requests = requests_by_identifier(subjects)
 
     def expand(self, rewrites):
         # Side inputs, not global combiners: a side input is complete before its consumer starts, which

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -38,6 +39,15 @@ from tests.helpers.purge_setup import (
 )
 
 pytestmark = [pytest.mark.slow]
+
+
+@pytest.fixture(params=["one_step", "wide"])
+def setup(setup, request):
+    """Every test twice: a plan this small runs as one step by default; ``wide`` forces the graph
+    that spreads the files over workers (what larger plans and cluster runs get)."""
+    if request.param == "wide":
+        return dataclasses.replace(setup, extra=(*setup.extra, "--one_step_max_files=0"))
+    return setup
 
 
 def _timeline(registry_url: str, request_id: str) -> list[str]:
@@ -105,14 +115,15 @@ def test_a_purge_is_refused_while_another_holds_the_output_and_runs_once_it_is_g
     nothing, and runs once the first is gone (here killed with SIGKILL, which frees the lock)."""
     before = files_mentioning(setup.out, ALL_IDS)
     holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_LOCK, str(setup.out / "receipts")], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _HOLD_LOCK, str(setup.out / "archive")], stdout=subprocess.PIPE, text=True
     )
     try:
         assert holder.stdout.readline().strip() == "held"
         assert setup.purge() == 2
         err = capsys.readouterr().err
         assert f"purge run-elsewhere (host {socket.gethostname()}, pid {holder.pid}, since " in err
-        assert "one purge at a time per output" in err and len(err.strip().splitlines()) == 1
+        assert f"holds {setup.out / 'archive'}.purge.lock: one purge at a time per archive" in err
+        assert len(err.strip().splitlines()) == 1
         assert files_mentioning(setup.out, ALL_IDS) == before
         assert not list((setup.out / "receipts").glob("*.json"))
         assert [e for r in FORGOTTEN for e in _timeline(setup.registry, r) if e not in ("received", "suppressed")] == []
@@ -122,6 +133,18 @@ def test_a_purge_is_refused_while_another_holds_the_output_and_runs_once_it_is_g
     assert setup.purge() == 0
     assert files_mentioning(setup.out, ALL_IDS) == {}
     assert {read_receipt(setup.out, r)["status"] for r in FORGOTTEN} == {"verified"}
+
+
+def test_the_lock_is_the_archives_whatever_the_receipts_folder(setup, tmp_path, capsys):
+    """Two purges of one archive with their receipts in different folders still exclude each other."""
+    holder = PurgeLock(str(setup.out / "archive"), "run-elsewhere")
+    holder.acquire()
+    try:
+        assert setup.purge(f"--receipts_dir={tmp_path / 'other-receipts'}") == 2
+        assert "purge run-elsewhere (host" in capsys.readouterr().err
+    finally:
+        holder.release()
+    assert not (tmp_path / "other-receipts").exists() or not list((tmp_path / "other-receipts").glob("*.json"))
 
 
 class _TryTheLock:
@@ -141,7 +164,7 @@ class _TryTheLock:
 
 
 def test_the_purge_holds_the_lock_while_it_rewrites(setup):
-    probe = _TryTheLock(str(setup.out / "receipts"))
+    probe = _TryTheLock(str(setup.out / "archive"))
     previous = faults.install(probe)
     try:
         assert setup.purge() == 0
@@ -150,7 +173,7 @@ def test_the_purge_holds_the_lock_while_it_rewrites(setup):
     (summary_path,) = (setup.out / "receipts" / "_runs").glob("*-summary.json")
     run = json.loads(summary_path.read_text())["run"]
     assert len(probe.answers) >= 3 and set(probe.answers) == {f"purge {run}"}
-    PurgeLock(str(setup.out / "receipts"), "run-after").acquire()  # let go of once the purge is done
+    PurgeLock(str(setup.out / "archive"), "run-after").acquire()  # let go of once the purge is done
 
 
 _HOLD_LOCK = """
@@ -167,14 +190,19 @@ def test_crash_mid_purge_then_rerun_ends_as_one_clean_run(setup, tmp_path, regis
     mentioning_before = files_mentioning(setup.out, ALL_IDS)
     argv, env = crash_purge_command(
         point,
-        ["purge", f"--output={setup.out}", f"--registry={setup.registry}"],
+        ["purge", f"--output={setup.out}", f"--registry={setup.registry}", *setup.extra],
         {**os.environ, "RTBF_SUBJECT_HASH_KEY": "test-key"},
     )
     crashed = subprocess.run(argv, env=env, capture_output=True, timeout=300)
     assert crashed.returncode == 86, crashed.stderr[-2000:]
-    # Killed part way: some files are purged, some not, no receipt yet.
+    # Killed part way: files journaled, some purged (past a replace), some not, no receipt yet.
     mentioning_crashed = files_mentioning(setup.out, ALL_IDS)
-    assert set(mentioning_crashed) < set(mentioning_before) and mentioning_crashed
+    assert list((setup.out / "receipts" / "_journal").glob("*.json"))
+    if point.startswith("before_replace"):
+        # The one-step shape rewrites on threads: the other file may or may not be replaced yet.
+        assert set(mentioning_crashed) <= set(mentioning_before) and mentioning_crashed
+    else:
+        assert set(mentioning_crashed) < set(mentioning_before) and mentioning_crashed
     assert not list((setup.out / "receipts").glob("*.json"))
     assert setup.purge() == 0
 

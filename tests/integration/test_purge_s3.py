@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from beam_rtbf.job import OutputInUse
-from beam_rtbf.purge.lock import LockLost, PurgeLock
+from beam_rtbf.purge import lock as lock_module
+from beam_rtbf.purge.lock import LockLost, PurgeLock, check_held
 from beam_rtbf.purge.receipts import receipt_path
 from beam_rtbf.testing.s3_server import ACCESS_KEY, REGION, SECRET_KEY, S3Server
 from tests.helpers.crash_purge import crash_purge_command
@@ -142,7 +143,7 @@ def test_s3_sources_that_match_nothing_or_name_no_bucket_fail_before_the_run(s3_
 
 
 def _lock(s3_server, bucket: str, run_id: str, **timing: float) -> PurgeLock:
-    return PurgeLock(f"s3://{bucket}/run/receipts", run_id, client=s3_server.client(), **timing)
+    return PurgeLock(f"s3://{bucket}/run/archive", run_id, client=s3_server.client(), **timing)
 
 
 @pytest.fixture
@@ -156,7 +157,7 @@ def lock_bucket(s3_server, request) -> str:
 
 def test_the_s3_purge_lock_has_one_holder_and_is_deleted_by_it(s3_server, lock_bucket):
     client = s3_server.client()
-    key = "run/receipts/_runs/purge.lock"
+    key = "run/archive.purge.lock"
     first = _lock(s3_server, lock_bucket, "run-a")
     first.acquire()
     assert json.loads(client.get_object(Bucket=lock_bucket, Key=key)["Body"].read())["run"] == "run-a"
@@ -181,8 +182,10 @@ def test_a_beating_s3_lock_stays_a_dead_one_is_taken_over_and_its_holder_learns_
     time.sleep(3.0)  # ... for longer than stale_after_s
     taker = _lock(s3_server, lock_bucket, "run-b", stale_after_s=2.0)
     taker.acquire()
+    time.sleep(0.6)  # the old holder's next beat (had it not stopped) ... its release finds out
     with pytest.raises(LockLost, match="taken over by another purge"):
         alive.release()  # the old holder does not delete the new holder's lock, and fails
+    check_held()  # the process holds no lock any more: nothing to lose
     with pytest.raises(OutputInUse, match="purge run-b"):
         _lock(s3_server, lock_bucket, "run-c", stale_after_s=2.0).acquire()
     taker.release()
@@ -199,19 +202,48 @@ def test_a_purge_on_s3_is_refused_while_another_holds_the_lock(s3_setup, s3_serv
         holder.release()
     assert s3_setup.purge() == 0
     client = s3_server.client()
-    assert "Contents" not in client.list_objects_v2(Bucket=bucket, Prefix="run/receipts/_runs/purge.lock")
+    assert "Contents" not in client.list_objects_v2(Bucket=bucket, Prefix="run/archive.purge.lock")
 
 
 def test_an_s3_lock_of_a_dead_process_of_this_host_is_taken_over_at_once(s3_server, lock_bucket):
     dead = subprocess.Popen(["true"])
     dead.wait()
-    body = {"run": "run-crashed", "host": socket.gethostname(), "pid": dead.pid, "since": time.time()}
-    key = "run/receipts/_runs/purge.lock"
+    body = {"run": "run-crashed", "host": socket.gethostname(), "machine": lock_module._machine(), "pid": dead.pid}
+    body["since"] = time.time()
+    key = "run/archive.purge.lock"
     s3_server.client().put_object(Bucket=lock_bucket, Key=key, Body=json.dumps(body).encode())
-    elsewhere = {**body, "host": "another-host", "run": "run-elsewhere"}
+    # The same host name and a pid not running here, but another pid namespace (a container): alive.
+    elsewhere = {**body, "machine": body["machine"] + "0", "run": "run-elsewhere"}
     taker = _lock(s3_server, lock_bucket, "run-b")
     taker.acquire()  # fresh, but its holder is gone: no need to wait five minutes
     taker.release()
     s3_server.client().put_object(Bucket=lock_bucket, Key=key, Body=json.dumps(elsewhere).encode())
     with pytest.raises(OutputInUse, match="purge run-elsewhere"):  # a process elsewhere: cannot tell
         _lock(s3_server, lock_bucket, "run-c").acquire()
+
+
+def test_a_holder_that_learns_its_lock_was_taken_replaces_no_file_and_writes_no_receipt(
+    s3_server, lock_bucket, tmp_path
+):
+    from beam_rtbf.archive.write import write_data_file
+    from beam_rtbf.purge.rewrite import FileTask, rewrite_file
+    from tests.unit.test_idfilter import _table
+
+    holder = _lock(s3_server, lock_bucket, "run-a", heartbeat_s=0.2)
+    holder.acquire()
+    # Another purge wrote the lock over (as a takeover after a stall would): the next beat sees it.
+    s3_server.client().put_object(Bucket=lock_bucket, Key="run/archive.purge.lock", Body=b'{"run": "run-b"}')
+    deadline = time.monotonic() + 10
+    while not holder._impl.lost:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    path = tmp_path / "dt=2026-01-01" / "part.parquet"
+    path.parent.mkdir()
+    write_data_file(str(path), _table(email=["gone@x.com", None]))
+    before = path.read_bytes()
+    with pytest.raises(Exception, match="not replaced: .*taken over by another purge"):
+        rewrite_file(FileTask("archive", str(path)), {"user-0": ("req-0",)}, str(tmp_path / "journal"))
+    assert path.read_bytes() == before
+    with pytest.raises(LockLost):
+        holder.release()
+    check_held()

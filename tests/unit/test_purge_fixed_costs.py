@@ -18,6 +18,7 @@ from beam_rtbf.archive.write import write_data_file
 from beam_rtbf.job import job_options
 from beam_rtbf.options import PurgeOptions
 from beam_rtbf.purge import pipeline as purge_pipeline
+from beam_rtbf.purge.finish import RequestFinisher
 from beam_rtbf.purge.manifests import PendingManifest
 from beam_rtbf.purge.plan import PurgePlan
 from beam_rtbf.purge.rewrite import FileTask, PurgeFileError, rewrite_file
@@ -44,7 +45,7 @@ def _graph(tmp_path: Path, *flags: str) -> list[str]:
 
 
 def test_the_purge_graph_has_no_empty_branches_nor_global_combiners(tmp_path):
-    leaves = _graph(tmp_path)
+    leaves = _graph(tmp_path, "--one_step_max_files=0")
     for absent in (
         "Analytics",
         "RecomputeWindows",
@@ -59,6 +60,14 @@ def test_the_purge_graph_has_no_empty_branches_nor_global_combiners(tmp_path):
         assert [n for n in leaves if present in n], present
     # The whole graph: was 91 leaf transforms (ToList/Count combiners, empty analytics and API branches).
     assert len(leaves) == 41, leaves
+
+
+def test_a_small_plan_is_one_step_unless_it_calls_an_erasure_api(tmp_path):
+    one_step = _graph(tmp_path)
+    assert [n for n in one_step if not n.startswith("Start/")] == ["PurgeInOneStep"]
+    assert _graph(tmp_path, "--one_step_max_files=1") == one_step  # the plan has one file
+    assert len(_graph(tmp_path, "--one_step_max_files=0")) == 41
+    assert [n for n in _graph(tmp_path, "--erasure_api_url=http://127.0.0.1:9/erase") if n.startswith("CallErasureApi")]
 
 
 def test_the_erasure_api_branch_is_there_when_asked_for(tmp_path):
@@ -83,24 +92,22 @@ class _Registry:
         pass
 
 
-def test_finish_requests_records_a_bundles_events_in_one_transaction_then_redacts(tmp_path, monkeypatch):
+def test_finishing_requests_records_a_batchs_events_in_one_transaction_then_redacts(tmp_path, monkeypatch):
     monkeypatch.setenv("RTBF_SUBJECT_HASH_KEY", "test-key")
     manifests = [_manifest(tmp_path, f"req-{s}", s) for s in ("alice", "bob", "carol")]
-    fn = purge_pipeline._FinishRequestFn(
+    finisher = RequestFinisher(
         {m.request_id: m for m in manifests}, f"embedded://{tmp_path}/r.sqlite", str(tmp_path / "receipts"),
         "run-1", True, None, {"archive": str(tmp_path / "archive")},
     )  # fmt: skip
-    fn.setup()
-    fn._registry.close()
-    fn._registry = registry = _Registry(manifests)
+    finisher._registry.close()
+    finisher._registry = registry = _Registry(manifests)
     ids = [m.request_id for m in manifests]
     scanned = {"archive_files": 3, "index_files": 0, "deadletter_files": 0, "other_files": 0, "rows": 30, "bytes": 1}
     summary = VerificationSummary(scanned, dict.fromkeys(ids, 0), {r: [] for r in ids}, [], 0.0, 0.0)
-    fn.start_bundle()
     for request_id in ids:
-        list(fn.process((request_id, {"request": [request_id], "files": []}), summary))
-    assert registry.calls == []  # nothing recorded before the bundle ends
-    fn.finish_bundle()
+        finisher.finish(request_id, {"request": [request_id], "files": []}, summary)
+    assert registry.calls == []  # nothing recorded before the batch ends
+    finisher.flush()
     assert len(registry.calls) == 1
     assert sorted((e[0], e[1]) for e in registry.calls[0]) == sorted(
         (r, s) for r in ids for s in ("purged", "verified")

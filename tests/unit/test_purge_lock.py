@@ -78,3 +78,40 @@ def test_the_lock_is_let_go_of_when_the_work_inside_it_fails(tmp_path):
         raise RuntimeError("boom")
     with purge_lock(receipts, "run-b"):
         pass
+
+
+@pytest.mark.parametrize(
+    ("archive", "lock"),
+    [
+        ("/data/rtbf-out/archive", "/data/rtbf-out/archive.purge.lock"),
+        ("/data/rtbf-out/archive/", "/data/rtbf-out/archive.purge.lock"),
+        ("s3://bucket/run/archive", "s3://bucket/run/archive.purge.lock"),
+        ("s3://bucket", "s3://bucket/.purge.lock"),
+        ("s3://bucket/", "s3://bucket/.purge.lock"),
+    ],
+)
+def test_the_lock_sits_beside_the_archive_root(archive, lock):
+    assert lock_path(archive) == lock
+
+
+def test_a_link_a_folder_or_a_pipe_where_the_lock_goes_is_refused_and_left_alone(tmp_path):
+    archive = str(tmp_path / "archive")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    os.symlink(victim, lock_path(archive))
+    with pytest.raises(OutputInUse, match=r"archive\.purge\.lock cannot be the purge lock .*remove it"):
+        PurgeLock(archive, "run-a").acquire()
+    assert victim.read_text() == "keep me"
+    os.unlink(lock_path(archive))
+    os.mkdir(lock_path(archive))
+    with pytest.raises(OutputInUse, match="cannot be the purge lock"):
+        PurgeLock(archive, "run-a").acquire()
+    os.rmdir(lock_path(archive))
+    os.mkfifo(lock_path(archive))
+    with pytest.raises(OutputInUse, match="is not a regular file and cannot be the purge lock"):
+        PurgeLock(archive, "run-a").acquire()  # returns at once: a pipe is never waited on
+    os.unlink(lock_path(archive))
+    with open(lock_path(archive), "w", encoding="utf-8") as handle:
+        handle.write("\x00 garbage left by something else")
+    with purge_lock(archive, "run-a"):
+        assert json.loads(open(lock_path(archive), encoding="utf-8").read())["run"] == "run-a"
