@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from beam_rtbf.archive.idfilter import query_hashes
 from beam_rtbf.archive.index import archive_data_files, index_files, lookup_hashes, lookup_index_file, resolve
 from beam_rtbf.archive.write import INDEX_DIR
 from beam_rtbf.purge.analytics import AnalyticsTask, analytics_tasks
@@ -52,7 +53,7 @@ def plan_purge(
         for subject_id in manifest.subject_ids:
             id_requests.setdefault(subject_id, set()).add(manifest.request_id)
     ids = sorted(id_requests)
-    hashes = lookup_hashes(ids)
+    hashes, keys = lookup_hashes(ids), query_hashes(ids)  # once, not per index file
     pending = {m.request_id for m in manifests}
     # Stored paths are relative to the archive root (or full URIs): resolved here, so the purge
     # works from any working directory and on a moved output folder.
@@ -62,7 +63,7 @@ def plan_purge(
     archive_records = 0
     for path in index_files(archive_dir):
         # The footer names the files and counts the records; only row groups that may hold an id are read.
-        lookup = lookup_index_file(path, ids, hashes, ["path"])
+        lookup = lookup_index_file(path, ids, hashes, ["path"], keys)
         indexed.update(resolve(archive_dir, p) for p in lookup.paths)
         archive_records += lookup.user_id_records
         found = lookup.rows
