@@ -354,6 +354,7 @@ def rewrite_file(
         earlier = read_journal(journal_dir, task.path)
         return FileResult(task, "clean", 0, 0, earlier, True, at, "file no longer exists", versions)
     try:
+        read_version = _s3_etag(task.path)  # before the read: a newer write fails the replace, never the reverse
         data, bucket = _read_for_rewrite(task)
     except PurgeFileError as exc:
         if _is_stale_temporary(task.path):
@@ -392,7 +393,10 @@ def rewrite_file(
         payload = _encode(task, kept, bucket)
         if is_object_store(task.path):  # one PUT, no temporary object: check the new content first
             _verify_bytes(task, payload, remaining, matcher)
-        write_bytes_atomically(task.path, payload, lambda tmp: _verify(task, tmp, remaining, matcher))
+        if read_version is not None:
+            _put_if_unchanged(task.path, payload, read_version)
+        else:
+            write_bytes_atomically(task.path, payload, lambda tmp: _verify(task, tmp, remaining, matcher))
     fault_points.reached("after_replace", faults)
     if purge_versions:
         versions += _purge_versions(task.path)
@@ -408,6 +412,45 @@ def rewrite_file(
     return FileResult(
         task, "purged", total, remaining, merged, True, at, versions_deleted=versions, matched_by=matched_by
     )
+
+
+def _s3_split(path: str) -> tuple[str, str]:
+    bucket, _, key = path[len("s3://") :].partition("/")
+    return bucket, key
+
+
+def _s3_etag(path: str) -> str | None:
+    """An s3 object's ETag now (None for other schemes): what its rewrite may replace."""
+    if not path.startswith("s3://"):
+        return None
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from beam_rtbf.sinks.versions import s3_client
+
+    bucket, key = _s3_split(path)
+    try:
+        return s3_client().head_object(Bucket=bucket, Key=key)["ETag"]
+    except (ClientError, BotoCoreError) as exc:
+        raise PurgeFileError(f"{path}: cannot be read ({type(exc).__name__}: {exc})") from exc
+
+
+def _put_if_unchanged(path: str, payload: bytes, read_version: str) -> None:
+    """One PUT, only if the object is still the version the rewrite read (``If-Match``): a copy
+    read before another writer's change (a second purge) never replaces that change."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from beam_rtbf.sinks.versions import s3_client
+
+    bucket, key = _s3_split(path)
+    try:
+        s3_client().put_object(Bucket=bucket, Key=key, Body=payload, IfMatch=read_version)
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "NoSuchKey"):
+            raise PurgeFileError(f"{path}: changed since this purge read it (another writer): not replaced") from exc
+        raise PurgeFileError(f"{path}: not replaced ({code}: {exc})") from exc
+    except BotoCoreError as exc:
+        raise PurgeFileError(f"{path}: not replaced ({type(exc).__name__}: {exc})") from exc
 
 
 def _purge_versions(path: str) -> int:

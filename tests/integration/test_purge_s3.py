@@ -247,3 +247,51 @@ def test_a_holder_that_learns_its_lock_was_taken_replaces_no_file_and_writes_no_
     with pytest.raises(LockLost):
         holder.release()
     check_held()
+
+
+class _AnotherWriter:
+    """At the purge's first replace, another writer (as a second purge would) removes user-01's
+    rows from every archive object: a copy the purge read before that must not replace it."""
+
+    def __init__(self, client, bucket: str) -> None:
+        self.client, self.bucket, self.done = client, bucket, False
+
+    def reached(self, point: str) -> None:
+        if point != "before_replace" or self.done:
+            return
+        self.done = True
+        import io
+
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        keys = [o["Key"] for o in self.client.list_objects_v2(Bucket=self.bucket, Prefix="run/archive/dt=")["Contents"]]
+        for key in keys:
+            table = pq.read_table(io.BytesIO(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()))
+            sink = io.BytesIO()
+            pq.write_table(table.filter(pc.not_equal(table.column("user_id"), "user-01")), sink)
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=sink.getvalue())
+
+
+def test_a_rewrite_never_replaces_an_object_another_writer_changed_after_it_was_read(s3_setup, s3_server):
+    from beam_rtbf.purge import faults
+
+    bucket = str(s3_setup.out).split("/")[2]
+    writer = _AnotherWriter(s3_server.client(), bucket)
+    previous = faults.install(writer)
+    try:
+        assert s3_setup.purge() == 1  # the files changed under it: errors, the requests stay open
+    finally:
+        faults.install(previous)
+    assert writer.done
+    current = fetch_local(s3_setup.out, s3_setup.root)
+    assert archive_counts(current)["user-01"] == 0  # the other writer's removal was not undone
+    assert {_receipt(current, r)["status"] for r in FORGOTTEN} == {"incomplete"}
+    errors = [loc for r in FORGOTTEN for loc in _receipt(current, r)["locations"] if loc.get("status") == "error"]
+    assert errors and all("changed since this purge read it" in loc["verification"] for loc in errors)
+
+    assert s3_setup.purge() == 0  # re-run: reads the new objects, verified
+    current = fetch_local(s3_setup.out, s3_setup.root)
+    assert archive_counts(current)["user-01"] == 0
+    assert files_mentioning(fetch_local(s3_setup.out, s3_setup.root, all_versions=True), ALL_IDS) == {}
+    assert {_receipt(current, r)["status"] for r in FORGOTTEN} == {"verified"}

@@ -119,6 +119,7 @@ def test_partials_of_many_batches_with_null_keys_merge_to_the_exact_metric():
         merged.schema.field("action_type").type == pa.string()
         and merged.schema.field("device_type").type == pa.string()
     )
+
     def rounded(table: pa.Table) -> list[tuple]:
         return sorted((
             (r["window_start"], r["action_type"], r["device_type"], r["sessions"], r["distinct_users"],
