@@ -69,6 +69,10 @@ class RequestFinisher:
             redact_manifest(path, self._hasher, receipt_name, self._purge_versions)
         self._events, self._redact = [], []
 
+    def discard(self) -> None:
+        """Drop what a failed batch queued (a retried bundle finishes its requests again)."""
+        self._events, self._redact = [], []
+
     def close(self) -> None:
         self._registry.close()
 

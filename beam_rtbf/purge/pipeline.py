@@ -139,6 +139,9 @@ class _FinishRequestFn(beam.DoFn):
     def setup(self) -> None:
         self._finisher = RequestFinisher(*self._args)
 
+    def start_bundle(self) -> None:
+        self._finisher.discard()
+
     def finish_bundle(self) -> None:
         self._finisher.flush()
 
