@@ -254,12 +254,20 @@ class _AnotherWriter:
     rows from every archive object: a copy the purge read before that must not replace it."""
 
     def __init__(self, client, bucket: str) -> None:
+        import threading
+
         self.client, self.bucket, self.done = client, bucket, False
+        self.lock = threading.Lock()  # rewrites on other threads wait until the other writer is done
 
     def reached(self, point: str) -> None:
-        if point != "before_replace" or self.done:
+        if point != "before_replace":
             return
-        self.done = True
+        with self.lock:
+            if not self.done:
+                self._remove_user_01()
+                self.done = True
+
+    def _remove_user_01(self) -> None:
         import io
 
         import pyarrow.compute as pc
