@@ -95,7 +95,7 @@ class Job(Protocol):
         ...
 
     def exclusive(self) -> AbstractContextManager[Any]:
-        """Held from before ``prepare`` until the summary is written (purge: the output's purge lock)."""
+        """Held from before ``prepare`` until the summary is written (purge: the archive's purge lock)."""
         ...
 
 

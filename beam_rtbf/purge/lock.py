@@ -46,6 +46,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from beam_rtbf.job import OutputInUse
+from beam_rtbf.sinks.versions import CONDITION_FAILED, s3_client, s3_error_code, split_s3_path
 
 __all__ = ["PurgeLock", "LockLost", "purge_lock", "lock_path", "check_held"]
 
@@ -53,7 +54,6 @@ _LOGGER = logging.getLogger(__name__)
 
 HEARTBEAT_S = 30.0  # s3: how often a held lock is rewritten
 STALE_AFTER_S = 300.0  # s3: a lock not rewritten for this long belongs to a dead purge
-_CONFLICT = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
 _ATTEMPTS = 3  # s3: a lock that vanishes between the refused create and its read is tried again
 
 
@@ -75,7 +75,7 @@ def check_held() -> None:
 def lock_path(archive_dir: str) -> str:
     """``ARCHIVE.purge.lock`` beside the archive root; inside it when the root is a bucket."""
     root = archive_dir.rstrip("/")
-    scheme, sep, rest = root.partition("://")
+    _, sep, rest = root.partition("://")
     if sep and "/" not in rest:  # s3://bucket: no sibling
         return f"{root}/.purge.lock"
     return f"{root}.purge.lock"
@@ -106,10 +106,6 @@ def _describe(body: bytes, path: str) -> str:
     return f"{who} holds {path}: one purge at a time per archive (their rewrites would undo each other's)"
 
 
-def _in_use(message: str) -> Exception:
-    return OutputInUse(message)
-
-
 class _LocalLock:
     def __init__(self, path: str, run_id: str) -> None:
         self.path = path
@@ -122,14 +118,14 @@ class _LocalLock:
         try:
             fd = os.open(self.path, flags, 0o600)
         except OSError as exc:  # a symbolic link (ELOOP), a folder (EISDIR): not followed, not used
-            raise _in_use(f"{self.path} cannot be the purge lock ({exc.strerror}): remove it") from None
+            raise OutputInUse(f"{self.path} cannot be the purge lock ({exc.strerror}): remove it") from None
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise _in_use(f"{self.path} is not a regular file and cannot be the purge lock: remove it")
+                raise OutputInUse(f"{self.path} is not a regular file and cannot be the purge lock: remove it")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise _in_use(_describe(os.pread(fd, 4096, 0), self.path)) from None
+                raise OutputInUse(_describe(os.pread(fd, 4096, 0), self.path)) from None
         except BaseException:
             os.close(fd)
             raise
@@ -153,7 +149,7 @@ class _S3Lock:
         stale_after_s: float = STALE_AFTER_S,
     ) -> None:
         self.path = path
-        self._bucket, _, self._key = path[len("s3://") :].partition("/")
+        self._bucket, self._key = split_s3_path(path)
         self._run_id = run_id
         self._client = client
         self._heartbeat_s = heartbeat_s
@@ -174,7 +170,7 @@ class _S3Lock:
                 self._thread = threading.Thread(target=self._beat, name="purge-lock-heartbeat", daemon=True)
                 self._thread.start()
                 return
-        raise _in_use(f"{self.path} changed hands {_ATTEMPTS} times while this purge tried to take it: try again")
+        raise OutputInUse(f"{self.path} changed hands {_ATTEMPTS} times while this purge tried to take it: try again")
 
     def _try_acquire(self) -> bool:
         """True: taken; False: it vanished or changed meanwhile (try again); raises if held."""
@@ -184,22 +180,22 @@ class _S3Lock:
             self._etag = self._put(IfNoneMatch="*")
             return True
         except ClientError as exc:
-            if _code(exc) not in _CONFLICT:
+            if s3_error_code(exc) not in CONDITION_FAILED:
                 raise
         try:
             current = self._client.get_object(Bucket=self._bucket, Key=self._key)
         except ClientError as exc:
-            if _code(exc) in ("NoSuchKey", "404"):
+            if s3_error_code(exc) in ("NoSuchKey", "404"):
                 return False  # released between the refused create and this read
             raise
         body = current["Body"].read()
         age = _server_time(current) - current["LastModified"].timestamp()
         if age < self._stale_after_s and not _dead_here(body):
-            raise _in_use(_describe(body, self.path))
+            raise OutputInUse(_describe(body, self.path))
         try:  # a dead purge's lock: only one taker wins the write on its ETag
             self._etag = self._put(IfMatch=current["ETag"])
         except ClientError as exc:
-            if _code(exc) in (*_CONFLICT, "NoSuchKey", "404"):
+            if s3_error_code(exc) in (*CONDITION_FAILED, "NoSuchKey", "404"):
                 return False
             raise
         _LOGGER.warning("took over %s, not rewritten for %.0f s: %s", self.path, age, _describe(body, self.path))
@@ -212,7 +208,7 @@ class _S3Lock:
             try:
                 self._etag = self._put(IfMatch=self._etag)
             except ClientError as exc:
-                if _code(exc) in (*_CONFLICT, "NoSuchKey", "404"):
+                if s3_error_code(exc) in (*CONDITION_FAILED, "NoSuchKey", "404"):
                     self._lose()
                     return
                 _LOGGER.warning("purge lock heartbeat failed (retried): %s", exc)
@@ -252,12 +248,6 @@ def _dead_here(body: bytes) -> bool:
         return False
 
 
-def _code(exc: Any) -> str:
-    return str(exc.response.get("Error", {}).get("Code", "")) or str(
-        exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "")
-    )
-
-
 def _server_time(response: dict) -> float:
     from email.utils import parsedate_to_datetime
 
@@ -274,11 +264,7 @@ class PurgeLock:
         if "://" not in self.path:
             self._impl = _LocalLock(self.path, run_id)
         elif self.path.startswith("s3://"):
-            if client is None:
-                from beam_rtbf.sinks.versions import s3_client
-
-                client = s3_client()
-            self._impl = _S3Lock(self.path, run_id, client, **s3_timing)
+            self._impl = _S3Lock(self.path, run_id, client or s3_client(), **s3_timing)
         else:
             self._impl = None
 

@@ -49,6 +49,7 @@ from beam_rtbf.purge.lock import LockLost, check_held
 from beam_rtbf.purge.subjects import SubjectIdentifiers
 from beam_rtbf.records import iso_ms, now_ms
 from beam_rtbf.sinks.files import is_object_store, join, write_bytes_atomically
+from beam_rtbf.sinks.versions import CONDITION_FAILED, s3_client, s3_error_code, split_s3_path
 
 __all__ = [
     "FileTask",
@@ -414,20 +415,13 @@ def rewrite_file(
     )
 
 
-def _s3_split(path: str) -> tuple[str, str]:
-    bucket, _, key = path[len("s3://") :].partition("/")
-    return bucket, key
-
-
 def _s3_etag(path: str) -> str | None:
     """An s3 object's ETag now (None for other schemes): what its rewrite may replace."""
     if not path.startswith("s3://"):
         return None
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from beam_rtbf.sinks.versions import s3_client
-
-    bucket, key = _s3_split(path)
+    bucket, key = split_s3_path(path)
     try:
         return s3_client().head_object(Bucket=bucket, Key=key)["ETag"]
     except (ClientError, BotoCoreError) as exc:
@@ -439,14 +433,12 @@ def _put_if_unchanged(path: str, payload: bytes, read_version: str) -> None:
     read before another writer's change (a second purge) never replaces that change."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from beam_rtbf.sinks.versions import s3_client
-
-    bucket, key = _s3_split(path)
+    bucket, key = split_s3_path(path)
     try:
         s3_client().put_object(Bucket=bucket, Key=key, Body=payload, IfMatch=read_version)
     except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "NoSuchKey"):
+        code = s3_error_code(exc)
+        if code in (*CONDITION_FAILED, "NoSuchKey"):
             raise PurgeFileError(f"{path}: changed since this purge read it (another writer): not replaced") from exc
         raise PurgeFileError(f"{path}: not replaced ({code}: {exc})") from exc
     except BotoCoreError as exc:

@@ -14,11 +14,19 @@ and the run ledger's publishing all call it.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
-__all__ = ["purge_noncurrent_versions", "OldVersionsError", "s3_client"]
+__all__ = [
+    "purge_noncurrent_versions",
+    "OldVersionsError",
+    "s3_client",
+    "split_s3_path",
+    "s3_error_code",
+    "CONDITION_FAILED",
+]
 
 _BATCH = 1000  # DeleteObjects takes at most 1000 keys
 
@@ -27,20 +35,42 @@ class OldVersionsError(RuntimeError):
     """Older versions could not be listed or deleted (permissions, object lock, MFA delete...)."""
 
 
-def _split(path: str) -> tuple[str, str]:
+# An S3 conditional write (If-Match / If-None-Match) refused: the object is not what was expected.
+CONDITION_FAILED = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+_NO_OPTIONS: dict = {}
+_client_lock = threading.Lock()
+_client: tuple[Any, Any] | None = None  # (the options it was built from, the client)
+
+
+def split_s3_path(path: str) -> tuple[str, str]:
+    """``s3://bucket/key`` -> (bucket, key)."""
     if not path.startswith("s3://"):
         raise ValueError(f"not an s3:// path: {path}")
     bucket, _, key = path[len("s3://") :].partition("/")
     return bucket, key
 
 
+def s3_error_code(exc: Any) -> str:
+    """A botocore ClientError's code, or its HTTP status when the body named none."""
+    return str(exc.response.get("Error", {}).get("Code", "")) or str(
+        exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "")
+    )
+
+
 def s3_client() -> Any:
-    """A boto3 client with the same --s3_* options Beam's S3 filesystem uses in this process."""
+    """A boto3 client with the same --s3_* options Beam's S3 filesystem uses in this process.
+
+    One per options object: building a client costs ~140 ms here, and a purge asks for one per
+    request it sends (boto3 clients may be shared between threads)."""
+    global _client
     from apache_beam.io.aws.clients.s3.boto3_client import Client
 
     # Beam keeps the pipeline options its filesystems were configured with (driver and workers).
-    options = FileSystems._pipeline_options or {}  # noqa: SLF001 - no public accessor
-    return Client(options).client
+    options = FileSystems._pipeline_options or _NO_OPTIONS  # noqa: SLF001 - no public accessor
+    with _client_lock:
+        if _client is None or _client[0] is not options:
+            _client = (options, Client(options).client)
+        return _client[1]
 
 
 def purge_noncurrent_versions(path: str, client: Any = None) -> int:
@@ -50,7 +80,7 @@ def purge_noncurrent_versions(path: str, client: Any = None) -> int:
     """
     if not path.startswith("s3://"):
         return 0
-    bucket, key = _split(path)
+    bucket, key = split_s3_path(path)
     client = client or s3_client()
     doomed: list[dict[str, str]] = []
     try:
