@@ -317,6 +317,8 @@ def test_user_errors_are_one_line_never_a_traceback(tmp_path, capsys):
         (["run", "--sessions=nosuch://b/t", "--dry-run"], "beam-rtbf run: no source for scheme 'nosuch'"),
         (["run", "--window_s=0", "--dry-run"], "beam-rtbf run: invalid options: --window_s must be >= 1"),
         (["purge", "--max_total_share=2", "--dry-run"], "beam-rtbf purge: --max_total_share must be in (0, 1]"),
+        (["purge", "--one_step_max_files=-1", "--dry-run"], "beam-rtbf purge: --one_step_max_files must be >= 0"),
+        (["purge", "--one_step_max_files=many", "--dry-run"], "beam-rtbf purge: "),
     ]
     for argv, start in cases:
         assert main(argv) == 2, argv
