@@ -1,10 +1,11 @@
 """Fixed event-time windows: sessions, distinct users and mean ``secs_elapsed``
 per (action_type, device_type) -- the first seed's metric.
 
-Each batch is pre-aggregated per (window, action_type, device_type, user) with
-Arrow's group-by, split by window and timestamped inside it; Beam's windowing
-and GroupByKey then merge the partials, so windows close on the watermark in
-streaming and exactly once at the end in bounded runs.
+Sessions are pre-aggregated into mergeable partials (``partials.py``: sums per
+(window, action_type, device_type), distinct (window, key, user) pairs) with Arrow's
+group-by, split by bucket and timestamped inside it; Beam's windowing and GroupByKey
+then merge the partials, so windows close on the watermark in streaming and exactly
+once at the end in bounded runs (where a bundle's sessions make one partial per bucket).
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
+from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_rtbf import metrics as rtbf_metrics
+from beam_rtbf.analytics.partials import Partial, merge_partials, partial_aggregates
 from beam_rtbf.sinks.files import join, run_write_dir, unique_part, write_bytes_atomically
 from beam_rtbf.sinks.jsonl import to_json_lines
 from beam_rtbf.sinks.stable import StableParDo, content_name, table_digest
@@ -34,7 +37,10 @@ __all__ = [
     "ROW_COLUMNS",
 ]
 
-_KEYS = ["action_type", "device_type"]
+# Bounded runs gather this many session rows of a bundle into one partial per bucket (the rows
+# are the batches the archive writer holds too: no copy).
+BOUNDED_GATHER_ROWS = 2_000_000
+
 # The columns of an analytics row (files, and the PostgreSQL view). Merged panes also carry
 # secs_elapsed_sum and secs_elapsed_count: a database that adds up several writers' parts of one
 # window needs them for an exact mean; the files do not store them.
@@ -49,80 +55,45 @@ ROW_COLUMNS = (
 )
 
 
-def partial_aggregates(batch: pa.RecordBatch, window_ms: int, bucket_ms: int) -> Iterator[tuple[int, pa.Table]]:
-    """(bucket_start_ms, per-(window, key, user) partial table) for each bucket the batch touches.
-
-    A bucket is the Beam window the partial travels in: the analytics window
-    itself when streaming, a coarser span (an hour) in bounded runs, so a day of
-    one-minute windows costs 24 elements per batch instead of 1440.
-    """
-    times = batch.column("event_time_ms").to_numpy()
-    table = pa.table(
-        {
-            "window_start": pa.array((times // window_ms) * window_ms),
-            "action_type": batch.column("action_type"),
-            "device_type": batch.column("device_type"),
-            "user_id": batch.column("user_id"),
-            "secs_elapsed": batch.column("secs_elapsed"),
-        }
-    )
-    grouped = table.group_by(["window_start", *_KEYS, "user_id"], use_threads=False).aggregate(
-        [("secs_elapsed", "sum"), ("secs_elapsed", "count"), ("user_id", "count")]
-    )
-    buckets = (grouped.column("window_start").to_numpy() // bucket_ms) * bucket_ms
-    order = np.argsort(buckets, kind="stable")
-    sorted_buckets = buckets[order]
-    cuts = np.flatnonzero(np.diff(sorted_buckets)) + 1
-    bounds = [0, *cuts.tolist(), len(sorted_buckets)]
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        if hi > lo:
-            # take() copies: a slice would pickle the whole batch's buffers into every bucket.
-            yield int(sorted_buckets[lo]), grouped.take(pa.array(order[lo:hi]))
-
-
-def merge_partials(partials: list[pa.Table]) -> pa.Table:
-    """Partials -> sessions, distinct_users, avg_secs_elapsed (and its sum and count) per
-    (window, action_type, device_type)."""
-    table = pa.concat_tables(partials)
-    keys = ["window_start", *_KEYS]
-    per_user = table.group_by([*keys, "user_id"], use_threads=False).aggregate(
-        [("secs_elapsed_sum", "sum"), ("secs_elapsed_count", "sum"), ("user_id_count", "sum")]
-    )
-    per_key = per_user.group_by(keys, use_threads=False).aggregate(
-        [
-            ("user_id_count_sum", "sum"),
-            ("user_id", "count"),
-            ("secs_elapsed_sum_sum", "sum"),
-            ("secs_elapsed_count_sum", "sum"),
-        ]
-    )
-    secs_count = per_key.column("secs_elapsed_count_sum_sum")
-    avg = pc.if_else(
-        pc.greater(secs_count, 0),
-        pc.divide(per_key.column("secs_elapsed_sum_sum_sum"), pc.cast(secs_count, pa.float64())),
-        pa.scalar(None, pa.float64()),
-    )
-    return pa.table(
-        {
-            "window_start": per_key.column("window_start"),
-            "action_type": per_key.column("action_type"),
-            "device_type": per_key.column("device_type"),
-            "sessions": per_key.column("user_id_count_sum_sum"),
-            "distinct_users": per_key.column("user_id_count"),
-            "avg_secs_elapsed": avg,
-            "secs_elapsed_sum": per_key.column("secs_elapsed_sum_sum_sum"),
-            "secs_elapsed_count": secs_count,
-        }
-    ).sort_by([("window_start", "ascending"), ("action_type", "ascending"), ("device_type", "ascending")])
-
-
 class _PartialFn(beam.DoFn):
-    def __init__(self, window_ms: int, bucket_ms: int) -> None:
+    """Sessions -> (bucket start, ``Partial``) timestamped in the bucket.
+
+    ``gather_rows`` (bounded runs): the bundle's sessions are gathered (up to that many rows) and
+    sent on as one partial per bucket, so what crosses the GroupByKey is one distinct pair per
+    (window, key, user) of the bundle instead of one per batch. Streaming sends each batch's
+    partials at once (panes close on the watermark)."""
+
+    def __init__(self, window_ms: int, bucket_ms: int, gather_rows: int = 0) -> None:
         self._window_ms = window_ms
         self._bucket_ms = bucket_ms
+        self._gather_rows = gather_rows
+
+    def start_bundle(self) -> None:
+        self._gathered: list[pa.RecordBatch] = []
+        self._rows = 0
 
     def process(self, batch: pa.RecordBatch):
-        for start, partial in partial_aggregates(batch, self._window_ms, self._bucket_ms):
+        if not self._gather_rows:
+            yield from self._partials(batch)
+            return
+        self._gathered.append(batch)
+        self._rows += batch.num_rows
+        if self._rows >= self._gather_rows:
+            yield from self._flush()
+
+    def finish_bundle(self):
+        yield from self._flush()
+
+    def _flush(self):
+        if not self._gathered:
+            return
+        table = pa.Table.from_batches(self._gathered)
+        self._gathered, self._rows = [], 0
+        for value in self._partials(table):
+            yield WindowedValue(value.value, value.timestamp, (GlobalWindow(),))
+
+    def _partials(self, sessions: pa.RecordBatch | pa.Table) -> Iterator[window.TimestampedValue]:
+        for start, partial in partial_aggregates(sessions, self._window_ms, self._bucket_ms):
             # The bucket's last millisecond: inside it, and never before any row it holds.
             ts = Timestamp(micros=(start + self._bucket_ms - 1) * 1000)
             yield window.TimestampedValue((start, partial), ts)
@@ -172,11 +143,15 @@ class WindowedAggregates(beam.PTransform):
         self._window_s = window_s
         self._bucket_s = bucket_seconds(window_s, streaming)
         self._allowed_lateness_s = allowed_lateness_s
+        self._gather_rows = 0 if streaming else BOUNDED_GATHER_ROWS
 
     def expand(self, clean):
         return (
             clean
-            | "PartialAggregates" >> beam.ParDo(_PartialFn(self._window_s * 1000, self._bucket_s * 1000))
+            | "PartialAggregates"
+            >> beam.ParDo(_PartialFn(self._window_s * 1000, self._bucket_s * 1000, self._gather_rows)).with_output_types(
+                tuple[int, Partial]
+            )
             | "FixedWindows"
             >> beam.WindowInto(
                 window.FixedWindows(self._bucket_s),

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
 import pyarrow as pa
-import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
@@ -157,20 +157,44 @@ def write_manifests(
         return outputs
     subjects = sorted({s for i in todo for s in elements[i][0].request.subject_ids})
     index = lookup_archive_index(archive_dir, subjects, cache=footers)
-    written: set[str] = set()
+    rows_of = _rows_by_identifier(index)
+    files: dict[str, bytes] = {}
     for i in todo:
         accepted, effective_at_ms = elements[i]
-        if paths[i] in written:
+        if paths[i] in files:
             continue
-        ids = pa.array(list(accepted.request.subject_ids), pa.string())
-        rows = index.filter(pc.is_in(index.column("user_id"), value_set=ids)) if index.num_rows else index
+        found = sorted({row for s in accepted.request.subject_ids for row in rows_of.get(s, ())})
+        rows = index.take(pa.array(found, pa.int64())) if found else index.slice(0, 0)
         manifest = build_manifest(
             accepted, effective_at_ms, rows, window_s, streams, stream_retention_s, analytics_sink
         )
-        write_bytes_atomically(paths[i], json.dumps(manifest, indent=2, sort_keys=True).encode())
-        written.add(paths[i])
+        files[paths[i]] = json.dumps(manifest, indent=2, sort_keys=True).encode()
         outputs[i] = manifest
+    _write_all(files)
     return outputs
+
+
+def _rows_by_identifier(index: pa.Table) -> dict[str, list[int]]:
+    """Index row numbers per identifier: a request's rows without a scan of the index per request."""
+    rows: dict[str, list[int]] = {}
+    if index.num_rows:
+        for row, identifier in enumerate(index.column("user_id").to_pylist()):
+            rows.setdefault(identifier, []).append(row)
+    return rows
+
+
+# Manifests are small files, each written, synced and renamed: on threads the waits overlap.
+_WRITE_THREADS = 8
+
+
+def _write_all(files: dict[str, bytes]) -> None:
+    if len(files) <= 1:
+        for path, data in files.items():
+            write_bytes_atomically(path, data)
+        return
+    with ThreadPoolExecutor(min(_WRITE_THREADS, len(files)), thread_name_prefix="manifests") as pool:
+        for done in [pool.submit(write_bytes_atomically, path, data) for path, data in files.items()]:
+            done.result()  # the first failure is raised, after every write has ended
 
 
 class _WriteManifestFn(BundleDoFn):
@@ -239,8 +263,12 @@ class _WriteManifestFn(BundleDoFn):
         def record() -> None:
             if self._registry is None:
                 self._registry = open_registry(self._registry_url)
-            for request_id, at_ms in effective.items():
-                self._registry.record_event_once(request_id, "suppressed", at_ms, "filter drops the subject")
+            self._registry.record_events_once(
+                [
+                    (request_id, "suppressed", at_ms, "filter drops the subject")
+                    for request_id, at_ms in effective.items()
+                ]
+            )
 
         with_retries(record, self._registry_retry_s)
 

@@ -170,18 +170,24 @@ class EmbeddedRegistry(DeletionRegistry):
             raise RegistryUnavailable(f"embedded registry {self.path!r}: {exc}") from exc
 
     def record_event_once(self, request_id: str, status: str, at_ms: int, detail: str = "") -> bool:
+        return self.record_events_once([(request_id, status, at_ms, detail)])[0]
+
+    def record_events_once(self, events: Sequence[tuple[str, str, int, str]]) -> list[bool]:
+        appended = []
         try:
-            with self._lock, self._conn:
+            with self._lock, self._conn:  # one transaction: checked and appended together
                 self._conn.execute("BEGIN IMMEDIATE")
-                seen = self._conn.execute(
-                    "SELECT 1 FROM events WHERE request_id=? AND status=? LIMIT 1", (request_id, status)
-                ).fetchone()
-                if seen is None:
-                    self._conn.execute(
-                        "INSERT INTO events (request_id, status, at_ms, detail) VALUES (?,?,?,?)",
-                        (request_id, status, at_ms, detail),
-                    )
-                return seen is None
+                for request_id, status, at_ms, detail in events:
+                    seen = self._conn.execute(
+                        "SELECT 1 FROM events WHERE request_id=? AND status=? LIMIT 1", (request_id, status)
+                    ).fetchone()
+                    if seen is None:
+                        self._conn.execute(
+                            "INSERT INTO events (request_id, status, at_ms, detail) VALUES (?,?,?,?)",
+                            (request_id, status, at_ms, detail),
+                        )
+                    appended.append(seen is None)
+            return appended
         except sqlite3.Error as exc:
             raise RegistryUnavailable(f"embedded registry {self.path!r}: {exc}") from exc
 

@@ -197,6 +197,16 @@ class RedisRegistry(DeletionRegistry):
         keys = [f"{self.prefix}:events:{request_id}"]
         return bool(int(self._call(self._event_once, keys=keys, args=[status, event])))
 
+    def record_events_once(self, events: Sequence[tuple[str, str, int, str]]) -> list[bool]:
+        def push() -> list[bool]:
+            pipe = self._redis.pipeline(transaction=False)  # one round trip; each script is atomic
+            for request_id, status, at_ms, detail in events:
+                event = json.dumps({"status": status, "at_ms": at_ms, "detail": detail})
+                self._event_once(keys=[f"{self.prefix}:events:{request_id}"], args=[status, event], client=pipe)
+            return [bool(int(done)) for done in pipe.execute()]
+
+        return self._call(push) if events else []
+
     def timeline(self, request_id: str) -> list[RequestEvent]:
         rows = self._call(self._redis.lrange, f"{self.prefix}:events:{request_id}", 0, -1)
         events = [json.loads(row) for row in rows]

@@ -121,6 +121,30 @@ def test_a_step_recorded_once_is_appended_exactly_once(backend):
         ]
 
 
+def test_steps_recorded_once_in_one_call_are_each_appended_exactly_once(backend):
+    """The batch form (one transaction / one round trip): a step already there, or twice in the
+    batch, is appended once; the answers say which were."""
+    url, _ = backend
+    with open_registry(url) as registry:
+        registry.add([_request("r1", "alice"), _request("r2", "bob")])
+        assert registry.record_events_once([("r1", "suppressed", 5, "a")]) == [True]
+        got = registry.record_events_once(
+            [
+                ("r1", "suppressed", 6, "b"),
+                ("r2", "suppressed", 7, "c"),
+                ("r2", "suppressed", 8, "d"),
+                ("r2", "purged", 9, ""),
+            ]
+        )
+        assert got == [False, True, False, True]
+        assert registry.record_events_once([]) == []
+        assert [(e.status, e.at_ms, e.detail) for e in registry.timeline("r1")[1:]] == [("suppressed", 5, "a")]
+        assert [(e.status, e.at_ms, e.detail) for e in registry.timeline("r2")[1:]] == [
+            ("suppressed", 7, "c"),
+            ("purged", 9, ""),
+        ]
+
+
 def test_accepted_requests_survive_a_restart(backend):
     url, restart = backend
     with open_registry(url) as registry:

@@ -137,3 +137,117 @@ def test_partials_of_many_batches_with_null_keys_merge_to_the_exact_metric():
     assert reversed_order.select(["window_start", "action_type", "device_type"]).equals(
         merged.select(["window_start", "action_type", "device_type"])
     )
+
+
+def _random_batches(
+    seed: int, count: int = 6, users: int = 40, span_ms: int = 7_200_000
+) -> tuple[list[pa.RecordBatch], list[dict]]:
+    import random
+
+    rng = random.Random(seed)
+    batches, rows = [], []
+    for b in range(count):
+        actions = rng.sample(["view", "click", None, "booking_request", "é-action", ""], 4)
+        devices = rng.sample(["iPhone", None, "Mac", "Android Phone"], 3)
+        batch_rows = [
+            {
+                "user_id": f"u{rng.randrange(users)}",
+                "event_time_ms": T0 + rng.randrange(0, span_ms),
+                "action_type": rng.choice(actions),
+                "device_type": rng.choice(devices),
+                "secs_elapsed": rng.choice([None, rng.random() * 100]),
+            }
+            for _ in range(400 + 50 * b)
+        ]
+        rows += batch_rows
+        batches.append(pa.RecordBatch.from_pylist(batch_rows))
+    return batches, rows
+
+
+def test_one_partial_of_all_sessions_is_the_exact_metric_and_survives_its_coder():
+    """A bounded bundle's partial (one per bucket, all its batches at once) is the result as it is
+    (no merge of pairs); encoded and decoded as it crosses the GroupByKey, it stays the same."""
+    from beam_rtbf.analytics.partials import PartialCoder, merge_partials, partial_aggregates
+
+    batches, rows = _random_batches(11)
+    table = pa.Table.from_batches(batches)  # chunked columns, as the bundle gathers them
+    window_ms = 60_000
+    coder = PartialCoder()
+    merged_rows = []
+    buckets = []
+    for start, partial in partial_aggregates(table, window_ms, 3_600_000):
+        buckets.append(start)
+        decoded = coder.decode(coder.encode(partial))
+        assert decoded.cells.equals(partial.cells) and decoded.pairs.equals(partial.pairs)
+        in_bucket = sum(1 for r in rows if start <= r["event_time_ms"] < start + 3_600_000)
+        assert sum(decoded.cells.column("sessions").to_pylist()) == in_bucket  # every session once
+        merged_rows += merge_partials([decoded]).to_pylist()
+    assert buckets == sorted(set(buckets)) and len(buckets) == 2  # two hours from T0 (on the hour)
+    got = sorted(
+        ((r["window_start"], r["action_type"], r["device_type"], r["sessions"], r["distinct_users"],
+          None if r["avg_secs_elapsed"] is None else round(r["avg_secs_elapsed"], 9)) for r in merged_rows),
+        key=repr,
+    )  # fmt: skip
+    assert got == _reference(rows, window_ms)
+    assert sum(r[3] for r in got) == len(rows)
+
+
+def test_bounded_bundles_larger_than_the_gather_send_several_partials_that_merge_exactly(monkeypatch):
+    """A bundle gathers at most BOUNDED_GATHER_ROWS rows per partial: with a tiny limit every
+    batch is its own partial, the same user in two of them counts once (10 users over 3 minutes:
+    most cells have users that several partials saw)."""
+    from beam_rtbf.analytics import aggregate
+
+    monkeypatch.setattr(aggregate, "BOUNDED_GATHER_ROWS", 500)
+    batches, rows = _random_batches(5, users=10, span_ms=180_000)
+    window_ms = 60_000
+    p = TestPipeline()
+    panes = (
+        p
+        | beam.Create(batches)
+        | WindowedAggregates(window_s=60, streaming=False)
+        | beam.FlatMap(
+            lambda t: [
+                (
+                    r["window_start"], r["action_type"], r["device_type"], r["sessions"], r["distinct_users"],
+                    None if r["avg_secs_elapsed"] is None else round(r["avg_secs_elapsed"], 9),
+                )
+                for r in t.to_pylist()
+            ]
+        )
+    )  # fmt: skip
+    import datetime as dt
+
+    def iso(ms: int) -> str:
+        return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+    expected = [(iso(r[0]), *r[1:]) for r in _reference(rows, window_ms)]
+    assert_that(panes, equal_to(expected))
+    p.run()
+
+
+def test_cells_too_many_for_one_integer_key_are_found_by_sorting():
+    """Windows x actions x devices beyond 2**62 (years of tiny windows, many key values) take the
+    sorting path: the same metric."""
+    from beam_rtbf.analytics.partials import merge_partials, partial_aggregates
+
+    rows = [
+        {"user_id": u, "event_time_ms": t, "action_type": a, "device_type": d, "secs_elapsed": s}
+        for u, t, a, d, s in [
+            ("u1", 0, "view", "Mac", 1.0),
+            ("u2", 0, "view", "Mac", None),
+            ("u1", 1 << 61, "view", "Mac", 3.0),
+            ("u1", 1 << 61, "click", None, 5.0),
+            ("u3", (1 << 61) + 7, None, "iPhone", 2.0),
+            ("u1", 0, "click", None, 4.0),
+        ]
+    ]
+    batch = pa.RecordBatch.from_pylist(rows)
+    parts = [p for _, p in partial_aggregates(batch, 1, 1 << 62)]
+    assert len(parts) == 1
+    got = sorted(
+        ((r["window_start"], r["action_type"], r["device_type"], r["sessions"], r["distinct_users"], r["avg_secs_elapsed"])
+         for r in merge_partials(parts).to_pylist()),
+        key=repr,
+    )  # fmt: skip
+    assert got == _reference(rows, 1)
