@@ -92,6 +92,7 @@ INDEX_FILE_ROWS = 32_768  # an index file a purge rewrites stays small
 INDEX_MAX_BUCKETS = 256
 INDEX_ROW_GROUP_ROWS = 4_096  # a lookup reads one such group per index file of its bucket
 _WRITE_THREADS = 2
+_MAX_SORTED_RUNS = 16  # a batch in at most this many event-time-ordered runs is split into slices
 
 
 def id_hashes(rows: pa.Table) -> np.ndarray:
@@ -219,7 +220,7 @@ class _WriteArchiveFn(beam.DoFn):
         self._last = None
 
     def process(self, batch: pa.RecordBatch, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
-        for start, piece in split_by_partition(batch, self._partition_ms):
+        for start, piece in split_by_partition(batch, self._partition_ms, slices=True):
             self._pieces.setdefault(start, []).append(piece)
         self._rows += batch.num_rows
         self._last = (timestamp, window)
@@ -264,10 +265,23 @@ class _WriteArchiveFn(beam.DoFn):
         return paths
 
 
-def split_by_partition(batch: pa.RecordBatch, partition_ms: int) -> Iterator[tuple[int, pa.Table]]:
-    """(partition start, the batch's rows in it) for each archive partition the batch touches."""
+def split_by_partition(
+    batch: pa.RecordBatch, partition_ms: int, slices: bool = False
+) -> Iterator[tuple[int, pa.Table]]:
+    """(partition start, the batch's rows in it) for each archive partition the batch touches.
+
+    ``slices``: a batch in event-time order is cut into slices of itself (no copy), for pieces that
+    stay in this process; pieces that travel (pickled) are copies, or they would carry the whole
+    batch's buffers."""
     table = pa.Table.from_batches([batch])
     starts = (table.column("event_time_ms").to_numpy() // partition_ms) * partition_ms
+    descents = np.flatnonzero(starts[1:] < starts[:-1]) + 1
+    if slices and len(descents) <= _MAX_SORTED_RUNS:
+        # A few runs in event-time order (as logs mostly are): slices of each run, no copy.
+        cuts = np.flatnonzero(starts[1:] != starts[:-1]) + 1
+        for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(starts)]):
+            yield int(starts[lo]), table.slice(lo, hi - lo)
+        return
     order = np.argsort(starts, kind="stable")
     sorted_starts = starts[order]
     cuts = np.flatnonzero(np.diff(sorted_starts)) + 1

@@ -147,3 +147,25 @@ def test_two_panes_with_the_same_rows_are_two_files_unless_named_by_content(tmp_
     assert sum(pq.read_metadata(os.path.join(root, f)).num_rows for f in data) == files * piece.num_rows
     index = pq.read_table(os.path.join(root, INDEX_DIR)).to_pylist()
     assert sum(row["records"] for row in index if row["id_kind"] == "user_id") == files * piece.num_rows
+
+
+@pytest.mark.parametrize("runs", [1, 2, 5, 40])
+def test_a_batch_split_into_slices_holds_the_same_rows_per_partition_as_a_sorted_copy(runs):
+    """The bounded writer cuts a batch made of a few event-time-ordered runs into slices (no copy);
+    more runs than that take the sorted copy. Either way each partition gets exactly its rows, in
+    the batch's order."""
+    import numpy as np
+
+    from beam_rtbf.archive.write import split_by_partition
+
+    rng = np.random.default_rng(runs)
+    times = np.concatenate([np.sort(rng.integers(0, 10 * 3_600_000, 500)) for _ in range(runs)])
+    batch = pa.RecordBatch.from_pydict({"event_time_ms": times, "row": np.arange(len(times))})
+    by_partition = {}
+    for start, piece in split_by_partition(batch, 3_600_000, slices=True):
+        by_partition.setdefault(start, []).extend(piece.column("row").to_pylist())
+    copied = {start: piece.column("row").to_pylist() for start, piece in split_by_partition(batch, 3_600_000)}
+    assert by_partition == copied
+    assert sorted(r for rows in by_partition.values() for r in rows) == list(range(len(times)))
+    for start, rows in by_partition.items():
+        assert rows == sorted(rows) and all(start <= times[r] < start + 3_600_000 for r in rows)
