@@ -149,9 +149,9 @@ class WindowedAggregates(beam.PTransform):
         return (
             clean
             | "PartialAggregates"
-            >> beam.ParDo(_PartialFn(self._window_s * 1000, self._bucket_s * 1000, self._gather_rows)).with_output_types(
-                tuple[int, Partial]
-            )
+            >> beam.ParDo(
+                _PartialFn(self._window_s * 1000, self._bucket_s * 1000, self._gather_rows)
+            ).with_output_types(tuple[int, Partial])
             | "FixedWindows"
             >> beam.WindowInto(
                 window.FixedWindows(self._bucket_s),
