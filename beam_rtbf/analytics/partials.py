@@ -41,6 +41,8 @@ def _codes(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     """(int64 code per value, the distinct values in order of first appearance); null is a value."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
+    if pa.types.is_dictionary(values.type):  # encoded again from its values: a dictionary may repeat one
+        values = values.cast(values.type.value_type)
     encoded = pc.dictionary_encode(values, null_encoding="encode")
     return encoded.indices.to_numpy().astype(np.int64), encoded.dictionary
 
@@ -93,7 +95,7 @@ def partial_aggregates(
     pair_keys = _distinct_pairs(cell * len(users) + user, user)
     pair_cell, pair_user = pair_keys // len(users), pair_keys % len(users)
 
-    secs = sessions.column("secs_elapsed")
+    secs = sessions.column("secs_elapsed").cast(pa.float64())  # a column of nulls may come typed null
     present = _valid(secs)
     values = pc.fill_null(secs, 0.0).to_numpy(zero_copy_only=False)
     secs_count = np.bincount(cell, weights=present, minlength=n_cells).astype(np.int64)

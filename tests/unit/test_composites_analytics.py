@@ -251,3 +251,29 @@ def test_cells_too_many_for_one_integer_key_are_found_by_sorting():
         key=repr,
     )  # fmt: skip
     assert got == _reference(rows, 1)
+
+
+def test_dictionary_coded_keys_and_an_all_null_seconds_column_give_the_plain_metric():
+    """Key columns may arrive dictionary-coded (a dictionary may even repeat a value) and
+    secs_elapsed typed null when every value is missing: the metric is the plain one."""
+    from beam_rtbf.analytics.partials import merge_partials, partial_aggregates
+
+    rows = [
+        {"user_id": u, "event_time_ms": T0 + t, "action_type": a, "device_type": d, "secs_elapsed": None}
+        for u, t, a, d in [
+            ("u1", 0, "a", None),
+            ("u2", 5, "a", "Mac"),
+            ("u1", 9, None, "Mac"),
+            ("u3", 70_000, "a", None),
+        ]
+    ]
+    actions = pa.DictionaryArray.from_arrays(pa.array([0, 1, None, 1], pa.int32()), pa.array(["a", "a"]))
+    batch = pa.RecordBatch.from_pylist(rows).set_column(2, "action_type", actions)
+    assert batch.schema.field("secs_elapsed").type == pa.null()
+    parts = [p for _, p in partial_aggregates(batch, 60_000, 3_600_000)]
+    got = sorted(
+        ((r["window_start"], r["action_type"], r["device_type"], r["sessions"], r["distinct_users"], r["avg_secs_elapsed"])
+         for r in merge_partials(parts).to_pylist()),
+        key=repr,
+    )  # fmt: skip
+    assert got == _reference(rows, 60_000)
