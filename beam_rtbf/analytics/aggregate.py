@@ -108,9 +108,12 @@ class _MergeFn(beam.DoFn):
         yield with_iso_windows(merge_partials(list(partials)), self._window_ms)
 
 
-def _iso(ms: pa.Array) -> pa.Array:
-    stamps = pc.cast(ms, pa.timestamp("ms", tz="UTC"))
-    return pc.strftime(stamps, format="%Y-%m-%dT%H:%M:%SZ")
+def _iso(ms: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """RFC 3339 text of epoch milliseconds. A pane's rows share a few window starts: each distinct
+    one is formatted once (strftime per row was ~5 % of a bounded job)."""
+    distinct = pc.unique(ms)
+    text = pc.strftime(pc.cast(distinct, pa.timestamp("ms", tz="UTC")), format="%Y-%m-%dT%H:%M:%SZ")
+    return text.take(pc.index_in(ms, value_set=distinct))
 
 
 def with_iso_windows(table: pa.Table, window_ms: int) -> pa.Table:

@@ -88,6 +88,9 @@ def partition_path(start_ms: int, partition_s: int) -> str:
 # Dictionary-encoded columns (few distinct values); the others (ids, times, seconds) are written plain.
 DATA_DICTIONARY_COLUMNS = ("action", "action_type", "action_detail", "device_type")
 INDEX_DICTIONARY_COLUMNS = ("id_kind", "path")
+_CODED_PATH_SCHEMA = INDEX_SCHEMA.set(
+    INDEX_SCHEMA.get_field_index("path"), pa.field("path", pa.dictionary(pa.int32(), pa.string()))
+)
 INDEX_FILE_ROWS = 32_768  # an index file a purge rewrites stays small
 INDEX_MAX_BUCKETS = 256
 INDEX_ROW_GROUP_ROWS = 4_096  # a lookup reads one such group per index file of its bucket
@@ -149,7 +152,13 @@ def write_index_files(
     of_row = bucket_of(hashes, buckets)
     order = np.lexsort((hashes, of_row))  # by bucket, then hash: one take, then a slice per bucket
     # A take from a flush's many chunks (one per partition file) was ~7x slower than from one.
-    rows, hashes, of_row = rows.combine_chunks().take(pa.array(order)), hashes[order], of_row[order]
+    rows, hashes, of_row = (
+        rows.unify_dictionaries().combine_chunks().take(pa.array(order)),
+        hashes[order],
+        of_row[order],
+    )
+    if pa.types.is_dictionary(rows.schema.field("path").type):  # stored as plain strings, as ever
+        rows = rows.set_column(rows.schema.get_field_index("path"), "path", rows.column("path").cast(pa.string()))
     bounds = np.searchsorted(of_row, np.arange(buckets + 1))
     paths = []
     for bucket in range(buckets):
@@ -163,9 +172,13 @@ def write_index_files(
     return paths
 
 
-def index_rows(part: pa.Table, path: str) -> pa.Table:
+def index_rows(part: pa.Table, path: str, coded_path: bool = False) -> pa.Table:
     """Index rows of one archive file (``path`` relative to the archive root): per identifier
-    (user id and aliases), records and time range."""
+    (user id and aliases), records and time range.
+
+    ``coded_path``: the path column dictionary-coded (one value), for a flush that sorts many
+    files' rows at once (``write_index_files``): ~60 bytes of path a row, moved in a random order,
+    were most of that sort."""
     tables = []
     for column in INDEX_ID_COLUMNS:
         if column not in part.column_names or part.column(column).null_count == part.num_rows:
@@ -177,20 +190,27 @@ def index_rows(part: pa.Table, path: str) -> pa.Table:
             [("event_time_ms", "count"), ("event_time_ms", "min"), ("event_time_ms", "max")]
         )
         n = grouped.num_rows
+        paths = (
+            pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([path], pa.string()))
+            if coded_path
+            else pa.repeat(pa.scalar(path, pa.string()), n)
+        )
         tables.append(
             pa.table(
                 {
                     "user_id": grouped.column("id"),
                     "id_kind": pa.repeat(pa.scalar(column, pa.string()), n),
-                    "path": pa.repeat(pa.scalar(path, pa.string()), n),
+                    "path": paths,
                     "records": grouped.column("event_time_ms_count"),
                     "min_event_ms": grouped.column("event_time_ms_min"),
                     "max_event_ms": grouped.column("event_time_ms_max"),
                 },
-                schema=INDEX_SCHEMA,
+                schema=_CODED_PATH_SCHEMA if coded_path else INDEX_SCHEMA,
             )
         )
-    return pa.concat_tables(tables) if tables else INDEX_SCHEMA.empty_table()
+    if tables:
+        return pa.concat_tables(tables)
+    return (_CODED_PATH_SCHEMA if coded_path else INDEX_SCHEMA).empty_table()
 
 
 class _WriteArchiveFn(beam.DoFn):
@@ -245,7 +265,7 @@ class _WriteArchiveFn(beam.DoFn):
                 part = pa.concat_tables(pieces)
                 relative = f"{partition_path(start, self._partition_s)}/{unique_part(self._prefix, '.parquet')}"
                 writes.append(pool.submit(write_data_file, join(self._write_dir, relative), part))
-                rows = index_rows(part, relative)
+                rows = index_rows(part, relative, coded_path=True)
                 index_parts.append(rows)
                 hash_parts.append(id_hashes(rows))  # choose the index buckets
                 paths.append(join(self._directory, relative))
