@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import tempfile
 import time
 
@@ -54,6 +55,7 @@ def per_record_baseline(pattern: str, forgotten: set[str], out: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, under a minute")
+    parser.add_argument("--runs", type=int, default=3, help="bounded runs of the job (median reported)")
     args = parser.parse_args()
     sessions = 200_000 if args.quick else 2_000_000
     stream_s = 5 if args.quick else 15
@@ -64,31 +66,50 @@ def main() -> None:
         cfg = SyntheticConfig(users=100_000, sessions=sessions, requests=1_000, seed=1, bad_rate=0.0)
         data = generate_files(cfg, os.path.join(work, "data"), "jsonl", files=4)
         pattern = os.path.join(work, "data", "sessions-*.jsonl")
-        started = time.perf_counter()
-        summary = run(
-            [
-                f"--output={work}/out",
-                f"--registry=embedded://{work}/registry.sqlite",
-                f"--sessions=file://{pattern}",
-                f"--requests=file://{data.requests_file}",
-            ]
-        )
-        wall = time.perf_counter() - started
+        # The same job --runs times, each into a fresh output and registry: one run on a shared
+        # machine swung by +-15 %; the median is reported, every run listed.
+        rates, walls = [], []
+        for _ in range(args.runs):
+            shutil.rmtree(f"{work}/out", ignore_errors=True)
+            for leftover in (f"{work}/registry.sqlite", f"{work}/registry.sqlite-wal", f"{work}/registry.sqlite-shm"):
+                if os.path.exists(leftover):
+                    os.remove(leftover)
+            started = time.perf_counter()
+            summary = run(
+                [
+                    f"--output={work}/out",
+                    f"--registry=embedded://{work}/registry.sqlite",
+                    f"--sessions=file://{pattern}",
+                    f"--requests=file://{data.requests_file}",
+                ]
+            )
+            walls.append(time.perf_counter() - started)
+            rates.append(summary["sessions_per_s"])
         params = {
             "sessions": sessions,
             "requests": 1_000,
             "format": "jsonl",
             "runner": summary["runner"],
             "strategy": summary["filter_strategy"],
+            "runs": args.runs,
         }
-        emit(BENCH, "bounded_sessions_per_s", summary["sessions_per_s"], "sessions/s", **params, target=250_000)
+        emit(
+            BENCH,
+            "bounded_sessions_per_s",
+            statistics.median(rates),
+            "sessions/s",
+            **params,
+            target=300_000,
+            all_runs=[round(r) for r in rates],
+        )
         emit(
             BENCH,
             "bounded_wall_sessions_per_s",
-            sessions / wall,
+            sessions / statistics.median(walls),
             "sessions/s",
             **params,
             note="includes graph construction and option checks",
+            all_runs=[round(sessions / w) for w in walls],
         )
         baseline_s = per_record_baseline(pattern, set(data.forgotten_subjects), work)
         emit(
@@ -98,7 +119,7 @@ def main() -> None:
             "sessions/s",
             **{**params, "strategy": "baseline_per_record_beam_steps"},
         )
-        emit(BENCH, "bounded_speedup_vs_per_record", baseline_s / summary["elapsed_s"], "x", **params)
+        emit(BENCH, "bounded_speedup_vs_per_record", baseline_s / (sessions / statistics.median(rates)), "x", **params)
 
         stream = run(
             [
