@@ -89,21 +89,20 @@ def _reference(rows: list[dict], window_ms: int) -> list[tuple]:
     )  # fmt: skip
 
 
-def test_partials_of_many_batches_with_null_keys_merge_to_the_exact_metric():
+def _random_batches(
+    seed: int, count: int = 6, users: int = 40, span_ms: int = 7_200_000
+) -> tuple[list[pa.RecordBatch], list[dict]]:
     import random
 
-    from beam_rtbf.analytics.aggregate import merge_partials, partial_aggregates
-
-    rng = random.Random(7)
+    rng = random.Random(seed)
     batches, rows = [], []
-    for b in range(6):
-        # Each batch sees its own subset of key values (nulls and empty strings too), in its own order.
+    for b in range(count):
         actions = rng.sample(["view", "click", None, "booking_request", "é-action", ""], 4)
         devices = rng.sample(["iPhone", None, "Mac", "Android Phone"], 3)
         batch_rows = [
             {
-                "user_id": f"u{rng.randrange(40)}",
-                "event_time_ms": T0 + rng.randrange(0, 7_200_000),
+                "user_id": f"u{rng.randrange(users)}",
+                "event_time_ms": T0 + rng.randrange(0, span_ms),
                 "action_type": rng.choice(actions),
                 "device_type": rng.choice(devices),
                 "secs_elapsed": rng.choice([None, rng.random() * 100]),
@@ -112,6 +111,14 @@ def test_partials_of_many_batches_with_null_keys_merge_to_the_exact_metric():
         ]
         rows += batch_rows
         batches.append(pa.RecordBatch.from_pylist(batch_rows))
+    return batches, rows
+
+
+def test_partials_of_many_batches_with_null_keys_merge_to_the_exact_metric():
+
+    from beam_rtbf.analytics.aggregate import merge_partials, partial_aggregates
+
+    batches, rows = _random_batches(7)  # each batch sees its own subset of key values, nulls too
     window_ms = 60_000
     partials = [p for batch in batches for _, p in partial_aggregates(batch, window_ms, 3_600_000)]
     merged = merge_partials(partials)
@@ -137,31 +144,6 @@ def test_partials_of_many_batches_with_null_keys_merge_to_the_exact_metric():
     assert reversed_order.select(["window_start", "action_type", "device_type"]).equals(
         merged.select(["window_start", "action_type", "device_type"])
     )
-
-
-def _random_batches(
-    seed: int, count: int = 6, users: int = 40, span_ms: int = 7_200_000
-) -> tuple[list[pa.RecordBatch], list[dict]]:
-    import random
-
-    rng = random.Random(seed)
-    batches, rows = [], []
-    for b in range(count):
-        actions = rng.sample(["view", "click", None, "booking_request", "é-action", ""], 4)
-        devices = rng.sample(["iPhone", None, "Mac", "Android Phone"], 3)
-        batch_rows = [
-            {
-                "user_id": f"u{rng.randrange(users)}",
-                "event_time_ms": T0 + rng.randrange(0, span_ms),
-                "action_type": rng.choice(actions),
-                "device_type": rng.choice(devices),
-                "secs_elapsed": rng.choice([None, rng.random() * 100]),
-            }
-            for _ in range(400 + 50 * b)
-        ]
-        rows += batch_rows
-        batches.append(pa.RecordBatch.from_pylist(batch_rows))
-    return batches, rows
 
 
 def test_one_partial_of_all_sessions_is_the_exact_metric_and_survives_its_coder():
