@@ -147,7 +147,7 @@ def merge_partials(partials: list[Partial]) -> pa.Table:
     """Partials -> sessions, distinct_users, avg_secs_elapsed (and its sum and count) per
     (window, action_type, device_type), sorted by those keys."""
     if len(partials) == 1:
-        merged = partials[0].cells  # its cells are distinct, its users counted once each
+        merged = _sorted_by_keys(partials[0].cells)  # its cells are distinct, its users counted once each
     else:
         sums = (
             pa.concat_tables([p.cells for p in partials])
@@ -173,8 +173,7 @@ def merge_partials(partials: list[Partial]) -> pa.Table:
                 "secs_elapsed_count": sums.column("secs_elapsed_count_sum"),
                 "users": users.column("user_id_count"),
             }
-        )
-    merged = _sorted_by_keys(merged)
+        )  # sorted: both sides were, and checked equal
     secs_count = merged.column("secs_elapsed_count")
     avg = pc.if_else(
         pc.greater(secs_count, 0),

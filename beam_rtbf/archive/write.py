@@ -295,8 +295,7 @@ def split_by_partition(
     batch's buffers."""
     table = pa.Table.from_batches([batch])
     starts = (table.column("event_time_ms").to_numpy() // partition_ms) * partition_ms
-    descents = np.flatnonzero(starts[1:] < starts[:-1]) + 1
-    if slices and len(descents) <= _MAX_SORTED_RUNS:
+    if slices and np.count_nonzero(starts[1:] < starts[:-1]) <= _MAX_SORTED_RUNS:
         # A few runs in event-time order (as logs mostly are): slices of each run, no copy.
         cuts = np.flatnonzero(starts[1:] != starts[:-1]) + 1
         for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(starts)]):

@@ -193,9 +193,7 @@ class RedisRegistry(DeletionRegistry):
             self._call(push)
 
     def record_event_once(self, request_id: str, status: str, at_ms: int, detail: str = "") -> bool:
-        event = json.dumps({"status": status, "at_ms": at_ms, "detail": detail})
-        keys = [f"{self.prefix}:events:{request_id}"]
-        return bool(int(self._call(self._event_once, keys=keys, args=[status, event])))
+        return self.record_events_once([(request_id, status, at_ms, detail)])[0]
 
     def record_events_once(self, events: Sequence[tuple[str, str, int, str]]) -> list[bool]:
         def push() -> list[bool]:
