@@ -46,6 +46,7 @@ __all__ = [
     "OutputInUse",
     "job_options",
     "resolve_runner",
+    "shorten_state_sampling",
     "use_local_prism",
     "runner_name",
     "recover_ledger",
@@ -118,6 +119,7 @@ def resolve_runner(name: str | None, streaming: bool, stop: StopRequest | None =
     The direct runner names mean FnApiRunner (bounded) or the local streaming runner, which gets
     ``stop`` (it ends its reads and drains when that is set); any other name goes to Beam as is.
     """
+    shorten_state_sampling()
     if name in _DIRECT_NAMES:
         if streaming:
             from beam_rtbf.local_runner import LocalStreamingRunner
@@ -127,6 +129,25 @@ def resolve_runner(name: str | None, streaming: bool, stop: StopRequest | None =
 
         return FnApiRunner()
     return name
+
+
+STATE_SAMPLING_PERIOD_MS = 10
+
+
+def shorten_state_sampling() -> None:
+    """Bundles of the in-process SDK worker end when their work does, not up to 200 ms later.
+
+    Beam's state sampler (a thread per bundle timing each step, for its msecs counters) sleeps
+    between samples, its sleep growing to ``DEFAULT_SAMPLING_PERIOD_MS`` (200 ms) within a second,
+    and a bundle's end joins that thread: a bundle of a second or more ends 0-200 ms after its
+    last element (~0.1 s of a one-request purge). Beam has no option for the period, so the
+    default of ``StateSampler`` is set, for samplers made from now on in this process (the
+    FnApiRunner's worker, and LOOPBACK workers of the portable runners). Sampling every 10 ms
+    costs nothing measurable.
+    """
+    from apache_beam.runners.worker import statesampler
+
+    statesampler.StateSampler.__init__.__defaults__ = (STATE_SAMPLING_PERIOD_MS,)
 
 
 def runner_name(runner: PipelineRunner | str, options: PipelineOptions) -> str:

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import IO
@@ -61,6 +62,7 @@ __all__ = [
     "filter_entry",
     "read_filter",
     "write_parquet",
+    "encode_row_groups",
 ]
 
 FOOTER_KEY = b"rtbf.idfilter"  # what the filter covers and the rows it is bound to (JSON)
@@ -154,10 +156,19 @@ class IdFilter:
         self._encoded = encoded
 
     def _positions(self, hashes: np.ndarray) -> np.ndarray:
-        h1 = hashes & np.uint64(0xFFFFFFFF)
-        h2 = (hashes >> np.uint64(32)) | np.uint64(1)
-        steps = np.arange(self.probes, dtype=np.uint64)
-        return ((h1[:, None] + steps[None, :] * h2[:, None]) % np.uint64(self.size_bits)).astype(np.int64)
+        """Probe i of a hash is (h1 + i * h2) mod size_bits, built by adding (h2 mod size) and
+        subtracting size once where it passes: one modulo per hash instead of one per probe."""
+        size = np.int64(self.size_bits)
+        h1 = (hashes & np.uint64(0xFFFFFFFF)).astype(np.int64)
+        h2 = ((hashes >> np.uint64(32)) | np.uint64(1)).astype(np.int64)
+        position, step = h1 % size, h2 % size
+        out = np.empty((len(hashes), self.probes), np.int64)
+        out[:, 0] = position
+        for probe in range(1, self.probes):
+            position = position + step
+            position -= size * (position >= size)
+            out[:, probe] = position
+        return out
 
     @classmethod
     def of_hashes(cls, hashes: np.ndarray) -> IdFilter:
@@ -199,17 +210,21 @@ class IdFilter:
 
 def filter_keys(columns: Iterable[pa.Array | pa.ChunkedArray]) -> tuple[np.ndarray, bool]:
     """(hashes of the distinct keys of the non-null values of these columns, whether every
-    value is printable ASCII). The key is the value ASCII-lower-cased and trimmed."""
-    parts, printable = [], True
+    value is printable ASCII). The key is the value ASCII-lower-cased and trimmed.
+
+    One distinct pass over every column's keys together (a pass per column first cost as much
+    again: identifiers are mostly distinct within a file)."""
+    chunks, printable = [], True
     for column in columns:
         if len(column) == 0 or column.null_count == len(column):
             continue
-        distinct = pc.unique(column).drop_null()
-        printable = printable and bool(pc.all(pc.ascii_is_printable(distinct)).as_py() in (True, None))
-        parts.append(pc.ascii_trim_whitespace(pc.ascii_lower(distinct)).cast(pa.string()))
-    if not parts:
+        values = column.drop_null() if column.null_count else column
+        printable = printable and bool(pc.all(pc.ascii_is_printable(values)).as_py() in (True, None))
+        keys = pc.ascii_trim_whitespace(pc.ascii_lower(values)).cast(pa.string())
+        chunks += keys.chunks if isinstance(keys, pa.ChunkedArray) else [keys]
+    if not chunks:
         return np.zeros(0, np.uint64), printable
-    return string_hashes(pc.unique(pa.concat_arrays(parts))), printable
+    return string_hashes(pc.unique(pa.chunked_array(chunks, pa.string()))), printable
 
 
 def query_hashes(canonical_ids: Iterable[str]) -> np.ndarray:
@@ -285,6 +300,12 @@ def _in_stored_arrow_schema(entries: Mapping[bytes, bytes], key: bytes) -> bool:
     return key in (schema.metadata or {})
 
 
+def _writer(handle: IO[bytes], schema: pa.Schema, dictionary_columns: Sequence[str] | None) -> pq.ParquetWriter:
+    """The archive's Parquet settings: zstd, dictionaries only for ``dictionary_columns`` (None: all)."""
+    use_dictionary = True if dictionary_columns is None else [c for c in dictionary_columns if c in schema.names]
+    return pq.ParquetWriter(handle, schema, compression="zstd", use_dictionary=use_dictionary)
+
+
 def write_parquet(
     handle: IO[bytes],
     table: pa.Table,
@@ -305,8 +326,20 @@ def write_parquet(
     hashes, printable = filter_keys(table.column(c) for c in columns)
     size = min(row_group_rows or _MAX_ROW_GROUP, _MAX_ROW_GROUP)
     groups = [min(size, table.num_rows - start) for start in range(0, table.num_rows, size)] or [0]
-    use_dictionary = True if dictionary_columns is None else [c for c in dictionary_columns if c in table.column_names]
-    with pq.ParquetWriter(handle, table.schema, compression="zstd", use_dictionary=use_dictionary) as writer:
+    with _writer(handle, table.schema, dictionary_columns) as writer:
         writer.write_table(table, row_group_size=size)
         entry = filter_entry(hashes, printable, columns, table.num_rows, groups)
         writer.add_key_value_metadata({**entry, **(extra or {})})
+
+
+def encode_row_groups(tables: Sequence[pa.Table], dictionary_columns: Sequence[str] | None = None) -> bytes:
+    """A Parquet file of these tables (one schema), one row group each, with ``write_parquet``'s
+    settings and no footer entries: the row groups a splice (``splice.py``) puts into a file."""
+    sink = io.BytesIO()
+    schema = tables[0].schema.remove_metadata()
+    with _writer(sink, schema, dictionary_columns) as writer:
+        for table in tables:
+            if table.num_rows > _MAX_ROW_GROUP:
+                raise ValueError(f"{table.num_rows} rows do not fit one row group")
+            writer.write_table(table.replace_schema_metadata(None), row_group_size=max(1, table.num_rows))
+    return sink.getvalue()

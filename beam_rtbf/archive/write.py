@@ -54,6 +54,7 @@ __all__ = [
     "INDEX_DIR",
     "INDEX_SCHEMA",
     "INDEX_ID_COLUMNS",
+    "DATA_DICTIONARY_COLUMNS",
 ]
 
 INDEX_DIR = "_index"
@@ -91,6 +92,9 @@ INDEX_DICTIONARY_COLUMNS = ("id_kind", "path")
 _CODED_PATH_SCHEMA = INDEX_SCHEMA.set(
     INDEX_SCHEMA.get_field_index("path"), pa.field("path", pa.dictionary(pa.int32(), pa.string()))
 )
+# A purge re-encodes only the row groups holding a subject and copies the others (``splice.py``):
+# an hourly file of ~40 K sessions is 5 groups, and one subject's session in it touches one.
+DATA_ROW_GROUP_ROWS = 8_192
 INDEX_FILE_ROWS = 32_768  # an index file a purge rewrites stays small
 INDEX_MAX_BUCKETS = 256
 INDEX_ROW_GROUP_ROWS = 4_096  # a lookup reads one such group per index file of its bucket
@@ -111,7 +115,9 @@ def write_data_file(path: str, table: pa.Table) -> None:
 
 def write_data_parquet(handle, table: pa.Table) -> None:
     """An archive partition's sessions in the archive's format (what a purge rewrites them in too)."""
-    write_parquet(handle, table, INDEX_ID_COLUMNS, dictionary_columns=DATA_DICTIONARY_COLUMNS)
+    write_parquet(
+        handle, table, INDEX_ID_COLUMNS, row_group_rows=DATA_ROW_GROUP_ROWS, dictionary_columns=DATA_DICTIONARY_COLUMNS
+    )
 
 
 def write_index_file(

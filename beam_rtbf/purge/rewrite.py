@@ -40,8 +40,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from beam_rtbf.archive.idfilter import encode_row_groups, filter_entry, filter_keys
 from beam_rtbf.archive.index_footer import read_index_footer
-from beam_rtbf.archive.write import INDEX_ID_COLUMNS, write_data_parquet, write_index_file
+from beam_rtbf.archive.splice import SpliceError, splice_out
+from beam_rtbf.archive.write import DATA_DICTIONARY_COLUMNS, INDEX_ID_COLUMNS, write_data_parquet, write_index_file
 from beam_rtbf.identifiers import canonical_array
 from beam_rtbf.purge import faults as fault_points
 from beam_rtbf.purge.faults import FaultPoints
@@ -149,6 +151,25 @@ def _read_for_rewrite(task: FileTask) -> tuple[pa.Table | list[bytes], tuple[int
         parquet = _open_parquet(task.path)
         footer = read_index_footer(parquet.metadata)
         return _read_columns(parquet, None), ((footer.bucket, footer.buckets) if footer else None)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise PurgeFileError(f"{task.path}: not a readable Parquet file ({exc})") from exc
+
+
+@dataclasses.dataclass(frozen=True)
+class _StoredParquet:
+    """An archive data file read once: its bytes (what a splice copies row groups from) and the
+    Parquet reader over them (the whole rows, should the file have to be re-encoded)."""
+
+    data: bytes
+    parquet: pq.ParquetFile
+
+
+def _read_archive_file(task: FileTask) -> tuple[pa.Table, _StoredParquet]:
+    """The identifier columns of an archive data file (to match), and the file as stored."""
+    try:
+        data = _read_bytes(task.path)
+        parquet = pq.ParquetFile(pa.BufferReader(data))
+        return _read_columns(parquet, INDEX_ID_COLUMNS), _StoredParquet(data, parquet)
     except (pa.ArrowInvalid, OSError) as exc:
         raise PurgeFileError(f"{task.path}: not a readable Parquet file ({exc})") from exc
 
@@ -275,6 +296,45 @@ def _encode(task: FileTask, kept: pa.Table | list[bytes], bucket: tuple[int, int
     return sink.getvalue()
 
 
+def _encode_archive(stored: _StoredParquet, ids: pa.Table, keep: np.ndarray) -> bytes:
+    """An archive data file without the removed rows: the row groups that held none of them copied
+    as they are (``splice.py``), else the whole file re-encoded. Either way the footer's identifier
+    filter is built anew from the identifiers that remain."""
+    hashes, printable = filter_keys(ids.filter(pa.array(keep)).columns)
+    try:
+        spliced = splice_out(
+            stored.data,
+            ~keep,
+            lambda tables: encode_row_groups(tables, DATA_DICTIONARY_COLUMNS),
+            lambda rows, groups: filter_entry(hashes, printable, ids.column_names, rows, groups),
+        )
+    except SpliceError:
+        spliced = None  # pyarrow read the file; only its layout is not one a splice copies: re-encode it
+    if spliced is not None:
+        payload, groups = spliced
+        _check_decodes(payload, int(keep.sum()), groups)
+        return payload
+    return _encode(FileTask("archive", ""), stored.parquet.read().filter(pa.array(keep)), None)
+
+
+def _check_decodes(payload: bytes, expected_rows: int, groups: Sequence[int]) -> None:
+    """The re-encoded row groups of a spliced file decode, every column, to the rows the footer says:
+    a group whose page offsets were moved wrong fails here, before anything is replaced. (The other
+    groups' bytes and footer entries are the original's; the identifier columns of all of them are
+    decoded by the verification of the stored temporary.)"""
+    try:
+        parquet = pq.ParquetFile(pa.BufferReader(payload))
+        decoded = parquet.read_row_groups(groups, use_threads=False).num_rows
+        stated = sum(parquet.metadata.row_group(g).num_rows for g in groups)
+    except (pa.ArrowException, OSError) as exc:
+        raise PurgeFileError(f"spliced file does not decode ({exc})") from exc
+    if parquet.metadata.num_rows != expected_rows or decoded != stated:
+        raise PurgeFileError(
+            f"spliced file holds {parquet.metadata.num_rows} records ({decoded} decoded of {stated} "
+            f"in its new row groups), expected {expected_rows}"
+        )
+
+
 def _verify(task: FileTask, path: str, expected_rows: int, matcher: _Matcher) -> None:
     _check(path, _load(FileTask(task.kind, path), ids_only=True), task, expected_rows, matcher)
 
@@ -356,7 +416,11 @@ def rewrite_file(
         return FileResult(task, "clean", 0, 0, earlier, True, at, "file no longer exists", versions)
     try:
         read_version = _s3_etag(task.path)  # before the read: a newer write fails the replace, never the reverse
-        data, bucket = _read_for_rewrite(task)
+        stored: _StoredParquet | None = None
+        if task.kind == "archive":
+            (data, stored), bucket = _read_archive_file(task), None  # identifier columns; the rest if needed
+        else:
+            data, bucket = _read_for_rewrite(task)
     except PurgeFileError as exc:
         if _is_stale_temporary(task.path):
             # A writer killed mid-write left it; it was never published and cannot be read: delete it.
@@ -379,7 +443,7 @@ def rewrite_file(
     keep = ~mask
     if isinstance(data, list):
         kept: pa.Table | list[bytes] = [line for line, k in zip(data, keep) if k]
-    else:
+    elif stored is None:
         kept = data.filter(pa.array(keep))
     remaining = total - removing
     versions = 0
@@ -391,7 +455,7 @@ def rewrite_file(
     if remaining == 0:
         FileSystems.delete([task.path])
     else:
-        payload = _encode(task, kept, bucket)
+        payload = _encode_archive(stored, data, keep) if stored is not None else _encode(task, kept, bucket)
         if is_object_store(task.path):  # one PUT, no temporary object: check the new content first
             _verify_bytes(task, payload, remaining, matcher)
         if read_version is not None:

@@ -12,7 +12,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from beam_rtbf.archive.idfilter import BITS_KEY, FOOTER_KEY, query_hashes, read_filter, string_hashes, write_parquet
+from beam_rtbf.archive.idfilter import (
+    BITS_KEY,
+    FOOTER_KEY,
+    PROBES,
+    IdFilter,
+    filter_keys,
+    query_hashes,
+    read_filter,
+    string_hashes,
+    write_parquet,
+)
 from beam_rtbf.archive.write import INDEX_ID_COLUMNS
 from beam_rtbf.identifiers import CANONICAL_FORM, canonical_id
 from beam_rtbf.purge.verify import StoredFile, VerifyIdentifiers, verify_file
@@ -37,6 +47,27 @@ def test_string_hashes_are_the_documented_hash_for_every_length_nulls_and_slices
     assert string_hashes(pa.array(values, pa.string())).tolist() == expected
     assert string_hashes(pa.array(values, pa.string()).slice(5)).tolist() == expected[5:]
     assert string_hashes(pa.chunked_array([values[:4], values[4:]], pa.string())).tolist() == expected
+
+
+def test_probe_positions_are_the_documented_double_hashing_for_any_filter_size():
+    rng = np.random.default_rng(7)
+    hashes = rng.integers(0, 2**64, size=2_000, dtype=np.uint64, endpoint=False)
+    hashes[:3] = [0, 2**64 - 1, 2**32 - 1]
+    for size_bits in (64, 128, 4_160, 400_064, 2**31 - 64, 2**32 + 64, 2**40):
+        probes = IdFilter(size_bits, PROBES)._positions(hashes)
+        expected = [
+            [((int(h) & 0xFFFFFFFF) + i * ((int(h) >> 32) | 1)) % size_bits for i in range(PROBES)] for h in hashes
+        ]
+        assert probes.tolist() == expected, size_bits
+
+
+def test_the_filter_keys_are_the_distinct_lowered_trimmed_values_of_every_column():
+    user = pa.chunked_array([["U1", " u1 ", None], ["u2", "u2"]], pa.string())
+    email = pa.array(["A@x.org", None, "a@x.org ", "u1", None], pa.string())
+    hashes, printable = filter_keys([user, email, pa.nulls(5, pa.string())])
+    assert printable
+    assert sorted(hashes.tolist()) == sorted(_reference_hash(v) for v in ("u1", "u2", "a@x.org"))
+    assert filter_keys([pa.array(["ok", "caf\u00e9"])])[1] is False
 
 
 def _table(**columns) -> pa.Table:

@@ -157,6 +157,53 @@ def test_a_path_that_does_not_hold_the_verified_bytes_after_the_replace_fails_th
         )
 
 
+def test_a_purge_re_encodes_only_the_row_groups_holding_the_subject(tmp_path):
+    from beam_rtbf.archive.write import DATA_ROW_GROUP_ROWS
+    from beam_rtbf.purge.verify import StoredFile, VerifyIdentifiers, verify_file
+
+    n = 3 * DATA_ROW_GROUP_ROWS
+    rows = [
+        {
+            "user_id": "alice" if i in (9_000, 9_001) else f"user-{i % 5_000}",
+            "event_time_ms": 1_767_225_600_000 + i,
+            "email": "Alice@Example.org" if i == 9_002 else None,
+            "action": "view",
+        }
+        for i in range(n)
+    ]
+    table = pa.Table.from_pylist(rows, schema=SESSION_SCHEMA)
+    path = tmp_path / "archive" / "dt=2026-01-01" / "part-0.parquet"
+    path.parent.mkdir(parents=True)
+    write_data_file(str(path), table)
+    before = path.read_bytes()
+    old = pq.read_metadata(path)
+    assert old.num_row_groups == 3
+    result = rewrite_file(
+        FileTask("archive", str(path)), {"alice": ("req-a",), "alice@example.org": ("req-a",)}, str(tmp_path / "j")
+    )
+    assert (result.status, result.records_before, result.records_after, result.verified) == ("purged", n, n - 3, True)
+    assert result.removed == {"req-a": 3}
+    assert pq.read_table(path).to_pylist() == [
+        r | {} for i, r in enumerate(table.to_pylist()) if i not in (9_000, 9_001, 9_002)
+    ]
+    new = pq.read_metadata(path)
+    assert [new.row_group(g).num_rows for g in range(3)] == [
+        DATA_ROW_GROUP_ROWS,
+        DATA_ROW_GROUP_ROWS - 3,
+        DATA_ROW_GROUP_ROWS,
+    ]
+    first = new.row_group(0).column(0)
+    assert first.data_page_offset == old.row_group(0).column(0).data_page_offset  # the untouched group stayed
+    end0 = max(
+        new.row_group(0).column(j).data_page_offset + new.row_group(0).column(j).total_compressed_size
+        for j in range(new.num_columns)
+    )
+    assert path.read_bytes()[:end0] == before[:end0]
+    ids = VerifyIdentifiers({"req-a": ("alice", "alice@example.org")})
+    verified = verify_file(StoredFile("archive", str(path), path.stat().st_size), ids)
+    assert verified.found == {} and verified.by_metadata and verified.rows == n - 3
+
+
 @pytest.mark.parametrize("base,parts", [("/a/b", ("c",)), ("/a/b/", ("c", "d.json")), ("rel/x", ("y",)), ("/a", ())])
 def test_local_join_is_what_the_file_system_joins(base, parts):
     assert join(base, *parts) == FileSystems.join(base, *parts) == os.path.join(base, *parts)
@@ -230,3 +277,22 @@ def test_building_the_purge_graph_parses_the_flags_a_bounded_number_of_times(tmp
     )
     _graph(tmp_path)
     assert len(parses) <= 40, len(parses)  # was 300 and more: one parse per view_as
+
+
+class _SamplingPeriod(beam.DoFn):
+    def process(self, element):
+        from apache_beam.runners.worker import statesampler
+
+        yield statesampler.get_current_tracker().sampling_period_ms
+
+
+def test_a_bundle_of_the_direct_runner_samples_its_steps_every_10_ms_so_it_ends_when_its_work_does(tmp_path):
+    # Beam's default (200 ms) made a bundle's end wait up to 200 ms for its sampler thread.
+    from beam_rtbf.job import STATE_SAMPLING_PERIOD_MS, resolve_runner
+
+    runner = resolve_runner("direct", streaming=False)
+    out = tmp_path / "period"
+    with beam.Pipeline(runner=runner) as p:
+        _ = p | beam.Create([0]) | beam.ParDo(_SamplingPeriod()) | beam.Map(lambda v: out.write_text(str(v)))
+    assert STATE_SAMPLING_PERIOD_MS == 10
+    assert out.read_text() == "10"
