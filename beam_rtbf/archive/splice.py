@@ -175,18 +175,21 @@ def splice_out(
     original was (same schema and settings). ``entries_for(rows, row_group_rows)``: the footer
     entries of the new file (they replace the original's entries of the same keys).
     """
-    footer = _Footer(original)
-    if _FMD_ENCRYPTION in footer.fields or _FMD_KEY_VALUE not in footer.fields:
-        return None
-    parquet = pq.ParquetFile(pa.BufferReader(original))
+    try:
+        parquet = pq.ParquetFile(pa.BufferReader(original))
+    except (pa.ArrowException, OSError) as exc:
+        raise SpliceError(f"not a readable Parquet file ({exc})") from exc
     counts = [parquet.metadata.row_group(i).num_rows for i in range(parquet.metadata.num_row_groups)]
-    if sum(counts) != len(remove) or len(counts) != len(footer.groups):
-        raise SpliceError(f"footer counts {sum(counts)} rows in {len(counts)} row groups, the file read {len(remove)}")
+    if sum(counts) != len(remove):
+        raise SpliceError(f"footer counts {sum(counts)} rows in its row groups, the file read {len(remove)}")
     bounds = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).tolist()
     touched = [i for i in range(len(counts)) if remove[bounds[i] : bounds[i + 1]].any()]
     keeps = [~remove[bounds[i] : bounds[i + 1]] for i in touched]
     kept_counts = [int(k.sum()) for k in keeps]
     if not touched or len(touched) == len(counts) or 0 in kept_counts:
+        return None  # decided before the footer is walked: a batch purge touches every group
+    footer = _Footer(original)
+    if _FMD_ENCRYPTION in footer.fields or _FMD_KEY_VALUE not in footer.fields or len(footer.groups) != len(counts):
         return None
     originals = [footer.group(i) for i in touched]
     if any(group.get(_RG_NUM_ROWS) != counts[i] for group, i in zip(originals, touched)):

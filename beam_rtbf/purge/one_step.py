@@ -8,6 +8,7 @@ retried by their own transform) runs as one element through one DoFn that calls 
 functions in the same order:
 
     scan every planned file -> the guard's one decision (written down) -> rewrite the files
+    (archive files as the scan read them, kept up to ``KEEP_SCANNED_BYTES``, if unchanged)
     -> list and re-read every stored file (the independent verification) -> recompute the
     analytics windows and tables -> per request: receipt, audit lines, registry timeline
 
@@ -32,13 +33,14 @@ from beam_rtbf.purge.analytics_table import recompute_table
 from beam_rtbf.purge.finish import RequestFinisher, requests_of_result
 from beam_rtbf.purge.manifests import PendingManifest
 from beam_rtbf.purge.plan import GuardDecision, PurgePlan, judge_blast_radius
-from beam_rtbf.purge.rewrite import rewrite_or_error, scan_file
+from beam_rtbf.purge.rewrite import ReadBudget, rewrite_or_error, scan_and_keep
 from beam_rtbf.purge.verify import VerificationSummary, verify_stored_files
 from beam_rtbf.sinks.files import join
 
 __all__ = ["PurgeInOneStep", "fits_one_step", "REWRITE_THREADS"]
 
 REWRITE_THREADS = min(4, os.cpu_count() or 1)
+KEEP_SCANNED_BYTES = 256 << 20  # archive files the scans read are kept for their rewrites up to this much
 
 
 def fits_one_step(plan: PurgePlan, max_files: int, erasure_api: bool) -> bool:
@@ -90,8 +92,11 @@ class PurgeInOneStep(beam.DoFn):
         del unused
         plan, places = self._plan, self._places
         all_requests = tuple(m.request_id for m in self._manifests)
+        budget = ReadBudget(KEEP_SCANNED_BYTES)
         with ThreadPoolExecutor(REWRITE_THREADS, thread_name_prefix="purge-rewrite") as pool:
-            scans = list(pool.map(lambda task: scan_file(task, plan.id_requests), plan.tasks))
+            reads = list(pool.map(lambda task: scan_and_keep(task, plan.id_requests, budget), plan.tasks))
+            scans, kept = [scan for scan, _ in reads], [read for _, read in reads]
+            del reads
             max_partition_share, max_total_share, min_partition_records, confirmed = self._guard
             decision = judge_blast_radius(
                 scans, plan.archive_records, max_partition_share, max_total_share, min_partition_records, confirmed
@@ -100,12 +105,14 @@ class PurgeInOneStep(beam.DoFn):
             journal, reason = join(places["receipts"], "_journal"), "; ".join(decision.reasons)
             results = list(
                 pool.map(
-                    lambda task: rewrite_or_error(
-                        task, plan.id_requests, journal, decision.allowed, reason, self._purge_versions
+                    lambda task, scanned: rewrite_or_error(
+                        task, plan.id_requests, journal, decision.allowed, reason, self._purge_versions, scanned
                     ),
                     plan.tasks,
+                    kept,
                 )
             )
+            del kept
         for result in results:  # metrics in this thread: Beam's metric containers are per thread
             if result.status == "purged":
                 self._files.inc()

@@ -31,6 +31,7 @@ import hashlib
 import io
 import json
 import os
+import threading
 import time
 from collections.abc import Mapping, Sequence
 
@@ -59,6 +60,9 @@ __all__ = [
     "FileResult",
     "PurgeFileError",
     "scan_file",
+    "scan_and_keep",
+    "ScannedFile",
+    "ReadBudget",
     "rewrite_file",
     "rewrite_or_error",
     "read_journal",
@@ -260,6 +264,61 @@ def scan_file(task: FileTask, id_requests: Mapping[str, Sequence[str]]) -> FileS
     return FileScan(task, len(mask), int(mask.sum()), per_request)
 
 
+class ReadBudget:
+    """Bytes of scanned files a purge may keep for their rewrites (shared by the scanning threads)."""
+
+    def __init__(self, limit: int) -> None:
+        self._left = limit
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> bool:
+        with self._lock:
+            if size > self._left:
+                return False
+            self._left -= size
+            return True
+
+
+@dataclasses.dataclass(frozen=True)
+class ScannedFile:
+    """An archive file as the scan read it and matched it: its rewrite reuses both, so a one-step
+    purge reads each file once, if the file is unchanged since (same size and modification time;
+    the purge lock keeps other purges out, and writers add files, never change one)."""
+
+    stat: tuple[int, int]
+    ids: pa.Table
+    stored: _StoredParquet
+    mask: np.ndarray
+    per_request: dict[str, int]
+
+    def unchanged(self, task: FileTask) -> bool:
+        try:
+            status = os.stat(task.path)
+        except OSError:
+            return False
+        return (status.st_size, status.st_mtime_ns) == self.stat
+
+
+def scan_and_keep(
+    task: FileTask, id_requests: Mapping[str, Sequence[str]], budget: ReadBudget
+) -> tuple[FileScan, ScannedFile | None]:
+    """``scan_file``, keeping what it read of a local archive file for its rewrite while ``budget`` lasts."""
+    if task.kind != "archive" or "://" in task.path:  # object stores: the rewrite reads after taking the ETag
+        return scan_file(task, id_requests), None
+    try:
+        status = os.stat(task.path)
+        ids, stored = _read_archive_file(task)
+    except FileNotFoundError:
+        return FileScan(task, 0, 0, {}), None
+    except PurgeFileError as exc:
+        return FileScan(task, 0, 0, {}, error=str(exc)), None
+    mask, per_request = _mask(task, ids, _Matcher(id_requests))
+    scan = FileScan(task, len(mask), int(mask.sum()), per_request)
+    if not scan.removed_total or not budget.take(len(stored.data)):
+        return scan, None
+    return scan, ScannedFile((status.st_size, status.st_mtime_ns), ids, stored, mask, per_request)
+
+
 # -- journal --------------------------------------------------------------------------------
 
 
@@ -300,13 +359,14 @@ def _encode_archive(stored: _StoredParquet, ids: pa.Table, keep: np.ndarray) -> 
     """An archive data file without the removed rows: the row groups that held none of them copied
     as they are (``splice.py``), else the whole file re-encoded. Either way the footer's identifier
     filter is built anew from the identifiers that remain."""
-    hashes, printable = filter_keys(ids.filter(pa.array(keep)).columns)
+
+    def entries(rows: int, groups: list[int]) -> dict[bytes, bytes]:
+        hashes, printable = filter_keys(ids.filter(pa.array(keep)).columns)
+        return filter_entry(hashes, printable, ids.column_names, rows, groups)
+
     try:
         spliced = splice_out(
-            stored.data,
-            ~keep,
-            lambda tables: encode_row_groups(tables, DATA_DICTIONARY_COLUMNS),
-            lambda rows, groups: filter_entry(hashes, printable, ids.column_names, rows, groups),
+            stored.data, ~keep, lambda tables: encode_row_groups(tables, DATA_DICTIONARY_COLUMNS), entries
         )
     except SpliceError:
         spliced = None  # pyarrow read the file; only its layout is not one a splice copies: re-encode it
@@ -402,10 +462,12 @@ def rewrite_file(
     blocked_reason: str = "",
     purge_versions: bool = True,
     faults: FaultPoints | None = None,
+    scanned: ScannedFile | None = None,
 ) -> FileResult:
     """Remove the subjects' records from one file, verified; see the module docstring for the steps.
 
     ``faults`` (tests): called at ``before_replace`` and ``after_replace``; default the installed ones.
+    ``scanned``: the file as ``scan_and_keep`` read it, used if the file is unchanged since.
     """
     matcher = _Matcher(id_requests)
     at = iso_ms(now_ms())
@@ -417,7 +479,10 @@ def rewrite_file(
     try:
         read_version = _s3_etag(task.path)  # before the read: a newer write fails the replace, never the reverse
         stored: _StoredParquet | None = None
-        if task.kind == "archive":
+        reused = scanned is not None and scanned.unchanged(task)
+        if reused:
+            (data, stored), bucket = (scanned.ids, scanned.stored), None
+        elif task.kind == "archive":
             (data, stored), bucket = _read_archive_file(task), None  # identifier columns; the rest if needed
         else:
             data, bucket = _read_for_rewrite(task)
@@ -428,7 +493,7 @@ def rewrite_file(
             detail = f"unreadable temporary file of a crashed writer (older than {STALE_TEMPORARY_S} s) deleted"
             return FileResult(task, "purged", 0, 0, read_journal(journal_dir, task.path), True, at, detail)
         return FileResult(task, "error", 0, 0, {}, False, at, str(exc))
-    mask, per_request = _mask(task, data, matcher)
+    mask, per_request = (scanned.mask, dict(scanned.per_request)) if reused else _mask(task, data, matcher)
     matched_by = dict(matcher.matched_by)
     total, removing = len(mask), int(mask.sum())
     earlier = read_journal(journal_dir, task.path)
@@ -528,9 +593,10 @@ def rewrite_or_error(
     allowed: bool,
     reason: str,
     purge_versions: bool,
+    scanned: ScannedFile | None = None,
 ) -> FileResult:
     """``rewrite_file``, with a failed verification as the file's error result (the original stays)."""
     try:
-        return rewrite_file(task, id_requests, journal_dir, allowed, reason, purge_versions)
+        return rewrite_file(task, id_requests, journal_dir, allowed, reason, purge_versions, scanned=scanned)
     except PurgeFileError as exc:
         return FileResult(task, "error", 0, 0, {}, False, iso_ms(now_ms()), str(exc))

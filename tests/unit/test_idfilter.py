@@ -253,3 +253,20 @@ def test_a_purged_file_holds_no_copy_of_its_old_filter(tmp_path):
     assert _stored_arrow_schema_metadata(pq.read_metadata(path)) == {}
     id_filter, why = read_filter(pq.read_metadata(path), INDEX_ID_COLUMNS)
     assert why == "" and not id_filter.may_contain(query_hashes(["gone@x.com"])).any()
+
+
+def test_a_check_of_a_few_identifiers_answers_as_the_vectorised_one():
+    rng = np.random.default_rng(11)
+    members = rng.integers(0, 2**64, size=3_000, dtype=np.uint64, endpoint=False)
+    built = IdFilter.of_hashes(members)
+    encoded = IdFilter(built.size_bits, built.probes, encoded=base64.b64encode(built.bits.tobytes()))
+    others = rng.integers(0, 2**64, size=4_000, dtype=np.uint64, endpoint=False)
+    for probe in (built, encoded):
+        assert probe.may_contain(members).all()
+        vectorised = probe.may_contain(others)  # > 8 hashes: the numpy path
+        assert 0 < vectorised.sum() < 200  # some false positives (~1 %), most absent
+        few = np.concatenate([probe.may_contain(others[i : i + 7]) for i in range(0, len(others), 7)])
+        assert few.tolist() == vectorised.tolist()
+        assert probe.may_contain(members[:5]).all()
+    damaged = IdFilter(built.size_bits, built.probes, encoded=b"!!!!" * (len(encoded._encoded) // 4))
+    assert damaged.may_contain(others[:3]).tolist() == [True] * 3

@@ -296,3 +296,42 @@ def test_a_bundle_of_the_direct_runner_samples_its_steps_every_10_ms_so_it_ends_
         _ = p | beam.Create([0]) | beam.ParDo(_SamplingPeriod()) | beam.Map(lambda v: out.write_text(str(v)))
     assert STATE_SAMPLING_PERIOD_MS == 10
     assert out.read_text() == "10"
+
+
+def test_a_rewrite_uses_what_the_scan_read_only_while_the_file_is_unchanged(tmp_path, monkeypatch):
+    from beam_rtbf.purge import rewrite as rewrite_module
+
+    path = _archive_file(tmp_path)
+    task, ids = FileTask("archive", str(path)), {"alice": ("req-a",)}
+    scan, scanned = rewrite_module.scan_and_keep(task, ids, rewrite_module.ReadBudget(1 << 20))
+    assert (scan.total, scan.removed_total, scan.removed) == (10, 5, {"req-a": 5}) and scanned is not None
+
+    def no_second_read(task):
+        raise AssertionError("read again")
+
+    with monkeypatch.context() as patch:  # unchanged: read once, by the scan
+        patch.setattr(rewrite_module, "_read_archive_file", no_second_read)
+        result = rewrite_file(task, ids, str(tmp_path / "j"), scanned=scanned)
+    assert (result.status, result.records_before, result.records_after, result.verified) == ("purged", 10, 5, True)
+
+    # Changed since the scan (another alice row written): read again, and every alice row goes.
+    path.unlink()
+    rows = [{"user_id": u, "event_time_ms": 1_767_225_600_000 + i} for i, u in enumerate(["alice", "bob", "alice"])]
+    write_data_file(str(path), pa.Table.from_pylist(rows, schema=SESSION_SCHEMA))
+    os.utime(path, ns=(1, 1))
+    result = rewrite_file(task, ids, str(tmp_path / "j"), scanned=scanned)
+    assert (result.status, result.records_before, result.records_after) == ("purged", 3, 1)
+    assert pq.read_table(path, columns=["user_id"]).column(0).to_pylist() == ["bob"]
+
+
+def test_the_scans_keep_files_for_their_rewrites_only_within_the_budget(tmp_path):
+    from beam_rtbf.purge.rewrite import ReadBudget, scan_and_keep
+
+    path = _archive_file(tmp_path)
+    size = path.stat().st_size
+    budget = ReadBudget(size + size // 2)
+    task, ids = FileTask("archive", str(path)), {"alice": ("req-a",)}
+    assert scan_and_keep(task, ids, budget)[1] is not None
+    assert scan_and_keep(task, ids, budget)[1] is None  # over the budget: the rewrite reads it again
+    assert scan_and_keep(task, {"carol": ("req-c",)}, ReadBudget(1 << 30))[1] is None  # nothing to remove
+    assert scan_and_keep(FileTask("archive", str(tmp_path / "gone.parquet")), ids, budget)[0].total == 0
