@@ -18,8 +18,8 @@ file is assembled here:
   change: the untouched row groups' entries are copied as bytes.
 
 Whenever that cannot be done plainly ``splice_out`` returns None and the caller re-encodes
-the whole file, as before: every row of a group removed, a re-encoded group larger than the
-one it replaces, page indexes, Bloom filters or encryption in the footer, column chunks not
+the whole file, as before: more than half the rows in touched groups, every row of a group
+removed, page indexes, Bloom filters or encryption in the footer, column chunks not
 back to back, another schema from pyarrow. The caller verifies the result as any rewrite.
 """
 
@@ -186,8 +186,10 @@ def splice_out(
     touched = [i for i in range(len(counts)) if remove[bounds[i] : bounds[i + 1]].any()]
     keeps = [~remove[bounds[i] : bounds[i + 1]] for i in touched]
     kept_counts = [int(k.sum()) for k in keeps]
-    if not touched or len(touched) == len(counts) or 0 in kept_counts:
-        return None  # decided before the footer is walked: a batch purge touches every group
+    if not touched or 0 in kept_counts or 2 * sum(counts[i] for i in touched) > sum(counts):
+        # Decided before the footer is walked. Re-encoding more than half the rows (a batch purge
+        # touches most groups), a whole rewrite costs as little and leaves no padding.
+        return None
     footer = _Footer(original)
     if _FMD_ENCRYPTION in footer.fields or _FMD_KEY_VALUE not in footer.fields or len(footer.groups) != len(counts):
         return None

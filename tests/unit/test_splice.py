@@ -87,7 +87,7 @@ def _footer(data: bytes) -> bytes:
 def test_a_spliced_file_holds_exactly_the_kept_rows_and_copies_the_other_groups_byte_for_byte(seed):
     rng = np.random.default_rng(seed)
     table = _sessions(int(rng.integers(2_000, 9_000)), seed)
-    data = _file(table, int(rng.integers(300, 1_500)))
+    data = _file(table, int(rng.integers(150, 700)))
     metadata = pq.read_metadata(pa.BufferReader(data))
     users = table.column("user_id").to_pylist()
     subjects = set(rng.choice(users, int(rng.integers(1, 4))).tolist())
@@ -99,7 +99,8 @@ def test_a_spliced_file_holds_exactly_the_kept_rows_and_copies_the_other_groups_
         for g in range(groups)
         if remove[sum(metadata.row_group(i).num_rows for i in range(g)) :][: metadata.row_group(g).num_rows].any()
     }
-    if len(touched) == groups:
+    touched_rows = sum(metadata.row_group(g).num_rows for g in touched)
+    if 2 * touched_rows > metadata.num_rows:  # re-encoding most of the file: a whole rewrite
         assert spliced is None
         return
     assert spliced is not None
@@ -183,7 +184,8 @@ def test_a_spliced_file_splices_again():
     data = _file(table, 700)
     users = table.column("user_id").to_pylist()
     spliced = 0
-    for subject in (users[10], users[3_000], users[4_999]):
+    once = [u for u, n in zip(*np.unique(users, return_counts=True)) if n == 1]
+    for subject in (once[0], once[len(once) // 2], once[-1]):
         current = pq.read_table(pa.BufferReader(data))
         remove = pc.equal(current.column("user_id"), subject).to_numpy(zero_copy_only=False)
         result = _splice(data, remove)
