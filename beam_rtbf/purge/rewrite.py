@@ -374,7 +374,20 @@ def _encode_archive(stored: _StoredParquet, ids: pa.Table, keep: np.ndarray) -> 
         payload, groups = spliced
         _check_decodes(payload, int(keep.sum()), groups)
         return payload
-    return _encode(FileTask("archive", ""), stored.parquet.read().filter(pa.array(keep)), None)
+    return _encode(FileTask("archive", ""), _whole(stored, ids).filter(pa.array(keep)), None)
+
+
+def _whole(stored: _StoredParquet, ids: pa.Table) -> pa.Table:
+    """Every column of the file, the identifier columns taken from ``ids`` (decoded once already)."""
+    names = stored.parquet.schema_arrow.names
+    others = [name for name in names if name not in ids.column_names]
+    if len(others) + ids.num_columns != len(names):  # repeated names: read it all as it is
+        return stored.parquet.read()
+    rest = stored.parquet.read(columns=others)
+    return pa.table(
+        [ids.column(n) if n in ids.column_names else rest.column(n) for n in names],
+        schema=stored.parquet.schema_arrow,
+    )
 
 
 def _check_decodes(payload: bytes, expected_rows: int, groups: Sequence[int]) -> None:
