@@ -21,7 +21,8 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
@@ -30,6 +31,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from beam_rtbf import metrics as rtbf_metrics
+from beam_rtbf.bundling import BundleDoFn
 from beam_rtbf.job import job_options, recover_ledger, run_job
 from beam_rtbf.manifests.build import write_manifests
 from beam_rtbf.options import Locations, PurgeOptions, RtbfOptions, locations, subject_key_file, validate_purge_options
@@ -38,10 +40,10 @@ from beam_rtbf.purge.analytics_table import recompute_table
 from beam_rtbf.purge.finish import RequestFinisher, requests_of_result
 from beam_rtbf.purge.lock import PurgeLock, purge_lock
 from beam_rtbf.purge.manifests import ManifestProblem, PendingManifest, load_pending_manifests
-from beam_rtbf.purge.one_step import PurgeInOneStep, fits_one_step
+from beam_rtbf.purge.one_step import REWRITE_THREADS, PurgeInOneStep, fits_one_step
 from beam_rtbf.purge.plan import GuardDecision, PurgePlan, judge_blast_radius, plan_purge
 from beam_rtbf.purge.receipts import receipt_path as receipt_path_for
-from beam_rtbf.purge.rewrite import FileResult, FileTask, rewrite_or_error, scan_file
+from beam_rtbf.purge.rewrite import FileResult, FileScan, FileTask, rewrite_or_error, scan_file
 from beam_rtbf.purge.verify import VerificationSummary, VerifyErasure, summary_json
 from beam_rtbf.records import AcceptedRequest
 from beam_rtbf.registry import open_registry
@@ -57,7 +59,26 @@ __all__ = ["PurgeOptions", "PurgeJob", "run_purge", "build_purge_pipeline", "Man
 _LOGGER = logging.getLogger(__name__)
 
 
-class _RewriteFn(beam.DoFn):
+class _ScanFn(BundleDoFn):
+    """``scan_file`` for a bundle's files, on ``REWRITE_THREADS`` threads (Arrow reads outside the GIL)."""
+
+    max_batch = 256
+
+    def __init__(self, id_requests: dict) -> None:
+        self._id_requests = id_requests
+
+    def handle_batch(self, tasks: Sequence[FileTask]) -> list[list[FileScan]]:
+        with ThreadPoolExecutor(REWRITE_THREADS, thread_name_prefix="purge-scan") as pool:
+            return [[scan] for scan in pool.map(lambda task: scan_file(task, self._id_requests), tasks)]
+
+
+class _RewriteFn(BundleDoFn):
+    """``rewrite_or_error`` for a bundle's files, on ``REWRITE_THREADS`` threads as in the one-step
+    purge: Parquet reads, encodes and compression release the GIL, and a batch purge rewrites
+    every file of the archive."""
+
+    max_batch = 256
+
     def __init__(self, id_requests: dict, journal_dir: str, purge_versions: bool) -> None:
         self._id_requests = id_requests
         self._journal_dir = journal_dir
@@ -65,15 +86,28 @@ class _RewriteFn(beam.DoFn):
         self._removed = Metrics.counter(rtbf_metrics.NAMESPACE, "purge_records_removed")
         self._files = Metrics.counter(rtbf_metrics.NAMESPACE, "purge_files_rewritten")
 
-    def process(self, task: FileTask, decision: GuardDecision):
+    def process(
+        self, task: FileTask, decision: GuardDecision, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam
+    ):
+        self._decision = decision  # one singleton for the run
+        yield from super().process(task, timestamp, window)
+
+    def handle_batch(self, tasks: Sequence[FileTask]) -> list[list[FileResult]]:
+        decision = self._decision
         reason = "; ".join(decision.reasons)
-        result = rewrite_or_error(
-            task, self._id_requests, self._journal_dir, decision.allowed, reason, self._purge_versions
-        )
-        if result.status == "purged":
-            self._files.inc()
-            self._removed.inc(result.records_before - result.records_after)
-        yield result
+
+        def rewrite(task: FileTask) -> FileResult:
+            return rewrite_or_error(
+                task, self._id_requests, self._journal_dir, decision.allowed, reason, self._purge_versions
+            )
+
+        with ThreadPoolExecutor(REWRITE_THREADS, thread_name_prefix="purge-rewrite") as pool:
+            results = list(pool.map(rewrite, tasks))
+        for result in results:  # metrics in this thread: Beam's metric containers are per thread
+            if result.status == "purged":
+                self._files.inc()
+                self._removed.inc(result.records_before - result.records_after)
+        return [[result] for result in results]
 
 
 def _recompute_after_rewrites(
@@ -221,7 +255,7 @@ def build_purge_pipeline(
     # combiners keep the graph (and its fixed cost on every runner) small.
     start = p | "Start" >> beam.Create([None])
     tasks = p | "FileTasks" >> beam.Create(list(plan.tasks)) | "SpreadFiles" >> beam.Reshuffle()
-    scans = tasks | "ScanFiles" >> beam.Map(scan_file, id_requests)
+    scans = tasks | "ScanFiles" >> beam.ParDo(_ScanFn(id_requests))
     decision = start | "BlastRadius" >> beam.Map(
         _judge_and_report,
         beam.pvalue.AsList(scans),
@@ -235,7 +269,7 @@ def build_purge_pipeline(
     )
     results = tasks | "RewriteFiles" >> beam.ParDo(
         _RewriteFn(id_requests, join(receipts_dir, "_journal"), not opts.keep_old_versions),
-        decision=beam.pvalue.AsSingleton(decision),
+        beam.pvalue.AsSingleton(decision),
     )
     files_by_request = results | "ByRequest" >> beam.FlatMap(_route, all_requests)
     # Not the plan's file list: the storage is listed and re-read once every rewrite is done.
