@@ -118,10 +118,14 @@ def _group_range(group: Struct) -> tuple[int, int] | None:
 
 
 def _metadata_range(group: pq.RowGroupMetaData) -> tuple[int, int] | None:
-    """A row group's bytes [start, end) from pyarrow's reading of the footer, if its chunks lie back to back."""
+    """A row group's bytes [start, end) from pyarrow's reading of the footer, if its chunks lie back to
+    back and nothing of theirs is kept elsewhere in the file (page indexes, Bloom filters: a splice
+    zeroes what lies between groups and would leave a re-encoded group's old ones behind)."""
     spans = []
     for j in range(group.num_columns):
         column = group.column(j)
+        if column.has_offset_index or column.has_column_index or column.bloom_filter_offset or column.file_path:
+            return None
         start = column.dictionary_page_offset if column.has_dictionary_page else column.data_page_offset
         spans.append((start, start + column.total_compressed_size))
     spans.sort()

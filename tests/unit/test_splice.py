@@ -211,6 +211,9 @@ def test_whole_rewrites_where_a_splice_cannot_be_plain():
     sink = io.BytesIO()
     pq.write_table(table, sink, row_group_size=1_000, write_page_index=True)
     assert _splice(sink.getvalue(), one) is None  # page indexes would describe the old pages
+    sink = io.BytesIO()
+    pq.write_table(table, sink, row_group_size=1_000, bloom_filter_options={"user_id": {"ndv": 2_000}})
+    assert _splice(sink.getvalue(), one) is None  # a Bloom filter would still answer for the removed rows
     assert _splice(data, one) is not None  # the same file, the same row: spliced
 
     def other_schema(tables):
