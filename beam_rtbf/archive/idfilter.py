@@ -186,8 +186,10 @@ class IdFilter:
 
     @property
     def bits(self) -> np.ndarray:
+        """The bits; base64 text with any character outside the alphabet is refused (``binascii.Error``,
+        a ValueError: the checks then prove nothing), never read leniently as other bits."""
         if self._bits is None:
-            self._bits = np.frombuffer(binascii.a2b_base64(self._encoded), np.uint8)
+            self._bits = np.frombuffer(binascii.a2b_base64(self._encoded, strict_mode=True), np.uint8)
         return self._bits
 
     def _may_contain_few(self, hashes: np.ndarray) -> np.ndarray:
@@ -205,7 +207,8 @@ class IdFilter:
                     if bits is not None:
                         byte = int(bits[index])
                     else:  # base64: 3 bytes per 4 characters; only the group holding the byte is decoded
-                        byte = binascii.a2b_base64(encoded[4 * (index // 3) : 4 * (index // 3) + 4])[index % 3]
+                        group = encoded[4 * (index // 3) : 4 * (index // 3) + 4]
+                        byte = binascii.a2b_base64(group, strict_mode=True)[index % 3]
                     if not (byte >> (position & 7)) & 1:
                         found.append(False)
                         break
@@ -219,7 +222,10 @@ class IdFilter:
         if self._bits is not None or len(indexes) * 64 > self.size_bits // 8:
             return self.bits[indexes]
         groups = indexes // 3  # base64: 3 bytes per 4 characters
-        decoded = {g: binascii.a2b_base64(self._encoded[4 * g : 4 * g + 4]) for g in np.unique(groups).tolist()}
+        decoded = {
+            g: binascii.a2b_base64(self._encoded[4 * g : 4 * g + 4], strict_mode=True)
+            for g in np.unique(groups).tolist()
+        }
         return np.array([decoded[g][i % 3] for g, i in zip(groups.tolist(), indexes.tolist())], np.uint8)
 
     def may_contain(self, hashes: np.ndarray) -> np.ndarray:

@@ -34,6 +34,8 @@ import pyarrow.parquet as pq
 
 from beam_rtbf.archive.thrift_compact import (
     BINARY,
+    I16,
+    I32,
     I64,
     LIST,
     STRUCT,
@@ -97,9 +99,19 @@ class _Footer:
             raise SpliceError(f"row group {index} unreadable: {exc}") from exc
 
 
+def _int(struct_: Struct, field: int) -> int | None:
+    """An integer field's value; None if absent; TypeError if stored as another type."""
+    entry = struct_.fields.get(field)
+    if entry is None:
+        return None
+    if entry[0] not in (I16, I32, I64):
+        raise TypeError(f"field {field} stored as compact type {entry[0]}, not an integer")
+    return entry[1]
+
+
 def _chunk_start(meta: Struct) -> int:
-    dictionary = meta.get(_CM_DICTIONARY_PAGE)
-    return dictionary if dictionary else meta.get(_CM_DATA_PAGE)
+    dictionary = _int(meta, _CM_DICTIONARY_PAGE)
+    return dictionary if dictionary else _int(meta, _CM_DATA_PAGE)
 
 
 def _group_range(group: Struct) -> tuple[int, int] | None:
@@ -109,8 +121,10 @@ def _group_range(group: Struct) -> tuple[int, int] | None:
         meta = chunk.get(_CC_META)
         if meta is None or any(f in chunk for f in _CC_NOT_COPYABLE) or any(f in meta for f in _CM_NOT_COPYABLE):
             return None
+        if not isinstance(meta, Struct):
+            raise TypeError("column chunk's metadata is not a struct")
         start = _chunk_start(meta)
-        spans.append((start, start + meta.get(_CM_TOTAL_COMPRESSED)))
+        spans.append((start, start + _int(meta, _CM_TOTAL_COMPRESSED)))
     spans.sort()
     if not spans or any(a[1] != b[0] for a, b in zip(spans, spans[1:])):
         return None
@@ -137,14 +151,14 @@ def _metadata_range(group: pq.RowGroupMetaData) -> tuple[int, int] | None:
 def _moved(group: Struct, delta: int, ordinal: int) -> Struct:
     """The group's offsets moved by ``delta`` (a zero offset means "not set" and stays)."""
     for chunk in group.get(_RG_COLUMNS).items:
-        if chunk.get(_CC_FILE_OFFSET):
-            chunk.set(_CC_FILE_OFFSET, chunk.get(_CC_FILE_OFFSET) + delta)
+        if _int(chunk, _CC_FILE_OFFSET):
+            chunk.set(_CC_FILE_OFFSET, _int(chunk, _CC_FILE_OFFSET) + delta)
         meta = chunk.get(_CC_META)
         for field in (_CM_DATA_PAGE, _CM_INDEX_PAGE, _CM_DICTIONARY_PAGE):
-            if meta.get(field):
-                meta.set(field, meta.get(field) + delta)
-    if group.get(_RG_FILE_OFFSET):
-        group.set(_RG_FILE_OFFSET, group.get(_RG_FILE_OFFSET) + delta)
+            if _int(meta, field):
+                meta.set(field, _int(meta, field) + delta)
+    if _int(group, _RG_FILE_OFFSET):
+        group.set(_RG_FILE_OFFSET, _int(group, _RG_FILE_OFFSET) + delta)
     if _RG_ORDINAL in group:
         group.set(_RG_ORDINAL, ordinal)
     return group
@@ -178,7 +192,23 @@ def splice_out(
     ``encode(tables)``: a Parquet file of these tables, one row group each, written as the
     original was (same schema and settings). ``entries_for(rows, row_group_rows)``: the footer
     entries of the new file (they replace the original's entries of the same keys).
+
+    SpliceError: the footer is not as parquet.thrift describes it (a field of another type than
+    the spec's, which pyarrow's reader skips, counts that do not add up); the caller re-encodes
+    the whole file. Errors reading the rows themselves are pyarrow's own (ArrowException, OSError).
     """
+    try:
+        return _splice_out(original, remove, encode, entries_for)
+    except (ThriftError, TypeError, AttributeError, KeyError) as exc:
+        raise SpliceError(f"footer not as parquet.thrift has it ({type(exc).__name__}: {exc})") from exc
+
+
+def _splice_out(
+    original: bytes,
+    remove: np.ndarray,
+    encode: Callable[[Sequence[pa.Table]], bytes],
+    entries_for: Callable[[int, list[int]], Mapping[bytes, bytes]],
+) -> tuple[bytes, list[int]] | None:
     try:
         parquet = pq.ParquetFile(pa.BufferReader(original))
     except (pa.ArrowException, OSError) as exc:
@@ -195,10 +225,12 @@ def splice_out(
         # touches most groups), a whole rewrite costs as little and leaves no padding.
         return None
     footer = _Footer(original)
-    if _FMD_ENCRYPTION in footer.fields or _FMD_KEY_VALUE not in footer.fields or len(footer.groups) != len(counts):
+    if _FMD_ENCRYPTION in footer.fields or len(footer.groups) != len(counts):
+        return None
+    if footer.fields.get(_FMD_KEY_VALUE, (None,))[0] != LIST:  # the entries are replaced in this list
         return None
     originals = [footer.group(i) for i in touched]
-    if any(group.get(_RG_NUM_ROWS) != counts[i] for group, i in zip(originals, touched)):
+    if any(_int(group, _RG_NUM_ROWS) != counts[i] for group, i in zip(originals, touched)):
         raise SpliceError("footer row counts differ from pyarrow's reading of them")
     ranges = [_metadata_range(parquet.metadata.row_group(i)) for i in range(len(counts))]
     if any(r is None for r in ranges) or any(_group_range(group) is None for group in originals):
@@ -220,7 +252,7 @@ def splice_out(
     for n, i in enumerate(touched):
         group = fresh_footer.group(n)
         span = _group_range(group)
-        if span is None or span[1] > fresh_footer.start or group.get(_RG_NUM_ROWS) != kept_counts[n]:
+        if span is None or span[1] > fresh_footer.start or _int(group, _RG_NUM_ROWS) != kept_counts[n]:
             return None
         reencoded[i] = (group, span)
         counts[i] = kept_counts[n]

@@ -123,6 +123,7 @@ def _value(data: bytes, pos: int, kind: int, depth: int) -> tuple[Any, int]:
         size, element = header >> 4, header & 0x0F
         if size == 15:
             size, pos = _varint(data, pos)
+        _check_count(data, pos, size)
         items = []
         for _ in range(size):
             item, pos = _value(data, pos, element, depth)
@@ -132,8 +133,7 @@ def _value(data: bytes, pos: int, kind: int, depth: int) -> tuple[Any, int]:
         size, pos = _varint(data, pos)
         if size == 0:
             return Map(0, 0, []), pos
-        if pos >= len(data):
-            raise ThriftError("truncated map")
+        _check_count(data, pos, size)
         types = data[pos]
         pos += 1
         pairs = []
@@ -181,41 +181,71 @@ def read_struct(data: bytes, pos: int = 0) -> tuple[Struct, int]:
 
 
 def skip_value(data: bytes, pos: int, kind: int) -> int:
-    """The position after a value of compact type ``kind`` at ``pos``, without building it."""
+    """The position after a value of compact type ``kind`` at ``pos``, without building it;
+    ThriftError if it is malformed."""
+    try:
+        return _skip_value(data, pos, kind)
+    except (IndexError, RecursionError) as exc:
+        raise ThriftError(f"malformed value ({type(exc).__name__})") from exc
+
+
+def _skip_value(data: bytes, pos: int, kind: int) -> int:
     if kind in (I16, I32, I64):
         while data[pos] & 0x80:
             pos += 1
         return pos + 1
     if kind == BINARY:
         size, pos = _varint(data, pos)
-        return pos + size
+        return _within(data, pos + size)
     if kind == STRUCT:
-        return skip_struct(data, pos)
+        return _skip_struct(data, pos)
     if kind in (BYTE, TRUE, FALSE):
-        return pos + 1
+        return _within(data, pos + 1)
     if kind == DOUBLE:
-        return pos + 8
+        return _within(data, pos + 8)
     if kind in (LIST, SET):
         header = data[pos]
         pos += 1
         size, element = header >> 4, header & 0x0F
         if size == 15:
             size, pos = _varint(data, pos)
+        _check_count(data, pos, size)
         for _ in range(size):
-            pos = skip_value(data, pos, element)
+            pos = _skip_value(data, pos, element)
         return pos
     if kind == MAP:
         size, pos = _varint(data, pos)
         if size:
+            _check_count(data, pos, size)
             types = data[pos]
             pos += 1
             for _ in range(size):
-                pos = skip_value(data, skip_value(data, pos, types >> 4), types & 0x0F)
+                pos = _skip_value(data, _skip_value(data, pos, types >> 4), types & 0x0F)
         return pos
     raise ThriftError(f"unknown compact type {kind}")
 
 
-def skip_struct(data: bytes, pos: int) -> int:
+def _within(data: bytes, end: int) -> int:
+    if end > len(data):
+        raise ThriftError("value runs past the end")
+    return end
+
+
+def _check_count(data: bytes, pos: int, count: int) -> None:
+    """Every element takes at least a byte: a count beyond the bytes left is malformed (and would loop)."""
+    if count > len(data) - pos:
+        raise ThriftError(f"{count} elements claimed in {len(data) - pos} bytes")
+
+
+def skip_struct(data: bytes, pos: int = 0) -> int:
+    """The position after the struct at ``pos``; ThriftError if it is malformed."""
+    try:
+        return _skip_struct(data, pos)
+    except (IndexError, RecursionError) as exc:
+        raise ThriftError(f"malformed struct ({type(exc).__name__})") from exc
+
+
+def _skip_struct(data: bytes, pos: int) -> int:
     """The position after the struct at ``pos`` (integers and binaries, most of a footer, inline)."""
     while True:
         header = data[pos]
@@ -233,9 +263,9 @@ def skip_struct(data: bytes, pos: int) -> int:
             pos += 1
         elif kind == BINARY:
             size, pos = _varint(data, pos)
-            pos += size
+            pos = _within(data, pos + size)
         elif kind != TRUE and kind != FALSE:
-            pos = skip_value(data, pos, kind)
+            pos = _skip_value(data, pos, kind)
 
 
 def field_spans(data: bytes, pos: int = 0) -> dict[int, tuple[int, int, int]]:
@@ -257,7 +287,7 @@ def field_spans(data: bytes, pos: int = 0) -> dict[int, tuple[int, int, int]]:
                 field_id = _zigzag(raw)
             start = pos
             if kind not in (TRUE, FALSE):
-                pos = skip_value(data, pos, kind)
+                pos = _skip_value(data, pos, kind)
             spans[field_id] = (kind, start, pos)
             last = field_id
     except (IndexError, RecursionError) as exc:
@@ -272,9 +302,10 @@ def list_element_spans(data: bytes, start: int) -> tuple[int, list[tuple[int, in
         size, element = header >> 4, header & 0x0F
         if size == 15:
             size, pos = _varint(data, pos)
+        _check_count(data, pos, size)
         spans = []
         for _ in range(size):
-            end = skip_value(data, pos, element)
+            end = _skip_value(data, pos, element)
             spans.append((pos, end))
             pos = end
         return element, spans

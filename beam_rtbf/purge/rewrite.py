@@ -142,7 +142,7 @@ def _read_columns(parquet: pq.ParquetFile, columns: Sequence[str] | None) -> pa.
 def _read_table(path: str, columns: Sequence[str] | None = None) -> pa.Table:
     try:
         return _read_columns(_open_parquet(path), columns)
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
         raise PurgeFileError(f"{path}: not a readable Parquet file ({exc})") from exc
 
 
@@ -174,7 +174,7 @@ def _read_archive_file(task: FileTask) -> tuple[pa.Table, _StoredParquet]:
         data = _read_bytes(task.path)
         parquet = pq.ParquetFile(pa.BufferReader(data))
         return _read_columns(parquet, INDEX_ID_COLUMNS), _StoredParquet(data, parquet)
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
         raise PurgeFileError(f"{task.path}: not a readable Parquet file ({exc})") from exc
 
 
@@ -282,10 +282,10 @@ class ReadBudget:
 @dataclasses.dataclass(frozen=True)
 class ScannedFile:
     """An archive file as the scan read it and matched it: its rewrite reuses both, so a one-step
-    purge reads each file once, if the file is unchanged since (same size and modification time;
-    the purge lock keeps other purges out, and writers add files, never change one)."""
+    purge reads each file once, if the file is unchanged since (same inode, size, modification and
+    change times; the purge lock keeps other purges out, and writers add files, never change one)."""
 
-    stat: tuple[int, int]
+    stat: tuple[int, ...]
     ids: pa.Table
     stored: _StoredParquet
     mask: np.ndarray
@@ -293,10 +293,9 @@ class ScannedFile:
 
     def unchanged(self, task: FileTask) -> bool:
         try:
-            status = os.stat(task.path)
+            return _identity(os.stat(task.path)) == self.stat
         except OSError:
             return False
-        return (status.st_size, status.st_mtime_ns) == self.stat
 
 
 def scan_and_keep(
@@ -316,7 +315,14 @@ def scan_and_keep(
     scan = FileScan(task, len(mask), int(mask.sum()), per_request)
     if not scan.removed_total or not budget.take(len(stored.data)):
         return scan, None
-    return scan, ScannedFile((status.st_size, status.st_mtime_ns), ids, stored, mask, per_request)
+    return scan, ScannedFile(_identity(status), ids, stored, mask, per_request)
+
+
+def _identity(status: os.stat_result) -> tuple[int, ...]:
+    """What changes when a file is written or replaced: its inode, size, and modification and change
+    times (a copy can keep the modification time; the change time is set by the system on any write,
+    rename or ``utime``)."""
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
 
 
 # -- journal --------------------------------------------------------------------------------
@@ -365,16 +371,19 @@ def _encode_archive(stored: _StoredParquet, ids: pa.Table, keep: np.ndarray) -> 
         return filter_entry(hashes, printable, ids.column_names, rows, groups)
 
     try:
-        spliced = splice_out(
-            stored.data, ~keep, lambda tables: encode_row_groups(tables, DATA_DICTIONARY_COLUMNS), entries
-        )
-    except SpliceError:
-        spliced = None  # pyarrow read the file; only its layout is not one a splice copies: re-encode it
-    if spliced is not None:
-        payload, groups = spliced
-        _check_decodes(payload, int(keep.sum()), groups)
-        return payload
-    return _encode(FileTask("archive", ""), _whole(stored, ids).filter(pa.array(keep)), None)
+        try:
+            spliced = splice_out(
+                stored.data, ~keep, lambda tables: encode_row_groups(tables, DATA_DICTIONARY_COLUMNS), entries
+            )
+        except SpliceError:
+            spliced = None  # pyarrow read the file; only its layout is not one a splice copies: re-encode it
+        if spliced is None:
+            return _encode(FileTask("archive", ""), _whole(stored, ids).filter(pa.array(keep)), None)
+    except (pa.ArrowException, OSError) as exc:  # a column other than the identifiers does not decode
+        raise PurgeFileError(f"not a readable Parquet file ({type(exc).__name__}: {exc})") from exc
+    payload, groups = spliced
+    _check_decodes(payload, int(keep.sum()), groups)
+    return payload
 
 
 def _whole(stored: _StoredParquet, ids: pa.Table) -> pa.Table:

@@ -270,3 +270,16 @@ def test_a_check_of_a_few_identifiers_answers_as_the_vectorised_one():
         assert probe.may_contain(members[:5]).all()
     damaged = IdFilter(built.size_bits, built.probes, encoded=b"!!!!" * (len(encoded._encoded) // 4))
     assert damaged.may_contain(others[:3]).tolist() == [True] * 3
+
+
+@pytest.mark.parametrize("bad", [b"!", b"=", b"\n", b" ", b"\xff"])
+def test_bits_with_a_character_outside_base64_prove_nothing_whichever_path_reads_them(bad):
+    rng = np.random.default_rng(3)
+    members = rng.integers(0, 2**64, size=40, dtype=np.uint64, endpoint=False)
+    built = IdFilter.of_hashes(members)
+    text = bytearray(base64.b64encode(built.bits.tobytes()))
+    for at in range(0, len(text), 7):
+        damaged = bytes(text[:at]) + bad + bytes(text[at + 1 :])
+        vectorised = IdFilter(built.size_bits, built.probes, encoded=damaged).may_contain(members)
+        few = IdFilter(built.size_bits, built.probes, encoded=damaged).may_contain(members[:3])
+        assert vectorised.all() and few.all()

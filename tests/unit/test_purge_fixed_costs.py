@@ -335,3 +335,60 @@ def test_the_scans_keep_files_for_their_rewrites_only_within_the_budget(tmp_path
     assert scan_and_keep(task, ids, budget)[1] is None  # over the budget: the rewrite reads it again
     assert scan_and_keep(task, {"carol": ("req-c",)}, ReadBudget(1 << 30))[1] is None  # nothing to remove
     assert scan_and_keep(FileTask("archive", str(tmp_path / "gone.parquet")), ids, budget)[0].total == 0
+
+
+def test_a_replaced_file_keeping_size_and_modification_time_is_read_again(tmp_path):
+    # cp -p, rsync -a or a restore keep the modification time: the inode and change time tell.
+    from beam_rtbf.purge.rewrite import ReadBudget, scan_and_keep
+
+    def rows(bob_time: int) -> pa.Table:
+        values = [
+            {"user_id": u, "event_time_ms": bob_time if i == 3 else 1_767_225_600_000 + i, "event_id": f"e{i}"}
+            for i, u in enumerate(["alice", "bob"] * 5)
+        ]
+        return pa.Table.from_pylist(values, schema=SESSION_SCHEMA)
+
+    path = tmp_path / "part-0.parquet"
+    write_data_file(str(path), rows(1_000))
+    task, ids = FileTask("archive", str(path)), {"alice": ("req-a",)}
+    _, scanned = scan_and_keep(task, ids, ReadBudget(1 << 20))
+    status = path.stat()
+    replacement = tmp_path / "replacement.parquet"
+    for bob_time in range(1_001, 1_100):  # another version: bob's session 3 changed, the same size
+        write_data_file(str(replacement), rows(bob_time))
+        if replacement.stat().st_size == status.st_size:
+            break
+    assert replacement.stat().st_size == status.st_size
+    os.utime(replacement, ns=(status.st_atime_ns, status.st_mtime_ns))
+    os.replace(replacement, path)
+    result = rewrite_file(task, ids, str(tmp_path / "j"), scanned=scanned)
+    assert (result.status, result.records_after) == ("purged", 5)
+    assert pq.read_table(path).column("event_time_ms")[1].as_py() == bob_time  # the replacement's, not the scan's
+
+
+def test_a_column_that_does_not_decode_fails_its_file_not_the_purge(tmp_path):
+    from beam_rtbf.archive.idfilter import write_parquet
+    from beam_rtbf.archive.write import DATA_DICTIONARY_COLUMNS, INDEX_ID_COLUMNS
+    from beam_rtbf.purge.rewrite import rewrite_or_error
+
+    rows = [
+        {"user_id": "alice" if i == 1_500 else f"user-{i}", "event_time_ms": i, "event_id": f"event-{i:08d}"}
+        for i in range(4_000)
+    ]
+    table = pa.Table.from_pylist(rows, schema=SESSION_SCHEMA)
+    for group_rows in (1_000, 4_000):  # spliced, and re-encoded whole
+        sink = pa.BufferOutputStream()
+        write_parquet(
+            sink, table, INDEX_ID_COLUMNS, row_group_rows=group_rows, dictionary_columns=DATA_DICTIONARY_COLUMNS
+        )
+        data = bytearray(sink.getvalue().to_pybytes())
+        group = 1 if group_rows == 1_000 else 0
+        column = pq.read_metadata(pa.BufferReader(bytes(data))).row_group(group).column(7)  # event_id
+        data[column.data_page_offset : column.data_page_offset + 3] = b"\x15\xff\xff"  # a damaged page header
+        path = tmp_path / f"part-{group_rows}.parquet"
+        path.write_bytes(bytes(data))
+        result = rewrite_or_error(
+            FileTask("archive", str(path)), {"alice": ("req-a",)}, str(tmp_path / "j"), True, "", False
+        )
+        assert result.status == "error" and "not a readable Parquet file" in result.detail
+        assert path.read_bytes() == bytes(data)  # the original stays
