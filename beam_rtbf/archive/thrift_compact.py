@@ -18,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from beam_rtbf.varint import VarintError, read_varint
+
 __all__ = [
     "Struct",
     "Seq",
@@ -78,18 +80,23 @@ class Struct:
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(data):
-            raise ThriftError("truncated varint")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-        if shift > 70:
-            raise ThriftError("varint too long")
+    try:
+        return read_varint(data, pos)
+    except VarintError as exc:
+        raise ThriftError(str(exc)) from exc
+
+
+def _list_header(data: bytes, pos: int) -> tuple[int, int, int]:
+    """(element count, element type, position of the first element) of the list at ``pos``."""
+    if pos >= len(data):
+        raise ThriftError("truncated list")
+    header = data[pos]
+    size, element = header >> 4, header & 0x0F
+    pos += 1
+    if size == 15:
+        size, pos = _varint(data, pos)
+    _check_count(data, pos, size)
+    return size, element, pos
 
 
 def _zigzag(value: int) -> int:
@@ -116,14 +123,7 @@ def _value(data: bytes, pos: int, kind: int, depth: int) -> tuple[Any, int]:
             raise ThriftError("truncated double")
         return data[pos : pos + 8], pos + 8
     if kind in (LIST, SET):
-        if pos >= len(data):
-            raise ThriftError("truncated list")
-        header = data[pos]
-        pos += 1
-        size, element = header >> 4, header & 0x0F
-        if size == 15:
-            size, pos = _varint(data, pos)
-        _check_count(data, pos, size)
+        size, element, pos = _list_header(data, pos)
         items = []
         for _ in range(size):
             item, pos = _value(data, pos, element, depth)
@@ -145,25 +145,28 @@ def _value(data: bytes, pos: int, kind: int, depth: int) -> tuple[Any, int]:
     raise ThriftError(f"unknown compact type {kind}")
 
 
+def _field_header(data: bytes, pos: int, last: int) -> tuple[int, int, int]:
+    """(compact type, field id, position of the value) of the field header at ``pos``; the id is
+    stored as a delta from the ``last`` field's (1-15) or, in a long header, as itself."""
+    if pos >= len(data):
+        raise ThriftError("truncated struct")
+    header = data[pos]
+    kind, delta = header & 0x0F, header >> 4
+    if kind == STOP or delta:
+        return kind, last + delta, pos + 1
+    raw, pos = _varint(data, pos + 1)
+    return kind, _zigzag(raw), pos
+
+
 def _struct(data: bytes, pos: int, depth: int) -> tuple[Struct, int]:
     if depth > _MAX_DEPTH:
         raise ThriftError("structs nested too deep")
     fields: dict[int, tuple[int, Any]] = {}
     last = 0
     while True:
-        if pos >= len(data):
-            raise ThriftError("truncated struct")
-        header = data[pos]
-        pos += 1
-        kind = header & 0x0F
+        kind, field_id, pos = _field_header(data, pos, last)
         if kind == STOP:
             return Struct(fields), pos
-        delta = header >> 4
-        if delta:
-            field_id = last + delta
-        else:
-            raw, pos = _varint(data, pos)
-            field_id = _zigzag(raw)
         if kind in (TRUE, FALSE):
             value: Any = kind == TRUE
         else:
@@ -204,12 +207,7 @@ def _skip_value(data: bytes, pos: int, kind: int) -> int:
     if kind == DOUBLE:
         return _within(data, pos + 8)
     if kind in (LIST, SET):
-        header = data[pos]
-        pos += 1
-        size, element = header >> 4, header & 0x0F
-        if size == 15:
-            size, pos = _varint(data, pos)
-        _check_count(data, pos, size)
+        size, element, pos = _list_header(data, pos)
         for _ in range(size):
             pos = _skip_value(data, pos, element)
         return pos
@@ -275,16 +273,9 @@ def field_spans(data: bytes, pos: int = 0) -> dict[int, tuple[int, int, int]]:
     last = 0
     try:
         while True:
-            header = data[pos]
-            pos += 1
-            kind = header & 0x0F
+            kind, field_id, pos = _field_header(data, pos, last)
             if kind == STOP:
                 return spans
-            if header >> 4:
-                field_id = last + (header >> 4)
-            else:
-                raw, pos = _varint(data, pos)
-                field_id = _zigzag(raw)
             start = pos
             if kind not in (TRUE, FALSE):
                 pos = _skip_value(data, pos, kind)
@@ -297,12 +288,7 @@ def field_spans(data: bytes, pos: int = 0) -> dict[int, tuple[int, int, int]]:
 def list_element_spans(data: bytes, start: int) -> tuple[int, list[tuple[int, int]]]:
     """(element type, each element's [start, end)) of the list whose value starts at ``start``."""
     try:
-        header = data[start]
-        pos = start + 1
-        size, element = header >> 4, header & 0x0F
-        if size == 15:
-            size, pos = _varint(data, pos)
-        _check_count(data, pos, size)
+        size, element, pos = _list_header(data, start)
         spans = []
         for _ in range(size):
             end = _skip_value(data, pos, element)

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import hashlib
 
+from beam_rtbf.varint import VarintError, read_varint
+
 __all__ = ["KPL_MAGIC", "KplError", "UserRecord", "is_aggregated", "deaggregate", "aggregate"]
 
 KPL_MAGIC = b"\xf3\x89\x9a\xc2"
@@ -61,18 +63,10 @@ def is_aggregated(data: bytes) -> bool:
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise KplError("bad KPL aggregate: truncated varint")
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise KplError("bad KPL aggregate: varint longer than 10 bytes")
+    try:
+        return read_varint(buf, pos)
+    except VarintError as exc:
+        raise KplError(f"bad KPL aggregate: {exc}") from exc
 
 
 def _fields(buf: bytes):
