@@ -40,6 +40,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "beam_rtbf.metrics",
             "beam_rtbf.runner_names",
             "beam_rtbf.bundling",
+            "beam_rtbf.varint",  # base-128 integers (KPL aggregates, Parquet footers)
             "beam_rtbf.job_servers",  # Beam's Flink/Spark job servers, fetched into a cache
             "beam_rtbf.testing",  # loopback servers for tests and benchmarks
         ),
