@@ -4,6 +4,8 @@ are re-encoded, the others keep their bytes, and everything else a purge proves 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -11,6 +13,7 @@ import pytest
 
 from beam_rtbf.archive.write import DATA_ROW_GROUP_ROWS
 from beam_rtbf.cli import main
+from tests.helpers.crash_purge import crash_purge_command
 from tests.helpers.purge_setup import HOUR, T0, archive_table, files_mentioning, read_receipt
 
 pytestmark = [pytest.mark.slow]
@@ -53,6 +56,52 @@ def _group_spans(path: Path) -> list[tuple[int, int, int]]:
         starts = [c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset for c in columns]
         spans.append((group.num_rows, min(starts), max(s + c.total_compressed_size for s, c in zip(starts, columns))))
     return spans
+
+
+def _history(tmp_path: Path, registry_url: str) -> tuple[Path, list[dict], Path]:
+    """A run directory whose one hourly file (3 row groups) holds the subject; the request accepted."""
+    out, data = tmp_path / "out", tmp_path / "data"
+    data.mkdir()
+    rows = _sessions(data / "sessions.jsonl")
+    (data / "requests.jsonl").write_text(
+        json.dumps({"request_id": "req-a", "subject_id": SUBJECT, "aliases": [ALIAS], "requested_at": T0 + 4 * HOUR})
+        + "\n"
+    )
+    (data / "empty.jsonl").write_text("")
+    common = [f"--output={out}", f"--registry={registry_url}", "--archive_partition_s=3600", "--dedupe=off"]
+    assert (
+        main(["run", *common, f"--sessions=file://{data}/sessions.jsonl", f"--requests=file://{data}/empty.jsonl"]) == 0
+    )
+    assert (
+        main(["run", *common, f"--sessions=file://{data}/empty.jsonl", f"--requests=file://{data}/requests.jsonl"]) == 0
+    )
+    (path,) = (out / "archive").glob("dt=*/hour=*/*.parquet")
+    return out, rows, path
+
+
+@pytest.mark.parametrize("point", ["before_replace:1", "after_replace:1"])
+def test_a_purge_killed_around_a_spliced_replace_ends_as_one_clean_run(tmp_path, registry_url, monkeypatch, point):
+    monkeypatch.setenv("RTBF_SUBJECT_HASH_KEY", "test-key")
+    out, rows, path = _history(tmp_path, registry_url)
+    argv, env = crash_purge_command(
+        point,
+        ["purge", f"--output={out}", f"--registry={registry_url}"],
+        {**os.environ, "RTBF_SUBJECT_HASH_KEY": "test-key"},
+    )
+    crashed = subprocess.run(argv, env=env, capture_output=True, timeout=300)
+    assert crashed.returncode == 86, crashed.stderr[-2000:]
+    assert pq.read_metadata(path).num_rows in (20_000, 20_000 - 3)  # the old file or the new, never a mix
+    assert main(["purge", f"--output={out}", f"--registry={registry_url}"]) == 0
+    receipt = read_receipt(out, "req-a")
+    assert receipt["status"] == "verified" and receipt["records_removed"]["archive_partition"] == 3
+    assert files_mentioning(out, [SUBJECT, ALIAS]) == {}
+    kept = [r["event_id"] for i, r in enumerate(rows) if i not in (9_000, 9_001, 12_000)]
+    assert archive_table(out).sort_by("event_id").column("event_id").to_pylist() == kept
+    assert [n for n, _, _ in _group_spans(path)] == [
+        DATA_ROW_GROUP_ROWS,
+        DATA_ROW_GROUP_ROWS - 3,
+        20_000 - 2 * DATA_ROW_GROUP_ROWS,
+    ]
 
 
 @pytest.mark.parametrize("shape", ["one_step", "wide"])
