@@ -107,22 +107,7 @@ def test_a_purge_killed_around_a_spliced_replace_ends_as_one_clean_run(tmp_path,
 @pytest.mark.parametrize("shape", ["one_step", "wide"])
 def test_a_purge_rewrites_only_the_row_groups_holding_the_subject(tmp_path, registry_url, monkeypatch, shape):
     monkeypatch.setenv("RTBF_SUBJECT_HASH_KEY", "test-key")
-    out, data = tmp_path / "out", tmp_path / "data"
-    data.mkdir()
-    rows = _sessions(data / "sessions.jsonl")
-    (data / "requests.jsonl").write_text(
-        json.dumps({"request_id": "req-a", "subject_id": SUBJECT, "aliases": [ALIAS], "requested_at": T0 + 4 * HOUR})
-        + "\n"
-    )
-    (data / "empty.jsonl").write_text("")
-    common = [f"--output={out}", f"--registry={registry_url}", "--archive_partition_s=3600", "--dedupe=off"]
-    assert (
-        main(["run", *common, f"--sessions=file://{data}/sessions.jsonl", f"--requests=file://{data}/empty.jsonl"]) == 0
-    )
-    assert (
-        main(["run", *common, f"--sessions=file://{data}/empty.jsonl", f"--requests=file://{data}/requests.jsonl"]) == 0
-    )
-    (path,) = (out / "archive").glob("dt=*/hour=*/*.parquet")
+    out, rows, path = _history(tmp_path, registry_url)
     before_bytes, before = path.read_bytes(), _group_spans(path)
     assert [n for n, _, _ in before] == [DATA_ROW_GROUP_ROWS, DATA_ROW_GROUP_ROWS, 20_000 - 2 * DATA_ROW_GROUP_ROWS]
 
