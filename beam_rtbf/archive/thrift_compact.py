@@ -28,7 +28,6 @@ __all__ = [
     "read_struct",
     "write_struct",
     "skip_struct",
-    "skip_value",
     "field_spans",
     "list_element_spans",
     "encode_value",
@@ -183,16 +182,9 @@ def read_struct(data: bytes, pos: int = 0) -> tuple[Struct, int]:
         raise ThriftError(f"malformed struct ({type(exc).__name__})") from exc
 
 
-def skip_value(data: bytes, pos: int, kind: int) -> int:
-    """The position after a value of compact type ``kind`` at ``pos``, without building it;
-    ThriftError if it is malformed."""
-    try:
-        return _skip_value(data, pos, kind)
-    except (IndexError, RecursionError) as exc:
-        raise ThriftError(f"malformed value ({type(exc).__name__})") from exc
-
-
 def _skip_value(data: bytes, pos: int, kind: int) -> int:
+    """The position after a value of compact type ``kind`` at ``pos``, without building it (callers
+    turn the IndexError of a truncated value into ThriftError)."""
     if kind in (I16, I32, I64):
         while data[pos] & 0x80:
             pos += 1

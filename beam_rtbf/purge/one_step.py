@@ -33,14 +33,29 @@ from beam_rtbf.purge.analytics_table import recompute_table
 from beam_rtbf.purge.finish import RequestFinisher, requests_of_result
 from beam_rtbf.purge.manifests import PendingManifest
 from beam_rtbf.purge.plan import GuardDecision, PurgePlan, judge_blast_radius
-from beam_rtbf.purge.rewrite import ReadBudget, rewrite_or_error, scan_and_keep
+from beam_rtbf.purge.rewrite import FileResult, ReadBudget, rewrite_or_error, scan_and_keep
 from beam_rtbf.purge.verify import VerificationSummary, verify_stored_files
 from beam_rtbf.sinks.files import join
 
-__all__ = ["PurgeInOneStep", "fits_one_step", "REWRITE_THREADS"]
+__all__ = ["PurgeInOneStep", "RewriteCounters", "fits_one_step", "REWRITE_THREADS"]
 
 REWRITE_THREADS = min(4, os.cpu_count() or 1)
 KEEP_SCANNED_BYTES = 256 << 20  # archive files the scans read are kept for their rewrites up to this much
+
+
+class RewriteCounters:
+    """The purge's rewrite metrics, counted from finished results in the bundle's own thread (Beam's
+    metric containers are per thread, and the rewrites run on a pool)."""
+
+    def __init__(self) -> None:
+        self._removed = Metrics.counter(rtbf_metrics.NAMESPACE, "purge_records_removed")
+        self._files = Metrics.counter(rtbf_metrics.NAMESPACE, "purge_files_rewritten")
+
+    def count(self, results: Iterable[FileResult]) -> None:
+        for result in results:
+            if result.status == "purged":
+                self._files.inc()
+                self._removed.inc(result.records_before - result.records_after)
 
 
 def fits_one_step(plan: PurgePlan, max_files: int, erasure_api: bool) -> bool:
@@ -85,8 +100,7 @@ class PurgeInOneStep(beam.DoFn):
         self._purge_versions = purge_versions
         self._reports = reports
         self._write_audit = write_audit
-        self._removed = Metrics.counter(rtbf_metrics.NAMESPACE, "purge_records_removed")
-        self._files = Metrics.counter(rtbf_metrics.NAMESPACE, "purge_files_rewritten")
+        self._counters = RewriteCounters()
 
     def process(self, unused) -> Iterable[None]:
         del unused
@@ -113,10 +127,7 @@ class PurgeInOneStep(beam.DoFn):
                 )
             )
             del kept
-        for result in results:  # metrics in this thread: Beam's metric containers are per thread
-            if result.status == "purged":
-                self._files.inc()
-                self._removed.inc(result.records_before - result.records_after)
+        self._counters.count(results)
         # Not the plan's file list: the storage is listed and re-read now that every rewrite is done.
         verification = verify_stored_files(
             plan.archive_dir or places["archive"],

@@ -27,10 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from beam_rtbf import metrics as rtbf_metrics
 from beam_rtbf.bundling import BundleDoFn
 from beam_rtbf.job import job_options, recover_ledger, run_job
 from beam_rtbf.manifests.build import write_manifests
@@ -40,7 +38,7 @@ from beam_rtbf.purge.analytics_table import recompute_table
 from beam_rtbf.purge.finish import RequestFinisher, requests_of_result
 from beam_rtbf.purge.lock import PurgeLock, purge_lock
 from beam_rtbf.purge.manifests import ManifestProblem, PendingManifest, load_pending_manifests
-from beam_rtbf.purge.one_step import REWRITE_THREADS, PurgeInOneStep, fits_one_step
+from beam_rtbf.purge.one_step import REWRITE_THREADS, PurgeInOneStep, RewriteCounters, fits_one_step
 from beam_rtbf.purge.plan import GuardDecision, PurgePlan, judge_blast_radius, plan_purge
 from beam_rtbf.purge.receipts import receipt_path as receipt_path_for
 from beam_rtbf.purge.rewrite import FileResult, FileScan, FileTask, rewrite_or_error, scan_file
@@ -83,8 +81,7 @@ class _RewriteFn(BundleDoFn):
         self._id_requests = id_requests
         self._journal_dir = journal_dir
         self._purge_versions = purge_versions
-        self._removed = Metrics.counter(rtbf_metrics.NAMESPACE, "purge_records_removed")
-        self._files = Metrics.counter(rtbf_metrics.NAMESPACE, "purge_files_rewritten")
+        self._counters = RewriteCounters()
 
     def process(
         self, task: FileTask, decision: GuardDecision, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam
@@ -103,10 +100,7 @@ class _RewriteFn(BundleDoFn):
 
         with ThreadPoolExecutor(REWRITE_THREADS, thread_name_prefix="purge-rewrite") as pool:
             results = list(pool.map(rewrite, tasks))
-        for result in results:  # metrics in this thread: Beam's metric containers are per thread
-            if result.status == "purged":
-                self._files.inc()
-                self._removed.inc(result.records_before - result.records_after)
+        self._counters.count(results)
         return [[result] for result in results]
 
 

@@ -361,7 +361,7 @@ def _encode(task: FileTask, kept: pa.Table | list[bytes], bucket: tuple[int, int
     return sink.getvalue()
 
 
-def _encode_archive(stored: _StoredParquet, ids: pa.Table, keep: np.ndarray) -> bytes:
+def _encode_archive(task: FileTask, stored: _StoredParquet, ids: pa.Table, keep: np.ndarray) -> bytes:
     """An archive data file without the removed rows: the row groups that held none of them copied
     as they are (``splice.py``), else the whole file re-encoded. Either way the footer's identifier
     filter is built anew from the identifiers that remain."""
@@ -378,7 +378,7 @@ def _encode_archive(stored: _StoredParquet, ids: pa.Table, keep: np.ndarray) -> 
         except SpliceError:
             spliced = None  # pyarrow read the file; only its layout is not one a splice copies: re-encode it
         if spliced is None:
-            return _encode(FileTask("archive", ""), _whole(stored, ids).filter(pa.array(keep)), None)
+            return _encode(task, _whole(stored, ids).filter(pa.array(keep)), None)
     except (pa.ArrowException, OSError) as exc:  # a column other than the identifiers does not decode
         raise PurgeFileError(f"not a readable Parquet file ({type(exc).__name__}: {exc})") from exc
     payload, groups = spliced
@@ -542,7 +542,7 @@ def rewrite_file(
     if remaining == 0:
         FileSystems.delete([task.path])
     else:
-        payload = _encode_archive(stored, data, keep) if stored is not None else _encode(task, kept, bucket)
+        payload = _encode_archive(task, stored, data, keep) if stored is not None else _encode(task, kept, bucket)
         if is_object_store(task.path):  # one PUT, no temporary object: check the new content first
             _verify_bytes(task, payload, remaining, matcher)
         if read_version is not None:
